@@ -1,0 +1,22 @@
+//! ringcast: a thread-per-core io_uring WebSocket gateway.
+//!
+//! # Layout
+//!
+//! - [`config`]: every knob, from CLI, `RINGCAST_*` environment variables, a TOML file, defaults.
+//! - [`server`]: process lifecycle: binds listeners, starts the hub thread and the shards, waits
+//!   for a signal, shuts down.
+//! - [`rt`]: the thin seam over the io_uring runtime (tokio-uring). Nothing else names it.
+//! - [`shard`]: one OS thread per core; owns a listener, a `Slab` of connections and a
+//!   subscriber table. Shards share nothing but messages on bounded channels.
+//! - [`conn`]: one client connection: its state, its outbox of shared frames, its I/O loops.
+//! - [`ws`]: WebSocket pieces: handshake, the tungstenite codec driven over in-memory buffers,
+//!   encode-once server frames.
+//! - [`http`]: the plain HTTP routes on the same port (`/healthz`, `/metrics`, `/api/publish`, `/`).
+//! - [`router`]: topics and their interning, the hub (upstream side: interest and encode-once
+//!   routing) and the shard-side subscriber table.
+//! - [`source`]: where events come from, behind one interface. `memory` is the embedded broker.
+//! - [`protocol`]: the native protocol v1: client commands, replies, event envelopes, close codes.
+//! - [`metrics`]: single-writer per-shard counters and the Prometheus rendering.
+
+pub mod config;
+pub mod protocol;

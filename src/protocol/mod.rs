@@ -1,0 +1,1 @@
+//! Native protocol v1 (being written).
