@@ -1,1 +1,1496 @@
-//! Configuration (being written).
+//! Configuration: every knob of the gateway, resolved and checked once at startup.
+//!
+//! A [`Config`] is the complete, validated set of knobs. Each knob takes its value from the
+//! first source that sets it, in this order:
+//!
+//! 1. a command-line flag (`--max-outbox-bytes 2MiB`),
+//! 2. a `RINGCAST_*` environment variable (`RINGCAST_MAX_OUTBOX_BYTES=2MiB`; an empty variable
+//!    counts as unset),
+//! 3. the optional TOML file named by `--config FILE` or `RINGCAST_CONFIG`
+//!    (`max_outbox_bytes = "2MiB"`),
+//! 4. the built-in default (the `DEFAULT_*` constants below).
+//!
+//! Sizes are a bare number of bytes or a number with `KiB`, `MiB` or `GiB`. `KB`, `MB` and `GB`
+//! are accepted and mean the same binary units (1KB = 1024 bytes); units ignore case. Durations
+//! are `250ms`, `25s`, `5m`, or a bare number of seconds. In the TOML file, sizes and durations
+//! may be integers (bytes, seconds) or strings with a unit.
+//!
+//! Ownership: `main` builds the `Config` on its own thread before anything else starts
+//! ([`Config::load`]). From then on it is read-only and cloned into whoever needs it; nothing
+//! here runs on a shard.
+//!
+//! Invariants of a `Config` returned by [`Config::try_parse_from`]:
+//! - every knob is inside the range its field documents, and `idle_timeout > ping_interval`;
+//! - `ws_path` and `echo_path` start with `/`, differ, and are not one of the built-in HTTP routes;
+//! - the API key never appears in `Debug` output, in [`Config::to_toml`] or in an error.
+//!
+//! A bad value from any source is one [`ConfigError`] line naming the knob and the source;
+//! [`Config::load`] prints it and exits with code 2. (A `Config` built by hand, for example
+//! `Config { shards: 2, ..Config::default() }` in a test, is not checked.)
+//!
+//! Length: this file is past the 300-line guide on purpose. Each knob is declared once per
+//! source (flag, file key, field, default) and those declarations, their parsers and their
+//! tests are easier to keep in step side by side than spread over several files.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, Parser};
+use serde::Deserialize;
+
+const KIB: u64 = 1_024;
+const MIB: u64 = 1_024 * KIB;
+const GIB: u64 = 1_024 * MIB;
+
+/// Default [`Config::listen`]: loopback only, so exposing the gateway is a deliberate choice.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8_080));
+/// Default [`Config::max_message_bytes`]: 64 KiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1_024;
+/// Default [`Config::max_outbox_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_OUTBOX_BYTES: usize = 1_024 * 1_024;
+/// Default [`Config::ping_interval`]: 25 s, under the 30 s idle cut of common proxies.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
+/// Default [`Config::idle_timeout`]: 60 s, more than two ping intervals.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default [`Config::ws_path`].
+pub const DEFAULT_WS_PATH: &str = "/ws";
+/// Default [`Config::log_level`].
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default [`Config::max_connections`], for the whole process.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100_000;
+/// Default [`Config::max_subscriptions`], per connection.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 1_024;
+/// Default [`Config::shard_inbox`], in messages.
+pub const DEFAULT_SHARD_INBOX: usize = 65_536;
+/// Default [`Config::shutdown_timeout`].
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(4);
+/// Default [`Config::read_buffer_bytes`]: 4 KiB.
+pub const DEFAULT_READ_BUFFER_BYTES: usize = 4 * 1_024;
+
+const MAX_SHARDS: usize = 1_024;
+const MAX_SHARD_INBOX: usize = 1 << 24;
+const MIN_PING_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP routes served on the same port; `ws_path` and `echo_path` must not shadow them.
+const RESERVED_PATHS: [&str; 3] = ["/healthz", "/metrics", "/api/publish"];
+/// What `Debug` and [`Config::to_toml`] show instead of the API key.
+const REDACTED: &str = "<redacted>";
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// The name used by `--log-format` and the TOML file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// Every knob of the gateway. See the module docs for where values come from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Address the listeners bind (each shard binds its own with `SO_REUSEPORT`). Default
+    /// `127.0.0.1:8080`; port 0 asks the kernel for a free port (tests use this).
+    pub listen: SocketAddr,
+    /// Number of shard threads, 1..=1024. Default: the number of available CPUs (1 if unknown).
+    /// More shards than cores only adds context switches; fewer leaves cores idle.
+    pub shards: usize,
+    /// Pin shard `i` to core `i`. Default false. Pinning keeps caches warm but fights other
+    /// pinned processes on a shared host.
+    pub pin_cores: bool,
+    /// Largest client message, in bytes, 1 KiB..=64 MiB. Default 64 KiB. Larger allows bigger
+    /// commands but lets one client make a shard buffer more.
+    pub max_message_bytes: usize,
+    /// Bytes queued for one connection before it is closed as a slow consumer (close code 4000),
+    /// at least 4 KiB. Default 1 MiB. Larger rides out longer stalls at the cost of memory per
+    /// slow client.
+    pub max_outbox_bytes: usize,
+    /// How often the server sends a WebSocket ping, at least 100 ms. Default 25 s. Shorter finds
+    /// dead peers sooner and costs a frame per connection per interval.
+    pub ping_interval: Duration,
+    /// A connection that received nothing (pongs count) for longer than this is closed (close
+    /// code 4001). Must be greater than `ping_interval`. Default 60 s.
+    pub idle_timeout: Duration,
+    /// When set, `POST /api/publish` needs `Authorization: Bearer KEY`. Default none (no key
+    /// needed). Non-empty printable ASCII without spaces; never printed.
+    pub api_key: Option<String>,
+    /// Path of a WebSocket echo endpoint, for testing clients. Default none (off). Starts with `/`.
+    pub echo_path: Option<String>,
+    /// Path of the WebSocket endpoint. Default `/ws`. Starts with `/`.
+    pub ws_path: String,
+    /// Log line format. Default [`LogFormat::Text`].
+    pub log_format: LogFormat,
+    /// Log filter, a `tracing` `EnvFilter` directive such as `info` or `ringcast=debug,warn`.
+    /// Default `info`. `RUST_LOG` is not consulted here.
+    pub log_level: String,
+    /// Open connections for the whole process, at least 1; each shard accepts up to
+    /// `ceil(max_connections / shards)`. Default 100_000. Bounds memory and file descriptors.
+    pub max_connections: usize,
+    /// Channels plus patterns one connection may subscribe to, at least 1. Default 1_024.
+    pub max_subscriptions: usize,
+    /// Capacity of each bounded hub-to-shard channel, in messages, 16..=16_777_216. Default
+    /// 65_536. When a shard's inbox is full its events are dropped and counted; larger absorbs
+    /// longer bursts at the cost of memory and latency.
+    pub shard_inbox: usize,
+    /// How long graceful shutdown waits for clients to flush, at most 30 s. Default 4 s. The
+    /// process exits within `shutdown_timeout` plus about 0.5 s.
+    pub shutdown_timeout: Duration,
+    /// Per-connection io_uring read buffer, in bytes, 512..=8 KiB. Default 4 KiB. The 8 KiB cap
+    /// keeps an idle connection's memory bounded; smaller buffers mean more reads per message.
+    pub read_buffer_bytes: usize,
+    /// `--print-config` (command line only): print [`Config::to_toml`] and exit 0.
+    pub print_config: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: DEFAULT_LISTEN,
+            shards: default_shards(),
+            pin_cores: false,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_outbox_bytes: DEFAULT_MAX_OUTBOX_BYTES,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            api_key: None,
+            echo_path: None,
+            ws_path: DEFAULT_WS_PATH.to_owned(),
+            log_format: LogFormat::Text,
+            log_level: DEFAULT_LOG_LEVEL.to_owned(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            shard_inbox: DEFAULT_SHARD_INBOX,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
+            print_config: false,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("shards", &self.shards)
+            .field("pin_cores", &self.pin_cores)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_outbox_bytes", &self.max_outbox_bytes)
+            .field("ping_interval", &self.ping_interval)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("api_key", &self.api_key.as_ref().map(|_| REDACTED))
+            .field("echo_path", &self.echo_path)
+            .field("ws_path", &self.ws_path)
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .field("max_connections", &self.max_connections)
+            .field("max_subscriptions", &self.max_subscriptions)
+            .field("shard_inbox", &self.shard_inbox)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("read_buffer_bytes", &self.read_buffer_bytes)
+            .field("print_config", &self.print_config)
+            .finish()
+    }
+}
+
+/// Why the configuration could not be built. Every variant is the operator's fault; `Display`
+/// is one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// clap's own outcome: `--help`, `--version`, an unknown flag, a missing value. Call
+    /// [`clap::Error::exit`], which prints it and exits 0 for help/version, 2 otherwise.
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    /// A knob's value is malformed or out of range.
+    #[error("invalid value for {knob} ({origin}): {reason}")]
+    Invalid {
+        /// The knob, spelled as its flag without dashes (`max-outbox-bytes`).
+        knob: &'static str,
+        /// Where the bad value came from.
+        origin: Origin,
+        /// What is wrong, with an example of a good value. Never contains the API key.
+        reason: String,
+    },
+    /// The config file could not be read.
+    #[error("cannot read config file {} ({origin}): {error}", path.display())]
+    ReadFile {
+        /// The path as given.
+        path: PathBuf,
+        /// Where the path came from (`--config` or `RINGCAST_CONFIG`).
+        origin: Origin,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The config file is not TOML, or has an unknown key or a misplaced table.
+    #[error("config file {}{}: {message}", path.display(), line_suffix(*line))]
+    File {
+        /// The path as given.
+        path: PathBuf,
+        /// 1-based line of the problem, when the parser knows it.
+        line: Option<usize>,
+        /// The parser's message, on one line.
+        message: String,
+    },
+}
+
+/// Where a knob's value came from, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag; holds the flag name without dashes.
+    Flag(&'static str),
+    /// An environment variable; holds its name.
+    Env(&'static str),
+    /// The TOML config file at this path.
+    File(PathBuf),
+    /// The built-in default.
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(name) => write!(f, "flag --{name}"),
+            Origin::Env(name) => write!(f, "env {name}"),
+            Origin::File(path) => write!(f, "file {}", path.display()),
+            Origin::Default => f.write_str("default"),
+        }
+    }
+}
+
+fn line_suffix(line: Option<usize>) -> String {
+    line.map(|n| format!(", line {n}")).unwrap_or_default()
+}
+
+/// One knob's names in each source.
+struct Knob {
+    /// Flag without dashes, and the name used in errors (`max-outbox-bytes`).
+    name: &'static str,
+    /// Environment variable (`RINGCAST_MAX_OUTBOX_BYTES`).
+    env: &'static str,
+    /// TOML key and clap argument id (`max_outbox_bytes`).
+    key: &'static str,
+    /// The knob's value in the file, if the file sets it.
+    in_file: fn(&FileConfig) -> Option<&toml::Value>,
+}
+
+/// `--config`, which names the file and so is not a file key itself.
+const CONFIG: Knob = Knob {
+    name: "config",
+    env: "RINGCAST_CONFIG",
+    key: "config",
+    in_file: |_| None,
+};
+
+macro_rules! knobs {
+    ($($konst:ident = $name:literal, $env:literal, $key:ident;)*) => {
+        $(const $konst: Knob = Knob {
+            name: $name,
+            env: $env,
+            key: stringify!($key),
+            in_file: |f| f.$key.as_ref(),
+        };)*
+        /// The knobs that the file can set, in file order.
+        #[cfg(test)]
+        const FILE_KNOBS: &[Knob] = &[$($konst),*];
+    };
+}
+
+knobs! {
+    LISTEN = "listen", "RINGCAST_LISTEN", listen;
+    SHARDS = "shards", "RINGCAST_SHARDS", shards;
+    PIN_CORES = "pin-cores", "RINGCAST_PIN_CORES", pin_cores;
+    MAX_MESSAGE_BYTES = "max-message-bytes", "RINGCAST_MAX_MESSAGE_BYTES", max_message_bytes;
+    MAX_OUTBOX_BYTES = "max-outbox-bytes", "RINGCAST_MAX_OUTBOX_BYTES", max_outbox_bytes;
+    PING_INTERVAL = "ping-interval", "RINGCAST_PING_INTERVAL", ping_interval;
+    IDLE_TIMEOUT = "idle-timeout", "RINGCAST_IDLE_TIMEOUT", idle_timeout;
+    API_KEY = "api-key", "RINGCAST_API_KEY", api_key;
+    ECHO_PATH = "echo-path", "RINGCAST_ECHO_PATH", echo_path;
+    WS_PATH = "ws-path", "RINGCAST_WS_PATH", ws_path;
+    LOG_FORMAT = "log-format", "RINGCAST_LOG_FORMAT", log_format;
+    LOG_LEVEL = "log-level", "RINGCAST_LOG_LEVEL", log_level;
+    MAX_CONNECTIONS = "max-connections", "RINGCAST_MAX_CONNECTIONS", max_connections;
+    MAX_SUBSCRIPTIONS = "max-subscriptions", "RINGCAST_MAX_SUBSCRIPTIONS", max_subscriptions;
+    SHARD_INBOX = "shard-inbox", "RINGCAST_SHARD_INBOX", shard_inbox;
+    SHUTDOWN_TIMEOUT = "shutdown-timeout", "RINGCAST_SHUTDOWN_TIMEOUT", shutdown_timeout;
+    READ_BUFFER_BYTES = "read-buffer-bytes", "RINGCAST_READ_BUFFER_BYTES", read_buffer_bytes;
+}
+
+const AFTER_HELP: &str = "\
+Every option can also be set by its RINGCAST_* environment variable, or in the TOML file given \
+by --config under its name in snake_case (max_outbox_bytes = \"1MiB\"). A flag beats the \
+environment, which beats the file, which beats the default.
+Sizes: bytes, or a number with KiB, MiB or GiB (KB, MB and GB mean the same binary units).
+Durations: 250ms, 25s, 5m, or a bare number of seconds.
+An invalid value or an unknown file key is reported on one line, with exit code 2.";
+
+/// The command line; the doc comment on each field is its `--help` line. Values stay raw
+/// strings with no clap default: parsing happens in [`Layers::resolve`] so a bad value gives
+/// the same one-line error from any source, and an absent value lets the env, file and default
+/// layers fill in. The `env` attributes document the variables in `--help`; the values
+/// themselves are read through [`Layers::env`], so tests can supply an environment.
+#[derive(Parser)]
+#[command(
+    name = "ringcast",
+    version,
+    about = "A thread-per-core io_uring WebSocket gateway",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    /// TOML file with any of the options below; unknown keys are an error [default: none]
+    #[arg(long, env = "RINGCAST_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on, IP:PORT; port 0 picks a free port [default: 127.0.0.1:8080]
+    #[arg(long, env = "RINGCAST_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// Number of shard threads, 1 to 1024 [default: number of CPUs]
+    #[arg(long, env = "RINGCAST_SHARDS", value_name = "N")]
+    shards: Option<String>,
+    /// Pin each shard thread to its own core (true/false/1/0; the bare flag means true)
+    /// [default: false]
+    #[arg(long, env = "RINGCAST_PIN_CORES", value_name = "BOOL")]
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    pin_cores: Option<String>,
+    /// Maximum size of one client message, in bytes (accepts 64KiB, 1MiB), 1KiB to 64MiB
+    /// [default: 64KiB]
+    #[arg(long, env = "RINGCAST_MAX_MESSAGE_BYTES", value_name = "SIZE")]
+    max_message_bytes: Option<String>,
+    /// Bytes queued for one client before it is closed as a slow consumer (code 4000), in
+    /// bytes (accepts 512KiB, 1MiB), at least 4KiB [default: 1MiB]
+    #[arg(long, env = "RINGCAST_MAX_OUTBOX_BYTES", value_name = "SIZE")]
+    max_outbox_bytes: Option<String>,
+    /// How often the server pings each client (accepts 250ms, 25s, 5m; a bare number is
+    /// seconds), at least 100ms [default: 25s]
+    #[arg(long, env = "RINGCAST_PING_INTERVAL", value_name = "DURATION")]
+    ping_interval: Option<String>,
+    /// Close a client that sent nothing, pongs included, for this long (code 4001); must be
+    /// more than --ping-interval [default: 60s]
+    #[arg(long, env = "RINGCAST_IDLE_TIMEOUT", value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// Bearer key that POST /api/publish requires; never printed [default: none, no key
+    /// needed]
+    #[arg(
+        long,
+        env = "RINGCAST_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+    /// Path of a WebSocket echo endpoint for testing, starting with / [default: none, off]
+    #[arg(long, env = "RINGCAST_ECHO_PATH", value_name = "PATH")]
+    echo_path: Option<String>,
+    /// Path of the WebSocket endpoint, starting with / [default: /ws]
+    #[arg(long, env = "RINGCAST_WS_PATH", value_name = "PATH")]
+    ws_path: Option<String>,
+    /// Log format, text or json [default: text]
+    #[arg(long, env = "RINGCAST_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Log filter, a tracing EnvFilter directive such as info or ringcast=debug,warn; RUST_LOG
+    /// is not read for this [default: info]
+    #[arg(long, env = "RINGCAST_LOG_LEVEL", value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Maximum open connections for the whole process, split evenly over the shards, at
+    /// least 1 [default: 100000]
+    #[arg(long, env = "RINGCAST_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<String>,
+    /// Maximum channels plus patterns one connection may subscribe to, at least 1
+    /// [default: 1024]
+    #[arg(long, env = "RINGCAST_MAX_SUBSCRIPTIONS", value_name = "N")]
+    max_subscriptions: Option<String>,
+    /// Capacity of each shard's inbox, in messages; events for a full inbox are dropped and
+    /// counted, 16 to 16777216 [default: 65536]
+    #[arg(long, env = "RINGCAST_SHARD_INBOX", value_name = "N")]
+    shard_inbox: Option<String>,
+    /// How long graceful shutdown waits for clients to flush (the process exits within this
+    /// plus about 0.5s), at most 30s [default: 4s]
+    #[arg(long, env = "RINGCAST_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    shutdown_timeout: Option<String>,
+    /// Read buffer per connection, in bytes (accepts 4KiB), 512 to 8KiB [default: 4KiB]
+    #[arg(long, env = "RINGCAST_READ_BUFFER_BYTES", value_name = "SIZE")]
+    read_buffer_bytes: Option<String>,
+    /// Print the effective configuration as TOML and exit
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// The TOML file. Keys are the knob names in snake_case. Values stay raw so that a bad one
+/// gets the same error as from a flag; unknown keys are rejected by serde.
+// TODO(later issues): `[[listener]]`, `[[route]]` and `[[source]]` tables will be added here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<toml::Value>,
+    shards: Option<toml::Value>,
+    pin_cores: Option<toml::Value>,
+    max_message_bytes: Option<toml::Value>,
+    max_outbox_bytes: Option<toml::Value>,
+    ping_interval: Option<toml::Value>,
+    idle_timeout: Option<toml::Value>,
+    api_key: Option<toml::Value>,
+    echo_path: Option<toml::Value>,
+    ws_path: Option<toml::Value>,
+    log_format: Option<toml::Value>,
+    log_level: Option<toml::Value>,
+    max_connections: Option<toml::Value>,
+    max_subscriptions: Option<toml::Value>,
+    shard_inbox: Option<toml::Value>,
+    shutdown_timeout: Option<toml::Value>,
+    read_buffer_bytes: Option<toml::Value>,
+}
+
+/// A config file that was read and parsed.
+struct ConfigFile {
+    path: PathBuf,
+    values: FileConfig,
+}
+
+impl ConfigFile {
+    fn read(path: PathBuf, origin: Origin) -> Result<ConfigFile, ConfigError> {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                return Err(ConfigError::ReadFile {
+                    path,
+                    origin,
+                    error,
+                });
+            }
+        };
+        ConfigFile::parse(path, &text)
+    }
+
+    fn parse(path: PathBuf, text: &str) -> Result<ConfigFile, ConfigError> {
+        match toml::from_str::<FileConfig>(text) {
+            Ok(values) => Ok(ConfigFile { path, values }),
+            Err(e) => Err(ConfigError::File {
+                line: e
+                    .span()
+                    .map(|span| 1 + text[..span.start].matches('\n').count()),
+                message: e.message().trim().replace('\n', "; "),
+                path,
+            }),
+        }
+    }
+}
+
+/// The sources for one parse, highest precedence first.
+struct Layers<'a> {
+    /// Values given on the command line (never those clap took from the environment).
+    flags: &'a dyn Fn(&Knob) -> Option<String>,
+    /// Environment lookup by variable name.
+    env: &'a dyn Fn(&str) -> Option<OsString>,
+    file: Option<&'a ConfigFile>,
+}
+
+/// A resolved knob and where its value came from.
+struct Setting<T> {
+    value: T,
+    origin: Origin,
+}
+
+/// A raw value before parsing: text from a flag or variable, or a TOML value.
+#[derive(Clone, Copy)]
+enum Raw<'a> {
+    Text(&'a str),
+    Toml(&'a toml::Value),
+}
+
+impl<'a> Raw<'a> {
+    /// The value as text, when it is text: a flag, a variable, or a TOML string.
+    fn text(self) -> Option<&'a str> {
+        match self {
+            Raw::Text(text) => Some(text),
+            Raw::Toml(toml::Value::String(text)) => Some(text),
+            Raw::Toml(_) => None,
+        }
+    }
+
+    /// The value for an error message, quoted and always on one line.
+    fn shown(self) -> String {
+        match self {
+            Raw::Text(text) => format!("{text:?}"),
+            Raw::Toml(toml::Value::String(text)) => format!("{text:?}"),
+            Raw::Toml(toml::Value::Integer(n)) => n.to_string(),
+            Raw::Toml(toml::Value::Float(x)) => x.to_string(),
+            Raw::Toml(toml::Value::Boolean(b)) => b.to_string(),
+            Raw::Toml(toml::Value::Datetime(d)) => d.to_string(),
+            Raw::Toml(toml::Value::Array(_)) => "an array".to_owned(),
+            Raw::Toml(toml::Value::Table(_)) => "a table".to_owned(),
+        }
+    }
+}
+
+impl Layers<'_> {
+    /// Takes `knob` from the first layer that sets it and parses it with `parse`, which also
+    /// checks the range. The default is not parsed: it is valid by construction.
+    fn resolve<T>(
+        &self,
+        knob: &Knob,
+        default: T,
+        parse: impl FnOnce(Raw<'_>) -> Result<T, String>,
+    ) -> Result<Setting<T>, ConfigError> {
+        let text;
+        let (raw, origin) = if let Some(flag) = (self.flags)(knob) {
+            text = flag;
+            (Raw::Text(&text), Origin::Flag(knob.name))
+        } else if let Some(var) = self.env_text(knob)? {
+            text = var;
+            (Raw::Text(&text), Origin::Env(knob.env))
+        } else if let Some((file, value)) = self
+            .file
+            .and_then(|f| Some((f, (knob.in_file)(&f.values)?)))
+        {
+            (Raw::Toml(value), Origin::File(file.path.clone()))
+        } else {
+            return Ok(Setting {
+                value: default,
+                origin: Origin::Default,
+            });
+        };
+        match parse(raw) {
+            Ok(value) => Ok(Setting { value, origin }),
+            Err(reason) => Err(ConfigError::Invalid {
+                knob: knob.name,
+                origin,
+                reason,
+            }),
+        }
+    }
+
+    /// The knob's environment variable; an empty one counts as unset.
+    fn env_text(&self, knob: &Knob) -> Result<Option<String>, ConfigError> {
+        match (self.env)(knob.env) {
+            Some(value) if !value.is_empty() => match value.into_string() {
+                Ok(text) => Ok(Some(text)),
+                Err(_) => Err(ConfigError::Invalid {
+                    knob: knob.name,
+                    origin: Origin::Env(knob.env),
+                    reason: "is not valid UTF-8".to_owned(),
+                }),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    /// [`Layers::resolve`] for a knob whose origin is not needed afterwards.
+    fn value<T>(
+        &self,
+        knob: &Knob,
+        default: T,
+        parse: impl FnOnce(Raw<'_>) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        Ok(self.resolve(knob, default, parse)?.value)
+    }
+
+    /// Resolves every knob, then the checks that involve two knobs. This is the table that
+    /// ties each field to its default, parser and range.
+    fn merge(&self, print_config: bool) -> Result<Config, ConfigError> {
+        let ping_interval = self.resolve(&PING_INTERVAL, DEFAULT_PING_INTERVAL, |r| {
+            duration(r, MIN_PING_INTERVAL, Duration::MAX, DEFAULT_PING_INTERVAL)
+        })?;
+        let idle_timeout = self.resolve(&IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, |r| {
+            duration(r, Duration::ZERO, Duration::MAX, DEFAULT_IDLE_TIMEOUT)
+        })?;
+        if idle_timeout.value <= ping_interval.value {
+            return Err(ConfigError::Invalid {
+                knob: IDLE_TIMEOUT.name,
+                reason: format!(
+                    "{} must be more than ping-interval ({}, from {})",
+                    duration_text(idle_timeout.value),
+                    duration_text(ping_interval.value),
+                    ping_interval.origin
+                ),
+                origin: idle_timeout.origin,
+            });
+        }
+        let ws_path = self.resolve(&WS_PATH, DEFAULT_WS_PATH.to_owned(), url_path)?;
+        let echo_path = self.resolve(&ECHO_PATH, None, |r| url_path(r).map(Some))?;
+        if echo_path.value.as_deref() == Some(ws_path.value.as_str()) {
+            return Err(ConfigError::Invalid {
+                knob: ECHO_PATH.name,
+                reason: format!("{:?} is also ws-path ({})", ws_path.value, ws_path.origin),
+                origin: echo_path.origin,
+            });
+        }
+        Ok(Config {
+            listen: self.value(&LISTEN, DEFAULT_LISTEN, socket_addr)?,
+            shards: self.value(&SHARDS, default_shards(), |r| count(r, 1, MAX_SHARDS, 4))?,
+            pin_cores: self.value(&PIN_CORES, false, boolean)?,
+            max_message_bytes: self.value(&MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES, |r| {
+                size(r, KIB, 64 * MIB, DEFAULT_MAX_MESSAGE_BYTES)
+            })?,
+            max_outbox_bytes: self.value(&MAX_OUTBOX_BYTES, DEFAULT_MAX_OUTBOX_BYTES, |r| {
+                size(r, 4 * KIB, u64::MAX, DEFAULT_MAX_OUTBOX_BYTES)
+            })?,
+            ping_interval: ping_interval.value,
+            idle_timeout: idle_timeout.value,
+            api_key: self.value(&API_KEY, None, |r| api_key(r).map(Some))?,
+            echo_path: echo_path.value,
+            ws_path: ws_path.value,
+            log_format: self.value(&LOG_FORMAT, LogFormat::Text, log_format)?,
+            log_level: self.value(&LOG_LEVEL, DEFAULT_LOG_LEVEL.to_owned(), log_level)?,
+            max_connections: self.value(&MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, |r| {
+                count(r, 1, usize::MAX, DEFAULT_MAX_CONNECTIONS)
+            })?,
+            max_subscriptions: self.value(&MAX_SUBSCRIPTIONS, DEFAULT_MAX_SUBSCRIPTIONS, |r| {
+                count(r, 1, usize::MAX, DEFAULT_MAX_SUBSCRIPTIONS)
+            })?,
+            shard_inbox: self.value(&SHARD_INBOX, DEFAULT_SHARD_INBOX, |r| {
+                count(r, 16, MAX_SHARD_INBOX, DEFAULT_SHARD_INBOX)
+            })?,
+            shutdown_timeout: self.value(&SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, |r| {
+                duration(
+                    r,
+                    Duration::ZERO,
+                    MAX_SHUTDOWN_TIMEOUT,
+                    DEFAULT_SHUTDOWN_TIMEOUT,
+                )
+            })?,
+            read_buffer_bytes: self.value(&READ_BUFFER_BYTES, DEFAULT_READ_BUFFER_BYTES, |r| {
+                size(r, 512, 8 * KIB, DEFAULT_READ_BUFFER_BYTES)
+            })?,
+            print_config,
+        })
+    }
+}
+
+impl Config {
+    /// Parses `args` (the first item is the program name), the real environment, and the config
+    /// file if one is named. clap's own outcomes (unknown flag, `--help`, `--version`) come back
+    /// as [`ConfigError::Clap`] so the caller can `e.exit()` them.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Config::parse_with_env(args, &|name| std::env::var_os(name))
+    }
+
+    /// For `main`: parses `std::env::args_os()`. On a clap outcome, clap prints and exits (0 for
+    /// help and version, 2 for usage errors); on any other error this prints
+    /// `ringcast: <error>` to stderr and exits with code 2.
+    pub fn load() -> Config {
+        match Config::try_parse_from(std::env::args_os()) {
+            Ok(config) => config,
+            Err(ConfigError::Clap(e)) => e.exit(),
+            Err(e) => {
+                eprintln!("ringcast: {e}");
+                std::process::exit(2)
+            }
+        }
+    }
+
+    /// The effective configuration as TOML, usable as a `--config` file. The API key shows as
+    /// `"<redacted>"`; unset optional knobs are comments. Sizes use the largest exact unit and
+    /// durations whole seconds, else milliseconds (anything finer is rounded down).
+    pub fn to_toml(&self) -> String {
+        use toml::Value;
+        let text = |s: &str| Some(Value::String(s.to_owned()));
+        let number = |n: usize| Some(Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
+        let size = |n: usize| Some(size_value(n));
+        let time = |d: Duration| text(&duration_text(d));
+        let entries = [
+            (LISTEN.key, text(&self.listen.to_string())),
+            (SHARDS.key, number(self.shards)),
+            (PIN_CORES.key, Some(Value::Boolean(self.pin_cores))),
+            (MAX_MESSAGE_BYTES.key, size(self.max_message_bytes)),
+            (MAX_OUTBOX_BYTES.key, size(self.max_outbox_bytes)),
+            (PING_INTERVAL.key, time(self.ping_interval)),
+            (IDLE_TIMEOUT.key, time(self.idle_timeout)),
+            (
+                API_KEY.key,
+                self.api_key.as_ref().and_then(|_| text(REDACTED)),
+            ),
+            (ECHO_PATH.key, self.echo_path.as_deref().and_then(text)),
+            (WS_PATH.key, text(&self.ws_path)),
+            (LOG_FORMAT.key, text(self.log_format.as_str())),
+            (LOG_LEVEL.key, text(&self.log_level)),
+            (MAX_CONNECTIONS.key, number(self.max_connections)),
+            (MAX_SUBSCRIPTIONS.key, number(self.max_subscriptions)),
+            (SHARD_INBOX.key, number(self.shard_inbox)),
+            (SHUTDOWN_TIMEOUT.key, time(self.shutdown_timeout)),
+            (READ_BUFFER_BYTES.key, size(self.read_buffer_bytes)),
+        ];
+        let mut out = String::from("# ringcast effective configuration\n");
+        for (key, value) in entries {
+            match value {
+                Some(value) => out.push_str(&format!("{key} = {value}\n")),
+                None => out.push_str(&format!("# {key} is not set\n")),
+            }
+        }
+        out
+    }
+
+    /// [`Config::try_parse_from`] with `env` as the whole environment, so tests need not touch
+    /// the real one. clap may still read the real environment, but only values it took from
+    /// the command line are used.
+    fn parse_with_env<I, T>(
+        args: I,
+        env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let flags = |knob: &Knob| flag_value::<String>(&matches, knob.key);
+        let file_path = match flag_value::<PathBuf>(&matches, CONFIG.key) {
+            Some(path) => Some((path, Origin::Flag(CONFIG.name))),
+            None => env(CONFIG.env)
+                .filter(|path| !path.is_empty())
+                .map(|path| (PathBuf::from(path), Origin::Env(CONFIG.env))),
+        };
+        let file = match file_path {
+            Some((path, origin)) => Some(ConfigFile::read(path, origin)?),
+            None => None,
+        };
+        let print_config = flag_value::<bool>(&matches, "print_config").unwrap_or(false);
+        Layers {
+            flags: &flags,
+            env,
+            file: file.as_ref(),
+        }
+        .merge(print_config)
+    }
+}
+
+/// A value typed on the command line; `None` when absent or when clap took it from the
+/// environment (those are read through [`Layers::env`] instead).
+fn flag_value<T: Clone + Send + Sync + 'static>(matches: &ArgMatches, id: &str) -> Option<T> {
+    if matches.value_source(id) != Some(ValueSource::CommandLine) {
+        return None;
+    }
+    matches.try_get_one::<T>(id).ok().flatten().cloned()
+}
+
+/// One shard per available CPU, 1 if that is unknown, never more than the maximum.
+fn default_shards() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_SHARDS)
+}
+
+/// Parses a size: a number of bytes, optionally followed by `KiB`, `MiB`, `GiB` (or `KB`, `MB`,
+/// `GB`, the same binary units), any case, spaces allowed around the unit. `None` if
+/// malformed or past `u64`.
+fn parse_size(text: &str) -> Option<u64> {
+    let (number, unit) = split_number(text)?;
+    let scale = match unit.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "kib" | "kb" => KIB,
+        "mib" | "mb" => MIB,
+        "gib" | "gb" => GIB,
+        _ => return None,
+    };
+    number.checked_mul(scale)
+}
+
+/// Parses a duration: `250ms`, `25s`, `5m`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let (number, unit) = split_number(text)?;
+    match unit.to_ascii_lowercase().as_str() {
+        "" | "s" => Some(Duration::from_secs(number)),
+        "ms" => Some(Duration::from_millis(number)),
+        "m" => number.checked_mul(60).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+/// Splits `" 64 KiB "` into `(64, "KiB")`. The number is plain ASCII digits.
+fn split_number(text: &str) -> Option<(u64, &str)> {
+    let text = text.trim();
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(end);
+    Some((digits.parse().ok()?, unit.trim_start()))
+}
+
+/// A size in its largest exact unit (`64KiB`), else plain bytes.
+fn size_text(bytes: u64) -> String {
+    for (unit, scale) in [("GiB", GIB), ("MiB", MIB), ("KiB", KIB)] {
+        if bytes >= scale && bytes.is_multiple_of(scale) {
+            return format!("{}{unit}", bytes / scale);
+        }
+    }
+    bytes.to_string()
+}
+
+/// A size for the TOML file: a string with a unit when one is exact, else an integer.
+fn size_value(bytes: usize) -> toml::Value {
+    let text = size_text(as_u64(bytes));
+    match text.parse::<i64>() {
+        Ok(n) => toml::Value::Integer(n),
+        Err(_) => toml::Value::String(text),
+    }
+}
+
+/// A duration in whole seconds (`25s`), else milliseconds (`250ms`).
+fn duration_text(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Widens a `usize`; lossless on every target Rust supports (`usize` is at most 64 bits).
+fn as_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// `Ok(value)` when `min <= value <= max`; else a message using `show` for the numbers.
+fn in_range<T: PartialOrd + Copy>(
+    value: T,
+    min: T,
+    max: T,
+    show: fn(T) -> String,
+) -> Result<T, String> {
+    if value < min {
+        Err(format!(
+            "{} is below the minimum, {}",
+            show(value),
+            show(min)
+        ))
+    } else if value > max {
+        Err(format!(
+            "{} is above the maximum, {}",
+            show(value),
+            show(max)
+        ))
+    } else {
+        Ok(value)
+    }
+}
+
+fn size(raw: Raw<'_>, min: u64, max: u64, example: usize) -> Result<usize, String> {
+    let bytes = match raw {
+        Raw::Toml(toml::Value::Integer(n)) => u64::try_from(*n).ok(),
+        _ => raw.text().and_then(parse_size),
+    };
+    let example = as_u64(example);
+    let bytes = bytes.ok_or_else(|| {
+        format!(
+            "{} is not a size (use {example}, {})",
+            raw.shown(),
+            size_text(example)
+        )
+    })?;
+    let bytes = in_range(bytes, min, max, size_text)?;
+    usize::try_from(bytes)
+        .map_err(|_| format!("{} is too large for this machine", size_text(bytes)))
+}
+
+fn duration(
+    raw: Raw<'_>,
+    min: Duration,
+    max: Duration,
+    example: Duration,
+) -> Result<Duration, String> {
+    let d = match raw {
+        Raw::Toml(toml::Value::Integer(n)) => u64::try_from(*n).ok().map(Duration::from_secs),
+        _ => raw.text().and_then(parse_duration),
+    };
+    let example = duration_text(example);
+    let d = d.ok_or_else(|| {
+        format!(
+            "{} is not a duration (use {example}, 250ms, 5m; a bare number is seconds)",
+            raw.shown()
+        )
+    })?;
+    in_range(d, min, max, duration_text)
+}
+
+fn count(raw: Raw<'_>, min: usize, max: usize, example: usize) -> Result<usize, String> {
+    let n = match raw {
+        Raw::Toml(toml::Value::Integer(n)) => usize::try_from(*n).ok(),
+        _ => raw.text().and_then(|text| text.trim().parse().ok()),
+    };
+    let n = n.ok_or_else(|| format!("{} is not a whole number (use {example})", raw.shown()))?;
+    in_range(n, min, max, |n| n.to_string())
+}
+
+fn boolean(raw: Raw<'_>) -> Result<bool, String> {
+    let b = match raw {
+        Raw::Toml(toml::Value::Boolean(b)) => Some(*b),
+        _ => raw
+            .text()
+            .and_then(|text| match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Some(true),
+                "false" | "0" | "no" | "off" => Some(false),
+                _ => None,
+            }),
+    };
+    b.ok_or_else(|| {
+        format!(
+            "{} is not true or false (use true, false, 1, 0)",
+            raw.shown()
+        )
+    })
+}
+
+fn socket_addr(raw: Raw<'_>) -> Result<SocketAddr, String> {
+    raw.text()
+        .and_then(|text| text.trim().parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "{} is not an IP address and port (use 127.0.0.1:8080 or [::]:8080)",
+                raw.shown()
+            )
+        })
+}
+
+/// A request path: starts with `/`, visible ASCII without `?` or `#`, not a built-in route.
+fn url_path(raw: Raw<'_>) -> Result<String, String> {
+    let path = raw
+        .text()
+        .ok_or_else(|| format!("{} is not a path (use /ws)", raw.shown()))?;
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with /"));
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|&c| !c.is_ascii_graphic() || c == '?' || c == '#')
+    {
+        return Err(format!("{path:?} must not contain {c:?}"));
+    }
+    if RESERVED_PATHS.contains(&path) {
+        return Err(format!("{path:?} is a built-in HTTP route"));
+    }
+    Ok(path.to_owned())
+}
+
+fn log_format(raw: Raw<'_>) -> Result<LogFormat, String> {
+    match raw
+        .text()
+        .map(|text| text.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        _ => Err(format!(
+            "{} is not a log format (use text or json)",
+            raw.shown()
+        )),
+    }
+}
+
+fn log_level(raw: Raw<'_>) -> Result<String, String> {
+    let text = raw
+        .text()
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "{} is not a log filter (use info or ringcast=debug,warn)",
+                raw.shown()
+            )
+        })?;
+    match tracing_subscriber::EnvFilter::builder().parse(text) {
+        Ok(_) => Ok(text.to_owned()),
+        Err(e) => Err(format!(
+            "{text:?} is not a log filter: {}",
+            e.to_string().replace('\n', " ")
+        )),
+    }
+}
+
+/// The API key. Its value never goes into an error message.
+fn api_key(raw: Raw<'_>) -> Result<String, String> {
+    match raw.text() {
+        Some(key) if !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(key.to_owned())
+        }
+        Some(_) => Err("must be printable ASCII without spaces (value not shown)".to_owned()),
+        None => Err("must be a string (value not shown)".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Parses `args` (after the program name) with `vars` as the whole environment.
+    fn parse(args: &[&str], vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        let argv = std::iter::once("ringcast").chain(args.iter().copied());
+        Config::parse_with_env(argv, &|name| vars.get(name).cloned())
+    }
+
+    /// The knob name, origin and full message of an `Invalid` error.
+    fn invalid(result: Result<Config, ConfigError>) -> (&'static str, Origin, String) {
+        match result {
+            Err(e @ ConfigError::Invalid { .. }) => {
+                let message = e.to_string();
+                let ConfigError::Invalid { knob, origin, .. } = e else {
+                    unreachable!()
+                };
+                (knob, origin, message)
+            }
+            other => panic!("expected an invalid-value error, got {other:?}"),
+        }
+    }
+
+    /// A TOML file in the temp dir, removed on drop.
+    struct TempToml(PathBuf);
+
+    impl TempToml {
+        fn new(tag: &str, text: &str) -> TempToml {
+            let name = format!("ringcast-config-{}-{tag}.toml", std::process::id());
+            let path = std::env::temp_dir().join(name);
+            std::fs::write(&path, text).expect("write temp config");
+            TempToml(path)
+        }
+
+        fn arg(&self) -> &str {
+            self.0.to_str().expect("temp path is UTF-8")
+        }
+    }
+
+    impl Drop for TempToml {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        let cases = [
+            ("0", 0),
+            ("65536", 65_536),
+            ("64KiB", 65_536),
+            ("64kb", 65_536),
+            (" 64 KiB ", 65_536),
+            ("1MiB", 1_048_576),
+            ("1MB", 1_048_576),
+            ("2GiB", 2 * GIB),
+        ];
+        for (text, bytes) in cases {
+            assert_eq!(parse_size(text), Some(bytes), "{text:?}");
+        }
+        let bad = [
+            "",
+            "12x",
+            "KiB",
+            "-1",
+            "+1",
+            "1.5MiB",
+            "1TiB",
+            "99999999999999999999",
+            "17179869184GiB",
+        ];
+        for text in bad {
+            assert_eq!(parse_size(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn durations_take_ms_s_m_or_bare_seconds() {
+        let cases = [
+            ("250ms", Duration::from_millis(250)),
+            ("25s", Duration::from_secs(25)),
+            ("5m", Duration::from_secs(300)),
+            ("30", Duration::from_secs(30)),
+            (" 2 s ", Duration::from_secs(2)),
+        ];
+        for (text, d) in cases {
+            assert_eq!(parse_duration(text), Some(d), "{text:?}");
+        }
+        for text in [
+            "",
+            "s",
+            "5h",
+            "1.5s",
+            "-1s",
+            "5 minutes",
+            "307445734561825861m",
+        ] {
+            assert_eq!(parse_duration(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations_print_in_their_largest_exact_unit() {
+        assert_eq!(size_text(65_536), "64KiB");
+        assert_eq!(size_text(1_048_576), "1MiB");
+        assert_eq!(size_text(1_000), "1000");
+        assert_eq!(size_value(1_000), toml::Value::Integer(1_000));
+        assert_eq!(duration_text(Duration::from_secs(60)), "60s");
+        assert_eq!(duration_text(Duration::from_millis(1_500)), "1500ms");
+    }
+
+    #[test]
+    fn nothing_set_gives_the_defaults() {
+        let config = parse(&[], &[]).expect("defaults are valid");
+        assert_eq!(config, Config::default());
+        assert!((1..=MAX_SHARDS).contains(&config.shards));
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        let file = TempToml::new(
+            "precedence",
+            "shards = 3\nmax_outbox_bytes = \"2MiB\"\nping_interval = 10\nws_path = \"/file\"\n",
+        );
+        let env = [("RINGCAST_SHARDS", "5"), ("RINGCAST_PING_INTERVAL", "7s")];
+        let config = parse(&["--config", file.arg(), "--shards", "7"], &env).expect("valid");
+        assert_eq!(config.shards, 7, "flag over env and file");
+        assert_eq!(
+            config.ping_interval,
+            Duration::from_secs(7),
+            "env over file"
+        );
+        assert_eq!(config.max_outbox_bytes, 2 * 1_048_576, "file over default");
+        assert_eq!(config.ws_path, "/file", "file over default");
+        assert_eq!(
+            config.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES,
+            "default"
+        );
+
+        let config = parse(&["--config", file.arg()], &env).expect("valid");
+        assert_eq!(config.shards, 5, "env over file");
+        let config = parse(&["--config", file.arg()], &[]).expect("valid");
+        assert_eq!(config.shards, 3, "file over default");
+        assert_eq!(
+            config.ping_interval,
+            Duration::from_secs(10),
+            "bare integer is seconds"
+        );
+    }
+
+    #[test]
+    fn config_file_can_come_from_env_and_empty_vars_are_unset() {
+        let file = TempToml::new("from-env", "shards = 2\n");
+        let config = parse(
+            &[],
+            &[("RINGCAST_CONFIG", file.arg()), ("RINGCAST_SHARDS", "")],
+        );
+        assert_eq!(config.expect("valid").shards, 2);
+    }
+
+    #[test]
+    fn try_parse_from_reads_flags_and_file() {
+        // Uses the real environment: only the flag layer and the file layer are asserted.
+        let file = TempToml::new("try-parse", "log_format = \"json\"\n");
+        let args = [
+            "ringcast",
+            "--config",
+            file.arg(),
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        let config = Config::try_parse_from(args).expect("valid");
+        assert_eq!(config.listen, "127.0.0.1:0".parse().expect("literal"));
+    }
+
+    /// A valid, non-default value for every knob the file can set, as text.
+    const EVERY_KNOB: &[(&Knob, &str)] = &[
+        (&LISTEN, "0.0.0.0:0"),
+        (&SHARDS, "2"),
+        (&PIN_CORES, "true"),
+        (&MAX_MESSAGE_BYTES, "1MiB"),
+        (&MAX_OUTBOX_BYTES, "8MiB"),
+        (&PING_INTERVAL, "500ms"),
+        (&IDLE_TIMEOUT, "2s"),
+        (&API_KEY, "sekrit-123"),
+        (&ECHO_PATH, "/echo"),
+        (&WS_PATH, "/socket"),
+        (&LOG_FORMAT, "json"),
+        (&LOG_LEVEL, "ringcast=debug,warn"),
+        (&MAX_CONNECTIONS, "10"),
+        (&MAX_SUBSCRIPTIONS, "20"),
+        (&SHARD_INBOX, "30"),
+        (&SHUTDOWN_TIMEOUT, "1s"),
+        (&READ_BUFFER_BYTES, "8KiB"),
+    ];
+
+    #[test]
+    fn every_knob_is_wired_to_its_flag_variable_and_key() {
+        assert_eq!(EVERY_KNOB.len(), FILE_KNOBS.len());
+        let mut args = Vec::new();
+        for (knob, value) in EVERY_KNOB {
+            args.push(format!("--{}", knob.name));
+            args.push(value.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let from_flags = parse(&args, &[]).expect("valid flags");
+
+        let vars: Vec<(&str, &str)> = EVERY_KNOB.iter().map(|(k, v)| (k.env, *v)).collect();
+        let from_env = parse(&[], &vars).expect("valid env");
+
+        let text: String = EVERY_KNOB
+            .iter()
+            .map(|(k, v)| format!("{} = {v:?}\n", k.key))
+            .collect();
+        let file = TempToml::new("every-knob", &text);
+        let from_file = parse(&["--config", file.arg()], &[]).expect("valid file");
+
+        assert_eq!(from_flags, from_env);
+        assert_eq!(from_flags, from_file);
+        let expected = Config {
+            listen: "0.0.0.0:0".parse().expect("literal"),
+            shards: 2,
+            pin_cores: true,
+            max_message_bytes: 1_048_576,
+            max_outbox_bytes: 8 * 1_048_576,
+            ping_interval: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(2),
+            api_key: Some("sekrit-123".to_owned()),
+            echo_path: Some("/echo".to_owned()),
+            ws_path: "/socket".to_owned(),
+            log_format: LogFormat::Json,
+            log_level: "ringcast=debug,warn".to_owned(),
+            max_connections: 10,
+            max_subscriptions: 20,
+            shard_inbox: 30,
+            shutdown_timeout: Duration::from_secs(1),
+            read_buffer_bytes: 8_192,
+            print_config: false,
+        };
+        assert_eq!(from_flags, expected);
+    }
+
+    #[test]
+    fn knob_names_agree_with_the_command_line() {
+        let command = Cli::command();
+        for knob in FILE_KNOBS.iter().chain([&CONFIG]) {
+            assert_eq!(knob.key, knob.name.replace('-', "_"));
+            assert_eq!(knob.env, format!("RINGCAST_{}", knob.key.to_uppercase()));
+            let arg = command.get_arguments().find(|a| a.get_id() == knob.key);
+            let arg = arg.unwrap_or_else(|| panic!("no clap argument {}", knob.key));
+            assert_eq!(arg.get_long(), Some(knob.name));
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(knob.env)));
+        }
+        command.debug_assert();
+    }
+
+    #[test]
+    fn help_gives_every_knob_a_default() {
+        let mut command = Cli::command();
+        let help = command.render_long_help().to_string();
+        for knob in FILE_KNOBS.iter().chain([&CONFIG]) {
+            assert!(
+                help.contains(&format!("--{}", knob.name)),
+                "{} missing",
+                knob.name
+            );
+            assert!(help.contains(knob.env), "{} missing", knob.env);
+        }
+        let defaults = command.get_arguments().filter(|a| {
+            a.get_help()
+                .is_some_and(|h| h.to_string().contains("[default: "))
+        });
+        assert_eq!(
+            defaults.count(),
+            FILE_KNOBS.len() + 1,
+            "every knob but --print-config"
+        );
+    }
+
+    #[test]
+    fn pin_cores_is_a_flag_that_also_takes_a_value() {
+        assert!(parse(&["--pin-cores"], &[]).expect("valid").pin_cores);
+        assert!(!parse(&["--pin-cores=false"], &[]).expect("valid").pin_cores);
+        assert!(
+            !parse(&[], &[("RINGCAST_PIN_CORES", "0")])
+                .expect("valid")
+                .pin_cores
+        );
+        assert!(
+            parse(&[], &[("RINGCAST_PIN_CORES", "1")])
+                .expect("valid")
+                .pin_cores
+        );
+        assert!(parse(&["--print-config"], &[]).expect("valid").print_config);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_knob_and_its_source() {
+        let (knob, origin, message) = invalid(parse(&["--max-outbox-bytes", "12x"], &[]));
+        assert_eq!(
+            (knob, origin),
+            ("max-outbox-bytes", Origin::Flag("max-outbox-bytes"))
+        );
+        assert_eq!(
+            message,
+            "invalid value for max-outbox-bytes (flag --max-outbox-bytes): \
+             \"12x\" is not a size (use 1048576, 1MiB)"
+        );
+
+        let (_, _, message) = invalid(parse(&[], &[("RINGCAST_MAX_OUTBOX_BYTES", "12x")]));
+        assert!(
+            message.contains("(env RINGCAST_MAX_OUTBOX_BYTES)"),
+            "{message}"
+        );
+
+        let file = TempToml::new("bad-value", "max_outbox_bytes = -5\n");
+        let (knob, origin, message) = invalid(parse(&["--config", file.arg()], &[]));
+        assert_eq!(
+            (knob, origin),
+            ("max-outbox-bytes", Origin::File(file.0.clone()))
+        );
+        assert!(message.contains("-5 is not a size"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_and_malformed_values_are_rejected() {
+        let cases = [
+            ("listen", "localhost:80"),
+            ("shards", "0"),
+            ("shards", "1025"),
+            ("pin-cores", "maybe"),
+            ("max-message-bytes", "512"),
+            ("max-message-bytes", "65MiB"),
+            ("max-outbox-bytes", "1KiB"),
+            ("ping-interval", "50ms"),
+            ("idle-timeout", "soon"),
+            ("echo-path", "/healthz"),
+            ("ws-path", "ws"),
+            ("ws-path", "/a b"),
+            ("ws-path", "/ws?x"),
+            ("log-format", "xml"),
+            ("log-level", "ringcast=loud"),
+            ("log-level", ""),
+            ("max-connections", "0"),
+            ("max-subscriptions", "-1"),
+            ("shard-inbox", "8"),
+            ("shutdown-timeout", "31s"),
+            ("read-buffer-bytes", "256"),
+            ("read-buffer-bytes", "16KiB"),
+        ];
+        for (name, value) in cases {
+            let flag = format!("--{name}");
+            let (knob, _, message) = invalid(parse(&[&flag, value], &[]));
+            assert_eq!(knob, name, "{message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
+    }
+
+    #[test]
+    fn idle_timeout_must_exceed_ping_interval() {
+        let (knob, origin, message) = invalid(parse(&["--ping-interval", "60s"], &[]));
+        assert_eq!((knob, origin), ("idle-timeout", Origin::Default));
+        assert!(
+            message.contains("ping-interval (60s, from flag --ping-interval)"),
+            "{message}"
+        );
+        let (knob, origin, _) = invalid(parse(&[], &[("RINGCAST_IDLE_TIMEOUT", "25")]));
+        assert_eq!(
+            (knob, origin),
+            ("idle-timeout", Origin::Env("RINGCAST_IDLE_TIMEOUT"))
+        );
+    }
+
+    #[test]
+    fn echo_path_must_differ_from_ws_path() {
+        let (knob, _, _) = invalid(parse(&["--echo-path", "/ws"], &[]));
+        assert_eq!(knob, "echo-path");
+    }
+
+    #[test]
+    fn the_api_key_is_never_shown() {
+        let (_, _, message) = invalid(parse(&["--api-key", "sekrit 123"], &[]));
+        assert!(!message.contains("sekrit"), "{message}");
+        let file = TempToml::new("api-key", "api_key = 12345\n");
+        let (_, _, message) = invalid(parse(&["--config", file.arg()], &[]));
+        assert!(!message.contains("12345"), "{message}");
+
+        let config = parse(&[], &[("RINGCAST_API_KEY", "sekrit-123")]).expect("valid");
+        assert_eq!(config.api_key.as_deref(), Some("sekrit-123"));
+        for shown in [format!("{config:?}"), config.to_toml()] {
+            assert!(!shown.contains("sekrit"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_toml_are_one_line_errors() {
+        let file = TempToml::new("unknown-key", "shards = 2\nmax_outbox = 1\n");
+        let err = parse(&["--config", file.arg()], &[]).expect_err("unknown key");
+        let message = err.to_string();
+        assert!(
+            matches!(err, ConfigError::File { line: Some(2), .. }),
+            "{message}"
+        );
+        assert!(message.contains("unknown field `max_outbox`"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
+
+        let file = TempToml::new("bad-toml", "shards = \n");
+        let message = parse(&["--config", file.arg()], &[])
+            .expect_err("bad toml")
+            .to_string();
+        assert!(
+            message.starts_with("config file ") && !message.contains('\n'),
+            "{message}"
+        );
+
+        let missing = std::env::temp_dir().join("ringcast-config-does-not-exist.toml");
+        let err = parse(
+            &[],
+            &[("RINGCAST_CONFIG", missing.to_str().expect("UTF-8"))],
+        );
+        let message = err.expect_err("missing file").to_string();
+        assert!(message.contains("(env RINGCAST_CONFIG)"), "{message}");
+    }
+
+    #[test]
+    fn to_toml_reads_back_as_the_same_config() {
+        let (_, key) = EVERY_KNOB[7];
+        assert_eq!(key, "sekrit-123");
+        let vars: Vec<(&str, &str)> = EVERY_KNOB.iter().map(|(k, v)| (k.env, *v)).collect();
+        for config in [Config::default(), parse(&[], &vars).expect("valid")] {
+            let text = config.to_toml();
+            let file = ConfigFile::parse(PathBuf::from("printed.toml"), &text).expect("valid");
+            let none = |_: &str| None;
+            let no_flags = |_: &Knob| None;
+            let layers = Layers {
+                flags: &no_flags,
+                env: &none,
+                file: Some(&file),
+            };
+            let read_back = layers.merge(false).expect("valid");
+            let expected_key = config.api_key.as_ref().map(|_| REDACTED.to_owned());
+            assert_eq!(
+                read_back,
+                Config {
+                    api_key: expected_key,
+                    ..config
+                },
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn clap_outcomes_come_back_as_clap_errors() {
+        for (args, kind) in [
+            (&["--help"][..], clap::error::ErrorKind::DisplayHelp),
+            (&["--version"][..], clap::error::ErrorKind::DisplayVersion),
+            (
+                &["--no-such-flag"][..],
+                clap::error::ErrorKind::UnknownArgument,
+            ),
+        ] {
+            match parse(args, &[]) {
+                Err(ConfigError::Clap(e)) => assert_eq!(e.kind(), kind),
+                other => panic!("{args:?}: {other:?}"),
+            }
+        }
+    }
+}

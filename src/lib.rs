@@ -20,3 +20,12 @@
 
 pub mod config;
 pub mod protocol;
+pub mod conn;
+pub mod http;
+pub mod metrics;
+pub mod router;
+pub mod rt;
+pub mod server;
+pub mod shard;
+pub mod source;
+pub mod ws;

@@ -1,0 +1,341 @@
+//! The only code that does socket I/O for a connection.
+//!
+//! [`serve`] runs one accepted socket: the HTTP phase (plain routes, or the upgrade), then, for a
+//! WebSocket, the read loop and the write loop side by side in the same task. Every `.await`
+//! happens with no borrow of the shard held.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::outbox::OutFrame;
+use super::{ConnKind, ConnState, native};
+use crate::http::{self, MAX_HEADERS, publish};
+use crate::router::Format;
+use crate::router::table::ConnKey;
+use crate::rt::TcpStream;
+use crate::shard::{CLOSE_GRACE, ShardRef};
+use crate::ws::codec::{Codec, Incoming};
+use crate::ws::frame::{self, OpCode};
+use crate::ws::handshake;
+
+/// What the HTTP phase decided.
+enum Next {
+    /// Upgrade to a WebSocket of this kind; `leftover` bytes followed the request head.
+    Upgrade(ConnKind, Vec<u8>),
+    /// The connection is done.
+    Done,
+}
+
+/// Serves one connection until it closes, then removes it from the shard.
+pub async fn serve(shard: ShardRef, key: ConnKey, stream: Rc<TcpStream>) {
+    let buf_size = shard.borrow().config.read_buffer_bytes;
+    let mut buf = Vec::with_capacity(buf_size);
+    if let Next::Upgrade(kind, leftover) = http_phase(&shard, key, &stream, &mut buf).await {
+        {
+            let mut s = shard.borrow_mut();
+            s.stats().websockets.inc();
+            if let Some(conn) = s.conns.get_mut(key) {
+                conn.kind = kind;
+            }
+        }
+        let reader = read_loop(&shard, key, &stream, buf, leftover);
+        let writer = write_loop(&shard, key, &stream);
+        tokio::join!(reader, writer);
+    }
+    shard.borrow_mut().remove(key);
+}
+
+/// Reads HTTP requests and answers them until an upgrade, an error or the client leaves.
+async fn http_phase(shard: &ShardRef, key: ConnKey, stream: &TcpStream, buf: &mut Vec<u8>) -> Next {
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        // Answer every complete request already buffered.
+        loop {
+            match respond(shard, key, stream, &mut pending).await {
+                Step::NeedMore => break,
+                Step::Continue => continue,
+                Step::Finish(next) => return next,
+            }
+        }
+        let (res, b) = stream.read(std::mem::take(buf)).await;
+        *buf = b;
+        match res {
+            Ok(0) | Err(_) => return Next::Done,
+            Ok(n) => {
+                shard.borrow().stats().bytes_in.add(n as u64);
+                pending.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+}
+
+enum Step {
+    NeedMore,
+    Continue,
+    Finish(Next),
+}
+
+async fn respond(shard: &ShardRef, key: ConnKey, stream: &TcpStream, pending: &mut Vec<u8>) -> Step {
+    if pending.is_empty() {
+        return Step::NeedMore;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let req = match http::parse(pending, &mut headers) {
+        Ok(Some(req)) => req,
+        Ok(None) => return Step::NeedMore,
+        Err(e) => {
+            shard.borrow().stats().http_errors.inc();
+            let _ = stream.write_all(http::json_error(e.status(), &e.to_string(), false)).await;
+            return Step::Finish(Next::Done);
+        }
+    };
+    let keep_alive = req.keep_alive();
+    let (ws_path, echo_path, max_body) = {
+        let s = shard.borrow();
+        (s.config.ws_path.clone(), s.config.echo_path.clone(), s.config.max_message_bytes)
+    };
+    if req.is_websocket_upgrade() {
+        let kind = if echo_path.as_deref() == Some(req.path) {
+            ConnKind::Echo
+        } else if req.path == ws_path {
+            let raw = req.query_param("format").is_some_and(|f| f == "raw");
+            ConnKind::Native(if raw { Format::Raw } else { Format::Json })
+        } else {
+            return finish_error(shard, stream, 404, "no WebSocket route at this path").await;
+        };
+        let response = match handshake::accept(&req) {
+            Ok(r) => r,
+            Err(e) => return finish_error(shard, stream, 400, &e.to_string()).await,
+        };
+        let subscribe = req.query_param("subscribe").map(|s| s.into_owned());
+        let leftover = pending[req.head_len..].to_vec();
+        if stream.write_all(response).await.is_err() {
+            return Step::Finish(Next::Done);
+        }
+        if let (ConnKind::Native(format), Some(list)) = (kind, subscribe) {
+            let mut s = shard.borrow_mut();
+            if let Some(conn) = s.conns.get_mut(key) {
+                conn.kind = kind;
+            }
+            native::subscribe_from_url(&mut s, key, &list, format == Format::Json);
+        }
+        return Step::Finish(Next::Upgrade(kind, leftover));
+    }
+    // Plain HTTP: wait for the whole body first.
+    let Ok(body_len) = req.content_length() else {
+        return finish_error(shard, stream, 400, "bad content-length").await;
+    };
+    if body_len > max_body {
+        return finish_error(shard, stream, 413, "body larger than max-message-bytes").await;
+    }
+    let total = req.head_len + body_len;
+    if pending.len() < total {
+        return Step::NeedMore;
+    }
+    let body = &pending[req.head_len..total];
+    let response = route(shard, &req, body, keep_alive, &ws_path);
+    pending.drain(..total);
+    if stream.write_all(response).await.is_err() || !keep_alive {
+        return Step::Finish(Next::Done);
+    }
+    Step::Continue
+}
+
+async fn finish_error(shard: &ShardRef, stream: &TcpStream, status: u16, message: &str) -> Step {
+    shard.borrow().stats().http_errors.inc();
+    let _ = stream.write_all(http::json_error(status, message, false)).await;
+    Step::Finish(Next::Done)
+}
+
+/// Answers a plain HTTP request.
+fn route(shard: &ShardRef, req: &http::Request<'_>, body: &[u8], keep_alive: bool, ws_path: &str) -> Bytes {
+    let ok = |ct: &str, body: &[u8]| http::response(200, ct, body, keep_alive);
+    let status = match (req.method, req.path) {
+        ("GET" | "HEAD", "/healthz") => return ok("application/json", b"{\"status\":\"ok\"}"),
+        ("GET" | "HEAD", "/metrics") => {
+            let text = shard.borrow().metrics().render();
+            return ok("text/plain; version=0.0.4", text.as_bytes());
+        }
+        ("GET" | "HEAD", "/") => return ok("text/html; charset=utf-8", http::DEMO_PAGE.as_bytes()),
+        ("POST", "/api/publish") => return publish_route(shard, req, body, keep_alive),
+        (_, p) if p == ws_path => 426,
+        (_, "/healthz" | "/metrics" | "/" | "/api/publish") => 405,
+        _ => 404,
+    };
+    shard.borrow().stats().http_errors.inc();
+    let message = match status {
+        426 => "this path speaks WebSocket: send an upgrade request",
+        405 => "method not allowed",
+        _ => "not found",
+    };
+    http::json_error(status, message, keep_alive)
+}
+
+fn publish_route(shard: &ShardRef, req: &http::Request<'_>, body: &[u8], keep_alive: bool) -> Bytes {
+    let mut s = shard.borrow_mut();
+    if let Some(key) = s.config.api_key.as_deref() {
+        if !publish::authorized(req.header("authorization"), key) {
+            s.stats().http_errors.inc();
+            return http::json_error(401, "missing or wrong bearer key", keep_alive);
+        }
+    }
+    let parsed = match publish::parse_body(body) {
+        Ok(p) => p,
+        Err(message) => {
+            s.stats().http_errors.inc();
+            return http::json_error(400, &message, keep_alive);
+        }
+    };
+    if s.publish(parsed.channel, parsed.payload) {
+        http::response(200, "application/json", b"{\"ok\":true}", keep_alive)
+    } else {
+        s.stats().http_errors.inc();
+        http::json_error(503, "hub is overloaded; retry", keep_alive)
+    }
+}
+
+/// Reads frames until the close handshake, an error, EOF, or a shutdown of the socket.
+async fn read_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream, mut buf: Vec<u8>, leftover: Vec<u8>) {
+    let max = shard.borrow().config.max_message_bytes;
+    let mut codec = Codec::new(max);
+    // After we fail the connection, input is read and discarded until the peer leaves.
+    let mut discard = false;
+    if !leftover.is_empty() && !on_input(shard, key, &mut codec, &leftover, &mut discard) {
+        return;
+    }
+    loop {
+        let (res, b) = stream.read(std::mem::take(&mut buf)).await;
+        buf = b;
+        let n = match res {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if !on_input(shard, key, &mut codec, &buf[..n], &mut discard) {
+            return;
+        }
+        // An idle connection keeps only this buffer: shrink one a big message grew.
+        if buf.capacity() > 2 * shard.borrow().config.read_buffer_bytes {
+            buf = Vec::with_capacity(shard.borrow().config.read_buffer_bytes);
+        }
+    }
+    // EOF or reset: the peer is gone. Nothing more can be delivered.
+    shard.borrow_mut().close_quietly(key, None);
+}
+
+/// Feeds input to the codec and acts on every complete message. False when reading should stop.
+fn on_input(shard: &ShardRef, key: ConnKey, codec: &mut Codec, data: &[u8], discard: &mut bool) -> bool {
+    let mut s = shard.borrow_mut();
+    s.stats().bytes_in.add(data.len() as u64);
+    let Some(conn) = s.conns.get_mut(key) else { return false };
+    conn.last_seen = Instant::now();
+    let kind = conn.kind;
+    let open = conn.is_open();
+    if *discard {
+        return true;
+    }
+    codec.handle_input(data);
+    loop {
+        let msg = match codec.poll_message() {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                s.stats().protocol_closes.inc();
+                tracing::debug!(conn = key, error = %e, "closing connection for bad input");
+                s.close(key, e.close_code(), CLOSE_GRACE);
+                *discard = true;
+                return true;
+            }
+        };
+        let reply = codec.poll_output();
+        match msg {
+            Incoming::Close => {
+                // The peer closed: queue tungstenite's close reply (unless we are the one
+                // closing, in which case this was the answer to our close) and stop reading.
+                s.close_quietly(key, if open { reply } else { None });
+                return false;
+            }
+            Incoming::Control => {
+                if let Some(r) = reply.filter(|_| open) {
+                    s.send_control(key, r);
+                }
+            }
+            Incoming::Text(t) | Incoming::Binary(t) if !open => drop(t),
+            Incoming::Text(t) => {
+                s.stats().messages_in.inc();
+                match kind {
+                    ConnKind::Echo => s.send(key, frame::encode(OpCode::Text, &t)),
+                    _ => native::handle_text(&mut s, key, &t),
+                }
+            }
+            Incoming::Binary(b) => {
+                s.stats().messages_in.inc();
+                match kind {
+                    ConnKind::Echo => s.send(key, frame::encode(OpCode::Binary, &b)),
+                    _ => s.send_text(
+                        key,
+                        &crate::protocol::render_error(
+                            None,
+                            crate::protocol::ErrorCode::BadJson,
+                            "binary messages are not commands; send JSON text",
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Flushes the outbox with one `writev` per batch until the connection is closing and drained.
+async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
+    let mut batch: Vec<OutFrame> = Vec::with_capacity(16);
+    loop {
+        let notify = {
+            let mut s = shard.borrow_mut();
+            let Some(conn) = s.conns.get_mut(key) else { return };
+            if !conn.outbox.is_empty() {
+                conn.outbox.take_batch(&mut batch);
+                None
+            } else if conn.outbox.is_closed() || conn.state != ConnState::Open {
+                // Everything, including our close frame, is written: half-close. The read
+                // loop ends at the peer's close or EOF, or the sweep shuts the socket down.
+                drop(s);
+                half_close(stream);
+                return;
+            } else {
+                Some(conn.writer.clone())
+            }
+        };
+        if let Some(notify) = notify {
+            notify.notified().await;
+            continue;
+        }
+        let (res, b) = stream.writev(std::mem::take(&mut batch)).await;
+        batch = b;
+        let mut s = shard.borrow_mut();
+        match res {
+            Ok(n) => {
+                s.stats().bytes_out.add(n as u64);
+                s.stats().writes.inc();
+                if let Some(conn) = s.conns.get_mut(key) {
+                    conn.outbox.complete(&mut batch, n);
+                }
+            }
+            Err(_) => {
+                batch.clear();
+                s.close_quietly(key, None);
+                if let Some(conn) = s.conns.get(key) {
+                    conn.stream.shutdown();
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Sends FIN after the last frame; reads continue until the peer closes too.
+fn half_close(stream: &TcpStream) {
+    stream.shutdown_write();
+}

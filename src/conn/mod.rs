@@ -1,0 +1,99 @@
+//! One client connection: its state on the shard, and the task that serves it.
+//!
+//! - [`Conn`] is the connection's entry in the shard's `Slab`: its outbox, its subscriptions,
+//!   its liveness clock and its close state. Only the owning shard thread touches it.
+//! - [`io`] is the only code that does socket I/O for a connection: the HTTP phase, then the
+//!   WebSocket read loop and write loop.
+//! - [`outbox`] is the bounded queue of shared frames that the write loop flushes with `writev`.
+//! - [`native`] executes native-protocol commands against the shard.
+//!
+//! State machine: `Http` → (`Open` → `Closing`) → removed. A connection enters `Closing` when a
+//! close frame was queued (by either side) or the peer vanished; its outbox then refuses data, the
+//! write loop flushes what is left and half-closes, and the read loop stops at the peer's close,
+//! at EOF, or when the shard's sweep passes the closing deadline and shuts the socket down.
+
+pub mod io;
+pub mod native;
+pub mod outbox;
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::router::{Format, LocalTopicId};
+use crate::rt::TcpStream;
+use outbox::Outbox;
+
+/// What a connection is serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnKind {
+    /// Still in the HTTP phase (or a plain HTTP client).
+    Http,
+    /// A native-protocol WebSocket that wants events in `format`.
+    Native(Format),
+    /// The conformance echo route.
+    Echo,
+}
+
+/// Whether the connection is still open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Serving normally.
+    Open,
+    /// A close frame is queued or was received; the socket is shut down at `deadline` at the
+    /// latest.
+    Closing {
+        /// When the sweep shuts the socket down regardless.
+        deadline: Instant,
+    },
+}
+
+/// A connection's state on its shard.
+pub struct Conn {
+    /// What it serves.
+    pub kind: ConnKind,
+    /// Open or closing.
+    pub state: ConnState,
+    /// Frames waiting to be written.
+    pub outbox: Outbox,
+    /// Wakes the write loop when the outbox goes from idle to non-empty.
+    pub writer: Rc<Notify>,
+    /// The socket, kept here so the shard can shut it down (sweep, shutdown, slow consumer).
+    pub stream: Rc<TcpStream>,
+    /// Channels and patterns this connection is subscribed to, for cleanup on close.
+    pub subscriptions: Vec<LocalTopicId>,
+    /// When the client last sent anything (data, ping, pong). Drives `idle-timeout`.
+    pub last_seen: Instant,
+    /// When the shard last pinged it. Drives `ping-interval`.
+    pub last_ping: Instant,
+}
+
+impl Conn {
+    /// A new connection in the HTTP phase.
+    pub fn new(stream: Rc<TcpStream>, outbox_cap: usize, now: Instant) -> Self {
+        Conn {
+            kind: ConnKind::Http,
+            state: ConnState::Open,
+            outbox: Outbox::new(outbox_cap),
+            writer: Rc::new(Notify::new()),
+            stream,
+            subscriptions: Vec::new(),
+            last_seen: now,
+            last_ping: now,
+        }
+    }
+
+    /// True while the connection serves normally.
+    pub fn is_open(&self) -> bool {
+        self.state == ConnState::Open
+    }
+
+    /// The format events must be rendered in, if it receives events.
+    pub fn format(&self) -> Option<Format> {
+        match self.kind {
+            ConnKind::Native(f) => Some(f),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Executes native-protocol v1 messages for one connection against its shard.
+
+use bytes::Bytes;
+
+use crate::protocol::{
+    AckOp, Command, ErrorCode, RequestId, parse_command, render_ack, render_error, render_pong,
+};
+use crate::router::TopicKind;
+use crate::router::table::ConnKey;
+use crate::shard::Shard;
+
+/// Handles one text message from a native client: a command, answered with an ack or an error.
+/// A malformed or unknown command gets an error reply; the connection stays open.
+pub fn handle_text(shard: &mut Shard, key: ConnKey, text: &[u8]) {
+    let mut scratch = text.to_vec();
+    let reply = match parse_command(&mut scratch) {
+        Ok(req) => execute(shard, key, req.id.as_ref(), req.command),
+        Err(e) => render_error(e.id.as_ref(), e.code, &e.message),
+    };
+    shard.send_text(key, &reply);
+}
+
+/// Subscribes to channels named in the URL (`?subscribe=a,b`) at connect time. Returns the acks
+/// to send (JSON format only) or an error reply for the first refused channel.
+pub fn subscribe_from_url(shard: &mut Shard, key: ConnKey, list: &str, acks: bool) {
+    for channel in list.split(',').filter(|c| !c.is_empty()) {
+        let reply = subscribe(shard, key, TopicKind::Channel, channel, None);
+        if acks || reply.contains("\"error\"") {
+            shard.send_text(key, &reply);
+        }
+    }
+}
+
+fn execute(shard: &mut Shard, key: ConnKey, id: Option<&RequestId>, cmd: Command) -> String {
+    match cmd {
+        Command::Subscribe { channel } => subscribe(shard, key, TopicKind::Channel, &channel, id),
+        Command::Psubscribe { pattern } => subscribe(shard, key, TopicKind::Pattern, &pattern, id),
+        Command::Unsubscribe { channel } => {
+            unsubscribe(shard, key, TopicKind::Channel, &channel, id)
+        }
+        Command::Punsubscribe { pattern } => {
+            unsubscribe(shard, key, TopicKind::Pattern, &pattern, id)
+        }
+        Command::Ping => render_pong(id),
+    }
+}
+
+fn subscribe(
+    shard: &mut Shard,
+    key: ConnKey,
+    kind: TopicKind,
+    name: &str,
+    id: Option<&RequestId>,
+) -> String {
+    if let Err(e) = crate::protocol::check_topic(name) {
+        return render_error(id, ErrorCode::BadChannel, &format!("name {e}"));
+    }
+    match shard.subscribe(key, kind, &Bytes::copy_from_slice(name.as_bytes())) {
+        Ok(()) => render_ack(ack(kind, true), name, id),
+        Err("too_many_subscriptions") => render_error(
+            id,
+            ErrorCode::TooManySubscriptions,
+            &format!("at most {} subscriptions per connection", shard.config.max_subscriptions),
+        ),
+        Err(_) => render_error(id, ErrorCode::Internal, "connection is closing"),
+    }
+}
+
+fn unsubscribe(
+    shard: &mut Shard,
+    key: ConnKey,
+    kind: TopicKind,
+    name: &str,
+    id: Option<&RequestId>,
+) -> String {
+    if shard.unsubscribe(key, kind, name.as_bytes()) {
+        render_ack(ack(kind, false), name, id)
+    } else {
+        render_error(id, ErrorCode::NotSubscribed, &format!("not subscribed to {name:?}"))
+    }
+}
+
+fn ack(kind: TopicKind, subscribe: bool) -> AckOp {
+    match (kind, subscribe) {
+        (TopicKind::Channel, true) => AckOp::Subscribed,
+        (TopicKind::Channel, false) => AckOp::Unsubscribed,
+        (TopicKind::Pattern, true) => AckOp::Psubscribed,
+        (TopicKind::Pattern, false) => AckOp::Punsubscribed,
+    }
+}

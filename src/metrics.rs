@@ -1,0 +1,236 @@
+//! Counters and their Prometheus rendering.
+//!
+//! Every counter has exactly one writing thread: a shard writes its own [`ShardStats`], the hub
+//! thread writes [`HubStats`]. A single writer needs no atomic read-modify-write, so
+//! [`Counter::add`] is a relaxed load plus a relaxed store (two plain `mov`s on x86), and any
+//! thread may read a snapshot at any time. This keeps the hot path free of locked instructions
+//! while `/metrics`, served by whichever shard got the request, still sees every shard.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A single-writer counter or gauge. Only the owning thread may call the mutators.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Single writer only: concurrent writers would lose updates.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Subtracts `n` (gauges). Single writer only.
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
+    }
+
+    /// Subtracts one (gauges).
+    #[inline]
+    pub fn dec(&self) {
+        self.sub(1);
+    }
+
+    /// The current value; any thread.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// What one shard counts. Written only by that shard's thread.
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Open connections (HTTP and WebSocket) on this shard. Gauge.
+    pub connections: Counter,
+    /// Open WebSocket connections on this shard. Gauge.
+    pub websockets: Counter,
+    /// Connection-topic subscription pairs. Gauge.
+    pub subscriptions: Counter,
+    /// Distinct channels and patterns with a subscriber on this shard. Gauge.
+    pub topics: Counter,
+    /// Client messages received (text and binary).
+    pub messages_in: Counter,
+    /// Bytes read from client sockets.
+    pub bytes_in: Counter,
+    /// Frames queued to clients.
+    pub messages_out: Counter,
+    /// Bytes written to client sockets.
+    pub bytes_out: Counter,
+    /// Write submissions (one `writev` per connection per flush).
+    pub writes: Counter,
+    /// Connections closed because their outbox passed `max-outbox-bytes`.
+    pub slow_consumer_closes: Counter,
+    /// Connections closed after `idle-timeout` of silence.
+    pub idle_closes: Counter,
+    /// Connections closed for a protocol error, bad UTF-8 or an oversized message.
+    pub protocol_closes: Counter,
+    /// Connections refused because the shard was at its connection cap.
+    pub rejected_connections: Counter,
+    /// Requests answered with an HTTP error (bad handshake, 404, ...).
+    pub http_errors: Counter,
+    /// Interest updates waiting because the hub channel was full. Gauge.
+    pub hub_backlog: Counter,
+}
+
+/// What the hub thread counts. Written only by the hub thread.
+#[derive(Debug)]
+pub struct HubStats {
+    /// Messages received from sources (after the source's own filtering).
+    pub events: Counter,
+    /// Publishes accepted by the embedded broker or forwarded to a source.
+    pub publishes: Counter,
+    /// Frames encoded (once per event per format, never per subscriber).
+    pub frames_encoded: Counter,
+    /// Channels and patterns with at least one subscriber anywhere. Gauge.
+    pub topics: Counter,
+    /// Events dropped because a shard's inbox was full, per shard.
+    pub inbox_drops: Vec<Counter>,
+}
+
+/// All counters of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    /// One entry per shard, indexed by shard id.
+    pub shards: Vec<ShardStats>,
+    /// The hub's counters.
+    pub hub: HubStats,
+}
+
+impl Metrics {
+    /// Zeroed counters for `shards` shards.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards).map(|_| ShardStats::default()).collect(),
+            hub: HubStats {
+                events: Counter::default(),
+                publishes: Counter::default(),
+                frames_encoded: Counter::default(),
+                topics: Counter::default(),
+                inbox_drops: (0..shards).map(|_| Counter::default()).collect(),
+            },
+        }
+    }
+
+    /// Renders the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        type Field = fn(&ShardStats) -> &Counter;
+        let shard_metrics: [(&str, &str, &str, Field); 15] = [
+            ("connections", "gauge", "Open TCP connections.", |s| &s.connections),
+            ("websockets", "gauge", "Open WebSocket connections.", |s| &s.websockets),
+            ("subscriptions", "gauge", "Connection-topic subscription pairs.", |s| &s.subscriptions),
+            ("topics", "gauge", "Channels and patterns with a local subscriber.", |s| &s.topics),
+            ("messages_in_total", "counter", "Client messages received.", |s| &s.messages_in),
+            ("bytes_in_total", "counter", "Bytes read from clients.", |s| &s.bytes_in),
+            ("messages_out_total", "counter", "Frames queued to clients.", |s| &s.messages_out),
+            ("bytes_out_total", "counter", "Bytes written to clients.", |s| &s.bytes_out),
+            ("writes_total", "counter", "writev submissions to clients.", |s| &s.writes),
+            (
+                "slow_consumer_closes_total",
+                "counter",
+                "Connections closed for exceeding max-outbox-bytes.",
+                |s| &s.slow_consumer_closes,
+            ),
+            ("idle_closes_total", "counter", "Connections closed by idle-timeout.", |s| {
+                &s.idle_closes
+            }),
+            ("protocol_closes_total", "counter", "Connections closed for bad input.", |s| {
+                &s.protocol_closes
+            }),
+            (
+                "rejected_connections_total",
+                "counter",
+                "Connections refused at max-connections.",
+                |s| &s.rejected_connections,
+            ),
+            ("http_errors_total", "counter", "HTTP error responses.", |s| &s.http_errors),
+            ("hub_backlog", "gauge", "Interest updates waiting for the hub.", |s| &s.hub_backlog),
+        ];
+        for (name, kind, help, field) in shard_metrics {
+            let total: u64 = self.shards.iter().map(|s| field(s).get()).sum();
+            family(&mut out, &format!("ringcast_{name}"), kind, help, &[("", total)]);
+            let per: Vec<(String, u64)> = self
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("shard=\"{i}\""), field(s).get()))
+                .collect();
+            let per: Vec<(&str, u64)> = per.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            family(&mut out, &format!("ringcast_shard_{name}"), kind, help, &per);
+        }
+        let drops: Vec<(String, u64)> = self
+            .hub
+            .inbox_drops
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("shard=\"{i}\""), c.get()))
+            .collect();
+        let total_drops = drops.iter().map(|(_, v)| v).sum();
+        let help = "Events dropped because a shard inbox was full (policy: drop and count).";
+        family(&mut out, "ringcast_queue_drops_total", "counter", help, &[("", total_drops)]);
+        let drops: Vec<(&str, u64)> = drops.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        family(&mut out, "ringcast_shard_queue_drops_total", "counter", help, &drops);
+        let hub = &self.hub;
+        family(&mut out, "ringcast_events_total", "counter", "Events from sources.", &[(
+            "",
+            hub.events.get(),
+        )]);
+        family(&mut out, "ringcast_publishes_total", "counter", "Publishes accepted.", &[(
+            "",
+            hub.publishes.get(),
+        )]);
+        family(
+            &mut out,
+            "ringcast_frames_encoded_total",
+            "counter",
+            "Frames encoded (once per event and format).",
+            &[("", hub.frames_encoded.get())],
+        );
+        family(&mut out, "ringcast_hub_topics", "gauge", "Topics with a subscriber anywhere.", &[
+            ("", hub.topics.get()),
+        ]);
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name} {value}");
+        } else {
+            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// Reads one sample from a rendering: `value(text, "ringcast_connections")`. For tests and tools.
+pub fn value(text: &str, series: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_and_per_shard_series() {
+        let m = Metrics::new(2);
+        m.shards[0].connections.add(3);
+        m.shards[1].connections.add(4);
+        m.shards[1].connections.dec();
+        m.hub.inbox_drops[1].inc();
+        let text = m.render();
+        assert_eq!(value(&text, "ringcast_connections"), Some(6));
+        assert_eq!(value(&text, "ringcast_shard_connections{shard=\"1\"}"), Some(3));
+        assert_eq!(value(&text, "ringcast_queue_drops_total"), Some(1));
+        assert!(text.contains("# TYPE ringcast_bytes_out_total counter"));
+    }
+}

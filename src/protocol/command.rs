@@ -1,0 +1,801 @@
+//! Client commands: parsing one client text message into a typed [`Request`].
+//!
+//! A command is a JSON object such as `{"op":"subscribe","channel":"a","id":1}`. The parser
+//! checks the whole message against the JSON grammar (the same scanner as
+//! [`is_json`](super::envelope::is_json)), picks out the members `op`, `channel`, `pattern` and
+//! `id`, and ignores any others, so clients can add fields without breaking old servers.
+//!
+//! **Thread:** pure functions, called on the shard thread that owns the connection, once per
+//! client text message. No I/O, no shared state.
+//!
+//! **Invariants:**
+//! - A bad command is never a reason to disconnect. Every failure is a [`CommandError`] that the
+//!   caller turns into an `error` reply (see [`render_command_error`](super::render_command_error)).
+//! - A [`RequestId`] always holds the exact JSON text of a number or string from the client, so
+//!   replies can splice it in as is and stay valid JSON.
+//! - Channel and pattern names in a [`Command`] are valid UTF-8, 1 to [`MAX_TOPIC_BYTES`] bytes,
+//!   with no control characters.
+//! - When a message is a JSON object with a usable `id`, every error for it carries that `id`.
+//!   When the message is not valid JSON, its `id` is unknown and omitted.
+//! - Duplicate members: the last one wins, as in JavaScript's `JSON.parse`.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use super::envelope::{MAX_JSON_DEPTH, is_json, scan_string, scan_value, skip_ws};
+
+/// The longest channel name or pattern a client may use, in bytes of UTF-8. Default: 1024.
+///
+/// Names are stored once per topic and copied into every envelope, so a small bound keeps topic
+/// tables and frames small. Redis allows far longer names; 1024 bytes covers real naming
+/// schemes with room to spare.
+pub const MAX_TOPIC_BYTES: usize = 1024;
+
+/// The raw JSON text of a request id (a number such as `1` or `1.5`, or a string such as
+/// `"abc"` with its quotes), echoed verbatim in replies.
+///
+/// [`parse_command`] only ever builds one from a valid JSON number or string. Code that builds
+/// one by hand must keep to that, or replies stop being valid JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub Box<str>);
+
+impl RequestId {
+    /// The raw JSON text, ready to splice into a reply.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a client asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Start receiving events published to `channel`.
+    Subscribe {
+        /// The exact channel name.
+        channel: String,
+    },
+    /// Stop receiving events published to `channel`.
+    Unsubscribe {
+        /// The exact channel name.
+        channel: String,
+    },
+    /// Start receiving events on every channel that matches a glob pattern
+    /// (see [`glob_match`](super::glob_match)).
+    Psubscribe {
+        /// The glob pattern, compared byte for byte.
+        pattern: String,
+    },
+    /// Stop receiving events through a pattern subscription.
+    Punsubscribe {
+        /// The pattern, exactly as it was subscribed.
+        pattern: String,
+    },
+    /// Liveness check at the protocol level; the server answers `pong`.
+    Ping,
+}
+
+/// One parsed client message: the command and the id to echo in its reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The client's request id, if it sent one.
+    pub id: Option<RequestId>,
+    /// What the client asked for.
+    pub command: Command,
+}
+
+/// Stable wire strings of the error codes in `error` replies. Clients match on these, so they
+/// never change meaning.
+pub mod codes {
+    /// The message is not valid JSON, or not a JSON object. The client should fix its encoder.
+    pub const BAD_JSON: &str = "bad_json";
+    /// `op` names no known command. The client may be newer than the server.
+    pub const UNKNOWN_OP: &str = "unknown_op";
+    /// A member the command needs is missing or has the wrong type.
+    pub const MISSING_FIELD: &str = "missing_field";
+    /// The channel or pattern is empty, longer than
+    /// [`MAX_TOPIC_BYTES`](super::MAX_TOPIC_BYTES), or contains control characters.
+    pub const BAD_CHANNEL: &str = "bad_channel";
+    /// The connection is at its subscription limit. Unsubscribe from something first.
+    pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
+    /// Unsubscribe from a channel or pattern this connection is not subscribed to.
+    pub const NOT_SUBSCRIBED: &str = "not_subscribed";
+    /// The server failed. Not the client's fault; retrying later may work.
+    pub const INTERNAL: &str = "internal";
+}
+
+/// The `code` of an `error` reply. Each variant says whose fault it is and what the client
+/// should do. The wire strings are in [`codes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Client's fault: not valid JSON, or not an object. Fix the encoder; do not resend as is.
+    BadJson,
+    /// Client's fault, or a client newer than this server: `op` is not a known command.
+    UnknownOp,
+    /// Client's fault: a required member is missing or has the wrong type.
+    MissingField,
+    /// Client's fault: the channel or pattern name breaks the naming rules.
+    BadChannel,
+    /// A limit, not a fault: the connection holds the most subscriptions it may. Unsubscribe
+    /// first.
+    TooManySubscriptions,
+    /// Client's mistake, harmless: unsubscribe from something not subscribed.
+    NotSubscribed,
+    /// Server's fault. The request may be retried later.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for tests and documentation.
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::BadJson,
+        ErrorCode::UnknownOp,
+        ErrorCode::MissingField,
+        ErrorCode::BadChannel,
+        ErrorCode::TooManySubscriptions,
+        ErrorCode::NotSubscribed,
+        ErrorCode::Internal,
+    ];
+
+    /// The stable wire string, for example `"bad_json"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => codes::BAD_JSON,
+            ErrorCode::UnknownOp => codes::UNKNOWN_OP,
+            ErrorCode::MissingField => codes::MISSING_FIELD,
+            ErrorCode::BadChannel => codes::BAD_CHANNEL,
+            ErrorCode::TooManySubscriptions => codes::TOO_MANY_SUBSCRIPTIONS,
+            ErrorCode::NotSubscribed => codes::NOT_SUBSCRIBED,
+            ErrorCode::Internal => codes::INTERNAL,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A command that cannot be carried out. The caller answers with an `error` reply and keeps the
+/// connection open.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandError {
+    /// The request id to echo, when the message had a usable one.
+    pub id: Option<RequestId>,
+    /// What kind of failure, and so what the client should do.
+    pub code: ErrorCode,
+    /// A human-readable explanation for the `message` field of the reply.
+    pub message: String,
+}
+
+impl CommandError {
+    /// Builds an error for the request with `id`.
+    pub fn new(id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            id,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a channel or pattern name was refused. Always the client's fault; the reply code is
+/// [`ErrorCode::BadChannel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    /// The name is empty. Use at least one byte.
+    #[error("must not be empty")]
+    Empty,
+    /// The name is longer than [`MAX_TOPIC_BYTES`]. Use a shorter name.
+    #[error("is longer than {MAX_TOPIC_BYTES} bytes")]
+    TooLong,
+    /// The name contains a control character (U+0000 to U+001F, U+007F to U+009F). Remove it.
+    #[error("contains a control character")]
+    ControlChar,
+}
+
+/// Checks a channel name or pattern against the naming rules: 1 to [`MAX_TOPIC_BYTES`] bytes
+/// and no control characters. Other entry points (such as HTTP publish) use it too, so every
+/// path applies the same rules.
+pub fn check_topic(name: &str) -> Result<(), TopicError> {
+    if name.is_empty() {
+        Err(TopicError::Empty)
+    } else if name.len() > MAX_TOPIC_BYTES {
+        Err(TopicError::TooLong)
+    } else if name.chars().any(char::is_control) {
+        Err(TopicError::ControlChar)
+    } else {
+        Ok(())
+    }
+}
+
+/// Parses one client text message.
+///
+/// `text` may be modified (simd-json parses in place), so callers pass a scratch copy. Today's
+/// scanner only reads it; the `&mut` keeps the signature stable if a SIMD parser comes back.
+///
+/// Errors carry the request id whenever the message is a JSON object with an `id` that is a
+/// number or a string, even when the rest is wrong. An `id` of any other type is itself a
+/// [`ErrorCode::MissingField`] error, without an id.
+pub fn parse_command(text: &mut [u8]) -> Result<Request, CommandError> {
+    let text: &[u8] = text;
+    let members = Members::scan(text)
+        .map_err(|message| CommandError::new(None, ErrorCode::BadJson, message))?;
+
+    let id = match members.id {
+        None => None,
+        Some(raw) => match raw.first() {
+            Some(b'"' | b'-' | b'0'..=b'9') => Some(RequestId(utf8(raw)?.into())),
+            _ => {
+                return Err(CommandError::new(
+                    None,
+                    ErrorCode::MissingField,
+                    "\"id\" must be a number or a string",
+                ));
+            }
+        },
+    };
+    let fail = |code, message: String| Err(CommandError::new(id.clone(), code, message));
+
+    let Some(op_raw) = members.op else {
+        return fail(ErrorCode::MissingField, "missing \"op\"".to_owned());
+    };
+    let Some(op) = string_value(op_raw, &id)? else {
+        return fail(
+            ErrorCode::MissingField,
+            "\"op\" must be a string".to_owned(),
+        );
+    };
+    let command = match &*op {
+        "subscribe" => Command::Subscribe {
+            channel: topic(members.channel, "channel", &id)?,
+        },
+        "unsubscribe" => Command::Unsubscribe {
+            channel: topic(members.channel, "channel", &id)?,
+        },
+        "psubscribe" => Command::Psubscribe {
+            pattern: topic(members.pattern, "pattern", &id)?,
+        },
+        "punsubscribe" => Command::Punsubscribe {
+            pattern: topic(members.pattern, "pattern", &id)?,
+        },
+        "ping" => Command::Ping,
+        // The op is not echoed: it could be up to a whole message long.
+        _ => {
+            return fail(
+                ErrorCode::UnknownOp,
+                "unknown \"op\"; expected subscribe, unsubscribe, psubscribe, punsubscribe or ping"
+                    .to_owned(),
+            );
+        }
+    };
+    Ok(Request { id, command })
+}
+
+/// The raw JSON text of the members this protocol reads, from the top-level object.
+#[derive(Debug, Default)]
+struct Members<'a> {
+    /// Raw value of `op`.
+    op: Option<&'a [u8]>,
+    /// Raw value of `channel`.
+    channel: Option<&'a [u8]>,
+    /// Raw value of `pattern`.
+    pattern: Option<&'a [u8]>,
+    /// Raw value of `id`.
+    id: Option<&'a [u8]>,
+}
+
+/// The `bad_json` message for text that is not valid JSON.
+const NOT_JSON: &str = "message is not valid JSON";
+
+impl<'a> Members<'a> {
+    /// Validates `text` as one JSON object and records the raw values of the members we read.
+    /// The error is the message for a `bad_json` reply.
+    fn scan(text: &'a [u8]) -> Result<Self, &'static str> {
+        let mut members = Members::default();
+        let mut pos = skip_ws(text, 0);
+        if text.get(pos) != Some(&b'{') {
+            return Err(if is_json(text) {
+                "message must be a JSON object"
+            } else {
+                NOT_JSON
+            });
+        }
+        pos = skip_ws(text, pos + 1);
+        if text.get(pos) == Some(&b'}') {
+            pos += 1;
+        } else {
+            loop {
+                let key_end = scan_string(text, pos).ok_or(NOT_JSON)?;
+                let key = decode_string(&text[pos + 1..key_end - 1]).ok_or(NOT_JSON)?;
+                pos = skip_ws(text, key_end);
+                if text.get(pos) != Some(&b':') {
+                    return Err(NOT_JSON);
+                }
+                pos = skip_ws(text, pos + 1);
+                // The object itself is one level.
+                let value_end = scan_value(text, pos, MAX_JSON_DEPTH - 1).ok_or(NOT_JSON)?;
+                let value = &text[pos..value_end];
+                match &*key {
+                    "op" => members.op = Some(value),
+                    "channel" => members.channel = Some(value),
+                    "pattern" => members.pattern = Some(value),
+                    "id" => members.id = Some(value),
+                    _ => {}
+                }
+                pos = skip_ws(text, value_end);
+                match text.get(pos) {
+                    Some(b',') => pos = skip_ws(text, pos + 1),
+                    Some(b'}') => {
+                        pos += 1;
+                        break;
+                    }
+                    _ => return Err(NOT_JSON),
+                }
+            }
+        }
+        if skip_ws(text, pos) != text.len() {
+            return Err(NOT_JSON);
+        }
+        Ok(members)
+    }
+}
+
+/// Reads the required name member `field` (`"channel"` or `"pattern"`) and checks it.
+fn topic(raw: Option<&[u8]>, field: &str, id: &Option<RequestId>) -> Result<String, CommandError> {
+    let missing = || {
+        CommandError::new(
+            id.clone(),
+            ErrorCode::MissingField,
+            format!("\"{field}\" must be a string"),
+        )
+    };
+    let name = string_value(raw.ok_or_else(missing)?, id)?.ok_or_else(missing)?;
+    match check_topic(&name) {
+        Ok(()) => Ok(name.into_owned()),
+        Err(problem) => Err(CommandError::new(
+            id.clone(),
+            ErrorCode::BadChannel,
+            format!("\"{field}\" {problem}"),
+        )),
+    }
+}
+
+/// Decodes a raw JSON value that has already been validated. `Ok(None)` when it is not a
+/// string.
+fn string_value<'a>(
+    raw: &'a [u8],
+    id: &Option<RequestId>,
+) -> Result<Option<Cow<'a, str>>, CommandError> {
+    match raw {
+        [b'"', body @ .., b'"'] => match decode_string(body) {
+            Some(s) => Ok(Some(s)),
+            None => Err(scanner_bug(id)),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// Raw JSON text as `&str`. It was validated, so failure means a scanner bug.
+fn utf8(raw: &[u8]) -> Result<&str, CommandError> {
+    std::str::from_utf8(raw).map_err(|_| scanner_bug(&None))
+}
+
+/// The error for "validated JSON did not decode", which would be a bug in the scanner.
+fn scanner_bug(id: &Option<RequestId>) -> CommandError {
+    CommandError::new(
+        id.clone(),
+        ErrorCode::Internal,
+        "internal error while decoding the command",
+    )
+}
+
+/// Decodes the body of a validated JSON string (between the quotes). Borrows when there is no
+/// escape. `None` only if the body is not valid, which the scanner has already ruled out.
+fn decode_string(body: &[u8]) -> Option<Cow<'_, str>> {
+    if !body.contains(&b'\\') {
+        return std::str::from_utf8(body).ok().map(Cow::Borrowed);
+    }
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(backslash) = rest.iter().position(|&b| b == b'\\') {
+        out.push_str(std::str::from_utf8(&rest[..backslash]).ok()?);
+        let escape = rest.get(backslash + 1)?;
+        rest = &rest[backslash + 2..];
+        let c = match escape {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let high = hex4(rest)?;
+                rest = &rest[4..];
+                if (0xD800..0xDC00).contains(&high) {
+                    let low = match rest {
+                        [b'\\', b'u', tail @ ..] => hex4(tail)?,
+                        _ => return None,
+                    };
+                    if !(0xDC00..0xE000).contains(&low) {
+                        return None;
+                    }
+                    rest = &rest[6..];
+                    char::from_u32(0x1_0000 + ((high - 0xD800) << 10) + (low - 0xDC00))?
+                } else {
+                    char::from_u32(high)?
+                }
+            }
+            _ => return None,
+        };
+        out.push(c);
+    }
+    out.push_str(std::str::from_utf8(rest).ok()?);
+    Some(Cow::Owned(out))
+}
+
+/// Reads four hex digits at the start of `s`.
+fn hex4(s: &[u8]) -> Option<u32> {
+    s.get(..4)?
+        .iter()
+        .try_fold(0, |acc, &d| Some((acc << 4) | char::from(d).to_digit(16)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Request, CommandError> {
+        let mut scratch = text.as_bytes().to_vec();
+        parse_command(&mut scratch)
+    }
+
+    fn ok(text: &str) -> Request {
+        parse(text).unwrap_or_else(|e| panic!("{text}: {:?} {}", e.code, e.message))
+    }
+
+    fn err(text: &str) -> CommandError {
+        match parse(text) {
+            Ok(request) => panic!("{text} parsed as {request:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn id(raw: &str) -> Option<RequestId> {
+        Some(RequestId(raw.into()))
+    }
+
+    #[test]
+    fn parses_every_op() {
+        assert_eq!(
+            ok(r#"{"op":"subscribe","channel":"a","id":1}"#),
+            Request {
+                id: id("1"),
+                command: Command::Subscribe {
+                    channel: "a".into()
+                }
+            }
+        );
+        assert_eq!(
+            ok(r#"{"op":"unsubscribe","channel":"a","id":2}"#),
+            Request {
+                id: id("2"),
+                command: Command::Unsubscribe {
+                    channel: "a".into()
+                }
+            }
+        );
+        assert_eq!(
+            ok(r#"{"op":"psubscribe","pattern":"news.*","id":3}"#),
+            Request {
+                id: id("3"),
+                command: Command::Psubscribe {
+                    pattern: "news.*".into()
+                }
+            }
+        );
+        assert_eq!(
+            ok(r#"{"op":"punsubscribe","pattern":"news.*","id":4}"#),
+            Request {
+                id: id("4"),
+                command: Command::Punsubscribe {
+                    pattern: "news.*".into()
+                }
+            }
+        );
+        assert_eq!(
+            ok(r#"{"op":"ping","id":5}"#),
+            Request {
+                id: id("5"),
+                command: Command::Ping
+            }
+        );
+    }
+
+    #[test]
+    fn id_is_optional() {
+        assert_eq!(ok(r#"{"op":"ping"}"#).id, None);
+    }
+
+    #[test]
+    fn id_is_kept_verbatim() {
+        for raw in [
+            "1",
+            "-7",
+            "1.5",
+            "1.50",
+            "1e2",
+            "-0.5E+10",
+            "123456789012345678901234567890",
+            r#""abc""#,
+            r#""""#,
+            r#""a\"b\u00e9""#,
+            "\"\u{e9}\u{1F600}\"",
+        ] {
+            let text = format!(r#"{{"op":"ping","id":{raw}}}"#);
+            assert_eq!(ok(&text).id, id(raw), "{text}");
+        }
+    }
+
+    #[test]
+    fn id_of_wrong_type_is_missing_field_without_id() {
+        for raw in ["null", "true", "false", "[1]", "{}"] {
+            let e = err(&format!(r#"{{"op":"ping","id":{raw}}}"#));
+            assert_eq!(e.code, ErrorCode::MissingField, "{raw}");
+            assert_eq!(e.id, None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn whitespace_member_order_and_extra_members() {
+        let request = ok(
+            " {\n \"id\" : \"x\" ,\t\"extra\":{\"deep\":[1,2,{}]}, \"channel\":\"c\",\"op\":\"subscribe\" }\r\n",
+        );
+        assert_eq!(request.id, id("\"x\""));
+        assert_eq!(
+            request.command,
+            Command::Subscribe {
+                channel: "c".into()
+            }
+        );
+        // ping ignores channel and pattern.
+        assert_eq!(
+            ok(r#"{"op":"ping","channel":5,"pattern":null}"#).command,
+            Command::Ping
+        );
+    }
+
+    #[test]
+    fn escaped_keys_and_values_are_decoded() {
+        let request =
+            ok(r#"{"\u006fp":"sub\u0073cribe","channel":"a\/b \u00e9 \ud83d\ude00 \"q\""}"#);
+        assert_eq!(
+            request.command,
+            Command::Subscribe {
+                channel: "a/b \u{e9} \u{1F600} \"q\"".into()
+            }
+        );
+    }
+
+    #[test]
+    fn last_duplicate_member_wins() {
+        assert_eq!(
+            ok(r#"{"op":"subscribe","channel":"a","channel":"b","id":1,"id":2}"#),
+            Request {
+                id: id("2"),
+                command: Command::Subscribe {
+                    channel: "b".into()
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn bad_json_has_no_id() {
+        for text in [
+            "",
+            "   ",
+            "not json",
+            r#"{"op":"ping","id":1"#,
+            r#"{"op":"ping","id":1,}"#,
+            r#"{"id":1,"op":"ping"} trailing"#,
+            r#"{"id":1,"op":}"#,
+            r#"{"id":1 "op":"ping"}"#,
+            r#"{"id":01,"op":"ping"}"#,
+            r#"{"id":1,"op":"ping\x"}"#,
+            r#"{id:1}"#,
+            "{\"op\":\"ping\",\"id\":\"\u{1}\"}",
+        ] {
+            let e = err(text);
+            assert_eq!(e.code, ErrorCode::BadJson, "{text}");
+            assert_eq!(e.id, None, "{text}");
+            assert_eq!(e.message, NOT_JSON, "{text}");
+        }
+        let mut bad_utf8 = br#"{"op":"ping","x":"\xff"}"#.to_vec();
+        assert_eq!(
+            parse_command(&mut bad_utf8).map_err(|e| e.code).err(),
+            Some(ErrorCode::BadJson)
+        );
+    }
+
+    #[test]
+    fn valid_json_that_is_not_an_object() {
+        for text in ["[]", "1", "\"op\"", "null", r#"[{"op":"ping"}]"#] {
+            let e = err(text);
+            assert_eq!(e.code, ErrorCode::BadJson, "{text}");
+            assert_eq!(e.message, "message must be a JSON object", "{text}");
+        }
+    }
+
+    #[test]
+    fn missing_or_mistyped_fields_keep_the_id() {
+        for (text, message) in [
+            (r#"{"id":7}"#, "missing \"op\""),
+            (r#"{"id":7,"op":5}"#, "\"op\" must be a string"),
+            (r#"{"id":7,"op":null}"#, "\"op\" must be a string"),
+            (
+                r#"{"id":7,"op":"subscribe"}"#,
+                "\"channel\" must be a string",
+            ),
+            (
+                r#"{"id":7,"op":"unsubscribe","channel":1}"#,
+                "\"channel\" must be a string",
+            ),
+            (
+                r#"{"id":7,"op":"psubscribe","channel":"a"}"#,
+                "\"pattern\" must be a string",
+            ),
+            (
+                r#"{"id":7,"op":"punsubscribe","pattern":["a"]}"#,
+                "\"pattern\" must be a string",
+            ),
+        ] {
+            let e = err(text);
+            assert_eq!(e.code, ErrorCode::MissingField, "{text}");
+            assert_eq!(e.id, id("7"), "{text}");
+            assert_eq!(e.message, message, "{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_op_keeps_the_id() {
+        for op in ["\"Subscribe\"", "\"publish\"", "\"\"", "\"ping \""] {
+            let e = err(&format!(r#"{{"op":{op},"id":"q"}}"#));
+            assert_eq!(e.code, ErrorCode::UnknownOp, "{op}");
+            assert_eq!(e.id, id("\"q\""), "{op}");
+        }
+    }
+
+    #[test]
+    fn bad_channel_names() {
+        let long = "x".repeat(MAX_TOPIC_BYTES + 1);
+        for (name, message) in [
+            ("", "\"channel\" must not be empty"),
+            (long.as_str(), "\"channel\" is longer than 1024 bytes"),
+            ("a\\nb", "\"channel\" contains a control character"),
+            ("a\\u0000", "\"channel\" contains a control character"),
+            ("a\\u007f", "\"channel\" contains a control character"),
+            ("a\\u0085", "\"channel\" contains a control character"),
+        ] {
+            let e = err(&format!(
+                r#"{{"op":"subscribe","channel":"{name}","id":9}}"#
+            ));
+            assert_eq!(e.code, ErrorCode::BadChannel, "{name}");
+            assert_eq!(e.id, id("9"));
+            assert_eq!(e.message, message);
+        }
+        let e = err(r#"{"op":"psubscribe","pattern":""}"#);
+        assert_eq!(e.code, ErrorCode::BadChannel);
+        assert_eq!(e.message, "\"pattern\" must not be empty");
+        assert_eq!(e.id, None);
+    }
+
+    #[test]
+    fn topic_length_counts_utf8_bytes() {
+        let max = "x".repeat(MAX_TOPIC_BYTES);
+        assert_eq!(
+            ok(&format!(r#"{{"op":"subscribe","channel":"{max}"}}"#)).command,
+            Command::Subscribe { channel: max }
+        );
+        // 512 two-byte characters fit, 513 do not.
+        let fits = "\u{e9}".repeat(MAX_TOPIC_BYTES / 2);
+        assert!(parse(&format!(r#"{{"op":"subscribe","channel":"{fits}"}}"#)).is_ok());
+        let too_long = "\u{e9}".repeat(MAX_TOPIC_BYTES / 2 + 1);
+        assert_eq!(
+            err(&format!(r#"{{"op":"subscribe","channel":"{too_long}"}}"#)).code,
+            ErrorCode::BadChannel
+        );
+        // Escapes count after decoding: six bytes of `\u0041` are one byte of name.
+        let escaped = "\\u0041".repeat(MAX_TOPIC_BYTES);
+        assert!(parse(&format!(r#"{{"op":"subscribe","channel":"{escaped}"}}"#)).is_ok());
+    }
+
+    #[test]
+    fn check_topic_rules() {
+        assert_eq!(check_topic("news.*"), Ok(()));
+        assert_eq!(check_topic("\u{e9}t\u{e9} \u{1F600}"), Ok(()));
+        assert_eq!(check_topic(""), Err(TopicError::Empty));
+        assert_eq!(
+            check_topic(&"a".repeat(MAX_TOPIC_BYTES + 1)),
+            Err(TopicError::TooLong)
+        );
+        assert_eq!(check_topic("a\tb"), Err(TopicError::ControlChar));
+        assert_eq!(check_topic("\u{9f}"), Err(TopicError::ControlChar));
+    }
+
+    #[test]
+    fn error_codes_are_stable() {
+        let wire: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            wire,
+            [
+                "bad_json",
+                "unknown_op",
+                "missing_field",
+                "bad_channel",
+                "too_many_subscriptions",
+                "not_subscribed",
+                "internal"
+            ]
+        );
+        assert_eq!(ErrorCode::BadChannel.to_string(), "bad_channel");
+    }
+
+    #[test]
+    fn command_error_displays_its_message() {
+        let e = CommandError::new(None, ErrorCode::Internal, "boom");
+        assert_eq!(e.to_string(), "boom");
+    }
+
+    #[test]
+    fn decode_string_handles_escapes() {
+        assert_eq!(decode_string(b"plain").as_deref(), Some("plain"));
+        assert!(matches!(decode_string(b"plain"), Some(Cow::Borrowed(_))));
+        assert_eq!(
+            decode_string(br#"\"\\\/\b\f\n\r\t\u0041\u00E9\uD83D\uDE00x"#).as_deref(),
+            Some("\"\\/\u{8}\u{c}\n\r\tA\u{e9}\u{1F600}x")
+        );
+        // Defensive paths: never reached after validation, but must not panic.
+        assert_eq!(decode_string(b"\\"), None);
+        assert_eq!(decode_string(b"\\q"), None);
+        assert_eq!(decode_string(b"\\u12"), None);
+        assert_eq!(decode_string(b"\\uD800"), None);
+        assert_eq!(decode_string(b"\\uD800\\u0041"), None);
+        assert_eq!(decode_string(b"\\uDC00"), None);
+        assert_eq!(decode_string(b"\\uD800\\uE000"), None);
+        assert_eq!(decode_string(b"\\u+123"), None);
+        assert_eq!(decode_string(b"\xff"), None);
+    }
+
+    #[test]
+    fn never_panics_on_damaged_commands() {
+        let base = br#"{"op":"psubscribe","pattern":"a.\u00e9*","id":"k\"1"}"#;
+        for cut in 0..=base.len() {
+            let mut text = base[..cut].to_vec();
+            let _ = parse_command(&mut text);
+        }
+        for at in 0..base.len() {
+            for byte in [b'"', b'\\', b'{', b'}', b':', b',', 0xff, 0x00, b'u'] {
+                let mut text = base.to_vec();
+                text[at] = byte;
+                if let Err(e) = parse_command(&mut text) {
+                    assert_ne!(
+                        e.code,
+                        ErrorCode::Internal,
+                        "{:?}",
+                        String::from_utf8_lossy(&text)
+                    );
+                }
+            }
+        }
+    }
+}

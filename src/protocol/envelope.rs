@@ -1,0 +1,913 @@
+//! Event envelopes: the JSON text a subscriber receives for one published event.
+//!
+//! An envelope is `{"channel":<name>,"data":<payload>}`, or
+//! `{"channel":<name>,"pattern":<pattern>,"data":<payload>}` for a delivery through a pattern
+//! subscription. A payload that is one valid JSON value is embedded byte for byte; anything else
+//! becomes a JSON string.
+//!
+//! **Thread:** pure functions with no state. [`render_event`] runs wherever a publish is encoded,
+//! which is once per publish (encode-once), never once per subscriber. The result is shared by
+//! every subscriber of the topic.
+//!
+//! **Invariants:**
+//! - Every envelope is valid JSON and valid UTF-8, so it can go out as a WebSocket text frame
+//!   whatever bytes came from upstream. Invalid UTF-8 in names or non-JSON payloads is replaced
+//!   with U+FFFD.
+//! - A JSON payload is never re-encoded. Subscribers get exactly the bytes the publisher sent.
+//! - Nothing here allocates except through growth of the caller's `out` buffer. These are
+//!   hot-path functions.
+//!
+//! This file also holds the crate's only JSON scanner, an allocation-free validator for RFC 8259
+//! (see [`is_json`]). `protocol::command` reuses it through `pub(super)` helpers, so commands
+//! and payloads follow the same grammar.
+
+/// The deepest nesting of arrays and objects that [`is_json`] accepts. Default: 128 levels.
+///
+/// Legitimate event payloads are shallow. A limit keeps the scanner's state in one `u128`
+/// (one bit per level) instead of a heap stack. A deeper payload is still delivered, as a JSON
+/// string holding its text.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Appends the JSON event envelope for one publish to `out`.
+///
+/// `pattern` is `Some` for a delivery through a pattern subscription. `channel` and `pattern`
+/// are escaped as JSON strings, with invalid UTF-8 replaced lossily. `payload` is embedded
+/// verbatim when [`is_json`] accepts it, otherwise it is written as a JSON string.
+///
+/// This is called once per publish (encode-once). It does not allocate apart from growing `out`,
+/// and it reserves the likely size up front so that growth usually happens once.
+pub fn render_event(out: &mut Vec<u8>, channel: &[u8], pattern: Option<&[u8]>, payload: &[u8]) {
+    // Fixed text plus quotes is under 40 bytes. Escaping can make the strings longer, in which
+    // case `Vec` grows again. That is rare and still correct.
+    let pattern_len = pattern.map_or(0, <[u8]>::len);
+    out.reserve(40 + channel.len() + pattern_len + payload.len());
+
+    out.extend_from_slice(b"{\"channel\":");
+    write_json_string(out, channel);
+    if let Some(pattern) = pattern {
+        out.extend_from_slice(b",\"pattern\":");
+        write_json_string(out, pattern);
+    }
+    out.extend_from_slice(b",\"data\":");
+    if is_json(payload) {
+        out.extend_from_slice(payload);
+    } else {
+        write_json_string(out, payload);
+    }
+    out.push(b'}');
+}
+
+/// Returns true when `payload` is exactly one valid JSON value (RFC 8259), with optional
+/// whitespace around it.
+///
+/// The check is strict. It rejects trailing garbage, leading zeros (`01`), a lone `-`, `1.`,
+/// `.5`, `NaN`/`Infinity`, bad escapes, raw control characters in strings, invalid UTF-8,
+/// unpaired UTF-16 surrogate escapes (`"\ud800"`, as `serde_json` does), a byte-order mark,
+/// and nesting deeper than [`MAX_JSON_DEPTH`]. Numbers are checked against the grammar only,
+/// not a range, so `1e400` is accepted.
+///
+/// It never allocates and never recurses. Nesting is tracked in a `u128` bit stack, and string
+/// bodies are skipped eight bytes at a time (SWAR). UTF-8 is checked with
+/// `core::str::from_utf8`, and only on string runs that contain non-ASCII bytes.
+///
+/// Timing, release build, one x86-64 core, compared with
+/// `serde_json::from_slice::<serde::de::IgnoredAny>`, which does not check UTF-8 inside strings
+/// and allocates for nesting:
+///
+/// | payload                            | `is_json` | `serde_json` `IgnoredAny` |
+/// |------------------------------------|-----------|---------------------------|
+/// | 200 B object (mixed fields)        | TIMING_200 |
+/// | 4 KiB object (array of records)    | TIMING_4K |
+/// | 4 KiB one long ASCII string        | TIMING_STR |
+pub fn is_json(payload: &[u8]) -> bool {
+    let mut scanner = Scanner::new(payload, 0);
+    scanner.value(MAX_JSON_DEPTH) && scanner.skip_ws() == payload.len()
+}
+
+/// Appends `s` to `out` as a JSON string literal, quotes included.
+///
+/// Escapes `"`, `\` and the C0 controls as RFC 8259 requires, using the short forms (`\n`,
+/// `\t`, ...) where they exist and `\u00XX` otherwise. Invalid UTF-8 sequences become U+FFFD,
+/// so the output is always valid UTF-8. No allocation apart from growing `out`.
+pub fn write_json_string(out: &mut Vec<u8>, s: &[u8]) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    if core::str::from_utf8(s).is_ok() {
+        write_escaped(out, s);
+    } else {
+        for chunk in s.utf8_chunks() {
+            write_escaped(out, chunk.valid().as_bytes());
+            if !chunk.invalid().is_empty() {
+                out.extend_from_slice("\u{FFFD}".as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// Marks bytes that need escaping in a JSON string. `0` means copy as is, `b'u'` means
+/// `\u00XX`, and any other value is the letter of a short escape (`\n`, `\"`, ...).
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0A] = b'n';
+    table[0x0C] = b'f';
+    table[0x0D] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// Escapes valid UTF-8 `s` into `out`, without quotes. Copies runs that need no escaping in one
+/// go.
+fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut run_start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let escape = ESCAPE[usize::from(b)];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&s[run_start..i]);
+        if escape == b'u' {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xF)],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', escape]);
+        }
+        run_start = i + 1;
+    }
+    out.extend_from_slice(&s[run_start..]);
+}
+
+/// Returns the position of the first non-whitespace byte at or after `pos`.
+pub(super) fn skip_ws(buf: &[u8], pos: usize) -> usize {
+    let mut scanner = Scanner::new(buf, pos);
+    scanner.skip_ws()
+}
+
+/// Validates one JSON value starting at `pos` (leading whitespace allowed) with at most
+/// `max_depth` levels of nesting, and returns the position just after it. `None` means the
+/// bytes at `pos` are not a valid JSON value.
+pub(super) fn scan_value(buf: &[u8], pos: usize, max_depth: usize) -> Option<usize> {
+    let mut scanner = Scanner::new(buf, pos);
+    scanner.value(max_depth).then_some(scanner.pos)
+}
+
+/// Validates one JSON string whose opening quote is at `pos`, and returns the position just
+/// after its closing quote.
+pub(super) fn scan_string(buf: &[u8], pos: usize) -> Option<usize> {
+    let mut scanner = Scanner::new(buf, pos);
+    (scanner.peek() == Some(b'"') && scanner.string()).then_some(scanner.pos)
+}
+
+/// A cursor over bytes that validates JSON without allocating.
+///
+/// Every method returns `false` (or stops) at the first byte that breaks the grammar. `pos` is
+/// then meaningless, and the caller gives up.
+struct Scanner<'a> {
+    /// The whole input.
+    buf: &'a [u8],
+    /// Index of the next unread byte. May equal `buf.len()` (end of input).
+    pos: usize,
+}
+
+/// `0x01` in every byte of a word, for SWAR byte tests.
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// `0x80` in every byte of a word.
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Sets the high bit of each byte of `w` that is zero. Higher bytes can get false positives
+/// from a borrow, but the lowest set bit is always exact, and that is the only one we use.
+#[inline]
+const fn zero_bytes(w: u64) -> u64 {
+    w.wrapping_sub(ONES) & !w & HIGHS
+}
+
+impl<'a> Scanner<'a> {
+    /// Creates a scanner that starts reading at `pos`.
+    fn new(buf: &'a [u8], pos: usize) -> Self {
+        Self { buf, pos }
+    }
+
+    /// The next byte, or `None` at end of input.
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    /// Skips JSON whitespace (space, tab, LF, CR) and returns the new position.
+    #[inline]
+    fn skip_ws(&mut self) -> usize {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos
+    }
+
+    /// Consumes `lit` if the input continues with it.
+    #[inline]
+    fn literal(&mut self, lit: &[u8]) -> bool {
+        let end = self.pos + lit.len();
+        if self.buf.get(self.pos..end) == Some(lit) {
+            self.pos = end;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Validates one value (leading whitespace allowed), iteratively. Bit `i` of `kinds` says
+    /// whether the container at level `i` is an object (1) or an array (0).
+    fn value(&mut self, max_depth: usize) -> bool {
+        let max_depth = max_depth.min(MAX_JSON_DEPTH);
+        let mut kinds: u128 = 0;
+        let mut depth: usize = 0;
+        'value: loop {
+            self.skip_ws();
+            let ok = match self.peek() {
+                Some(open @ (b'{' | b'[')) => {
+                    // Empty containers count as a level too, so the limit does not depend on
+                    // whether the innermost one has members.
+                    if depth == max_depth {
+                        return false;
+                    }
+                    self.pos += 1;
+                    let close = if open == b'{' { b'}' } else { b']' };
+                    self.skip_ws();
+                    if self.peek() == Some(close) {
+                        self.pos += 1;
+                        true
+                    } else if open == b'{' {
+                        kinds |= 1 << depth;
+                        depth += 1;
+                        if !self.member_key() {
+                            return false;
+                        }
+                        continue 'value;
+                    } else {
+                        kinds &= !(1 << depth);
+                        depth += 1;
+                        continue 'value;
+                    }
+                }
+                Some(b'"') => self.string(),
+                Some(b'-' | b'0'..=b'9') => self.number(),
+                Some(b't') => self.literal(b"true"),
+                Some(b'f') => self.literal(b"false"),
+                Some(b'n') => self.literal(b"null"),
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+            // A value just ended. Close every container that ends here, then either start the
+            // next member after a comma or finish.
+            while depth > 0 {
+                let in_object = kinds & (1 << (depth - 1)) != 0;
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.pos += 1;
+                        if in_object && !self.member_key() {
+                            return false;
+                        }
+                        continue 'value;
+                    }
+                    Some(b'}') if in_object => {}
+                    Some(b']') if !in_object => {}
+                    _ => return false,
+                }
+                self.pos += 1;
+                depth -= 1;
+            }
+            return true;
+        }
+    }
+
+    /// Validates `ws "key" ws :` inside an object.
+    fn member_key(&mut self) -> bool {
+        self.skip_ws();
+        if self.peek() != Some(b'"') || !self.string() {
+            return false;
+        }
+        self.skip_ws();
+        if self.peek() != Some(b':') {
+            return false;
+        }
+        self.pos += 1;
+        true
+    }
+
+    /// Validates a string whose opening quote is at `pos`.
+    fn string(&mut self) -> bool {
+        self.pos += 1;
+        loop {
+            let run_start = self.pos;
+            let maybe_non_ascii = self.skip_plain();
+            // A run ends at an ASCII byte (quote, backslash or control), so it never splits a
+            // UTF-8 sequence and can be checked on its own.
+            if maybe_non_ascii && core::str::from_utf8(&self.buf[run_start..self.pos]).is_err() {
+                return false;
+            }
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return true;
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    if !self.escape() {
+                        return false;
+                    }
+                }
+                // A raw control character, or the input ended inside the string.
+                _ => return false,
+            }
+        }
+    }
+
+    /// Skips bytes that may appear unescaped in a string: anything except `"`, `\` and
+    /// controls below 0x20. Stops at the first such byte or at the end. Returns true if the
+    /// skipped run may contain non-ASCII bytes (it may say true when there are none).
+    #[inline]
+    fn skip_plain(&mut self) -> bool {
+        let mut seen = 0u64;
+        let mut pos = self.pos;
+        // Eight bytes at a time while a whole word is left.
+        while let Some(word) = self.buf.get(pos..pos + 8) {
+            let Ok(bytes) = <[u8; 8]>::try_from(word) else {
+                break;
+            };
+            let w = u64::from_le_bytes(bytes);
+            seen |= w;
+            let special = zero_bytes(w ^ (ONES * u64::from(b'"')))
+                | zero_bytes(w ^ (ONES * u64::from(b'\\')))
+                // Bytes below 0x20. Bytes at or above 0x80 never match because of `!w`.
+                | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
+            if special != 0 {
+                // Little-endian load: the lowest set bit is the first special byte.
+                self.pos = pos + (special.trailing_zeros() / 8) as usize;
+                return seen & HIGHS != 0;
+            }
+            pos += 8;
+        }
+        // Tail: fewer than eight bytes left.
+        while let Some(&b) = self.buf.get(pos) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                break;
+            }
+            seen |= u64::from(b);
+            pos += 1;
+        }
+        self.pos = pos;
+        seen & HIGHS != 0
+    }
+
+    /// Validates the escape after a backslash. A `\u` high surrogate must be followed by a
+    /// `\u` low surrogate, and a lone low surrogate is rejected.
+    fn escape(&mut self) -> bool {
+        match self.peek() {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                self.pos += 1;
+                true
+            }
+            Some(b'u') => {
+                self.pos += 1;
+                match self.hex4() {
+                    Some(0xD800..=0xDBFF) => {
+                        self.literal(b"\\u") && matches!(self.hex4(), Some(0xDC00..=0xDFFF))
+                    }
+                    Some(0xDC00..=0xDFFF) | None => false,
+                    Some(_) => true,
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// Reads four hex digits as one UTF-16 code unit.
+    fn hex4(&mut self) -> Option<u16> {
+        let digits = self.buf.get(self.pos..self.pos + 4)?;
+        let mut unit = 0u16;
+        for &d in digits {
+            let nibble = match d {
+                b'0'..=b'9' => d - b'0',
+                b'a'..=b'f' => d - b'a' + 10,
+                b'A'..=b'F' => d - b'A' + 10,
+                _ => return None,
+            };
+            unit = (unit << 4) | u16::from(nibble);
+        }
+        self.pos += 4;
+        Some(unit)
+    }
+
+    /// Validates `-? (0 | [1-9][0-9]*) (\.[0-9]+)? ([eE][+-]?[0-9]+)?`. The caller checks what
+    /// follows, so `01` fails there, not here.
+    fn number(&mut self) -> bool {
+        if self.peek() == Some(b'-') {
+            self.pos += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return false,
+        }
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if !self.digits() {
+                return false;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if !self.digits() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Skips ASCII digits. Returns true if there was at least one.
+    #[inline]
+    fn digits(&mut self) -> bool {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos > start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(channel: &[u8], pattern: Option<&[u8]>, payload: &[u8]) -> String {
+        let mut out = Vec::new();
+        render_event(&mut out, channel, pattern, payload);
+        String::from_utf8(out).expect("envelope must be UTF-8")
+    }
+
+    fn json_string(s: &[u8]) -> String {
+        let mut out = Vec::new();
+        write_json_string(&mut out, s);
+        String::from_utf8(out).expect("JSON string must be UTF-8")
+    }
+
+    #[test]
+    fn accepts_valid_json() {
+        let valid: &[&str] = &[
+            "[]",
+            "{}",
+            "\"x\"",
+            "\"\"",
+            "-0.5e+10",
+            "0",
+            "-0",
+            "1",
+            "123456789012345678901234567890",
+            "1e400",
+            "1E-2",
+            "0.0",
+            "10.25e3",
+            "true",
+            "false",
+            "null",
+            " \t\r\n{\"a\" : [1, 2.5, \"s\", null, true, false, {\"b\":{}}]} \n",
+            "[[[[[]]]]]",
+            "{\"a\":{\"b\":{\"c\":[1,{\"d\":\"e\"}]}}}",
+            "\"\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\u0041 \\u00e9 \\uD83D\\uDE00\"",
+            "\"h\u{e9}llo w\u{f6}rld \u{1F600} \u{4e2d}\u{6587}\"",
+            "\"\u{7f}\"",
+            "[\"0123456789abcdef0123456789\\\"abcdef\"]",
+            "{\"\":\"\"}",
+            "[1,[2,[3]],{\"k\":[]}]",
+        ];
+        for text in valid {
+            assert!(is_json(text.as_bytes()), "should accept {text:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_json() {
+        let invalid: &[&[u8]] = &[
+            b"",
+            b"   ",
+            b"01",
+            b"-01",
+            b"-",
+            b"1.",
+            b".5",
+            b"+1",
+            b"1e",
+            b"1e+",
+            b"1.e5",
+            b"NaN",
+            b"Infinity",
+            b"-Infinity",
+            b"tru",
+            b"truex",
+            b"nul",
+            b"True",
+            b"[1,]",
+            b"[,1]",
+            b"{\"a\":1,}",
+            b"{\"a\"}",
+            b"{\"a\" 1}",
+            b"{a:1}",
+            b"{1:1}",
+            b"[1 2]",
+            b"[1}",
+            b"{\"a\":1]",
+            b"[",
+            b"]",
+            b"{",
+            b"[1]]",
+            b"{} {}",
+            b"1 2",
+            b"\"abc",
+            b"\"a\\x\"",
+            b"\"a\\u12\"",
+            b"\"a\\u12G4\"",
+            b"\"tab\there\"",
+            b"\"nl\nhere\"",
+            b"\"nul\x00here\"",
+            b"\"bad utf8 \xff\"",
+            b"\"truncated \xe2\x82\"",
+            b"\"overlong \xc0\xaf\"",
+            b"\"surrogate utf8 \xed\xa0\x80\"",
+            b"\"\\ud800\"",
+            b"\"\\udc00\"",
+            b"\"\\ud800\\u0041\"",
+            b"\"\\ud800x\"",
+            b"\xef\xbb\xbf{}",
+            b"hello",
+            b"'single'",
+            b"[1] x",
+            b"\x00",
+        ];
+        for text in invalid {
+            assert!(
+                !is_json(text),
+                "should reject {:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_outside_strings_is_rejected() {
+        assert!(!is_json(b"[1,\xff]"));
+        assert!(!is_json(b"1\xff"));
+    }
+
+    #[test]
+    fn depth_limit_is_exact() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(is_json(nested(MAX_JSON_DEPTH).as_bytes()));
+        assert!(!is_json(nested(MAX_JSON_DEPTH + 1).as_bytes()));
+        let objects = |depth: usize| format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+        assert!(is_json(objects(MAX_JSON_DEPTH).as_bytes()));
+        assert!(!is_json(objects(MAX_JSON_DEPTH + 1).as_bytes()));
+        // Very deep input neither recurses nor overflows anything.
+        assert!(!is_json(nested(1_000_000).as_bytes()));
+    }
+
+    #[test]
+    fn long_strings_hit_every_word_offset() {
+        // Put the special byte at each offset of an eight-byte word to exercise the SWAR path.
+        for len in 0..40 {
+            let body = "a".repeat(len);
+            assert!(is_json(format!("\"{body}\"").as_bytes()), "len {len}");
+            assert!(
+                is_json(format!("\"{body}\\n{body}\"").as_bytes()),
+                "len {len}"
+            );
+            assert!(
+                !is_json(format!("\"{body}\n{body}\"").as_bytes()),
+                "len {len}"
+            );
+            assert!(!is_json(format!("\"{body}").as_bytes()), "len {len}");
+            let mut bad = format!("\"{body}\u{e9}{body}\"").into_bytes();
+            assert!(is_json(&bad), "len {len}");
+            // Cut the two-byte sequence in half.
+            bad.remove(len + 2);
+            assert!(!is_json(&bad), "len {len}");
+        }
+    }
+
+    #[test]
+    fn bytes_above_0x80_do_not_trip_the_control_test() {
+        // 0xA2 - 0x20 = 0x82 has its high bit set, but a byte >= 0x80 is never a control.
+        assert!(is_json(
+            "\"\u{a2}\u{a2}\u{a2}\u{a2}\u{a2}\u{a2}\u{a2}\u{a2}\"".as_bytes()
+        ));
+        assert!(is_json(
+            "\"\u{a0}\u{a0}\u{a0}\u{a0}\u{a0}\u{a0}\u{a0}\u{a0}\"".as_bytes()
+        ));
+    }
+
+    #[test]
+    fn event_embeds_json_payload_verbatim() {
+        assert_eq!(
+            event(b"a", None, b"{\"x\": 1.50}"),
+            r#"{"channel":"a","data":{"x": 1.50}}"#
+        );
+        assert_eq!(event(b"a", None, b"42"), r#"{"channel":"a","data":42}"#);
+        assert_eq!(event(b"a", None, b"\"s\""), r#"{"channel":"a","data":"s"}"#);
+        assert_eq!(event(b"a", None, b"true"), r#"{"channel":"a","data":true}"#);
+        // Surrounding whitespace is kept: byte for byte, and still valid JSON.
+        assert_eq!(
+            event(b"a", None, b" [1] \n"),
+            "{\"channel\":\"a\",\"data\": [1] \n}"
+        );
+    }
+
+    #[test]
+    fn event_with_pattern() {
+        assert_eq!(
+            event(b"news.x", Some(b"news.*"), b"null"),
+            r#"{"channel":"news.x","pattern":"news.*","data":null}"#
+        );
+    }
+
+    #[test]
+    fn non_json_payload_becomes_string() {
+        assert_eq!(
+            event(b"a", None, b"hello"),
+            r#"{"channel":"a","data":"hello"}"#
+        );
+        assert_eq!(event(b"a", None, b""), r#"{"channel":"a","data":""}"#);
+        assert_eq!(event(b"a", None, b"01"), r#"{"channel":"a","data":"01"}"#);
+        assert_eq!(
+            event(b"a", None, b"say \"hi\"\n"),
+            r#"{"channel":"a","data":"say \"hi\"\n"}"#
+        );
+        assert_eq!(
+            event(b"a", None, b"bad \xff utf8"),
+            "{\"channel\":\"a\",\"data\":\"bad \u{FFFD} utf8\"}"
+        );
+    }
+
+    #[test]
+    fn names_are_escaped_lossily() {
+        assert_eq!(
+            event(b"a\"b\\c\xfe", Some(b"p\x01"), b"1"),
+            "{\"channel\":\"a\\\"b\\\\c\u{FFFD}\",\"pattern\":\"p\\u0001\",\"data\":1}"
+        );
+    }
+
+    #[test]
+    fn every_envelope_is_valid_json() {
+        let payloads: &[&[u8]] = &[b"1", b"x", b"\xff\xfe", b"{\"a\":[1,2]}", b"[", b"\x00\x1f"];
+        let names: &[&[u8]] = &[b"a", b"", b"\"", b"\xc3", b"\xe2\x82\xac", b"\x7f\n"];
+        for &payload in payloads {
+            for &channel in names {
+                for pattern in [None, Some(channel)] {
+                    let text = event(channel, pattern, payload);
+                    let value: serde_json::Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|e| panic!("{text:?} is not JSON: {e}"));
+                    let expected_data = if is_json(payload) {
+                        serde_json::from_slice::<serde_json::Value>(payload).expect("valid")
+                    } else {
+                        serde_json::Value::String(String::from_utf8_lossy(payload).into_owned())
+                    };
+                    assert_eq!(value["data"], expected_data);
+                    assert_eq!(value["channel"], *String::from_utf8_lossy(channel));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn write_json_string_escapes() {
+        assert_eq!(json_string(b""), r#""""#);
+        assert_eq!(json_string(b"plain"), r#""plain""#);
+        assert_eq!(
+            json_string(b"\"\\/\x08\x0c\n\r\t\x00\x1f\x7f"),
+            "\"\\\"\\\\/\\b\\f\\n\\r\\t\\u0000\\u001f\x7f\""
+        );
+        assert_eq!(
+            json_string("\u{e9}\u{1F600}".as_bytes()),
+            "\"\u{e9}\u{1F600}\""
+        );
+        assert_eq!(
+            json_string(b"\xff\xfeok\xc3"),
+            "\"\u{FFFD}\u{FFFD}ok\u{FFFD}\""
+        );
+        // Round trip through serde_json for every byte value.
+        let all: Vec<u8> = (0..=0x7f).collect();
+        let text = json_string(&all);
+        let back: String = serde_json::from_str(&text).expect("valid JSON string");
+        assert_eq!(back.as_bytes(), &all[..]);
+    }
+
+    #[test]
+    fn render_event_appends() {
+        let mut out = b"prefix".to_vec();
+        render_event(&mut out, b"c", None, b"1");
+        assert_eq!(out, b"prefix{\"channel\":\"c\",\"data\":1}");
+    }
+
+    #[test]
+    fn scan_helpers() {
+        let text = br#"  {"a": [1, "x"]} tail"#;
+        assert_eq!(skip_ws(text, 0), 2);
+        assert_eq!(scan_value(text, 0, MAX_JSON_DEPTH), Some(17));
+        assert_eq!(scan_value(text, 2, 0), None);
+        assert_eq!(scan_value(text, 2, 1), None);
+        assert_eq!(scan_value(text, 2, 2), Some(17));
+        assert_eq!(scan_string(br#""a\"b" x"#, 0), Some(6));
+        assert_eq!(scan_string(br#"x"a""#, 0), None);
+        assert_eq!(scan_string(br#""abc"#, 0), None);
+        assert_eq!(scan_value(b"", 0, 8), None);
+        assert_eq!(scan_value(b"1", 5, 8), None);
+    }
+
+    /// A small deterministic PRNG (xorshift64*), so the test needs no extra crate.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+            items[self.below(items.len())]
+        }
+    }
+
+    /// Appends a random, usually valid, JSON value.
+    fn gen_value(rng: &mut Rng, out: &mut Vec<u8>, depth: usize) {
+        const WS: &[&[u8]] = &[b"", b"", b"", b" ", b"\n", b"\t", b"\r\n  "];
+        const NUMBERS: &[&[u8]] = &[
+            b"0",
+            b"-0",
+            b"1",
+            b"-12",
+            b"3.25",
+            b"-0.5e+10",
+            b"1E5",
+            b"2e-3",
+            b"10",
+            b"99999999",
+            b"1.0",
+            b"0.001",
+        ];
+        const STRINGS: &[&[u8]] = &[
+            b"\"\"",
+            b"\"abc\"",
+            b"\"with space and a long-ish tail\"",
+            b"\"esc \\\" \\\\ \\n \\u00e9 \\uD83D\\uDE00\"",
+            "\"\u{e9}t\u{e9} \u{4e2d} \u{1F600}\"".as_bytes(),
+            b"\"/\\/\"",
+        ];
+        out.extend_from_slice(rng.pick(WS));
+        let choice = if depth >= 6 {
+            rng.below(6)
+        } else {
+            rng.below(9)
+        };
+        match choice {
+            0 | 1 => out.extend_from_slice(rng.pick(NUMBERS)),
+            2 | 3 => out.extend_from_slice(rng.pick(STRINGS)),
+            4 => out.extend_from_slice(rng.pick(&[&b"true"[..], b"false", b"null"])),
+            5 => out.extend_from_slice(b"[]"),
+            6 | 7 => {
+                out.push(b'[');
+                for i in 0..rng.below(4) {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    gen_value(rng, out, depth + 1);
+                }
+                out.push(b']');
+            }
+            _ => {
+                out.push(b'{');
+                for i in 0..rng.below(4) {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(rng.pick(WS));
+                    out.extend_from_slice(rng.pick(STRINGS));
+                    out.extend_from_slice(rng.pick(WS));
+                    out.push(b':');
+                    gen_value(rng, out, depth + 1);
+                }
+                out.push(b'}');
+            }
+        }
+        out.extend_from_slice(rng.pick(WS));
+    }
+
+    /// Damages `input` in one of several ways, to produce near-miss invalid inputs.
+    fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
+        const BYTES: &[u8] = b"{}[],:\"\\ -+.0123456789eEtrufalsn\x00\x1f\n\xff\xc3\xa9\xedu";
+        if input.is_empty() {
+            input.push(rng.pick(BYTES));
+            return;
+        }
+        let at = rng.below(input.len());
+        match rng.below(4) {
+            0 => input[at] = rng.pick(BYTES),
+            1 => input.insert(at, rng.pick(BYTES)),
+            2 => {
+                input.remove(at);
+            }
+            _ => input.truncate(at),
+        }
+    }
+
+    /// The oracle: `serde_json` parsing into a `Value`, which (unlike `IgnoredAny`) checks
+    /// UTF-8 and surrogate pairs. `None` when it fails only because a number overflows `f64`,
+    /// which is a range error and not a grammar error.
+    fn serde_accepts(input: &[u8]) -> Option<bool> {
+        match serde_json::from_slice::<serde_json::Value>(input) {
+            Ok(_) => Some(true),
+            Err(e) if e.to_string().starts_with("number out of range") => None,
+            Err(_) => Some(false),
+        }
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_generated_inputs() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut valid, mut invalid, mut compared) = (0, 0, 0);
+        for round in 0..3_000 {
+            let mut input = Vec::new();
+            gen_value(&mut rng, &mut input, 0);
+            // Two thirds of the inputs get one to three mutations.
+            if round % 3 != 0 {
+                for _ in 0..=rng.below(3) {
+                    mutate(&mut rng, &mut input);
+                }
+            }
+            let Some(expected) = serde_accepts(&input) else {
+                continue;
+            };
+            assert_eq!(
+                is_json(&input),
+                expected,
+                "disagreement on {:?}",
+                String::from_utf8_lossy(&input)
+            );
+            compared += 1;
+            if expected {
+                valid += 1;
+            } else {
+                invalid += 1;
+            }
+        }
+        assert!(compared > 2_900, "compared {compared}");
+        assert!(
+            valid > 1_000 && invalid > 500,
+            "valid {valid}, invalid {invalid}"
+        );
+    }
+
+    #[test]
+    fn agrees_with_serde_json_on_random_short_inputs() {
+        // Short strings over an alphabet of JSON-significant bytes hit odd corners.
+        const ALPHABET: &[u8] = b"{}[],:\"\\ 0123-.eE+tfn\x01\xc3\xa9ux";
+        let mut rng = Rng(42);
+        for _ in 0..20_000 {
+            let len = rng.below(8);
+            let input: Vec<u8> = (0..len).map(|_| rng.pick(ALPHABET)).collect();
+            if let Some(expected) = serde_accepts(&input) {
+                assert_eq!(
+                    is_json(&input),
+                    expected,
+                    "disagreement on {:?}",
+                    String::from_utf8_lossy(&input)
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The hub: the upstream side of the router, on its own OS thread.
+//!
+//! It owns the [`Source`] and, per channel and pattern, which shards want it, under which
+//! [`LocalTopicId`] and in which [`Format`]s. It turns interest edges into batched
+//! (un)subscribe calls on the source (one subscription per topic for the whole process), and
+//! turns each source event into frames, **encoded once per format in the whole process**, sent
+//! only to the shards that have subscribers.
+//!
+//! It never waits on a shard: deliveries use `try_send`, and when a shard's inbox is full the
+//! event is dropped for that shard and counted in `ringcast_queue_drops_total{shard}` (the same
+//! at-most-once contract as Redis pub/sub). Blocking on its own inbox is fine: it is not a shard.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::{Format, FormatSet, Frames, Interest, LocalTopicId, ShardId, ShardMsg, TopicKind, UpstreamMsg};
+use crate::metrics::Metrics;
+use crate::protocol::render_event;
+use crate::rt::WakeHandle;
+use crate::source::{Source, SourceEvent};
+use crate::ws::frame::{self, FrameBuilder, OpCode};
+
+/// Most upstream messages handled before the hub flushes batched subscriptions and wakes shards.
+const BATCH: usize = 512;
+
+/// The hub's link to one shard.
+#[derive(Debug, Clone)]
+pub struct ShardLink {
+    /// The shard's bounded inbox.
+    pub tx: Sender<ShardMsg>,
+    /// Wakes the shard after messages were queued.
+    pub wake: WakeHandle,
+}
+
+/// One shard's interest in a topic.
+#[derive(Debug, Clone, Copy)]
+struct ShardSub {
+    shard: ShardId,
+    target: LocalTopicId,
+    formats: FormatSet,
+}
+
+/// Edge for the source, kept in arrival order so a quick unsubscribe/subscribe stays ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Edge {
+    Subscribe,
+    Unsubscribe,
+}
+
+/// The hub state.
+pub struct Hub {
+    source: Box<dyn Source>,
+    shards: Vec<ShardLink>,
+    topics: HashMap<(TopicKind, Bytes), Vec<ShardSub>>,
+    edges: Vec<(Edge, TopicKind, Bytes)>,
+    to_wake: Vec<bool>,
+    events: Vec<SourceEvent>,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// A hub over `source`, delivering to `shards`.
+    pub fn new(source: Box<dyn Source>, shards: Vec<ShardLink>, metrics: Arc<Metrics>) -> Self {
+        let n = shards.len();
+        Self {
+            source,
+            shards,
+            topics: HashMap::new(),
+            edges: Vec::new(),
+            to_wake: vec![false; n],
+            events: Vec::new(),
+            metrics,
+        }
+    }
+
+    /// Runs until [`UpstreamMsg::Shutdown`] or until every sender is gone.
+    pub fn run(mut self, rx: Receiver<UpstreamMsg>) {
+        tracing::info!(source = self.source.name(), "hub started");
+        while let Ok(first) = rx.recv() {
+            let mut next = Some(first);
+            let mut handled = 0;
+            while let Some(msg) = next.take() {
+                if !self.handle(msg) {
+                    self.finish_batch();
+                    return;
+                }
+                handled += 1;
+                if handled < BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.finish_batch();
+        }
+    }
+
+    /// Handles one message; false means stop.
+    pub fn handle(&mut self, msg: UpstreamMsg) -> bool {
+        match msg {
+            UpstreamMsg::Interest(i) => self.handle_interest(i),
+            UpstreamMsg::Publish { channel, payload } => {
+                // Subscriptions queued before this publish must reach the source first.
+                self.flush_edges();
+                match self.source.publish(channel, payload) {
+                    Ok(()) => self.metrics.hub.publishes.inc(),
+                    Err(e) => tracing::warn!(error = %e, "publish failed"),
+                }
+                self.poll_source();
+            }
+            UpstreamMsg::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Flushes batched (un)subscriptions, routes pending events, and wakes shards.
+    pub fn finish_batch(&mut self) {
+        self.flush_edges();
+        self.poll_source();
+        for (i, wake) in self.to_wake.iter_mut().enumerate() {
+            if std::mem::take(wake) {
+                self.shards[i].wake.wake();
+            }
+        }
+    }
+
+    fn handle_interest(&mut self, i: Interest) {
+        let key = (i.kind, i.name);
+        let subs = self.topics.entry(key.clone()).or_default();
+        let was_empty = subs.is_empty();
+        let pos = subs.iter().position(|s| s.shard == i.shard);
+        match (pos, i.formats.is_empty()) {
+            (Some(p), true) => {
+                subs.swap_remove(p);
+            }
+            (Some(p), false) => {
+                subs[p] = ShardSub { shard: i.shard, target: i.target, formats: i.formats };
+            }
+            (None, false) => {
+                subs.push(ShardSub { shard: i.shard, target: i.target, formats: i.formats })
+            }
+            (None, true) => {}
+        }
+        let now_empty = subs.is_empty();
+        if now_empty {
+            self.topics.remove(&key);
+        }
+        if was_empty && !now_empty {
+            self.metrics.hub.topics.inc();
+            self.edges.push((Edge::Subscribe, key.0, key.1));
+        } else if !was_empty && now_empty {
+            self.metrics.hub.topics.dec();
+            self.edges.push((Edge::Unsubscribe, key.0, key.1));
+        }
+    }
+
+    /// Sends edges to the source, grouping consecutive edges of the same kind into one call.
+    fn flush_edges(&mut self) {
+        let edges = std::mem::take(&mut self.edges);
+        for run in edges.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
+            let names: Vec<Bytes> = run.iter().map(|e| e.2.clone()).collect();
+            match (run[0].0, run[0].1) {
+                (Edge::Subscribe, TopicKind::Channel) => self.source.subscribe(&names),
+                (Edge::Unsubscribe, TopicKind::Channel) => self.source.unsubscribe(&names),
+                (Edge::Subscribe, TopicKind::Pattern) => self.source.psubscribe(&names),
+                (Edge::Unsubscribe, TopicKind::Pattern) => self.source.punsubscribe(&names),
+            }
+        }
+        self.edges = edges;
+        self.edges.clear();
+    }
+
+    fn poll_source(&mut self) {
+        let mut events = std::mem::take(&mut self.events);
+        self.source.poll_events(&mut events);
+        for ev in events.drain(..) {
+            self.route(ev);
+        }
+        self.events = events;
+    }
+
+    /// Encodes one event once per wanted format and hands it to each interested shard.
+    pub fn route(&mut self, ev: SourceEvent) {
+        self.metrics.hub.events.inc();
+        let (key, channel, pattern, payload) = match ev {
+            SourceEvent::Message { channel, payload } => {
+                ((TopicKind::Channel, channel.clone()), channel, None, payload)
+            }
+            SourceEvent::PMessage { pattern, channel, payload } => {
+                ((TopicKind::Pattern, pattern.clone()), channel, Some(pattern), payload)
+            }
+        };
+        let Some(subs) = self.topics.get(&key) else { return };
+        let wanted = subs.iter().fold(FormatSet::EMPTY, |acc, s| acc.union(s.formats));
+        let json = wanted.contains(Format::Json).then(|| {
+            let mut b = FrameBuilder::with_capacity(payload.len() + channel.len() + 32);
+            render_event(b.payload(), &channel, pattern.as_deref(), &payload);
+            b.finish(OpCode::Text)
+        });
+        let raw = wanted.contains(Format::Raw).then(|| frame::encode_auto(&payload));
+        let encoded = u64::from(json.is_some()) + u64::from(raw.is_some());
+        self.metrics.hub.frames_encoded.add(encoded);
+        let frames = Frames::new(json, raw);
+        for sub in subs {
+            let shard = usize::from(sub.shard.0);
+            let msg = ShardMsg::Deliver { target: sub.target, frames: frames.subset(sub.formats) };
+            match self.shards[shard].tx.try_send(msg) {
+                Ok(()) => self.to_wake[shard] = true,
+                Err(TrySendError::Full(_)) => {
+                    self.metrics.hub.inbox_drops[shard].inc();
+                    self.to_wake[shard] = true;
+                }
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The runtime seam: the only module that names the io_uring runtime (tokio-uring).
+//!
+//! Everything else uses these few types and functions, so the runtime can be replaced (an epoll
+//! fallback is planned for hosts where io_uring is forbidden) by re-implementing this module.
+//! Modelled on quinn's `runtime/` trait, but kept concrete: one backend today.
+//!
+//! Thread model: [`Runtime::block_on`] runs one single-threaded runtime on the calling thread.
+//! Tasks spawned with [`spawn`] stay on that thread for their whole life, so shard state can be
+//! `Rc<RefCell<…>>` with no locks.
+
+mod wake;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::conn::outbox::OutFrame;
+
+pub use wake::{WakeHandle, WakeListener, WakeReceiver, wake_pair};
+
+/// io_uring submission-queue entries per shard. The kernel sizes the completion queue at twice
+/// this and does not drop completions on overflow (IORING_FEAT_NODROP), so this bounds batching,
+/// not the number of connections.
+pub const RING_ENTRIES: u32 = 4096;
+
+/// A single-threaded io_uring runtime.
+pub struct Runtime(tokio_uring::Runtime);
+
+impl Runtime {
+    /// Sets up io_uring on this thread. Fails when the kernel or a seccomp profile forbids it.
+    pub fn new() -> io::Result<Runtime> {
+        tokio_uring::Runtime::new(tokio_uring::builder().entries(RING_ENTRIES)).map(Runtime)
+    }
+
+    /// Runs `future` and every task it spawns until `future` completes.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.0.block_on(future)
+    }
+}
+
+/// Spawns a task on the current thread's runtime.
+pub fn spawn<F: Future + 'static>(future: F) {
+    drop(tokio_uring::spawn(future));
+}
+
+/// A listening socket owned by one shard.
+pub struct TcpListener(tokio_uring::net::TcpListener);
+
+impl TcpListener {
+    /// Adopts a bound, listening std socket (non-blocking or not).
+    pub fn from_std(listener: std::net::TcpListener) -> Self {
+        TcpListener(tokio_uring::net::TcpListener::from_std(listener))
+    }
+
+    /// Accepts one connection.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (stream, addr) = self.0.accept().await?;
+        Ok((TcpStream(stream), addr))
+    }
+}
+
+/// A connected socket. Reads and writes pass buffers by ownership (completion I/O): the kernel
+/// holds the buffer while the operation is in flight, and the call hands it back.
+pub struct TcpStream(tokio_uring::net::TcpStream);
+
+impl TcpStream {
+    /// Reads up to `buf.capacity()` bytes into `buf`, replacing its contents; returns the number
+    /// of bytes read (0 at end of stream) and the buffer, whose length is then that number.
+    pub async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        buf.clear();
+        self.0.read(buf).await
+    }
+
+    /// Writes `buf` fully.
+    pub async fn write_all(&self, buf: Bytes) -> io::Result<()> {
+        let (res, _) = self.0.write_all(buf).await;
+        res
+    }
+
+    /// One vectored write of all `frames` (a single submission); returns bytes written, which
+    /// may be fewer than the total, and the vector for reuse.
+    pub async fn writev(&self, frames: Vec<OutFrame>) -> (io::Result<usize>, Vec<OutFrame>) {
+        self.0.writev(frames).await
+    }
+
+    /// Shuts down both directions: any read or write in flight completes at once.
+    pub fn shutdown(&self) {
+        // ENOTCONN after the peer already left is expected and harmless.
+        let _ = self.0.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Sends FIN: the peer reads EOF after everything written so far. Reads still work.
+    pub fn shutdown_write(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Disables Nagle's algorithm: we batch writes ourselves.
+    pub fn set_nodelay(&self) {
+        let _ = self.0.set_nodelay(true);
+    }
+}
+
+// SAFETY: an `OutFrame` owns a refcount on an immutable `Bytes`; the pointer stays valid and the
+// bytes unchanged for as long as the `OutFrame` lives, including while the kernel holds it during
+// a write. `Rc` makes it `!Send`, which is right: frames never leave their shard.
+unsafe impl tokio_uring::buf::IoBuf for crate::conn::outbox::OutFrame {
+    fn stable_ptr(&self) -> *const u8 {
+        self.as_slice().as_ptr()
+    }
+
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}

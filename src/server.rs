@@ -1,0 +1,191 @@
+//! Process lifecycle: bind, start the hub and the shards, wait for a signal, shut down.
+//!
+//! Threads: the main thread (this module: waits for SIGINT/SIGTERM or a dead shard), one hub
+//! thread ([`crate::router::hub`]), one thread per shard ([`crate::shard::run`]), and a small
+//! signal-listening thread. The main thread owns the join handles and the exit status.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use crossbeam_channel::{Receiver, bounded, select};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::router::hub::{Hub, ShardLink};
+use crate::router::{ShardId, UpstreamMsg};
+use crate::rt::{self, Runtime, WakeHandle};
+use crate::shard::run::ShardSetup;
+use crate::source::memory::MemorySource;
+
+/// Capacity of the shard → hub channel (interest changes and publishes).
+pub const HUB_CHANNEL: usize = 65_536;
+/// Listen backlog per shard socket.
+const BACKLOG: i32 = 4096;
+
+/// Why the server could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// io_uring could not be set up: old kernel, `kernel.io_uring_disabled`, or a seccomp
+    /// profile (Docker's default, for one) that forbids `io_uring_setup`. An epoll fallback is
+    /// planned; until then, run where io_uring is allowed.
+    #[error(
+        "io_uring is unavailable ({0}); it may be disabled by kernel.io_uring_disabled or \
+         forbidden by a seccomp profile (e.g. a container's default)"
+    )]
+    IoUringUnavailable(std::io::Error),
+    /// The listening address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A thread could not be started or failed.
+    #[error("{0}")]
+    Thread(String),
+}
+
+/// Runs the gateway until SIGINT or SIGTERM, then shuts down gracefully.
+pub fn run(config: Config) -> Result<(), ServerError> {
+    // Probe io_uring once on this thread, so the error names the cause before anything starts.
+    drop(Runtime::new().map_err(ServerError::IoUringUnavailable)?);
+    let signals = listen_for_signals()?;
+    let config = Arc::new(config);
+    let listeners = bind(config.listen, config.shards)?;
+    let addr = listeners[0].local_addr().map_err(|e| ServerError::Bind { addr: config.listen, source: e })?;
+    let metrics = Arc::new(Metrics::new(config.shards));
+    let (hub_tx, hub_rx) = bounded::<UpstreamMsg>(HUB_CHANNEL);
+    let (done_tx, done_rx) = bounded::<(usize, Result<(), String>)>(config.shards);
+
+    let mut links = Vec::new();
+    let mut shards = Vec::new();
+    let mut flags = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (tx, rx) = bounded(config.shard_inbox);
+        let (wake, wake_listener) = rt::wake_pair().map_err(|e| ServerError::Thread(e.to_string()))?;
+        let shutdown = Arc::new(AtomicBool::new(false));
+        links.push(ShardLink { tx, wake: wake.clone() });
+        flags.push((shutdown.clone(), wake));
+        let setup = ShardSetup {
+            id: ShardId(i as u16),
+            config: config.clone(),
+            listener,
+            inbox: rx,
+            wake: wake_listener,
+            hub: hub_tx.clone(),
+            metrics: metrics.clone(),
+            shutdown,
+        };
+        let done = done_tx.clone();
+        let pin = config.pin_cores.then_some(i);
+        let handle = thread::Builder::new()
+            .name(format!("ringcast-shard-{i}"))
+            .spawn(move || {
+                if let Some(core) = pin {
+                    pin_to_core(core);
+                }
+                let result = Runtime::new()
+                    .and_then(|rt| crate::shard::run::run(setup, rt))
+                    .map_err(|e| e.to_string());
+                let _ = done.send((i, result));
+            })
+            .map_err(|e| ServerError::Thread(e.to_string()))?;
+        shards.push(handle);
+    }
+    drop(done_tx);
+
+    let hub = Hub::new(Box::new(MemorySource::new()), links, metrics.clone());
+    let hub_thread = thread::Builder::new()
+        .name("ringcast-hub".into())
+        .spawn(move || hub.run(hub_rx))
+        .map_err(|e| ServerError::Thread(e.to_string()))?;
+
+    tracing::info!("listening addr={addr} shards={}", config.shards);
+
+    let failure = select! {
+        recv(signals) -> sig => {
+            tracing::info!(signal = sig.unwrap_or(0), "shutting down");
+            None
+        }
+        recv(done_rx) -> done => match done {
+            Ok((i, Err(e))) => Some(format!("shard {i} failed: {e}")),
+            Ok((i, Ok(()))) => Some(format!("shard {i} stopped unexpectedly")),
+            Err(_) => Some("all shards stopped".to_string()),
+        },
+    };
+    for (flag, wake) in &flags {
+        flag.store(true, Ordering::SeqCst);
+        WakeHandle::wake(wake);
+    }
+    for handle in shards {
+        let _ = handle.join();
+    }
+    let _ = hub_tx.send(UpstreamMsg::Shutdown);
+    let _ = hub_thread.join();
+    match failure {
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Some(e) => Err(ServerError::Thread(e)),
+    }
+}
+
+/// One `SO_REUSEPORT` socket per shard on the same address. With port 0 the first socket picks
+/// the port and the others join it.
+fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<std::net::TcpListener>, ServerError> {
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(shards);
+    let mut actual = addr;
+    for _ in 0..shards {
+        let err = |source| ServerError::Bind { addr: actual, source };
+        let socket = Socket::new(Domain::for_address(actual), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+        socket.set_reuse_address(true).map_err(err)?;
+        socket.set_reuse_port(true).map_err(err)?;
+        socket.bind(&actual.into()).map_err(err)?;
+        socket.listen(BACKLOG).map_err(err)?;
+        let listener: std::net::TcpListener = socket.into();
+        if out.is_empty() {
+            actual = listener.local_addr().map_err(err)?;
+        }
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+/// A channel that yields SIGINT/SIGTERM, fed by a small thread.
+fn listen_for_signals() -> Result<Receiver<i32>, ServerError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .map_err(|e| ServerError::Thread(format!("cannot install signal handlers: {e}")))?;
+    let (tx, rx) = bounded(4);
+    thread::Builder::new()
+        .name("ringcast-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(sig).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| ServerError::Thread(e.to_string()))?;
+    Ok(rx)
+}
+
+/// Pins the calling thread to `core` (modulo the cores available); logs and carries on if the
+/// kernel refuses.
+fn pin_to_core(core: usize) {
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: cpu_set_t is plain data; CPU_SET and sched_setaffinity get valid pointers.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core % cores, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        tracing::warn!(core, error = %std::io::Error::last_os_error(), "could not pin shard to core");
+    }
+}

@@ -1,0 +1,332 @@
+//! A shard: one OS thread, one io_uring runtime, one listener, one `Slab` of connections.
+//!
+//! [`Shard`] is the shard's whole state, owned by its thread as `Rc<RefCell<Shard>>` (never
+//! `Send`, never locked). Tasks on the thread borrow it briefly and never across an `.await`.
+//! The methods here are the synchronous operations those tasks perform: deliver an event, queue
+//! a frame, (un)subscribe, close a connection. The async drivers live in [`run`].
+//!
+//! Invariants:
+//! - every key in the topic table is a live connection in `conns` (cleanup is synchronous);
+//! - the hub learns of every interest edge, in order (a local backlog absorbs a full channel);
+//! - one connection's trouble (overflow, silence) closes that connection, never stalls the shard.
+
+pub mod run;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Sender, TrySendError};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::outbox::{OutFrame, SendStatus};
+use crate::conn::{Conn, ConnState};
+use crate::metrics::{Metrics, ShardStats};
+use crate::protocol::CloseCode;
+use crate::router::table::{Change, ConnKey, TopicTable};
+use crate::router::{Format, Frames, Interest, LocalTopicId, ShardId, TopicKind, UpstreamMsg};
+use crate::ws::frame;
+
+/// How long a closing connection may take to flush and answer our close frame.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Shared handle to a shard's state, for the tasks on its thread.
+pub type ShardRef = Rc<RefCell<Shard>>;
+
+/// A shard's state.
+pub struct Shard {
+    /// This shard's id.
+    pub id: ShardId,
+    /// The process configuration.
+    pub config: Arc<Config>,
+    /// Connections, keyed by slab index.
+    pub conns: Slab<Conn>,
+    /// Local subscribers per topic.
+    pub topics: TopicTable,
+    /// Upstream channel to the hub.
+    hub: Sender<UpstreamMsg>,
+    /// Interest updates waiting for room in the hub channel (bounded by topics × 2).
+    backlog: VecDeque<UpstreamMsg>,
+    /// All metrics; this shard writes only `metrics.shards[id]`.
+    metrics: Arc<Metrics>,
+    /// The shared ping frame, encoded once.
+    ping: OutFrame,
+    /// Set once graceful shutdown started.
+    pub shutting_down: bool,
+    /// Most connections this shard accepts.
+    pub max_conns: usize,
+    /// Notified when the last connection leaves during shutdown.
+    pub drained: Rc<tokio::sync::Notify>,
+}
+
+impl Shard {
+    /// A shard with no connections.
+    pub fn new(
+        id: ShardId,
+        config: Arc<Config>,
+        hub: Sender<UpstreamMsg>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let max_conns = config.max_connections.div_ceil(config.shards.max(1));
+        Shard {
+            id,
+            config,
+            conns: Slab::new(),
+            topics: TopicTable::new(),
+            hub,
+            backlog: VecDeque::new(),
+            metrics,
+            ping: OutFrame::new(frame::ping()),
+            shutting_down: false,
+            max_conns,
+            drained: Rc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// This shard's counters.
+    pub fn stats(&self) -> &ShardStats {
+        &self.metrics.shards[usize::from(self.id.0)]
+    }
+
+    /// All counters, for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Delivers one event to every local subscriber of `target`.
+    pub fn deliver(&mut self, target: LocalTopicId, frames: Frames) {
+        let Some(entry) = self.topics.get(target) else { return };
+        let json = frames.get(Format::Json).cloned().map(OutFrame::new);
+        let raw = frames.get(Format::Raw).cloned().map(OutFrame::new);
+        let stats = &self.metrics.shards[usize::from(self.id.0)];
+        let mut overflowed = Vec::new();
+        let mut delivered = 0u64;
+        for key in entry.subscribers() {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let frame = match conn.format() {
+                Some(Format::Json) => json.as_ref(),
+                Some(Format::Raw) => raw.as_ref(),
+                None => None,
+            };
+            let Some(frame) = frame else { continue };
+            match conn.outbox.push(frame.clone()) {
+                SendStatus::Queued { wake_writer } => {
+                    delivered += 1;
+                    if wake_writer {
+                        conn.writer.notify_one();
+                    }
+                }
+                SendStatus::Overflow => overflowed.push(key),
+                SendStatus::Closed => {}
+            }
+        }
+        stats.messages_out.add(delivered);
+        for key in overflowed {
+            self.stats().slow_consumer_closes.inc();
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.outbox.clear();
+            }
+            self.close(key, CloseCode::SlowConsumer, CLOSE_GRACE);
+        }
+    }
+
+    /// Queues a data frame for one connection; an overflow closes it as a slow consumer.
+    pub fn send(&mut self, key: ConnKey, frame: Bytes) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        match conn.outbox.push(OutFrame::new(frame)) {
+            SendStatus::Queued { wake_writer } => {
+                if wake_writer {
+                    conn.writer.notify_one();
+                }
+                self.stats().messages_out.inc();
+            }
+            SendStatus::Overflow => {
+                conn.outbox.clear();
+                self.stats().slow_consumer_closes.inc();
+                self.close(key, CloseCode::SlowConsumer, CLOSE_GRACE);
+            }
+            SendStatus::Closed => {}
+        }
+    }
+
+    /// Queues a JSON text reply.
+    pub fn send_text(&mut self, key: ConnKey, text: &str) {
+        self.send(key, frame::encode(frame::OpCode::Text, text.as_bytes()));
+    }
+
+    /// Queues a control frame (pong, close reply) produced by the codec, ignoring the cap.
+    pub fn send_control(&mut self, key: ConnKey, bytes: Bytes) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if let SendStatus::Queued { wake_writer: true } = conn.outbox.push_control(OutFrame::new(bytes)) {
+            conn.writer.notify_one();
+        }
+    }
+
+    /// Queues a ping for `key`.
+    pub fn ping(&mut self, key: ConnKey, now: Instant) {
+        let ping = self.ping.clone();
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.last_ping = now;
+        if let SendStatus::Queued { wake_writer: true } = conn.outbox.push_control(ping) {
+            conn.writer.notify_one();
+        }
+    }
+
+    /// Starts closing `key` with `code`: queues the close frame as the last frame and gives the
+    /// peer `grace` to read it and answer before the socket is shut down.
+    pub fn close(&mut self, key: ConnKey, code: CloseCode, grace: Duration) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if !conn.is_open() {
+            return;
+        }
+        conn.state = ConnState::Closing { deadline: Instant::now() + grace };
+        let frame = OutFrame::new(frame::close(code.code(), code.reason()));
+        conn.outbox.push_last(frame);
+        conn.writer.notify_one();
+        self.unsubscribe_all(key);
+    }
+
+    /// Marks `key` closing without a close frame (the peer sent one, or vanished).
+    pub fn close_quietly(&mut self, key: ConnKey, final_frame: Option<Bytes>) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.is_open() {
+            conn.state = ConnState::Closing { deadline: Instant::now() + CLOSE_GRACE };
+        }
+        match final_frame {
+            Some(f) => {
+                conn.outbox.push_last(OutFrame::new(f));
+            }
+            None => conn.outbox.seal(),
+        }
+        conn.writer.notify_one();
+        self.unsubscribe_all(key);
+    }
+
+    /// Subscribes `key` to a channel or pattern; `Err` with an error code when refused.
+    pub fn subscribe(&mut self, key: ConnKey, kind: TopicKind, name: &Bytes) -> Result<(), &'static str> {
+        let max = self.config.max_subscriptions;
+        let Some(conn) = self.conns.get_mut(key) else { return Err("internal") };
+        let Some(format) = conn.format() else { return Err("internal") };
+        if !conn.is_open() {
+            return Err("internal");
+        }
+        if conn.subscriptions.len() >= max && self.topics.lookup(kind, name).is_none_or(|id| !conn.subscriptions.contains(&id)) {
+            return Err("too_many_subscriptions");
+        }
+        match self.topics.subscribe(kind, name, key, format) {
+            Change::Unchanged => {}
+            Change::Local(id) => {
+                conn.subscriptions.push(id);
+                self.stats().subscriptions.inc();
+            }
+            Change::Interest(id, formats) => {
+                conn.subscriptions.push(id);
+                self.stats().subscriptions.inc();
+                self.tell_hub(Interest { shard: self.id, kind, name: name.clone(), target: id, formats });
+            }
+        }
+        self.sync_topic_gauge();
+        Ok(())
+    }
+
+    /// Unsubscribes `key`; false when it was not subscribed.
+    pub fn unsubscribe(&mut self, key: ConnKey, kind: TopicKind, name: &[u8]) -> bool {
+        let Some(id) = self.topics.lookup(kind, name) else { return false };
+        let Some(conn) = self.conns.get_mut(key) else { return false };
+        let Some(pos) = conn.subscriptions.iter().position(|s| *s == id) else { return false };
+        conn.subscriptions.swap_remove(pos);
+        let format = conn.format().unwrap_or(Format::Json);
+        self.apply_unsubscribe(key, id, format);
+        true
+    }
+
+    fn unsubscribe_all(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let subs = std::mem::take(&mut conn.subscriptions);
+        let format = conn.format().unwrap_or(Format::Json);
+        for id in subs {
+            self.apply_unsubscribe(key, id, format);
+        }
+    }
+
+    fn apply_unsubscribe(&mut self, key: ConnKey, id: LocalTopicId, format: Format) {
+        let (kind, name) = match self.topics.get(id) {
+            Some(e) => (e.kind(), e.name().clone()),
+            None => return,
+        };
+        match self.topics.unsubscribe(id, key, format) {
+            Change::Unchanged => return,
+            Change::Local(_) => {}
+            Change::Interest(id, formats) => {
+                self.tell_hub(Interest { shard: self.id, kind, name, target: id, formats });
+            }
+        }
+        self.stats().subscriptions.dec();
+        self.sync_topic_gauge();
+    }
+
+    fn sync_topic_gauge(&self) {
+        let stats = self.stats();
+        let now = self.topics.len() as u64;
+        let was = stats.topics.get();
+        if now > was {
+            stats.topics.add(now - was);
+        } else {
+            stats.topics.sub(was - now);
+        }
+    }
+
+    /// Sends an interest change to the hub, or queues it locally while the channel is full.
+    fn tell_hub(&mut self, interest: Interest) {
+        self.backlog.push_back(UpstreamMsg::Interest(interest));
+        self.flush_backlog();
+    }
+
+    /// Retries queued interest changes, in order. Called on every inbox turn and sweep.
+    pub fn flush_backlog(&mut self) {
+        while let Some(msg) = self.backlog.pop_front() {
+            match self.hub.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(msg)) => {
+                    self.backlog.push_front(msg);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.backlog.clear();
+                    break;
+                }
+            }
+        }
+        let stats = &self.metrics.shards[usize::from(self.id.0)];
+        let (now, was) = (self.backlog.len() as u64, stats.hub_backlog.get());
+        if now >= was { stats.hub_backlog.add(now - was) } else { stats.hub_backlog.sub(was - now) }
+    }
+
+    /// Publishes through the hub; false when the hub channel is full (answer 503).
+    pub fn publish(&mut self, channel: Bytes, payload: Bytes) -> bool {
+        // Interest changes queued earlier must reach the hub before this publish.
+        self.flush_backlog();
+        if !self.backlog.is_empty() {
+            return false;
+        }
+        self.hub.try_send(UpstreamMsg::Publish { channel, payload }).is_ok()
+    }
+
+    /// Removes a finished connection.
+    pub fn remove(&mut self, key: ConnKey) {
+        self.unsubscribe_all(key);
+        if let Some(conn) = self.conns.try_remove(key) {
+            self.stats().connections.dec();
+            if conn.kind != crate::conn::ConnKind::Http {
+                self.stats().websockets.dec();
+            }
+        }
+        if self.shutting_down && self.conns.is_empty() {
+            self.drained.notify_one();
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The shard's thread: its runtime and the tasks that drive [`Shard`].
+//!
+//! Tasks on a shard thread:
+//! - the accept loop (one listener per shard, `SO_REUSEPORT` spreads connections);
+//! - the inbox loop: waits on the eventfd wake-up, then drains the hub's channel with `try_recv`
+//!   in budgeted turns, so a burst never starves the connections' tasks;
+//! - the sweep: pings, idle timeouts, closing deadlines, and retries of the hub backlog;
+//! - one task per connection ([`crate::conn::io::serve`]).
+
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use tokio::sync::Notify;
+
+use super::{Shard, ShardRef};
+use crate::config::Config;
+use crate::conn::{Conn, ConnKind, ConnState};
+use crate::metrics::Metrics;
+use crate::protocol::CloseCode;
+use crate::router::{ShardId, ShardMsg, UpstreamMsg};
+use crate::rt::{self, Runtime, TcpListener, WakeReceiver};
+
+/// Inbox messages handled before the inbox loop yields to other tasks.
+const INBOX_BUDGET: usize = 64;
+
+/// Everything a shard thread needs, built by [`crate::server`].
+pub struct ShardSetup {
+    /// The shard's id.
+    pub id: ShardId,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// This shard's listening socket (bound with `SO_REUSEPORT`).
+    pub listener: std::net::TcpListener,
+    /// Hub → shard channel.
+    pub inbox: Receiver<ShardMsg>,
+    /// The wake-up paired with `inbox`.
+    pub wake: WakeReceiver,
+    /// Shard → hub channel.
+    pub hub: Sender<UpstreamMsg>,
+    /// All metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set by the main thread to start graceful shutdown (followed by a wake-up).
+    pub shutdown: Arc<AtomicBool>,
+}
+
+/// Runs a shard on the current thread until graceful shutdown completes.
+pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
+    let ShardSetup { id, config, listener, inbox, wake, hub, metrics, shutdown } = setup;
+    runtime.block_on(async move {
+        let mut wake = wake.into_listener();
+        let shard = Rc::new(RefCell::new(Shard::new(id, config, hub, metrics)));
+        let stop_accept = Rc::new(Notify::new());
+        rt::spawn(accept_loop(shard.clone(), TcpListener::from_std(listener), stop_accept.clone()));
+        rt::spawn(sweep_loop(shard.clone()));
+        loop {
+            wake.wait().await;
+            if shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+            drain_inbox(&shard, &inbox).await;
+        }
+        graceful_shutdown(&shard, &stop_accept).await;
+    });
+    Ok(())
+}
+
+async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
+    let mut handled = 0;
+    while let Ok(msg) = inbox.try_recv() {
+        match msg {
+            ShardMsg::Deliver { target, frames } => shard.borrow_mut().deliver(target, frames),
+        }
+        handled += 1;
+        if handled % INBOX_BUDGET == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    shard.borrow_mut().flush_backlog();
+}
+
+async fn accept_loop(shard: ShardRef, listener: TcpListener, stop: Rc<Notify>) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.notified() => return,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                let mut s = shard.borrow_mut();
+                if s.conns.len() >= s.max_conns {
+                    s.stats().rejected_connections.inc();
+                    continue;
+                }
+                stream.set_nodelay();
+                let stream = Rc::new(stream);
+                let cap = s.config.max_outbox_bytes;
+                let key = s.conns.insert(Conn::new(stream.clone(), cap, Instant::now()));
+                s.stats().connections.inc();
+                drop(s);
+                rt::spawn(crate::conn::io::serve(shard.clone(), key, stream));
+            }
+            Err(e) => {
+                // EMFILE/ENFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Period of the sweep: often enough for the ping interval, at most once a second.
+fn sweep_period(config: &Config) -> Duration {
+    (config.ping_interval / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+}
+
+async fn sweep_loop(shard: ShardRef) {
+    let period = sweep_period(&shard.borrow().config);
+    loop {
+        tokio::time::sleep(period).await;
+        sweep(&mut shard.borrow_mut(), Instant::now());
+    }
+}
+
+/// Pings, idle timeouts and closing deadlines for every connection.
+fn sweep(s: &mut Shard, now: Instant) {
+    s.flush_backlog();
+    let (ping_every, idle) = (s.config.ping_interval, s.config.idle_timeout);
+    let mut idle_keys = Vec::new();
+    let mut ping_keys = Vec::new();
+    for (key, conn) in s.conns.iter() {
+        match conn.state {
+            ConnState::Closing { deadline } if now >= deadline => conn.stream.shutdown(),
+            ConnState::Closing { .. } => {}
+            ConnState::Open if conn.kind == ConnKind::Http => {}
+            ConnState::Open if now.duration_since(conn.last_seen) > idle => idle_keys.push(key),
+            ConnState::Open if now.duration_since(conn.last_ping) >= ping_every => {
+                ping_keys.push(key)
+            }
+            ConnState::Open => {}
+        }
+    }
+    for key in ping_keys {
+        s.ping(key, now);
+    }
+    for key in idle_keys {
+        s.stats().idle_closes.inc();
+        s.close(key, CloseCode::IdleTimeout, super::CLOSE_GRACE);
+    }
+}
+
+/// Stops accepting, sends close 1001 to every client, and waits for them to flush and leave,
+/// at most `shutdown-timeout`; then shuts down whatever is left.
+async fn graceful_shutdown(shard: &ShardRef, stop_accept: &Notify) {
+    stop_accept.notify_one();
+    let (deadline, drained) = {
+        let mut s = shard.borrow_mut();
+        s.shutting_down = true;
+        let timeout = s.config.shutdown_timeout;
+        let keys: Vec<usize> = s.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            if s.conns[key].kind == ConnKind::Http {
+                s.conns[key].stream.shutdown();
+            } else {
+                s.close(key, CloseCode::GoingAway, timeout);
+            }
+        }
+        (tokio::time::Instant::now() + timeout, s.drained.clone())
+    };
+    if !shard.borrow().conns.is_empty() {
+        tokio::select! {
+            _ = drained.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+    let left: Vec<_> = shard.borrow().conns.iter().map(|(_, c)| c.stream.clone()).collect();
+    if !left.is_empty() {
+        for stream in &left {
+            stream.shutdown();
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(300), drained.notified()).await;
+    }
+}

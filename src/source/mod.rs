@@ -1,0 +1,63 @@
+//! Where events come from, behind one interface.
+//!
+//! A [`Source`] is a pub/sub broker as the hub sees it: it is told which channels and patterns
+//! anyone wants (one call per edge, batched), it publishes, and it yields [`SourceEvent`]s.
+//! The embedded broker ([`memory::MemorySource`]) is the default; the Redis source, RabbitMQ
+//! streams and the radar feeds plug in here as further implementations.
+//!
+//! Contract (like Redis pub/sub): at-most-once delivery; events for one channel arrive in publish
+//! order; a subscription takes effect for every publish the source handles after the call; a
+//! pattern match produces a [`SourceEvent::PMessage`] per matching pattern, separately from the
+//! [`SourceEvent::Message`] for a channel subscription.
+
+pub mod memory;
+
+use bytes::Bytes;
+
+/// One event from a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceEvent {
+    /// A message on a subscribed channel.
+    Message {
+        /// The channel.
+        channel: Bytes,
+        /// The payload bytes.
+        payload: Bytes,
+    },
+    /// A message on a channel that matched a subscribed pattern.
+    PMessage {
+        /// The pattern that matched.
+        pattern: Bytes,
+        /// The channel.
+        channel: Bytes,
+        /// The payload bytes.
+        payload: Bytes,
+    },
+}
+
+/// Why a publish failed; the HTTP API answers 503 with this text.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The upstream broker is unreachable right now; retry later.
+    #[error("source unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A pub/sub source, owned and driven by the hub thread.
+pub trait Source: Send {
+    /// A short name for logs and metrics (`memory`, `redis://host:6379/2`).
+    fn name(&self) -> &str;
+    /// Starts delivering messages on `channels`.
+    fn subscribe(&mut self, channels: &[Bytes]);
+    /// Stops delivering messages on `channels`.
+    fn unsubscribe(&mut self, channels: &[Bytes]);
+    /// Starts delivering messages on channels matching `patterns`.
+    fn psubscribe(&mut self, patterns: &[Bytes]);
+    /// Stops delivering messages for `patterns`.
+    fn punsubscribe(&mut self, patterns: &[Bytes]);
+    /// Publishes `payload` on `channel`.
+    fn publish(&mut self, channel: Bytes, payload: Bytes) -> Result<(), SourceError>;
+    /// Moves events that are ready into `out`. Sources that receive on their own thread send
+    /// [`crate::router::UpstreamMsg`]s instead and leave this empty.
+    fn poll_events(&mut self, out: &mut Vec<SourceEvent>);
+}

@@ -1,0 +1,250 @@
+//! Drives tungstenite's [`WebSocketContext`] over in-memory buffers (sans-IO).
+//!
+//! The shard reads from the socket with io_uring into the connection's read buffer and hands the
+//! bytes to [`Codec::handle_input`]. tungstenite parses, unmasks, reassembles fragments, checks
+//! UTF-8 and close codes, and answers pings and closes by writing into our in-memory `Write`
+//! side. [`Codec::poll_output`] takes those replies so the caller can queue them in the
+//! connection's outbox, behind any frames already queued, so the byte stream stays ordered.
+//!
+//! Owned by one connection on one shard thread. Holds at most `read_buffer_size` bytes of
+//! buffered input while idle (tungstenite's `in_buffer`), plus a partial message.
+
+use std::io::{self, Read, Write};
+
+use bytes::Bytes;
+use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+
+use crate::protocol::CloseCode;
+
+/// tungstenite's own read-buffer capacity per connection. Its default (128 KiB) is far too big
+/// for a gateway that holds many idle connections; 2 KiB keeps an idle connection small while
+/// the shard's io_uring read buffer (the `read_buffer_bytes` knob) does the bulk reading.
+pub const TUNGSTENITE_READ_BUFFER: usize = 2 * 1024;
+
+/// A complete message from the client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A text message (UTF-8 checked by tungstenite).
+    Text(Bytes),
+    /// A binary message.
+    Binary(Bytes),
+    /// The client started or answered the close handshake; tungstenite has queued its reply.
+    Close,
+    /// A ping or pong: proof of life, already answered when needed.
+    Control,
+}
+
+/// Why the client's input was rejected; maps to the close code we send.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The message (or a frame) is larger than `max-message-bytes`: close 1009.
+    #[error("message too big: {0}")]
+    TooBig(String),
+    /// A text message or close reason is not valid UTF-8: close 1007.
+    #[error("invalid UTF-8 in a text message")]
+    InvalidUtf8,
+    /// Any other violation of RFC 6455 (unmasked frame, bad opcode, bad close code...): 1002.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The close handshake has finished; nothing more will be read.
+    #[error("connection closed")]
+    Closed,
+}
+
+impl CodecError {
+    /// The close code to send the client for this error.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            CodecError::TooBig(_) => CloseCode::MessageTooBig,
+            CodecError::InvalidUtf8 => CloseCode::InvalidPayload,
+            CodecError::Protocol(_) => CloseCode::ProtocolError,
+            CodecError::Closed => CloseCode::Normal,
+        }
+    }
+}
+
+/// In-memory stream that tungstenite reads from and writes to.
+#[derive(Debug, Default)]
+struct MemStream {
+    input: Vec<u8>,
+    pos: usize,
+    output: Vec<u8>,
+}
+
+impl Read for MemStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = &self.input[self.pos..];
+        if rest.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for MemStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One connection's WebSocket codec.
+#[derive(Debug)]
+pub struct Codec {
+    ctx: WebSocketContext,
+    io: MemStream,
+}
+
+impl Codec {
+    /// A server-role codec that rejects messages above `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> Self {
+        let config = WebSocketConfig::default()
+            .read_buffer_size(TUNGSTENITE_READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(Some(max_message_bytes))
+            .max_frame_size(Some(max_message_bytes));
+        Self { ctx: WebSocketContext::new(Role::Server, Some(config)), io: MemStream::default() }
+    }
+
+    /// Feeds bytes read from the socket. Call [`poll_message`](Self::poll_message) until it
+    /// returns `Ok(None)` afterwards.
+    pub fn handle_input(&mut self, data: &[u8]) {
+        if self.io.pos == self.io.input.len() {
+            self.io.input.clear();
+            self.io.pos = 0;
+        }
+        self.io.input.extend_from_slice(data);
+    }
+
+    /// The next complete message, `Ok(None)` when more input is needed.
+    pub fn poll_message(&mut self) -> Result<Option<Incoming>, CodecError> {
+        use tungstenite::Message;
+        let result = match self.ctx.read(&mut self.io) {
+            Ok(Message::Text(t)) => Ok(Some(Incoming::Text(Bytes::from(t)))),
+            Ok(Message::Binary(b)) => Ok(Some(Incoming::Binary(b))),
+            Ok(Message::Ping(_)) | Ok(Message::Pong(_)) => Ok(Some(Incoming::Control)),
+            Ok(Message::Close(_)) => Ok(Some(Incoming::Close)),
+            Ok(Message::Frame(_)) => Ok(Some(Incoming::Control)),
+            Err(WsError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(classify(e)),
+        };
+        if self.io.pos == self.io.input.len() {
+            // Keep an idle connection's input buffer small: drop what a big message grew.
+            self.io.pos = 0;
+            if self.io.input.capacity() > TUNGSTENITE_READ_BUFFER {
+                self.io.input = Vec::new();
+            } else {
+                self.io.input.clear();
+            }
+        }
+        result
+    }
+
+    /// Bytes tungstenite wants sent (pongs, the close reply), if any.
+    pub fn poll_output(&mut self) -> Option<Bytes> {
+        // Pongs and close replies are queued inside tungstenite until a read or flush; flushing
+        // an in-memory stream cannot fail with anything but "already closed", which we ignore.
+        let _ = self.ctx.flush(&mut self.io);
+        if self.io.output.is_empty() {
+            None
+        } else {
+            Some(Bytes::from(std::mem::take(&mut self.io.output)))
+        }
+    }
+}
+
+fn classify(e: WsError) -> CodecError {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            CodecError::TooBig(format!("{size} bytes > {max_size}"))
+        }
+        WsError::Capacity(other) => CodecError::TooBig(other.to_string()),
+        WsError::Utf8(_) => CodecError::InvalidUtf8,
+        WsError::Protocol(ProtocolError::InvalidCloseSequence) => {
+            CodecError::Protocol("invalid close sequence".into())
+        }
+        WsError::Protocol(p) => CodecError::Protocol(p.to_string()),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => CodecError::Closed,
+        other => CodecError::Protocol(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame (RFC 6455 §5.3).
+    fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let len = payload.len();
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if len <= 65_535 {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    #[test]
+    fn text_split_across_reads_and_fragments() {
+        let mut c = Codec::new(1024);
+        let mut bytes = client_frame(false, 0x1, b"hel");
+        bytes.extend(client_frame(true, 0x0, b"lo"));
+        for b in &bytes {
+            c.handle_input(std::slice::from_ref(b));
+            if let Some(m) = c.poll_message().unwrap() {
+                assert_eq!(m, Incoming::Text(Bytes::from_static(b"hello")));
+                return;
+            }
+        }
+        panic!("no message");
+    }
+
+    #[test]
+    fn ping_is_answered_with_pong() {
+        let mut c = Codec::new(1024);
+        c.handle_input(&client_frame(true, 0x9, b"p"));
+        assert_eq!(c.poll_message().unwrap(), Some(Incoming::Control));
+        let out = c.poll_output().unwrap();
+        assert_eq!(&out[..], &[0x8a, 1, b'p']);
+    }
+
+    #[test]
+    fn errors_map_to_close_codes() {
+        let mut c = Codec::new(16);
+        c.handle_input(&client_frame(true, 0x1, &[b'a'; 17]));
+        assert_eq!(c.poll_message().unwrap_err().close_code(), CloseCode::MessageTooBig);
+
+        let mut c = Codec::new(1024);
+        c.handle_input(&client_frame(true, 0x1, &[0xff, 0xfe]));
+        assert_eq!(c.poll_message().unwrap_err().close_code(), CloseCode::InvalidPayload);
+
+        let mut c = Codec::new(1024);
+        c.handle_input(&[0x81, 0x02, b'h', b'i']); // unmasked
+        assert_eq!(c.poll_message().unwrap_err().close_code(), CloseCode::ProtocolError);
+    }
+
+    #[test]
+    fn close_is_echoed() {
+        let mut c = Codec::new(1024);
+        c.handle_input(&client_frame(true, 0x8, &1000u16.to_be_bytes()));
+        assert_eq!(c.poll_message().unwrap(), Some(Incoming::Close));
+        let out = c.poll_output().unwrap();
+        assert_eq!(out[0], 0x88);
+    }
+}
