@@ -346,6 +346,7 @@ An invalid value or an unknown file key is reported on one line, with exit code 
     name = "ringcast",
     version,
     about = "A thread-per-core io_uring WebSocket gateway",
+    allow_negative_numbers = true,
     after_help = AFTER_HELP
 )]
 struct Cli {
