@@ -1,0 +1,234 @@
+//! The `ringcast` binary takes each knob from a flag, then a `RINGCAST_*` variable, then the
+//! `--config` TOML file, then its default; `--help` documents every knob; a bad value is one
+//! stderr line naming the knob and exit code 2; `--print-config` shows the result.
+//!
+//! These tests assume `main` starts with
+//! `let cfg = Config::load(); if cfg.print_config { print!("{}", cfg.to_toml()); return; }`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The binary with every inherited `RINGCAST_*` variable removed, so the host can't leak in.
+fn ringcast() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringcast"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("RINGCAST_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("run the ringcast binary")
+}
+
+fn stderr_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `--print-config` output, parsed back as TOML.
+fn printed(command: &mut Command) -> toml::Table {
+    let output = run(command.arg("--print-config"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {:?}",
+        stderr_lines(&output)
+    );
+    stdout
+        .parse()
+        .unwrap_or_else(|e| panic!("--print-config is not TOML ({e}):\n{stdout}"))
+}
+
+/// A TOML file in the temp dir, removed on drop.
+struct TempToml(PathBuf);
+
+impl TempToml {
+    fn new(tag: &str, text: &str) -> TempToml {
+        let name = format!("ringcast-it-config-{}-{tag}.toml", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, text).expect("write temp config");
+        TempToml(path)
+    }
+}
+
+impl Drop for TempToml {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Asserts exit code 2 and exactly one stderr line, which contains every one of `needles`.
+fn assert_one_line_error(output: &Output, needles: &[&str]) {
+    let lines = stderr_lines(output);
+    assert_eq!(output.status.code(), Some(2), "stderr: {lines:?}");
+    assert_eq!(lines.len(), 1, "stderr: {lines:?}");
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "{needle:?} not in {:?}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn bad_flag_value_exits_2_naming_the_knob() {
+    let output = run(ringcast().args(["--max-outbox-bytes", "12x"]));
+    assert_one_line_error(&output, &["max-outbox-bytes", "--max-outbox-bytes", "12x"]);
+}
+
+#[test]
+fn bad_env_value_exits_2_naming_the_knob_and_variable() {
+    let output = run(ringcast().env("RINGCAST_MAX_OUTBOX_BYTES", "12x"));
+    assert_one_line_error(&output, &["max-outbox-bytes", "RINGCAST_MAX_OUTBOX_BYTES"]);
+}
+
+#[test]
+fn bad_file_value_and_unknown_file_key_exit_2() {
+    let file = TempToml::new("bad-value", "max_outbox_bytes = \"12x\"\n");
+    let output = run(ringcast().arg("--config").arg(&file.0));
+    let path = file.0.to_string_lossy();
+    assert_one_line_error(&output, &["max-outbox-bytes", &path]);
+
+    let file = TempToml::new("unknown-key", "max_outbox = \"1MiB\"\n");
+    let output = run(ringcast().env("RINGCAST_CONFIG", &file.0));
+    assert_one_line_error(&output, &["max_outbox"]);
+}
+
+#[test]
+fn idle_timeout_not_above_ping_interval_exits_2() {
+    let output = run(ringcast().args(["--ping-interval", "30s", "--idle-timeout", "30s"]));
+    assert_one_line_error(&output, &["idle-timeout"]);
+}
+
+#[test]
+fn unknown_flag_exits_2() {
+    let output = run(ringcast().arg("--no-such-flag"));
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn help_documents_every_knob() {
+    let output = run(ringcast()
+        .arg("--help")
+        .env("RINGCAST_API_KEY", "sekrit-123"));
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    let knobs = [
+        "config",
+        "listen",
+        "shards",
+        "pin-cores",
+        "max-message-bytes",
+        "max-outbox-bytes",
+        "ping-interval",
+        "idle-timeout",
+        "api-key",
+        "echo-path",
+        "ws-path",
+        "log-format",
+        "log-level",
+        "max-connections",
+        "max-subscriptions",
+        "shard-inbox",
+        "shutdown-timeout",
+        "read-buffer-bytes",
+        "print-config",
+    ];
+    for knob in knobs {
+        assert!(
+            help.contains(&format!("--{knob} ")),
+            "--{knob} missing:\n{help}"
+        );
+        if knob != "print-config" {
+            let var = format!("RINGCAST_{}", knob.replace('-', "_").to_uppercase());
+            assert!(help.contains(&var), "{var} missing:\n{help}");
+        }
+    }
+    assert_eq!(
+        help.matches("[default: ").count(),
+        knobs.len() - 1,
+        "{help}"
+    );
+    assert!(
+        !help.contains("sekrit"),
+        "--help shows the API key:\n{help}"
+    );
+}
+
+#[test]
+fn print_config_shows_flag_over_env_over_file_over_default() {
+    let file = TempToml::new(
+        "precedence",
+        "shards = 3\nmax_outbox_bytes = \"2MiB\"\nping_interval = \"10s\"\nws_path = \"/file\"\n",
+    );
+    let config = printed(
+        ringcast()
+            .arg("--config")
+            .arg(&file.0)
+            .args(["--shards", "7"])
+            .env("RINGCAST_SHARDS", "5")
+            .env("RINGCAST_PING_INTERVAL", "7s")
+            .env("RINGCAST_WS_PATH", "/env"),
+    );
+    let text = |key: &str| config.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    assert_eq!(
+        config.get("shards").and_then(|v| v.as_integer()),
+        Some(7),
+        "flag over env"
+    );
+    assert_eq!(
+        text("ping_interval").as_deref(),
+        Some("7s"),
+        "env over file"
+    );
+    assert_eq!(text("ws_path").as_deref(), Some("/env"), "env over file");
+    assert_eq!(
+        text("max_outbox_bytes").as_deref(),
+        Some("2MiB"),
+        "file over default"
+    );
+    assert_eq!(
+        text("max_message_bytes").as_deref(),
+        Some("64KiB"),
+        "default"
+    );
+    assert_eq!(text("listen").as_deref(), Some("127.0.0.1:8080"), "default");
+}
+
+#[test]
+fn print_config_redacts_the_api_key_and_reads_back() {
+    let output = run(ringcast()
+        .args([
+            "--print-config",
+            "--api-key",
+            "sekrit-123",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--shards", "2"]));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {:?}",
+        stderr_lines(&output)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!stdout.contains("sekrit"), "{stdout}");
+    assert!(stdout.contains("api_key = \"<redacted>\""), "{stdout}");
+
+    // The printed file is a valid --config file and prints back the same.
+    let file = TempToml::new("read-back", &stdout);
+    let again = run(ringcast()
+        .arg("--config")
+        .arg(&file.0)
+        .arg("--print-config"));
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
+}

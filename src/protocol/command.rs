@@ -2,7 +2,7 @@
 //!
 //! A command is a JSON object such as `{"op":"subscribe","channel":"a","id":1}`. The parser
 //! checks the whole message against the JSON grammar (the same scanner as
-//! [`is_json`](super::envelope::is_json)), picks out the members `op`, `channel`, `pattern` and
+//! [`is_json`]), picks out the members `op`, `channel`, `pattern` and
 //! `id`, and ignores any others, so clients can add fields without breaking old servers.
 //!
 //! **Thread:** pure functions, called on the shard thread that owns the connection, once per
