@@ -19,10 +19,10 @@
 //! - [`metrics`]: single-writer per-shard counters and the Prometheus rendering.
 
 pub mod config;
-pub mod protocol;
 pub mod conn;
 pub mod http;
 pub mod metrics;
+pub mod protocol;
 pub mod router;
 pub mod rt;
 pub mod server;

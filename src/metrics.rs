@@ -123,39 +123,100 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         type Field = fn(&ShardStats) -> &Counter;
         let shard_metrics: [(&str, &str, &str, Field); 15] = [
-            ("connections", "gauge", "Open TCP connections.", |s| &s.connections),
-            ("websockets", "gauge", "Open WebSocket connections.", |s| &s.websockets),
-            ("subscriptions", "gauge", "Connection-topic subscription pairs.", |s| &s.subscriptions),
-            ("topics", "gauge", "Channels and patterns with a local subscriber.", |s| &s.topics),
-            ("messages_in_total", "counter", "Client messages received.", |s| &s.messages_in),
-            ("bytes_in_total", "counter", "Bytes read from clients.", |s| &s.bytes_in),
-            ("messages_out_total", "counter", "Frames queued to clients.", |s| &s.messages_out),
-            ("bytes_out_total", "counter", "Bytes written to clients.", |s| &s.bytes_out),
-            ("writes_total", "counter", "writev submissions to clients.", |s| &s.writes),
+            ("connections", "gauge", "Open TCP connections.", |s| {
+                &s.connections
+            }),
+            ("websockets", "gauge", "Open WebSocket connections.", |s| {
+                &s.websockets
+            }),
+            (
+                "subscriptions",
+                "gauge",
+                "Connection-topic subscription pairs.",
+                |s| &s.subscriptions,
+            ),
+            (
+                "topics",
+                "gauge",
+                "Channels and patterns with a local subscriber.",
+                |s| &s.topics,
+            ),
+            (
+                "messages_in_total",
+                "counter",
+                "Client messages received.",
+                |s| &s.messages_in,
+            ),
+            (
+                "bytes_in_total",
+                "counter",
+                "Bytes read from clients.",
+                |s| &s.bytes_in,
+            ),
+            (
+                "messages_out_total",
+                "counter",
+                "Frames queued to clients.",
+                |s| &s.messages_out,
+            ),
+            (
+                "bytes_out_total",
+                "counter",
+                "Bytes written to clients.",
+                |s| &s.bytes_out,
+            ),
+            (
+                "writes_total",
+                "counter",
+                "writev submissions to clients.",
+                |s| &s.writes,
+            ),
             (
                 "slow_consumer_closes_total",
                 "counter",
                 "Connections closed for exceeding max-outbox-bytes.",
                 |s| &s.slow_consumer_closes,
             ),
-            ("idle_closes_total", "counter", "Connections closed by idle-timeout.", |s| {
-                &s.idle_closes
-            }),
-            ("protocol_closes_total", "counter", "Connections closed for bad input.", |s| {
-                &s.protocol_closes
-            }),
+            (
+                "idle_closes_total",
+                "counter",
+                "Connections closed by idle-timeout.",
+                |s| &s.idle_closes,
+            ),
+            (
+                "protocol_closes_total",
+                "counter",
+                "Connections closed for bad input.",
+                |s| &s.protocol_closes,
+            ),
             (
                 "rejected_connections_total",
                 "counter",
                 "Connections refused at max-connections.",
                 |s| &s.rejected_connections,
             ),
-            ("http_errors_total", "counter", "HTTP error responses.", |s| &s.http_errors),
-            ("hub_backlog", "gauge", "Interest updates waiting for the hub.", |s| &s.hub_backlog),
+            (
+                "http_errors_total",
+                "counter",
+                "HTTP error responses.",
+                |s| &s.http_errors,
+            ),
+            (
+                "hub_backlog",
+                "gauge",
+                "Interest updates waiting for the hub.",
+                |s| &s.hub_backlog,
+            ),
         ];
         for (name, kind, help, field) in shard_metrics {
             let total: u64 = self.shards.iter().map(|s| field(s).get()).sum();
-            family(&mut out, &format!("ringcast_{name}"), kind, help, &[("", total)]);
+            family(
+                &mut out,
+                &format!("ringcast_{name}"),
+                kind,
+                help,
+                &[("", total)],
+            );
             let per: Vec<(String, u64)> = self
                 .shards
                 .iter()
@@ -163,7 +224,13 @@ impl Metrics {
                 .map(|(i, s)| (format!("shard=\"{i}\""), field(s).get()))
                 .collect();
             let per: Vec<(&str, u64)> = per.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-            family(&mut out, &format!("ringcast_shard_{name}"), kind, help, &per);
+            family(
+                &mut out,
+                &format!("ringcast_shard_{name}"),
+                kind,
+                help,
+                &per,
+            );
         }
         let drops: Vec<(String, u64)> = self
             .hub
@@ -174,18 +241,36 @@ impl Metrics {
             .collect();
         let total_drops = drops.iter().map(|(_, v)| v).sum();
         let help = "Events dropped because a shard inbox was full (policy: drop and count).";
-        family(&mut out, "ringcast_queue_drops_total", "counter", help, &[("", total_drops)]);
+        family(
+            &mut out,
+            "ringcast_queue_drops_total",
+            "counter",
+            help,
+            &[("", total_drops)],
+        );
         let drops: Vec<(&str, u64)> = drops.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        family(&mut out, "ringcast_shard_queue_drops_total", "counter", help, &drops);
+        family(
+            &mut out,
+            "ringcast_shard_queue_drops_total",
+            "counter",
+            help,
+            &drops,
+        );
         let hub = &self.hub;
-        family(&mut out, "ringcast_events_total", "counter", "Events from sources.", &[(
-            "",
-            hub.events.get(),
-        )]);
-        family(&mut out, "ringcast_publishes_total", "counter", "Publishes accepted.", &[(
-            "",
-            hub.publishes.get(),
-        )]);
+        family(
+            &mut out,
+            "ringcast_events_total",
+            "counter",
+            "Events from sources.",
+            &[("", hub.events.get())],
+        );
+        family(
+            &mut out,
+            "ringcast_publishes_total",
+            "counter",
+            "Publishes accepted.",
+            &[("", hub.publishes.get())],
+        );
         family(
             &mut out,
             "ringcast_frames_encoded_total",
@@ -193,9 +278,13 @@ impl Metrics {
             "Frames encoded (once per event and format).",
             &[("", hub.frames_encoded.get())],
         );
-        family(&mut out, "ringcast_hub_topics", "gauge", "Topics with a subscriber anywhere.", &[
-            ("", hub.topics.get()),
-        ]);
+        family(
+            &mut out,
+            "ringcast_hub_topics",
+            "gauge",
+            "Topics with a subscriber anywhere.",
+            &[("", hub.topics.get())],
+        );
         out
     }
 }
@@ -213,7 +302,13 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str
 
 /// Reads one sample from a rendering: `value(text, "ringcast_connections")`. For tests and tools.
 pub fn value(text: &str, series: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 #[cfg(test)]
@@ -229,7 +324,10 @@ mod tests {
         m.hub.inbox_drops[1].inc();
         let text = m.render();
         assert_eq!(value(&text, "ringcast_connections"), Some(6));
-        assert_eq!(value(&text, "ringcast_shard_connections{shard=\"1\"}"), Some(3));
+        assert_eq!(
+            value(&text, "ringcast_shard_connections{shard=\"1\"}"),
+            Some(3)
+        );
         assert_eq!(value(&text, "ringcast_queue_drops_total"), Some(1));
         assert!(text.contains("# TYPE ringcast_bytes_out_total counter"));
     }

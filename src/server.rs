@@ -56,7 +56,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let signals = listen_for_signals()?;
     let config = Arc::new(config);
     let listeners = bind(config.listen, config.shards)?;
-    let addr = listeners[0].local_addr().map_err(|e| ServerError::Bind { addr: config.listen, source: e })?;
+    let addr = listeners[0].local_addr().map_err(|e| ServerError::Bind {
+        addr: config.listen,
+        source: e,
+    })?;
     let metrics = Arc::new(Metrics::new(config.shards));
     let (hub_tx, hub_rx) = bounded::<UpstreamMsg>(HUB_CHANNEL);
     let (done_tx, done_rx) = bounded::<(usize, Result<(), String>)>(config.shards);
@@ -66,9 +69,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let mut flags = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let (tx, rx) = bounded(config.shard_inbox);
-        let (wake, wake_listener) = rt::wake_pair().map_err(|e| ServerError::Thread(e.to_string()))?;
+        let (wake, wake_listener) =
+            rt::wake_pair().map_err(|e| ServerError::Thread(e.to_string()))?;
         let shutdown = Arc::new(AtomicBool::new(false));
-        links.push(ShardLink { tx, wake: wake.clone() });
+        links.push(ShardLink {
+            tx,
+            wake: wake.clone(),
+        });
         flags.push((shutdown.clone(), wake));
         let setup = ShardSetup {
             id: ShardId(i as u16),
@@ -141,8 +148,16 @@ fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<std::net::TcpListener>, S
     let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(shards);
     let mut actual = addr;
     for _ in 0..shards {
-        let err = |source| ServerError::Bind { addr: actual, source };
-        let socket = Socket::new(Domain::for_address(actual), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+        let err = |source| ServerError::Bind {
+            addr: actual,
+            source,
+        };
+        let socket = Socket::new(
+            Domain::for_address(actual),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .map_err(err)?;
         socket.set_reuse_address(true).map_err(err)?;
         socket.set_reuse_port(true).map_err(err)?;
         socket.bind(&actual.into()).map_err(err)?;

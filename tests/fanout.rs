@@ -35,7 +35,10 @@ fn five_hundred_clients_over_all_shards_get_every_message_in_order() {
     }
     // Encoded once per publish in the whole process, not per subscriber or per shard.
     assert_eq!(gw.metric("ringcast_frames_encoded_total"), N + 1);
-    assert_eq!(gw.metric("ringcast_messages_out_total"), 500 * (N + 1) + 500);
+    assert_eq!(
+        gw.metric("ringcast_messages_out_total"),
+        500 * (N + 1) + 500
+    );
 }
 
 #[test]
@@ -65,7 +68,10 @@ fn patterns_match_globs_and_name_the_pattern() {
     let gw = Gateway::start(&["--shards", "2"]);
     let mut c = gw.ws("/ws");
     c.command(json!({"op": "psubscribe", "pattern": "news.*", "id": 7}));
-    assert_eq!(c.recv_json(), json!({"op": "psubscribed", "pattern": "news.*", "id": 7}));
+    assert_eq!(
+        c.recv_json(),
+        json!({"op": "psubscribed", "pattern": "news.*", "id": 7})
+    );
     gw.publish("sport.x", &json!(0));
     gw.publish("news.eu", &json!({"h": 1}));
     assert_eq!(
@@ -73,7 +79,10 @@ fn patterns_match_globs_and_name_the_pattern() {
         json!({"channel": "news.eu", "pattern": "news.*", "data": {"h": 1}})
     );
     c.command(json!({"op": "punsubscribe", "pattern": "news.*", "id": "p"}));
-    assert_eq!(c.recv_json(), json!({"op": "punsubscribed", "pattern": "news.*", "id": "p"}));
+    assert_eq!(
+        c.recv_json(),
+        json!({"op": "punsubscribed", "pattern": "news.*", "id": "p"})
+    );
 }
 
 #[test]
@@ -85,7 +94,10 @@ fn nothing_arrives_after_unsubscribe() {
     gw.publish("a", &json!(1));
     assert_eq!(c.recv_json()["data"], 1);
     c.command(json!({"op": "unsubscribe", "channel": "a", "id": 2}));
-    assert_eq!(c.recv_json(), json!({"op": "unsubscribed", "channel": "a", "id": 2}));
+    assert_eq!(
+        c.recv_json(),
+        json!({"op": "unsubscribed", "channel": "a", "id": 2})
+    );
     gw.publish("a", &json!(2));
     gw.publish("marker", &json!("m"));
     // The marker was published after "a"; if "a" still arrived it would come first.
@@ -97,22 +109,34 @@ fn acks_and_errors_carry_request_ids() {
     let gw = Gateway::start(&["--shards", "1"]);
     let mut c = gw.ws("/ws");
     c.command(json!({"op": "subscribe", "channel": "x", "id": 41}));
-    assert_eq!(c.recv_json(), json!({"op": "subscribed", "channel": "x", "id": 41}));
+    assert_eq!(
+        c.recv_json(),
+        json!({"op": "subscribed", "channel": "x", "id": 41})
+    );
     c.command(json!({"op": "ping", "id": "p1"}));
     assert_eq!(c.recv_json(), json!({"op": "pong", "id": "p1"}));
     c.command(json!({"op": "unsubscribe", "channel": "nope", "id": 42}));
     let err = c.recv_json();
-    assert_eq!((err["op"].clone(), err["id"].clone(), err["code"].clone()), (json!("error"), json!(42), json!("not_subscribed")));
+    assert_eq!(
+        (err["op"].clone(), err["id"].clone(), err["code"].clone()),
+        (json!("error"), json!(42), json!("not_subscribed"))
+    );
     c.command(json!({"op": "fly", "id": 43}));
     let err = c.recv_json();
-    assert_eq!((err["id"].clone(), err["code"].clone()), (json!(43), json!("unknown_op")));
+    assert_eq!(
+        (err["id"].clone(), err["code"].clone()),
+        (json!(43), json!("unknown_op"))
+    );
     c.send("{not json");
     let err: Value = c.recv_json();
     assert_eq!(err["code"], "bad_json");
     assert!(err.get("id").is_none());
     c.command(json!({"op": "subscribe", "id": 44}));
     let err = c.recv_json();
-    assert_eq!((err["id"].clone(), err["code"].clone()), (json!(44), json!("missing_field")));
+    assert_eq!(
+        (err["id"].clone(), err["code"].clone()),
+        (json!(44), json!("missing_field"))
+    );
     // The connection survived all of that.
     gw.publish("x", &json!("still here"));
     assert_eq!(c.recv_json()["data"], "still here");
@@ -129,8 +153,14 @@ fn raw_mode_forwards_payload_bytes_verbatim() {
     gw.publish("r", &json!({"k": [1, 2]}));
     assert_eq!(raw.recv_text(), "plain text");
     assert_eq!(raw.recv_text(), r#"{"k":[1,2]}"#);
-    assert_eq!(json_client.recv_json(), json!({"channel": "r", "data": "plain text"}));
-    assert_eq!(json_client.recv_json(), json!({"channel": "r", "data": {"k": [1, 2]}}));
+    assert_eq!(
+        json_client.recv_json(),
+        json!({"channel": "r", "data": "plain text"})
+    );
+    assert_eq!(
+        json_client.recv_json(),
+        json!({"channel": "r", "data": {"k": [1, 2]}})
+    );
     // One frame per format per publish.
     assert_eq!(gw.metric("ringcast_frames_encoded_total"), 4);
 }

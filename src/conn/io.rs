@@ -77,7 +77,12 @@ enum Step {
     Finish(Next),
 }
 
-async fn respond(shard: &ShardRef, key: ConnKey, stream: &TcpStream, pending: &mut Vec<u8>) -> Step {
+async fn respond(
+    shard: &ShardRef,
+    key: ConnKey,
+    stream: &TcpStream,
+    pending: &mut Vec<u8>,
+) -> Step {
     if pending.is_empty() {
         return Step::NeedMore;
     }
@@ -87,14 +92,20 @@ async fn respond(shard: &ShardRef, key: ConnKey, stream: &TcpStream, pending: &m
         Ok(None) => return Step::NeedMore,
         Err(e) => {
             shard.borrow().stats().http_errors.inc();
-            let _ = stream.write_all(http::json_error(e.status(), &e.to_string(), false)).await;
+            let _ = stream
+                .write_all(http::json_error(e.status(), &e.to_string(), false))
+                .await;
             return Step::Finish(Next::Done);
         }
     };
     let keep_alive = req.keep_alive();
     let (ws_path, echo_path, max_body) = {
         let s = shard.borrow();
-        (s.config.ws_path.clone(), s.config.echo_path.clone(), s.config.max_message_bytes)
+        (
+            s.config.ws_path.clone(),
+            s.config.echo_path.clone(),
+            s.config.max_message_bytes,
+        )
     };
     if req.is_websocket_upgrade() {
         let kind = if echo_path.as_deref() == Some(req.path) {
@@ -124,7 +135,7 @@ async fn respond(shard: &ShardRef, key: ConnKey, stream: &TcpStream, pending: &m
         return Step::Finish(Next::Upgrade(kind, leftover));
     }
     // Plain HTTP: wait for the whole body first.
-    let Ok(body_len) = req.content_length() else {
+    let Some(body_len) = req.content_length() else {
         return finish_error(shard, stream, 400, "bad content-length").await;
     };
     if body_len > max_body {
@@ -145,12 +156,20 @@ async fn respond(shard: &ShardRef, key: ConnKey, stream: &TcpStream, pending: &m
 
 async fn finish_error(shard: &ShardRef, stream: &TcpStream, status: u16, message: &str) -> Step {
     shard.borrow().stats().http_errors.inc();
-    let _ = stream.write_all(http::json_error(status, message, false)).await;
+    let _ = stream
+        .write_all(http::json_error(status, message, false))
+        .await;
     Step::Finish(Next::Done)
 }
 
 /// Answers a plain HTTP request.
-fn route(shard: &ShardRef, req: &http::Request<'_>, body: &[u8], keep_alive: bool, ws_path: &str) -> Bytes {
+fn route(
+    shard: &ShardRef,
+    req: &http::Request<'_>,
+    body: &[u8],
+    keep_alive: bool,
+    ws_path: &str,
+) -> Bytes {
     let ok = |ct: &str, body: &[u8]| http::response(200, ct, body, keep_alive);
     let status = match (req.method, req.path) {
         ("GET" | "HEAD", "/healthz") => return ok("application/json", b"{\"status\":\"ok\"}"),
@@ -173,13 +192,18 @@ fn route(shard: &ShardRef, req: &http::Request<'_>, body: &[u8], keep_alive: boo
     http::json_error(status, message, keep_alive)
 }
 
-fn publish_route(shard: &ShardRef, req: &http::Request<'_>, body: &[u8], keep_alive: bool) -> Bytes {
+fn publish_route(
+    shard: &ShardRef,
+    req: &http::Request<'_>,
+    body: &[u8],
+    keep_alive: bool,
+) -> Bytes {
     let mut s = shard.borrow_mut();
-    if let Some(key) = s.config.api_key.as_deref() {
-        if !publish::authorized(req.header("authorization"), key) {
-            s.stats().http_errors.inc();
-            return http::json_error(401, "missing or wrong bearer key", keep_alive);
-        }
+    if let Some(key) = s.config.api_key.as_deref()
+        && !publish::authorized(req.header("authorization"), key)
+    {
+        s.stats().http_errors.inc();
+        return http::json_error(401, "missing or wrong bearer key", keep_alive);
     }
     let parsed = match publish::parse_body(body) {
         Ok(p) => p,
@@ -197,7 +221,13 @@ fn publish_route(shard: &ShardRef, req: &http::Request<'_>, body: &[u8], keep_al
 }
 
 /// Reads frames until the close handshake, an error, EOF, or a shutdown of the socket.
-async fn read_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream, mut buf: Vec<u8>, leftover: Vec<u8>) {
+async fn read_loop(
+    shard: &ShardRef,
+    key: ConnKey,
+    stream: &TcpStream,
+    mut buf: Vec<u8>,
+    leftover: Vec<u8>,
+) {
     let max = shard.borrow().config.max_message_bytes;
     let mut codec = Codec::new(max);
     // After we fail the connection, input is read and discarded until the peer leaves.
@@ -225,10 +255,18 @@ async fn read_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream, mut buf: 
 }
 
 /// Feeds input to the codec and acts on every complete message. False when reading should stop.
-fn on_input(shard: &ShardRef, key: ConnKey, codec: &mut Codec, data: &[u8], discard: &mut bool) -> bool {
+fn on_input(
+    shard: &ShardRef,
+    key: ConnKey,
+    codec: &mut Codec,
+    data: &[u8],
+    discard: &mut bool,
+) -> bool {
     let mut s = shard.borrow_mut();
     s.stats().bytes_in.add(data.len() as u64);
-    let Some(conn) = s.conns.get_mut(key) else { return false };
+    let Some(conn) = s.conns.get_mut(key) else {
+        return false;
+    };
     conn.last_seen = Instant::now();
     let kind = conn.kind;
     let open = conn.is_open();
@@ -294,7 +332,9 @@ async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
     loop {
         let notify = {
             let mut s = shard.borrow_mut();
-            let Some(conn) = s.conns.get_mut(key) else { return };
+            let Some(conn) = s.conns.get_mut(key) else {
+                return;
+            };
             if !conn.outbox.is_empty() {
                 conn.outbox.take_batch(&mut batch);
                 None

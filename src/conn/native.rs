@@ -60,7 +60,10 @@ fn subscribe(
         Err("too_many_subscriptions") => render_error(
             id,
             ErrorCode::TooManySubscriptions,
-            &format!("at most {} subscriptions per connection", shard.config.max_subscriptions),
+            &format!(
+                "at most {} subscriptions per connection",
+                shard.config.max_subscriptions
+            ),
         ),
         Err(_) => render_error(id, ErrorCode::Internal, "connection is closing"),
     }
@@ -76,7 +79,11 @@ fn unsubscribe(
     if shard.unsubscribe(key, kind, name.as_bytes()) {
         render_ack(ack(kind, false), name, id)
     } else {
-        render_error(id, ErrorCode::NotSubscribed, &format!("not subscribed to {name:?}"))
+        render_error(
+            id,
+            ErrorCode::NotSubscribed,
+            &format!("not subscribed to {name:?}"),
+        )
     }
 }
 

@@ -28,7 +28,10 @@ pub struct OutFrame {
 impl OutFrame {
     /// Wraps a frame for this shard. Clone it (a non-atomic refcount bump) per recipient.
     pub fn new(frame: Bytes) -> Self {
-        OutFrame { frame: Rc::new(frame), offset: 0 }
+        OutFrame {
+            frame: Rc::new(frame),
+            offset: 0,
+        }
     }
 
     /// The unwritten bytes.
@@ -74,7 +77,13 @@ pub struct Outbox {
 impl Outbox {
     /// An empty outbox holding at most `cap` bytes of data frames.
     pub fn new(cap: usize) -> Self {
-        Outbox { queue: VecDeque::new(), queued_bytes: 0, inflight_bytes: 0, cap, closed: false }
+        Outbox {
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            inflight_bytes: 0,
+            cap,
+            closed: false,
+        }
     }
 
     /// Queues a data frame, subject to the cap.

@@ -87,20 +87,27 @@ pub fn parse<'b>(
 impl Request<'_> {
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
     }
 
     /// True for a WebSocket upgrade request (`Upgrade: websocket`).
     pub fn is_websocket_upgrade(&self) -> bool {
-        self.header("upgrade")
-            .is_some_and(|v| v.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket")))
+        self.header("upgrade").is_some_and(|v| {
+            v.split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        })
     }
 
-    /// The declared body length; `Err` if the header is present but not a number.
-    pub fn content_length(&self) -> Result<usize, ()> {
+    /// The declared body length (0 without the header); `None` if it is not a number.
+    pub fn content_length(&self) -> Option<usize> {
         match self.header("content-length") {
-            None => Ok(0),
-            Some(v) => std::str::from_utf8(v).ok().and_then(|s| s.trim().parse().ok()).ok_or(()),
+            None => Some(0),
+            Some(v) => std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.trim().parse().ok()),
         }
     }
 
@@ -134,7 +141,10 @@ pub fn percent_decode(s: &str) -> Cow<'_, str> {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' => match (bytes.get(i + 1).and_then(hex), bytes.get(i + 2).and_then(hex)) {
+            b'%' => match (
+                bytes.get(i + 1).and_then(hex),
+                bytes.get(i + 2).and_then(hex),
+            ) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
                     i += 2;
@@ -224,7 +234,12 @@ mod tests {
         let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
         assert!(parse(b"GET / HTTP/1.1\r\nHost", &mut h).unwrap().is_none());
         let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        assert_eq!(parse(b"\x16\x03\x01garbage\r\n\r\n", &mut h).unwrap_err().status(), 400);
+        assert_eq!(
+            parse(b"\x16\x03\x01garbage\r\n\r\n", &mut h)
+                .unwrap_err()
+                .status(),
+            400
+        );
         let big = vec![b'a'; MAX_HEAD_BYTES];
         let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = b"GET /".to_vec();

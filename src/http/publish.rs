@@ -40,16 +40,27 @@ pub fn parse_body(body: &[u8]) -> Result<Publish, String> {
     } else {
         Bytes::copy_from_slice(raw.as_bytes())
     };
-    Ok(Publish { channel: Bytes::copy_from_slice(parsed.channel.as_bytes()), payload })
+    Ok(Publish {
+        channel: Bytes::copy_from_slice(parsed.channel.as_bytes()),
+        payload,
+    })
 }
 
 /// True when `authorization` carries `Bearer <key>`; compared in constant time.
 pub fn authorized(authorization: Option<&[u8]>, key: &str) -> bool {
-    let Some(value) = authorization else { return false };
-    let Some(token) = value.strip_prefix(b"Bearer ") else { return false };
+    let Some(value) = authorization else {
+        return false;
+    };
+    let Some(token) = value.strip_prefix(b"Bearer ") else {
+        return false;
+    };
     let token = token.trim_ascii();
     token.len() == key.len()
-        && token.iter().zip(key.as_bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        && token
+            .iter()
+            .zip(key.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 #[cfg(test)]

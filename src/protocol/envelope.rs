@@ -949,7 +949,9 @@ mod throwaway_timing {
             let before = ALLOCS.load(Ordering::Relaxed);
             let t = Instant::now();
             for _ in 0..iters {
-                black_box(serde_json::from_slice::<serde::de::IgnoredAny>(black_box(payload)).is_ok());
+                black_box(
+                    serde_json::from_slice::<serde::de::IgnoredAny>(black_box(payload)).is_ok(),
+                );
             }
             let theirs = t.elapsed().as_nanos() as f64 / iters as f64;
             let theirs_allocs = ALLOCS.load(Ordering::Relaxed) - before;
@@ -1002,6 +1004,9 @@ mod throwaway_timing {
             out.clear();
             render_event(&mut out, b"news.x", None, b"not json \xff");
         }
-        println!("render_event allocs with warm out: {}", ALLOCS.load(Ordering::Relaxed) - before);
+        println!(
+            "render_event allocs with warm out: {}",
+            ALLOCS.load(Ordering::Relaxed) - before
+        );
     }
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::{Format, FormatSet, Frames, Interest, LocalTopicId, ShardId, ShardMsg, TopicKind, UpstreamMsg};
+use super::{
+    Format, FormatSet, Frames, Interest, LocalTopicId, ShardId, ShardMsg, TopicKind, UpstreamMsg,
+};
 use crate::metrics::Metrics;
 use crate::protocol::render_event;
 use crate::rt::WakeHandle;
@@ -135,11 +137,17 @@ impl Hub {
                 subs.swap_remove(p);
             }
             (Some(p), false) => {
-                subs[p] = ShardSub { shard: i.shard, target: i.target, formats: i.formats };
+                subs[p] = ShardSub {
+                    shard: i.shard,
+                    target: i.target,
+                    formats: i.formats,
+                };
             }
-            (None, false) => {
-                subs.push(ShardSub { shard: i.shard, target: i.target, formats: i.formats })
-            }
+            (None, false) => subs.push(ShardSub {
+                shard: i.shard,
+                target: i.target,
+                formats: i.formats,
+            }),
             (None, true) => {}
         }
         let now_empty = subs.is_empty();
@@ -184,27 +192,46 @@ impl Hub {
     pub fn route(&mut self, ev: SourceEvent) {
         self.metrics.hub.events.inc();
         let (key, channel, pattern, payload) = match ev {
-            SourceEvent::Message { channel, payload } => {
-                ((TopicKind::Channel, channel.clone()), channel, None, payload)
-            }
-            SourceEvent::PMessage { pattern, channel, payload } => {
-                ((TopicKind::Pattern, pattern.clone()), channel, Some(pattern), payload)
-            }
+            SourceEvent::Message { channel, payload } => (
+                (TopicKind::Channel, channel.clone()),
+                channel,
+                None,
+                payload,
+            ),
+            SourceEvent::PMessage {
+                pattern,
+                channel,
+                payload,
+            } => (
+                (TopicKind::Pattern, pattern.clone()),
+                channel,
+                Some(pattern),
+                payload,
+            ),
         };
-        let Some(subs) = self.topics.get(&key) else { return };
-        let wanted = subs.iter().fold(FormatSet::EMPTY, |acc, s| acc.union(s.formats));
+        let Some(subs) = self.topics.get(&key) else {
+            return;
+        };
+        let wanted = subs
+            .iter()
+            .fold(FormatSet::EMPTY, |acc, s| acc.union(s.formats));
         let json = wanted.contains(Format::Json).then(|| {
             let mut b = FrameBuilder::with_capacity(payload.len() + channel.len() + 32);
             render_event(b.payload(), &channel, pattern.as_deref(), &payload);
             b.finish(OpCode::Text)
         });
-        let raw = wanted.contains(Format::Raw).then(|| frame::encode_auto(&payload));
+        let raw = wanted
+            .contains(Format::Raw)
+            .then(|| frame::encode_auto(&payload));
         let encoded = u64::from(json.is_some()) + u64::from(raw.is_some());
         self.metrics.hub.frames_encoded.add(encoded);
         let frames = Frames::new(json, raw);
         for sub in subs {
             let shard = usize::from(sub.shard.0);
-            let msg = ShardMsg::Deliver { target: sub.target, frames: frames.subset(sub.formats) };
+            let msg = ShardMsg::Deliver {
+                target: sub.target,
+                frames: frames.subset(sub.formats),
+            };
             match self.shards[shard].tx.try_send(msg) {
                 Ok(()) => self.to_wake[shard] = true,
                 Err(TrySendError::Full(_)) => {

@@ -84,7 +84,13 @@ impl Frames {
 
     /// A copy holding only the formats in `set` (refcount clones, no byte copies).
     pub fn subset(&self, set: FormatSet) -> Frames {
-        Frames(Format::ALL.map(|f| if set.contains(f) { self.0[f as usize].clone() } else { None }))
+        Frames(Format::ALL.map(|f| {
+            if set.contains(f) {
+                self.0[f as usize].clone()
+            } else {
+                None
+            }
+        }))
     }
 }
 

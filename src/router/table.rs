@@ -95,13 +95,18 @@ impl TopicTable {
 
     /// The entry for `id`, unless it is stale.
     pub fn get(&self, id: LocalTopicId) -> Option<&Entry> {
-        self.slots.get(id.slot as usize).filter(|e| e.generation == id.generation)
+        self.slots
+            .get(id.slot as usize)
+            .filter(|e| e.generation == id.generation)
     }
 
     /// The id of a topic, if it has a local subscriber.
     pub fn lookup(&self, kind: TopicKind, name: &[u8]) -> Option<LocalTopicId> {
         let slot = *self.index.get(&(kind, Bytes::copy_from_slice(name)))?;
-        Some(LocalTopicId { slot: slot as u32, generation: self.slots[slot].generation })
+        Some(LocalTopicId {
+            slot: slot as u32,
+            generation: self.slots[slot].generation,
+        })
     }
 
     /// Subscribes `conn` (which wants `format`) to a topic.
@@ -128,19 +133,28 @@ impl TopicTable {
             }
         };
         let entry = &mut self.slots[slot];
-        let id = LocalTopicId { slot: slot as u32, generation: entry.generation };
+        let id = LocalTopicId {
+            slot: slot as u32,
+            generation: entry.generation,
+        };
         if !entry.subscribers.insert(conn) {
             return Change::Unchanged;
         }
         let before = entry.formats();
         entry.per_format[format as usize] += 1;
         let after = entry.formats();
-        if before == after { Change::Local(id) } else { Change::Interest(id, after) }
+        if before == after {
+            Change::Local(id)
+        } else {
+            Change::Interest(id, after)
+        }
     }
 
     /// Unsubscribes `conn` (which wanted `format`) from the topic `id`.
     pub fn unsubscribe(&mut self, id: LocalTopicId, conn: ConnKey, format: Format) -> Change {
-        let Some(entry) = self.slots.get_mut(id.slot as usize) else { return Change::Unchanged };
+        let Some(entry) = self.slots.get_mut(id.slot as usize) else {
+            return Change::Unchanged;
+        };
         if entry.generation != id.generation || !entry.subscribers.swap_remove(&conn) {
             return Change::Unchanged;
         }
@@ -152,7 +166,11 @@ impl TopicTable {
             self.index.remove(&(entry.kind, entry.name));
             return Change::Interest(id, FormatSet::EMPTY);
         }
-        if before == after { Change::Local(id) } else { Change::Interest(id, after) }
+        if before == after {
+            Change::Local(id)
+        } else {
+            Change::Interest(id, after)
+        }
     }
 }
 
@@ -168,14 +186,27 @@ mod tests {
             panic!("first subscriber must be an interest edge")
         };
         assert!(f.contains(Format::Json) && !f.contains(Format::Raw));
-        assert_eq!(t.subscribe(TopicKind::Channel, &a, 2, Format::Json), Change::Local(id));
-        assert_eq!(t.subscribe(TopicKind::Channel, &a, 2, Format::Json), Change::Unchanged);
-        assert!(matches!(t.subscribe(TopicKind::Channel, &a, 3, Format::Raw), Change::Interest(_, f) if f.contains(Format::Raw)));
+        assert_eq!(
+            t.subscribe(TopicKind::Channel, &a, 2, Format::Json),
+            Change::Local(id)
+        );
+        assert_eq!(
+            t.subscribe(TopicKind::Channel, &a, 2, Format::Json),
+            Change::Unchanged
+        );
+        assert!(
+            matches!(t.subscribe(TopicKind::Channel, &a, 3, Format::Raw), Change::Interest(_, f) if f.contains(Format::Raw))
+        );
         assert_eq!(t.get(id).unwrap().subscribers().count(), 3);
-        assert!(matches!(t.unsubscribe(id, 3, Format::Raw), Change::Interest(_, f) if !f.contains(Format::Raw)));
+        assert!(
+            matches!(t.unsubscribe(id, 3, Format::Raw), Change::Interest(_, f) if !f.contains(Format::Raw))
+        );
         assert_eq!(t.unsubscribe(id, 1, Format::Json), Change::Local(id));
         assert_eq!(t.unsubscribe(id, 1, Format::Json), Change::Unchanged);
-        assert_eq!(t.unsubscribe(id, 2, Format::Json), Change::Interest(id, FormatSet::EMPTY));
+        assert_eq!(
+            t.unsubscribe(id, 2, Format::Json),
+            Change::Interest(id, FormatSet::EMPTY)
+        );
         assert!(t.is_empty());
     }
 

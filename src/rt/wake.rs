@@ -61,8 +61,14 @@ pub fn wake_pair() -> io::Result<(WakeHandle, WakeReceiver)> {
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     // The listener reads through its own duplicate so each side owns exactly one descriptor.
     let read_side = File::from(owned.try_clone()?);
-    let shared = Arc::new(Shared { fd: owned, pending: AtomicBool::new(false) });
-    let receiver = WakeReceiver { shared: shared.clone(), file: read_side };
+    let shared = Arc::new(Shared {
+        fd: owned,
+        pending: AtomicBool::new(false),
+    });
+    let receiver = WakeReceiver {
+        shared: shared.clone(),
+        file: read_side,
+    };
     Ok((WakeHandle(shared), receiver))
 }
 

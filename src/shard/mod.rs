@@ -99,14 +99,18 @@ impl Shard {
 
     /// Delivers one event to every local subscriber of `target`.
     pub fn deliver(&mut self, target: LocalTopicId, frames: Frames) {
-        let Some(entry) = self.topics.get(target) else { return };
+        let Some(entry) = self.topics.get(target) else {
+            return;
+        };
         let json = frames.get(Format::Json).cloned().map(OutFrame::new);
         let raw = frames.get(Format::Raw).cloned().map(OutFrame::new);
         let stats = &self.metrics.shards[usize::from(self.id.0)];
         let mut overflowed = Vec::new();
         let mut delivered = 0u64;
         for key in entry.subscribers() {
-            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             let frame = match conn.format() {
                 Some(Format::Json) => json.as_ref(),
                 Some(Format::Raw) => raw.as_ref(),
@@ -136,7 +140,9 @@ impl Shard {
 
     /// Queues a data frame for one connection; an overflow closes it as a slow consumer.
     pub fn send(&mut self, key: ConnKey, frame: Bytes) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         match conn.outbox.push(OutFrame::new(frame)) {
             SendStatus::Queued { wake_writer } => {
                 if wake_writer {
@@ -160,8 +166,12 @@ impl Shard {
 
     /// Queues a control frame (pong, close reply) produced by the codec, ignoring the cap.
     pub fn send_control(&mut self, key: ConnKey, bytes: Bytes) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
-        if let SendStatus::Queued { wake_writer: true } = conn.outbox.push_control(OutFrame::new(bytes)) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let SendStatus::Queued { wake_writer: true } =
+            conn.outbox.push_control(OutFrame::new(bytes))
+        {
             conn.writer.notify_one();
         }
     }
@@ -169,7 +179,9 @@ impl Shard {
     /// Queues a ping for `key`.
     pub fn ping(&mut self, key: ConnKey, now: Instant) {
         let ping = self.ping.clone();
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         conn.last_ping = now;
         if let SendStatus::Queued { wake_writer: true } = conn.outbox.push_control(ping) {
             conn.writer.notify_one();
@@ -179,11 +191,15 @@ impl Shard {
     /// Starts closing `key` with `code`: queues the close frame as the last frame and gives the
     /// peer `grace` to read it and answer before the socket is shut down.
     pub fn close(&mut self, key: ConnKey, code: CloseCode, grace: Duration) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if !conn.is_open() {
             return;
         }
-        conn.state = ConnState::Closing { deadline: Instant::now() + grace };
+        conn.state = ConnState::Closing {
+            deadline: Instant::now() + grace,
+        };
         let frame = OutFrame::new(frame::close(code.code(), code.reason()));
         conn.outbox.push_last(frame);
         conn.writer.notify_one();
@@ -192,9 +208,13 @@ impl Shard {
 
     /// Marks `key` closing without a close frame (the peer sent one, or vanished).
     pub fn close_quietly(&mut self, key: ConnKey, final_frame: Option<Bytes>) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         if conn.is_open() {
-            conn.state = ConnState::Closing { deadline: Instant::now() + CLOSE_GRACE };
+            conn.state = ConnState::Closing {
+                deadline: Instant::now() + CLOSE_GRACE,
+            };
         }
         match final_frame {
             Some(f) => {
@@ -207,14 +227,28 @@ impl Shard {
     }
 
     /// Subscribes `key` to a channel or pattern; `Err` with an error code when refused.
-    pub fn subscribe(&mut self, key: ConnKey, kind: TopicKind, name: &Bytes) -> Result<(), &'static str> {
+    pub fn subscribe(
+        &mut self,
+        key: ConnKey,
+        kind: TopicKind,
+        name: &Bytes,
+    ) -> Result<(), &'static str> {
         let max = self.config.max_subscriptions;
-        let Some(conn) = self.conns.get_mut(key) else { return Err("internal") };
-        let Some(format) = conn.format() else { return Err("internal") };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Err("internal");
+        };
+        let Some(format) = conn.format() else {
+            return Err("internal");
+        };
         if !conn.is_open() {
             return Err("internal");
         }
-        if conn.subscriptions.len() >= max && self.topics.lookup(kind, name).is_none_or(|id| !conn.subscriptions.contains(&id)) {
+        if conn.subscriptions.len() >= max
+            && self
+                .topics
+                .lookup(kind, name)
+                .is_none_or(|id| !conn.subscriptions.contains(&id))
+        {
             return Err("too_many_subscriptions");
         }
         match self.topics.subscribe(kind, name, key, format) {
@@ -226,7 +260,13 @@ impl Shard {
             Change::Interest(id, formats) => {
                 conn.subscriptions.push(id);
                 self.stats().subscriptions.inc();
-                self.tell_hub(Interest { shard: self.id, kind, name: name.clone(), target: id, formats });
+                self.tell_hub(Interest {
+                    shard: self.id,
+                    kind,
+                    name: name.clone(),
+                    target: id,
+                    formats,
+                });
             }
         }
         self.sync_topic_gauge();
@@ -235,9 +275,15 @@ impl Shard {
 
     /// Unsubscribes `key`; false when it was not subscribed.
     pub fn unsubscribe(&mut self, key: ConnKey, kind: TopicKind, name: &[u8]) -> bool {
-        let Some(id) = self.topics.lookup(kind, name) else { return false };
-        let Some(conn) = self.conns.get_mut(key) else { return false };
-        let Some(pos) = conn.subscriptions.iter().position(|s| *s == id) else { return false };
+        let Some(id) = self.topics.lookup(kind, name) else {
+            return false;
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let Some(pos) = conn.subscriptions.iter().position(|s| *s == id) else {
+            return false;
+        };
         conn.subscriptions.swap_remove(pos);
         let format = conn.format().unwrap_or(Format::Json);
         self.apply_unsubscribe(key, id, format);
@@ -245,7 +291,9 @@ impl Shard {
     }
 
     fn unsubscribe_all(&mut self, key: ConnKey) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
         let subs = std::mem::take(&mut conn.subscriptions);
         let format = conn.format().unwrap_or(Format::Json);
         for id in subs {
@@ -262,7 +310,13 @@ impl Shard {
             Change::Unchanged => return,
             Change::Local(_) => {}
             Change::Interest(id, formats) => {
-                self.tell_hub(Interest { shard: self.id, kind, name, target: id, formats });
+                self.tell_hub(Interest {
+                    shard: self.id,
+                    kind,
+                    name,
+                    target: id,
+                    formats,
+                });
             }
         }
         self.stats().subscriptions.dec();
@@ -303,7 +357,11 @@ impl Shard {
         }
         let stats = &self.metrics.shards[usize::from(self.id.0)];
         let (now, was) = (self.backlog.len() as u64, stats.hub_backlog.get());
-        if now >= was { stats.hub_backlog.add(now - was) } else { stats.hub_backlog.sub(was - now) }
+        if now >= was {
+            stats.hub_backlog.add(now - was)
+        } else {
+            stats.hub_backlog.sub(was - now)
+        }
     }
 
     /// Publishes through the hub; false when the hub channel is full (answer 503).
@@ -313,7 +371,9 @@ impl Shard {
         if !self.backlog.is_empty() {
             return false;
         }
-        self.hub.try_send(UpstreamMsg::Publish { channel, payload }).is_ok()
+        self.hub
+            .try_send(UpstreamMsg::Publish { channel, payload })
+            .is_ok()
     }
 
     /// Removes a finished connection.

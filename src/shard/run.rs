@@ -50,12 +50,25 @@ pub struct ShardSetup {
 
 /// Runs a shard on the current thread until graceful shutdown completes.
 pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
-    let ShardSetup { id, config, listener, inbox, wake, hub, metrics, shutdown } = setup;
+    let ShardSetup {
+        id,
+        config,
+        listener,
+        inbox,
+        wake,
+        hub,
+        metrics,
+        shutdown,
+    } = setup;
     runtime.block_on(async move {
         let mut wake = wake.into_listener();
         let shard = Rc::new(RefCell::new(Shard::new(id, config, hub, metrics)));
         let stop_accept = Rc::new(Notify::new());
-        rt::spawn(accept_loop(shard.clone(), TcpListener::from_std(listener), stop_accept.clone()));
+        rt::spawn(accept_loop(
+            shard.clone(),
+            TcpListener::from_std(listener),
+            stop_accept.clone(),
+        ));
         rt::spawn(sweep_loop(shard.clone()));
         loop {
             wake.wait().await;
@@ -99,7 +112,9 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, stop: Rc<Notify>) {
                 stream.set_nodelay();
                 let stream = Rc::new(stream);
                 let cap = s.config.max_outbox_bytes;
-                let key = s.conns.insert(Conn::new(stream.clone(), cap, Instant::now()));
+                let key = s
+                    .conns
+                    .insert(Conn::new(stream.clone(), cap, Instant::now()));
                 s.stats().connections.inc();
                 drop(s);
                 rt::spawn(crate::conn::io::serve(shard.clone(), key, stream));
@@ -177,7 +192,12 @@ async fn graceful_shutdown(shard: &ShardRef, stop_accept: &Notify) {
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
-    let left: Vec<_> = shard.borrow().conns.iter().map(|(_, c)| c.stream.clone()).collect();
+    let left: Vec<_> = shard
+        .borrow()
+        .conns
+        .iter()
+        .map(|(_, c)| c.stream.clone())
+        .collect();
     if !left.is_empty() {
         for stream in &left {
             stream.shutdown();

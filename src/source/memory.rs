@@ -99,7 +99,9 @@ mod tests {
         let mut out = Vec::new();
         m.poll_events(&mut out);
         assert_eq!(out.len(), 2);
-        assert!(matches!(&out[1], SourceEvent::PMessage { pattern, .. } if pattern == &b("news.*")));
+        assert!(
+            matches!(&out[1], SourceEvent::PMessage { pattern, .. } if pattern == &b("news.*"))
+        );
         m.unsubscribe(&[b("news.x")]);
         m.punsubscribe(&[b("news.*")]);
         m.publish(b("news.x"), b("3")).unwrap();

@@ -111,7 +111,10 @@ impl Codec {
             .write_buffer_size(0)
             .max_message_size(Some(max_message_bytes))
             .max_frame_size(Some(max_message_bytes));
-        Self { ctx: WebSocketContext::new(Role::Server, Some(config)), io: MemStream::default() }
+        Self {
+            ctx: WebSocketContext::new(Role::Server, Some(config)),
+            io: MemStream::default(),
+        }
     }
 
     /// Feeds bytes read from the socket. Call [`poll_message`](Self::poll_message) until it
@@ -228,15 +231,24 @@ mod tests {
     fn errors_map_to_close_codes() {
         let mut c = Codec::new(16);
         c.handle_input(&client_frame(true, 0x1, &[b'a'; 17]));
-        assert_eq!(c.poll_message().unwrap_err().close_code(), CloseCode::MessageTooBig);
+        assert_eq!(
+            c.poll_message().unwrap_err().close_code(),
+            CloseCode::MessageTooBig
+        );
 
         let mut c = Codec::new(1024);
         c.handle_input(&client_frame(true, 0x1, &[0xff, 0xfe]));
-        assert_eq!(c.poll_message().unwrap_err().close_code(), CloseCode::InvalidPayload);
+        assert_eq!(
+            c.poll_message().unwrap_err().close_code(),
+            CloseCode::InvalidPayload
+        );
 
         let mut c = Codec::new(1024);
         c.handle_input(&[0x81, 0x02, b'h', b'i']); // unmasked
-        assert_eq!(c.poll_message().unwrap_err().close_code(), CloseCode::ProtocolError);
+        assert_eq!(
+            c.poll_message().unwrap_err().close_code(),
+            CloseCode::ProtocolError
+        );
     }
 
     #[test]

@@ -86,7 +86,11 @@ pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
 
 /// Encodes a text frame if `payload` is valid UTF-8, else a binary frame.
 pub fn encode_auto(payload: &[u8]) -> Bytes {
-    let opcode = if std::str::from_utf8(payload).is_ok() { OpCode::Text } else { OpCode::Binary };
+    let opcode = if std::str::from_utf8(payload).is_ok() {
+        OpCode::Text
+    } else {
+        OpCode::Binary
+    };
     encode(opcode, payload)
 }
 
@@ -137,9 +141,12 @@ mod tests {
         let long = "é".repeat(100);
         let frame = close(1001, &long);
         let (h, plen, hlen) = parse(&frame);
-        assert_eq!(h.opcode, tungstenite::protocol::frame::coding::OpCode::Control(
-            tungstenite::protocol::frame::coding::Control::Close
-        ));
+        assert_eq!(
+            h.opcode,
+            tungstenite::protocol::frame::coding::OpCode::Control(
+                tungstenite::protocol::frame::coding::Control::Close
+            )
+        );
         assert!(plen <= 125);
         assert_eq!(&frame[hlen..hlen + 2], &1001u16.to_be_bytes());
         assert!(std::str::from_utf8(&frame[hlen + 2..]).is_ok());

@@ -25,7 +25,9 @@ pub fn accept(req: &Request<'_>) -> Result<Bytes, HandshakeError> {
     for h in req.headers {
         builder = builder.header(h.name, h.value);
     }
-    let request = builder.body(()).map_err(|e| HandshakeError(e.to_string()))?;
+    let request = builder
+        .body(())
+        .map_err(|e| HandshakeError(e.to_string()))?;
     let response = tungstenite::handshake::server::create_response(&request)
         .map_err(|e| HandshakeError(e.to_string()))?;
     let mut out = Vec::with_capacity(160);
