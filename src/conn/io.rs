@@ -4,7 +4,6 @@
 //! WebSocket, the read loop and the write loop side by side in the same task. Every `.await`
 //! happens with no borrow of the shard held.
 
-use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -29,7 +28,7 @@ enum Next {
 }
 
 /// Serves one connection until it closes, then removes it from the shard.
-pub async fn serve(shard: ShardRef, key: ConnKey, stream: Rc<TcpStream>) {
+pub async fn serve(shard: ShardRef, key: ConnKey, stream: TcpStream) {
     let buf_size = shard.borrow().config.read_buffer_bytes;
     let mut buf = Vec::with_capacity(buf_size);
     if let Next::Upgrade(kind, leftover) = http_phase(&shard, key, &stream, &mut buf).await {
@@ -367,7 +366,7 @@ async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
                 batch.clear();
                 s.close_quietly(key, None);
                 if let Some(conn) = s.conns.get(key) {
-                    conn.stream.shutdown();
+                    conn.socket.shutdown();
                 }
                 return;
             }

@@ -22,7 +22,7 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use crate::router::{Format, LocalTopicId};
-use crate::rt::TcpStream;
+use crate::rt::SocketHandle;
 use outbox::Outbox;
 
 /// What a connection is serving.
@@ -59,8 +59,8 @@ pub struct Conn {
     pub outbox: Outbox,
     /// Wakes the write loop when the outbox goes from idle to non-empty.
     pub writer: Rc<Notify>,
-    /// The socket, kept here so the shard can shut it down (sweep, shutdown, slow consumer).
-    pub stream: Rc<TcpStream>,
+    /// Shuts the socket down from the shard (sweep, shutdown, slow consumer).
+    pub socket: SocketHandle,
     /// Channels and patterns this connection is subscribed to, for cleanup on close.
     pub subscriptions: Vec<LocalTopicId>,
     /// When the client last sent anything (data, ping, pong). Drives `idle-timeout`.
@@ -71,13 +71,13 @@ pub struct Conn {
 
 impl Conn {
     /// A new connection in the HTTP phase.
-    pub fn new(stream: Rc<TcpStream>, outbox_cap: usize, now: Instant) -> Self {
+    pub fn new(socket: SocketHandle, outbox_cap: usize, now: Instant) -> Self {
         Conn {
             kind: ConnKind::Http,
             state: ConnState::Open,
             outbox: Outbox::new(outbox_cap),
             writer: Rc::new(Notify::new()),
-            stream,
+            socket,
             subscriptions: Vec::new(),
             last_seen: now,
             last_ping: now,

@@ -96,9 +96,39 @@ impl TcpStream {
         let _ = self.0.shutdown(std::net::Shutdown::Write);
     }
 
+    /// A handle that can shut this socket down from elsewhere on the shard.
+    pub fn handle(&self) -> SocketHandle {
+        use std::os::fd::AsRawFd;
+        SocketHandle(self.0.as_raw_fd())
+    }
+
     /// Disables Nagle's algorithm: we batch writes ourselves.
     pub fn set_nodelay(&self) {
         let _ = self.0.set_nodelay(true);
+    }
+}
+
+/// Lets the shard shut a connection's socket down (sweep deadlines, shutdown, slow consumers)
+/// while the connection's own task owns the stream.
+///
+/// Validity: the connection task removes the connection from the shard's slab *before* it drops
+/// the stream, so a handle reachable through the slab always names a live descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketHandle(std::os::fd::RawFd);
+
+impl SocketHandle {
+    /// A handle to no socket (benches and tests drive connections without sockets).
+    pub const DETACHED: SocketHandle = SocketHandle(-1);
+
+    /// Shuts down both directions: reads and writes in flight complete at once.
+    pub fn shutdown(self) {
+        if self.0 >= 0 {
+            // SAFETY: shutdown(2) on a descriptor that is live (see the type's invariant); it
+            // touches no memory. ENOTCONN after the peer left is expected and ignored.
+            unsafe {
+                libc::shutdown(self.0, libc::SHUT_RDWR);
+            }
+        }
     }
 }
 

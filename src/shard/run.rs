@@ -110,11 +110,10 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, stop: Rc<Notify>) {
                     continue;
                 }
                 stream.set_nodelay();
-                let stream = Rc::new(stream);
                 let cap = s.config.max_outbox_bytes;
                 let key = s
                     .conns
-                    .insert(Conn::new(stream.clone(), cap, Instant::now()));
+                    .insert(Conn::new(stream.handle(), cap, Instant::now()));
                 s.stats().connections.inc();
                 drop(s);
                 rt::spawn(crate::conn::io::serve(shard.clone(), key, stream));
@@ -149,7 +148,7 @@ fn sweep(s: &mut Shard, now: Instant) {
     let mut ping_keys = Vec::new();
     for (key, conn) in s.conns.iter() {
         match conn.state {
-            ConnState::Closing { deadline } if now >= deadline => conn.stream.shutdown(),
+            ConnState::Closing { deadline } if now >= deadline => conn.socket.shutdown(),
             ConnState::Closing { .. } => {}
             ConnState::Open if conn.kind == ConnKind::Http => {}
             ConnState::Open if now.duration_since(conn.last_seen) > idle => idle_keys.push(key),
@@ -179,7 +178,7 @@ async fn graceful_shutdown(shard: &ShardRef, stop_accept: &Notify) {
         let keys: Vec<usize> = s.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             if s.conns[key].kind == ConnKind::Http {
-                s.conns[key].stream.shutdown();
+                s.conns[key].socket.shutdown();
             } else {
                 s.close(key, CloseCode::GoingAway, timeout);
             }
@@ -192,15 +191,10 @@ async fn graceful_shutdown(shard: &ShardRef, stop_accept: &Notify) {
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }
-    let left: Vec<_> = shard
-        .borrow()
-        .conns
-        .iter()
-        .map(|(_, c)| c.stream.clone())
-        .collect();
+    let left: Vec<_> = shard.borrow().conns.iter().map(|(_, c)| c.socket).collect();
     if !left.is_empty() {
-        for stream in &left {
-            stream.shutdown();
+        for socket in &left {
+            socket.shutdown();
         }
         let _ = tokio::time::timeout(Duration::from_millis(300), drained.notified()).await;
     }
