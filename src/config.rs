@@ -135,7 +135,7 @@ pub struct Config {
     /// Log line format. Default [`LogFormat::Text`].
     pub log_format: LogFormat,
     /// Log filter, a `tracing` `EnvFilter` directive such as `info` or `ringcast=debug,warn`.
-    /// Default `info`. `RUST_LOG` is not consulted here.
+    /// Default `info`. The binary lets `RUST_LOG`, when set, override it (see `main.rs`).
     pub log_level: String,
     /// Open connections for the whole process, at least 1; each shard accepts up to
     /// `ceil(max_connections / shards)`. Default 100_000. Bounds memory and file descriptors.
@@ -398,8 +398,8 @@ struct Cli {
     /// Log format, text or json [default: text]
     #[arg(long, env = "RINGCAST_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<String>,
-    /// Log filter, a tracing EnvFilter directive such as info or ringcast=debug,warn; RUST_LOG
-    /// is not read for this [default: info]
+    /// Log filter, a tracing EnvFilter directive such as info or ringcast=debug,warn; RUST_LOG,
+    /// when set, overrides it [default: info]
     #[arg(long, env = "RINGCAST_LOG_LEVEL", value_name = "FILTER")]
     log_level: Option<String>,
     /// Maximum open connections for the whole process, split evenly over the shards, at

@@ -62,7 +62,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     })?;
     let metrics = Arc::new(Metrics::new(config.shards));
     let (hub_tx, hub_rx) = bounded::<UpstreamMsg>(HUB_CHANNEL);
-    let (done_tx, done_rx) = bounded::<(usize, Result<(), String>)>(config.shards);
+    // Shards report here when they stop; the hub reports as index `usize::MAX`.
+    let (done_tx, done_rx) = bounded::<(usize, Result<(), String>)>(config.shards + 1);
 
     let mut links = Vec::new();
     let mut shards = Vec::new();
@@ -95,20 +96,27 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 if let Some(core) = pin {
                     pin_to_core(core);
                 }
-                let result = Runtime::new()
-                    .and_then(|rt| crate::shard::run::run(setup, rt))
-                    .map_err(|e| e.to_string());
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    Runtime::new().and_then(|rt| crate::shard::run::run(setup, rt))
+                }));
+                let result = match result {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("panicked".to_string()),
+                };
                 let _ = done.send((i, result));
             })
             .map_err(|e| ServerError::Thread(e.to_string()))?;
         shards.push(handle);
     }
-    drop(done_tx);
 
     let hub = Hub::new(Box::new(MemorySource::new()), links, metrics.clone());
+    let hub_done = done_tx;
     let hub_thread = thread::Builder::new()
         .name("ringcast-hub".into())
-        .spawn(move || hub.run(hub_rx))
+        .spawn(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hub.run(hub_rx)));
+            let _ = hub_done.send((usize::MAX, result.map_err(|_| "panicked".to_string())));
+        })
         .map_err(|e| ServerError::Thread(e.to_string()))?;
 
     tracing::info!("listening addr={addr} shards={}", config.shards);
@@ -119,6 +127,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             None
         }
         recv(done_rx) -> done => match done {
+            Ok((usize::MAX, _)) => Some("the hub thread stopped unexpectedly".to_string()),
             Ok((i, Err(e))) => Some(format!("shard {i} failed: {e}")),
             Ok((i, Ok(()))) => Some(format!("shard {i} stopped unexpectedly")),
             Err(_) => Some("all shards stopped".to_string()),

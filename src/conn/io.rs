@@ -63,7 +63,11 @@ async fn http_phase(shard: &ShardRef, key: ConnKey, stream: &TcpStream, buf: &mu
         match res {
             Ok(0) | Err(_) => return Next::Done,
             Ok(n) => {
-                shard.borrow().stats().bytes_in.add(n as u64);
+                let mut s = shard.borrow_mut();
+                s.stats().bytes_in.add(n as u64);
+                if let Some(conn) = s.conns.get_mut(key) {
+                    conn.last_seen = Instant::now();
+                }
                 pending.extend_from_slice(&buf[..n]);
             }
         }

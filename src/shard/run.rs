@@ -150,7 +150,12 @@ fn sweep(s: &mut Shard, now: Instant) {
         match conn.state {
             ConnState::Closing { deadline } if now >= deadline => conn.socket.shutdown(),
             ConnState::Closing { .. } => {}
-            ConnState::Open if conn.kind == ConnKind::Http => {}
+            // A client that never finishes its request (or idles on keep-alive) is cut off.
+            ConnState::Open if conn.kind == ConnKind::Http => {
+                if now.duration_since(conn.last_seen) > idle {
+                    conn.socket.shutdown();
+                }
+            }
             ConnState::Open if now.duration_since(conn.last_seen) > idle => idle_keys.push(key),
             ConnState::Open if now.duration_since(conn.last_ping) >= ping_every => {
                 ping_keys.push(key)
