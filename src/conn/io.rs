@@ -19,6 +19,9 @@ use crate::ws::codec::{Codec, Incoming};
 use crate::ws::frame::{self, OpCode};
 use crate::ws::handshake;
 
+/// Read buffer of a WebSocket that is not receiving much: pings, pongs and commands fit.
+const IDLE_READ_BYTES: usize = 512;
+
 /// What the HTTP phase decided.
 enum Next {
     /// Upgrade to a WebSocket of this kind; `leftover` bytes followed the request head.
@@ -39,7 +42,8 @@ pub async fn serve(shard: ShardRef, key: ConnKey, stream: TcpStream) {
                 conn.kind = kind;
             }
         }
-        let reader = read_loop(&shard, key, &stream, buf, leftover);
+        drop(buf);
+        let reader = read_loop(&shard, key, &stream, leftover);
         let writer = write_loop(&shard, key, &stream);
         tokio::join!(reader, writer);
     }
@@ -228,10 +232,15 @@ async fn read_loop(
     shard: &ShardRef,
     key: ConnKey,
     stream: &TcpStream,
-    mut buf: Vec<u8>,
     leftover: Vec<u8>,
 ) {
-    let max = shard.borrow().config.max_message_bytes;
+    let (max, big_read) = {
+        let s = shard.borrow();
+        (s.config.max_message_bytes, s.config.read_buffer_bytes)
+    };
+    // Start small: an idle connection holds its in-flight read buffer forever. A read that
+    // fills the buffer switches to `read-buffer-bytes`; a small read switches back.
+    let mut buf = Vec::with_capacity(IDLE_READ_BYTES.min(big_read));
     let mut codec = Codec::new(max);
     // After we fail the connection, input is read and discarded until the peer leaves.
     let mut discard = false;
@@ -248,9 +257,10 @@ async fn read_loop(
         if !on_input(shard, key, &mut codec, &buf[..n], &mut discard) {
             return;
         }
-        // An idle connection keeps only this buffer: shrink one a big message grew.
-        if buf.capacity() > 2 * shard.borrow().config.read_buffer_bytes {
-            buf = Vec::with_capacity(shard.borrow().config.read_buffer_bytes);
+        if n == buf.capacity() && n < big_read {
+            buf = Vec::with_capacity(big_read);
+        } else if n < IDLE_READ_BYTES && buf.capacity() > IDLE_READ_BYTES {
+            buf = Vec::with_capacity(IDLE_READ_BYTES);
         }
     }
     // EOF or reset: the peer is gone. Nothing more can be delivered.

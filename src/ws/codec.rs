@@ -18,9 +18,11 @@ use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use crate::protocol::CloseCode;
 
 /// tungstenite's own read-buffer capacity per connection. Its default (128 KiB) is far too big
-/// for a gateway that holds many idle connections; 2 KiB keeps an idle connection small while
-/// the shard's io_uring read buffer (the `read_buffer_bytes` knob) does the bulk reading.
-pub const TUNGSTENITE_READ_BUFFER: usize = 2 * 1024;
+/// for a gateway that holds many idle connections, and tungstenite zero-fills the whole buffer
+/// on every read, so every byte of it is resident. 512 B keeps an idle connection small; a
+/// larger frame makes tungstenite reserve that frame's length, so big messages still work (they
+/// are copied in 512-byte steps from our input buffer).
+pub const TUNGSTENITE_READ_BUFFER: usize = 512;
 
 /// A complete message from the client.
 #[derive(Debug, PartialEq, Eq)]
