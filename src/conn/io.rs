@@ -228,12 +228,7 @@ fn publish_route(
 }
 
 /// Reads frames until the close handshake, an error, EOF, or a shutdown of the socket.
-async fn read_loop(
-    shard: &ShardRef,
-    key: ConnKey,
-    stream: &TcpStream,
-    leftover: Vec<u8>,
-) {
+async fn read_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream, leftover: Vec<u8>) {
     let (max, big_read) = {
         let s = shard.borrow();
         (s.config.max_message_bytes, s.config.read_buffer_bytes)

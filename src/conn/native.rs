@@ -20,21 +20,30 @@ pub fn handle_text(shard: &mut Shard, key: ConnKey, text: &[u8]) {
     shard.send_text(key, &reply);
 }
 
-/// Subscribes to channels named in the URL (`?subscribe=a,b`) at connect time. Returns the acks
-/// to send (JSON format only) or an error reply for the first refused channel.
+/// Subscribes to channels named in the URL (`?subscribe=a,b`) at connect time. Each one is
+/// acknowledged (JSON format only); the first refused channel gets an error reply and ends the
+/// list, so a hostile URL cannot queue thousands of errors.
 pub fn subscribe_from_url(shard: &mut Shard, key: ConnKey, list: &str, acks: bool) {
     for channel in list.split(',').filter(|c| !c.is_empty()) {
-        let reply = subscribe(shard, key, TopicKind::Channel, channel, None);
-        if acks || reply.contains("\"error\"") {
-            shard.send_text(key, &reply);
+        match subscribe(shard, key, TopicKind::Channel, channel, None) {
+            Ok(ack) if acks => shard.send_text(key, &ack),
+            Ok(_) => {}
+            Err(error) => {
+                shard.send_text(key, &error);
+                return;
+            }
         }
     }
 }
 
 fn execute(shard: &mut Shard, key: ConnKey, id: Option<&RequestId>, cmd: Command) -> String {
     match cmd {
-        Command::Subscribe { channel } => subscribe(shard, key, TopicKind::Channel, &channel, id),
-        Command::Psubscribe { pattern } => subscribe(shard, key, TopicKind::Pattern, &pattern, id),
+        Command::Subscribe { channel } => {
+            subscribe(shard, key, TopicKind::Channel, &channel, id).unwrap_or_else(|e| e)
+        }
+        Command::Psubscribe { pattern } => {
+            subscribe(shard, key, TopicKind::Pattern, &pattern, id).unwrap_or_else(|e| e)
+        }
         Command::Unsubscribe { channel } => {
             unsubscribe(shard, key, TopicKind::Channel, &channel, id)
         }
@@ -51,21 +60,29 @@ fn subscribe(
     kind: TopicKind,
     name: &str,
     id: Option<&RequestId>,
-) -> String {
+) -> Result<String, String> {
     if let Err(e) = crate::protocol::check_topic(name) {
-        return render_error(id, ErrorCode::BadChannel, &format!("name {e}"));
+        return Err(render_error(
+            id,
+            ErrorCode::BadChannel,
+            &format!("name {e}"),
+        ));
     }
     match shard.subscribe(key, kind, &Bytes::copy_from_slice(name.as_bytes())) {
-        Ok(()) => render_ack(ack(kind, true), name, id),
-        Err("too_many_subscriptions") => render_error(
+        Ok(()) => Ok(render_ack(ack(kind, true), name, id)),
+        Err("too_many_subscriptions") => Err(render_error(
             id,
             ErrorCode::TooManySubscriptions,
             &format!(
                 "at most {} subscriptions per connection",
                 shard.config.max_subscriptions
             ),
-        ),
-        Err(_) => render_error(id, ErrorCode::Internal, "connection is closing"),
+        )),
+        Err(_) => Err(render_error(
+            id,
+            ErrorCode::Internal,
+            "connection is closing",
+        )),
     }
 }
 
