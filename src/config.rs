@@ -10,6 +10,11 @@
 //!    (`max_outbox_bytes = "2MiB"`),
 //! 4. the built-in default (the `DEFAULT_*` constants below).
 //!
+//! `redis` has two more layers between the file and the default, so that the gateway finds the
+//! same Redis as the services around it: `REDIS_URL` (same syntax as `--redis`), then the seed
+//! services' `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB` and `REDIS_PASS`. Unset, the embedded broker
+//! is the source.
+//!
 //! Sizes are a bare number of bytes or a number with `KiB`, `MiB` or `GiB`. `KB`, `MB` and `GB`
 //! are accepted and mean the same binary units (1KB = 1024 bytes); units ignore case. Durations
 //! are `250ms`, `25s`, `5m`, or a bare number of seconds. In the TOML file, sizes and durations
@@ -22,7 +27,9 @@
 //! Invariants of a `Config` returned by [`Config::try_parse_from`]:
 //! - every knob is inside the range its field documents, and `idle_timeout > ping_interval`;
 //! - `ws_path` and `echo_path` start with `/`, differ, and are not one of the built-in HTTP routes;
-//! - the API key never appears in `Debug` output, in [`Config::to_toml`] or in an error.
+//! - the API key never appears in `Debug` output, in [`Config::to_toml`] or in an error, and
+//!   the Redis password never appears in `Debug` output or in [`Config::to_toml`];
+//! - `debug_stall_shard`, when set, is below `shards`.
 //!
 //! A bad value from any source is one [`ConfigError`] line naming the knob and the source;
 //! [`Config::load`] prints it and exits with code 2. (A `Config` built by hand, for example
@@ -41,6 +48,8 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, Parser};
 use serde::Deserialize;
+
+use crate::source::redis::RedisUrl;
 
 const KIB: u64 = 1_024;
 const MIB: u64 = 1_024 * KIB;
@@ -71,11 +80,21 @@ pub const DEFAULT_SHARD_INBOX: usize = 65_536;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(4);
 /// Default [`Config::read_buffer_bytes`]: 4 KiB.
 pub const DEFAULT_READ_BUFFER_BYTES: usize = 4 * 1_024;
+/// Default [`Config::redis_resp`]: RESP3, which falls back to RESP2 on servers without `HELLO`.
+pub const DEFAULT_REDIS_RESP: u8 = 3;
+/// Default [`Config::redis_backoff_max`]: 5 s.
+pub const DEFAULT_REDIS_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Default [`Config::redis_connect_timeout`]: 2 s.
+pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 const MAX_SHARDS: usize = 1_024;
 const MAX_SHARD_INBOX: usize = 1 << 24;
 const MIN_PING_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+const MIN_REDIS_BACKOFF_MAX: Duration = Duration::from_millis(100);
+const MAX_REDIS_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
+const MIN_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_millis(100);
+const MAX_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// HTTP routes served on the same port; `ws_path` and `echo_path` must not shadow them.
 const RESERVED_PATHS: [&str; 3] = ["/healthz", "/metrics", "/api/publish"];
 /// What `Debug` and [`Config::to_toml`] show instead of the API key.
@@ -152,6 +171,30 @@ pub struct Config {
     /// Per-connection io_uring read buffer, in bytes, 512..=8 KiB. Default 4 KiB. The 8 KiB cap
     /// keeps an idle connection's memory bounded; smaller buffers mean more reads per message.
     pub read_buffer_bytes: usize,
+    /// Redis server to use as the source, `redis://[user:pass@]host[:port][/db]`. Default none:
+    /// the embedded broker. After the flag, `RINGCAST_REDIS` and the file, `REDIS_URL` and then
+    /// `REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`/`REDIS_PASS` are tried. The password is never
+    /// printed (`Debug` and [`Config::to_toml`] show the URL's `Display`, with `***`).
+    pub redis: Option<RedisUrl>,
+    /// Set `notify-keyspace-events` to include `KA` at startup when keyspace watches need it.
+    /// Default false: the server's setting is left alone, and watches only see changes if an
+    /// operator enabled the notifications. True needs `CONFIG SET` rights and changes the server
+    /// for every client.
+    pub redis_set_notify: bool,
+    /// RESP protocol version, 2 or 3. Default 3, which falls back to 2 on servers without
+    /// `HELLO`; 2 skips the `HELLO` round trip.
+    pub redis_resp: u8,
+    /// Cap of the reconnect backoff to Redis, 100 ms..=5 min. Default 5 s. The backoff starts
+    /// at 100 ms and doubles up to this cap, with ±25 % jitter; a larger cap spares a struggling
+    /// server but leaves subscribers without events for longer after it recovers.
+    pub redis_backoff_max: Duration,
+    /// Timeout of the TCP connect to Redis and of each read and write of the handshake,
+    /// 100 ms..=60 s. Default 2 s. Shorter gives up on an unreachable server sooner (then the
+    /// backoff applies); longer tolerates slow links.
+    pub redis_connect_timeout: Duration,
+    /// Test hook (hidden flag and variable only, never in the file): shard N never drains its
+    /// inbox, to prove a stalled shard delays no one else. Default none. Must be below `shards`.
+    pub debug_stall_shard: Option<usize>,
     /// `--print-config` (command line only): print [`Config::to_toml`] and exit 0.
     pub print_config: bool,
 }
@@ -176,6 +219,12 @@ impl Default for Config {
             shard_inbox: DEFAULT_SHARD_INBOX,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
+            redis: None,
+            redis_set_notify: false,
+            redis_resp: DEFAULT_REDIS_RESP,
+            redis_backoff_max: DEFAULT_REDIS_BACKOFF_MAX,
+            redis_connect_timeout: DEFAULT_REDIS_CONNECT_TIMEOUT,
+            debug_stall_shard: None,
             print_config: false,
         }
     }
@@ -201,6 +250,13 @@ impl fmt::Debug for Config {
             .field("shard_inbox", &self.shard_inbox)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("read_buffer_bytes", &self.read_buffer_bytes)
+            // The URL's Display hides the password.
+            .field("redis", &self.redis.as_ref().map(RedisUrl::to_string))
+            .field("redis_set_notify", &self.redis_set_notify)
+            .field("redis_resp", &self.redis_resp)
+            .field("redis_backoff_max", &self.redis_backoff_max)
+            .field("redis_connect_timeout", &self.redis_connect_timeout)
+            .field("debug_stall_shard", &self.debug_stall_shard)
             .field("print_config", &self.print_config)
             .finish()
     }
@@ -326,7 +382,27 @@ knobs! {
     SHARD_INBOX = "shard-inbox", "RINGCAST_SHARD_INBOX", shard_inbox;
     SHUTDOWN_TIMEOUT = "shutdown-timeout", "RINGCAST_SHUTDOWN_TIMEOUT", shutdown_timeout;
     READ_BUFFER_BYTES = "read-buffer-bytes", "RINGCAST_READ_BUFFER_BYTES", read_buffer_bytes;
+    REDIS = "redis", "RINGCAST_REDIS", redis;
+    REDIS_SET_NOTIFY = "redis-set-notify", "RINGCAST_REDIS_SET_NOTIFY", redis_set_notify;
+    REDIS_RESP = "redis-resp", "RINGCAST_REDIS_RESP", redis_resp;
+    REDIS_BACKOFF_MAX = "redis-backoff-max", "RINGCAST_REDIS_BACKOFF_MAX", redis_backoff_max;
+    REDIS_CONNECT_TIMEOUT = "redis-connect-timeout", "RINGCAST_REDIS_CONNECT_TIMEOUT",
+        redis_connect_timeout;
 }
+
+/// `--debug-stall-shard`, a test hook: a hidden flag and a variable, never a file key.
+const DEBUG_STALL_SHARD: Knob = Knob {
+    name: "debug-stall-shard",
+    env: "RINGCAST_DEBUG_STALL_SHARD",
+    key: "debug_stall_shard",
+    in_file: |_| None,
+};
+
+/// The `redis` fallback after the file: a URL, as other tools read it.
+const REDIS_URL_VAR: &str = "REDIS_URL";
+/// The `redis` fallback after `REDIS_URL`: the seed services' variables. `REDIS_HOST` turns it
+/// on; the others are optional (see [`RedisUrl::from_seed_env`]).
+const REDIS_SEED_VARS: [&str; 4] = ["REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASS"];
 
 const AFTER_HELP: &str = "\
 Every option can also be set by its RINGCAST_* environment variable, or in the TOML file given \
@@ -421,6 +497,42 @@ struct Cli {
     /// Read buffer per connection, in bytes (accepts 4KiB), 512 to 8KiB [default: 4KiB]
     #[arg(long, env = "RINGCAST_READ_BUFFER_BYTES", value_name = "SIZE")]
     read_buffer_bytes: Option<String>,
+    /// Redis server to use as the source, redis://[user:pass@]host[:port][/db]; the password is
+    /// never printed. When unset here and in the file, REDIS_URL, then REDIS_HOST, REDIS_PORT,
+    /// REDIS_DB and REDIS_PASS are tried [default: none, the embedded broker]
+    #[arg(
+        long,
+        env = "RINGCAST_REDIS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    redis: Option<String>,
+    /// Set notify-keyspace-events to include KA at startup when keyspace watches need it
+    /// (true/false/1/0; the bare flag means true) [default: false]
+    #[arg(long, env = "RINGCAST_REDIS_SET_NOTIFY", value_name = "BOOL")]
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    redis_set_notify: Option<String>,
+    /// Redis protocol version, 2 or 3; 3 falls back to 2 on servers without HELLO
+    /// [default: 3]
+    #[arg(long, env = "RINGCAST_REDIS_RESP", value_name = "2|3")]
+    redis_resp: Option<String>,
+    /// Cap of the Redis reconnect backoff, which starts at 100ms and doubles, with 25%
+    /// jitter, 100ms to 5m [default: 5s]
+    #[arg(long, env = "RINGCAST_REDIS_BACKOFF_MAX", value_name = "DURATION")]
+    redis_backoff_max: Option<String>,
+    /// Timeout of the TCP connect to Redis and of each step of the handshake, 100ms to 60s
+    /// [default: 2s]
+    #[arg(long, env = "RINGCAST_REDIS_CONNECT_TIMEOUT", value_name = "DURATION")]
+    redis_connect_timeout: Option<String>,
+    /// Test hook: shard N never drains its inbox, to prove a stalled shard delays no one else;
+    /// must be below --shards [default: none]
+    #[arg(
+        long,
+        env = "RINGCAST_DEBUG_STALL_SHARD",
+        value_name = "N",
+        hide = true
+    )]
+    debug_stall_shard: Option<String>,
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     print_config: bool,
@@ -429,6 +541,9 @@ struct Cli {
 /// The TOML file. Keys are the knob names in snake_case. Values stay raw so that a bad one
 /// gets the same error as from a flag; unknown keys are rejected by serde.
 // TODO(later issues): `[[listener]]`, `[[route]]` and `[[source]]` tables will be added here.
+// Several Redis sources side by side will come as `[[source]]` tables (a URL and the `redis_*`
+// settings each); for now the top-level `redis*` keys configure the one Redis source. Not
+// implemented yet. `debug_stall_shard` is a test hook and deliberately not a key.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -449,6 +564,11 @@ struct FileConfig {
     shard_inbox: Option<toml::Value>,
     shutdown_timeout: Option<toml::Value>,
     read_buffer_bytes: Option<toml::Value>,
+    redis: Option<toml::Value>,
+    redis_set_notify: Option<toml::Value>,
+    redis_resp: Option<toml::Value>,
+    redis_backoff_max: Option<toml::Value>,
+    redis_connect_timeout: Option<toml::Value>,
 }
 
 /// A config file that was read and parsed.
@@ -572,17 +692,68 @@ impl Layers<'_> {
 
     /// The knob's environment variable; an empty one counts as unset.
     fn env_text(&self, knob: &Knob) -> Result<Option<String>, ConfigError> {
-        match (self.env)(knob.env) {
+        self.env_var(knob.name, knob.env)
+    }
+
+    /// Environment variable `var`, read for the knob named `knob`; an empty one counts as
+    /// unset.
+    fn env_var(
+        &self,
+        knob: &'static str,
+        var: &'static str,
+    ) -> Result<Option<String>, ConfigError> {
+        match (self.env)(var) {
             Some(value) if !value.is_empty() => match value.into_string() {
                 Ok(text) => Ok(Some(text)),
                 Err(_) => Err(ConfigError::Invalid {
-                    knob: knob.name,
-                    origin: Origin::Env(knob.env),
+                    knob,
+                    origin: Origin::Env(var),
                     reason: "is not valid UTF-8".to_owned(),
                 }),
             },
             _ => Ok(None),
         }
+    }
+
+    /// `redis`: the usual layers, then `REDIS_URL`, then the seed services' variables, then
+    /// none (the embedded broker).
+    fn redis(&self) -> Result<Option<RedisUrl>, ConfigError> {
+        let setting = self.resolve(&REDIS, None, |r| redis_url(r).map(Some))?;
+        if setting.origin != Origin::Default {
+            return Ok(setting.value);
+        }
+        let invalid = |origin, reason| ConfigError::Invalid {
+            knob: REDIS.name,
+            origin,
+            reason,
+        };
+        if let Some(text) = self.env_var(REDIS.name, REDIS_URL_VAR)? {
+            return match redis_url(Raw::Text(&text)) {
+                Ok(url) => Ok(Some(url)),
+                Err(reason) => Err(invalid(Origin::Env(REDIS_URL_VAR), reason)),
+            };
+        }
+        let [host_var, ..] = REDIS_SEED_VARS;
+        if self.env_var(REDIS.name, host_var)?.is_none() {
+            return Ok(None);
+        }
+        let mut seed = Vec::with_capacity(REDIS_SEED_VARS.len());
+        for var in REDIS_SEED_VARS {
+            seed.push((var, self.env_var(REDIS.name, var)?));
+        }
+        let lookup = |name: &str| {
+            seed.iter()
+                .find(|(var, _)| *var == name)
+                .and_then(|(_, value)| value.clone())
+        };
+        RedisUrl::from_seed_env(lookup).map_err(|reason| {
+            // The reason starts with the variable at fault (`REDIS_PORT "x" is not a port`).
+            let var = REDIS_SEED_VARS
+                .into_iter()
+                .find(|var| reason.starts_with(var))
+                .unwrap_or(host_var);
+            invalid(Origin::Env(var), reason)
+        })
     }
 
     /// [`Layers::resolve`] for a knob whose origin is not needed afterwards.
@@ -625,9 +796,25 @@ impl Layers<'_> {
                 origin: echo_path.origin,
             });
         }
+        let shards = self.resolve(&SHARDS, default_shards(), |r| count(r, 1, MAX_SHARDS, 4))?;
+        let debug_stall_shard = self.resolve(&DEBUG_STALL_SHARD, None, |r| {
+            count(r, 0, usize::MAX, 0).map(Some)
+        })?;
+        if let Some(n) = debug_stall_shard.value
+            && n >= shards.value
+        {
+            return Err(ConfigError::Invalid {
+                knob: DEBUG_STALL_SHARD.name,
+                reason: format!(
+                    "{n} must be below shards ({}, from {})",
+                    shards.value, shards.origin
+                ),
+                origin: debug_stall_shard.origin,
+            });
+        }
         Ok(Config {
             listen: self.value(&LISTEN, DEFAULT_LISTEN, socket_addr)?,
-            shards: self.value(&SHARDS, default_shards(), |r| count(r, 1, MAX_SHARDS, 4))?,
+            shards: shards.value,
             pin_cores: self.value(&PIN_CORES, false, boolean)?,
             max_message_bytes: self.value(&MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES, |r| {
                 size(r, KIB, 64 * MIB, DEFAULT_MAX_MESSAGE_BYTES)
@@ -662,6 +849,30 @@ impl Layers<'_> {
             read_buffer_bytes: self.value(&READ_BUFFER_BYTES, DEFAULT_READ_BUFFER_BYTES, |r| {
                 size(r, 512, 8 * KIB, DEFAULT_READ_BUFFER_BYTES)
             })?,
+            redis: self.redis()?,
+            redis_set_notify: self.value(&REDIS_SET_NOTIFY, false, boolean)?,
+            redis_resp: self.value(&REDIS_RESP, DEFAULT_REDIS_RESP, resp_version)?,
+            redis_backoff_max: self.value(&REDIS_BACKOFF_MAX, DEFAULT_REDIS_BACKOFF_MAX, |r| {
+                duration(
+                    r,
+                    MIN_REDIS_BACKOFF_MAX,
+                    MAX_REDIS_BACKOFF_MAX,
+                    DEFAULT_REDIS_BACKOFF_MAX,
+                )
+            })?,
+            redis_connect_timeout: self.value(
+                &REDIS_CONNECT_TIMEOUT,
+                DEFAULT_REDIS_CONNECT_TIMEOUT,
+                |r| {
+                    duration(
+                        r,
+                        MIN_REDIS_CONNECT_TIMEOUT,
+                        MAX_REDIS_CONNECT_TIMEOUT,
+                        DEFAULT_REDIS_CONNECT_TIMEOUT,
+                    )
+                },
+            )?,
+            debug_stall_shard: debug_stall_shard.value,
             print_config,
         })
     }
@@ -694,8 +905,10 @@ impl Config {
     }
 
     /// The effective configuration as TOML, usable as a `--config` file. The API key shows as
-    /// `"<redacted>"`; unset optional knobs are comments. Sizes use the largest exact unit and
-    /// durations whole seconds, else milliseconds (anything finer is rounded down).
+    /// `"<redacted>"`; the Redis URL shows its password as `***`, with a comment saying so, so
+    /// that line does not read back verbatim; unset optional knobs are comments;
+    /// `debug_stall_shard` is left out (it is not a file key). Sizes use the largest exact unit
+    /// and durations whole seconds, else milliseconds (anything finer is rounded down).
     pub fn to_toml(&self) -> String {
         use toml::Value;
         let text = |s: &str| Some(Value::String(s.to_owned()));
@@ -723,9 +936,32 @@ impl Config {
             (SHARD_INBOX.key, number(self.shard_inbox)),
             (SHUTDOWN_TIMEOUT.key, time(self.shutdown_timeout)),
             (READ_BUFFER_BYTES.key, size(self.read_buffer_bytes)),
+            // Display hides the password.
+            (
+                REDIS.key,
+                self.redis.as_ref().and_then(|u| text(&u.to_string())),
+            ),
+            (
+                REDIS_SET_NOTIFY.key,
+                Some(Value::Boolean(self.redis_set_notify)),
+            ),
+            (REDIS_RESP.key, number(usize::from(self.redis_resp))),
+            (REDIS_BACKOFF_MAX.key, time(self.redis_backoff_max)),
+            (REDIS_CONNECT_TIMEOUT.key, time(self.redis_connect_timeout)),
         ];
+        // Display prints `***` whenever the URL has credentials, even a user alone.
+        let redis_redacted = self
+            .redis
+            .as_ref()
+            .is_some_and(|u| u.password.is_some() || u.user.is_some());
         let mut out = String::from("# ringcast effective configuration\n");
         for (key, value) in entries {
+            if key == REDIS.key && redis_redacted {
+                out.push_str(
+                    "# the redis password is redacted (shown as ***): put the real one back \
+                     before using this file as --config\n",
+                );
+            }
             match value {
                 Some(value) => out.push_str(&format!("{key} = {value}\n")),
                 None => out.push_str(&format!("# {key} is not set\n")),
@@ -1008,6 +1244,38 @@ fn log_level(raw: Raw<'_>) -> Result<String, String> {
     }
 }
 
+/// A Redis URL. Its text never goes into an error message: it may hold a password.
+fn redis_url(raw: Raw<'_>) -> Result<RedisUrl, String> {
+    let text = raw.text().ok_or_else(|| {
+        format!(
+            "{} is not a Redis URL (use redis://host:6379/0)",
+            raw.shown()
+        )
+    })?;
+    RedisUrl::parse(text.trim()).map_err(|reason| {
+        format!(
+            "is not a Redis URL: {} (use redis://[user:pass@]host[:port][/db]; value not shown)",
+            reason.replace('\n', " ")
+        )
+    })
+}
+
+/// The RESP protocol version: 2 or 3.
+fn resp_version(raw: Raw<'_>) -> Result<u8, String> {
+    let n = match raw {
+        Raw::Toml(toml::Value::Integer(n)) => Some(*n),
+        _ => raw.text().and_then(|text| text.trim().parse().ok()),
+    };
+    match n {
+        Some(2) => Ok(2),
+        Some(3) => Ok(3),
+        _ => Err(format!(
+            "{} is not a RESP version (use 2 or 3)",
+            raw.shown()
+        )),
+    }
+}
+
 /// The API key. Its value never goes into an error message.
 fn api_key(raw: Raw<'_>) -> Result<String, String> {
     match raw.text() {
@@ -1219,6 +1487,11 @@ mod tests {
         (&SHARD_INBOX, "30"),
         (&SHUTDOWN_TIMEOUT, "1s"),
         (&READ_BUFFER_BYTES, "8KiB"),
+        (&REDIS, "redis://app:s3cret@10.0.0.1:6380/2"),
+        (&REDIS_SET_NOTIFY, "true"),
+        (&REDIS_RESP, "2"),
+        (&REDIS_BACKOFF_MAX, "1m"),
+        (&REDIS_CONNECT_TIMEOUT, "500ms"),
     ];
 
     #[test]
@@ -1262,6 +1535,18 @@ mod tests {
             shard_inbox: 30,
             shutdown_timeout: Duration::from_secs(1),
             read_buffer_bytes: 8_192,
+            redis: Some(RedisUrl {
+                host: "10.0.0.1".to_owned(),
+                port: 6380,
+                db: 2,
+                user: Some("app".to_owned()),
+                password: Some("s3cret".to_owned()),
+            }),
+            redis_set_notify: true,
+            redis_resp: 2,
+            redis_backoff_max: Duration::from_secs(60),
+            redis_connect_timeout: Duration::from_millis(500),
+            debug_stall_shard: None,
             print_config: false,
         };
         assert_eq!(from_flags, expected);
@@ -1270,7 +1555,7 @@ mod tests {
     #[test]
     fn knob_names_agree_with_the_command_line() {
         let command = Cli::command();
-        for knob in FILE_KNOBS.iter().chain([&CONFIG]) {
+        for knob in FILE_KNOBS.iter().chain([&CONFIG, &DEBUG_STALL_SHARD]) {
             assert_eq!(knob.key, knob.name.replace('-', "_"));
             assert_eq!(knob.env, format!("RINGCAST_{}", knob.key.to_uppercase()));
             let arg = command.get_arguments().find(|a| a.get_id() == knob.key);
@@ -1299,9 +1584,11 @@ mod tests {
         });
         assert_eq!(
             defaults.count(),
-            FILE_KNOBS.len() + 1,
-            "every knob but --print-config"
+            FILE_KNOBS.len() + 2,
+            "every knob but --print-config, the hidden --debug-stall-shard included"
         );
+        assert!(!help.contains("debug-stall-shard"), "{help}");
+        assert!(!help.contains("RINGCAST_DEBUG_STALL_SHARD"), "{help}");
     }
 
     #[test]
@@ -1319,6 +1606,15 @@ mod tests {
                 .pin_cores
         );
         assert!(parse(&["--print-config"], &[]).expect("valid").print_config);
+
+        let config = parse(&["--redis-set-notify"], &[]).expect("valid");
+        assert!(config.redis_set_notify);
+        let config = parse(
+            &["--redis-set-notify=0"],
+            &[("RINGCAST_REDIS_SET_NOTIFY", "1")],
+        );
+        assert!(!config.expect("valid").redis_set_notify, "flag over env");
+        assert!(!parse(&[], &[]).expect("valid").redis_set_notify);
     }
 
     #[test]
@@ -1374,6 +1670,20 @@ mod tests {
             ("shutdown-timeout", "31s"),
             ("read-buffer-bytes", "256"),
             ("read-buffer-bytes", "16KiB"),
+            ("redis", "localhost:6379"),
+            ("redis", "http://x"),
+            ("redis", "redis://h:notaport"),
+            ("redis", "redis://"),
+            ("redis-set-notify", "maybe"),
+            ("redis-resp", "1"),
+            ("redis-resp", "4"),
+            ("redis-resp", "three"),
+            ("redis-backoff-max", "99ms"),
+            ("redis-backoff-max", "301s"),
+            ("redis-connect-timeout", "50ms"),
+            ("redis-connect-timeout", "61s"),
+            ("debug-stall-shard", "-1"),
+            ("debug-stall-shard", "x"),
         ];
         for (name, value) in cases {
             let flag = format!("--{name}");
@@ -1467,15 +1777,193 @@ mod tests {
             };
             let read_back = layers.merge(false).expect("valid");
             let expected_key = config.api_key.as_ref().map(|_| REDACTED.to_owned());
+            // The password reads back as the `***` it was printed as.
+            let expected_redis = config.redis.as_ref().map(|url| {
+                let mut url = url.clone();
+                url.password = url.password.as_ref().map(|_| "***".to_owned());
+                url
+            });
             assert_eq!(
                 read_back,
                 Config {
                     api_key: expected_key,
+                    redis: expected_redis,
                     ..config
                 },
                 "{text}"
             );
+            // Printed again, it is the same text.
+            assert_eq!(read_back.to_toml(), text);
         }
+    }
+
+    #[test]
+    fn redis_comes_from_flag_env_file_then_redis_url_then_seed_variables() {
+        let host = |config: Config| config.redis.map(|u| u.host);
+        let file = TempToml::new("redis", "redis = \"redis://file:6379\"\n");
+        let env = [
+            ("RINGCAST_REDIS", "redis://env"),
+            ("REDIS_URL", "redis://url"),
+            ("REDIS_HOST", "seed"),
+        ];
+        let args = ["--config", file.arg(), "--redis", "redis://flag"];
+        let config = parse(&args, &env).expect("valid");
+        assert_eq!(host(config).as_deref(), Some("flag"));
+        let config = parse(&args[..2], &env).expect("valid");
+        assert_eq!(host(config).as_deref(), Some("env"), "env over file");
+        let config = parse(&args[..2], &env[1..]).expect("valid");
+        assert_eq!(host(config).as_deref(), Some("file"), "file over REDIS_URL");
+        let config = parse(&[], &env[1..]).expect("valid");
+        assert_eq!(
+            host(config).as_deref(),
+            Some("url"),
+            "REDIS_URL over REDIS_HOST"
+        );
+        let config = parse(&[], &[("REDIS_URL", ""), ("REDIS_HOST", "seed")]);
+        assert_eq!(host(config.expect("valid")).as_deref(), Some("seed"));
+        assert_eq!(
+            parse(&[], &[]).expect("valid").redis,
+            None,
+            "embedded broker"
+        );
+        assert_eq!(
+            parse(&[], &[("REDIS_PORT", "7000")]).expect("valid").redis,
+            None,
+            "REDIS_HOST turns the seed variables on"
+        );
+
+        let seed = [
+            ("REDIS_HOST", "seed"),
+            ("REDIS_PORT", "7000"),
+            ("REDIS_DB", "3"),
+            ("REDIS_PASS", "sekrit"),
+        ];
+        let url = parse(&[], &seed).expect("valid").redis.expect("set");
+        assert_eq!(
+            (url.host.as_str(), url.port, url.db, url.password.as_deref()),
+            ("seed", 7000, 3, Some("sekrit"))
+        );
+        let url = parse(&["--redis", " redis://:pw@[::1]:6380/1 "], &[]).expect("valid");
+        let url = url.redis.expect("set");
+        assert_eq!((url.host.as_str(), url.port, url.db), ("::1", 6380, 1));
+    }
+
+    #[test]
+    fn a_bad_redis_value_names_its_variable_and_hides_the_password() {
+        let (knob, origin, message) = invalid(parse(&["--redis", "redis://u:sekrit@h:x"], &[]));
+        assert_eq!((knob, origin), ("redis", Origin::Flag("redis")));
+        assert!(!message.contains("sekrit"), "{message}");
+        assert!(message.contains("bad port"), "{message}");
+
+        let (knob, origin, message) = invalid(parse(&[], &[("REDIS_URL", "http://sekrit@h")]));
+        assert_eq!((knob, origin), ("redis", Origin::Env("REDIS_URL")));
+        assert!(!message.contains("sekrit"), "{message}");
+
+        let file = TempToml::new("bad-redis", "redis = 6379\n");
+        let (knob, origin, _) = invalid(parse(&["--config", file.arg()], &[]));
+        assert_eq!((knob, origin), ("redis", Origin::File(file.0.clone())));
+
+        for (var, value) in [("REDIS_PORT", "port"), ("REDIS_DB", "one")] {
+            let env = [
+                ("REDIS_HOST", "seed"),
+                ("REDIS_PASS", "sekrit"),
+                (var, value),
+            ];
+            let (knob, origin, message) = invalid(parse(&[], &env));
+            assert_eq!((knob, origin), ("redis", Origin::Env(var)), "{message}");
+            assert!(!message.contains("sekrit"), "{message}");
+        }
+    }
+
+    #[test]
+    fn the_redis_password_is_never_shown() {
+        let config = parse(&["--redis", "redis://app:sekrit@h:6380/2"], &[]).expect("valid");
+        assert_eq!(
+            config.redis.as_ref().and_then(|u| u.password.as_deref()),
+            Some("sekrit")
+        );
+        let text = config.to_toml();
+        for shown in [format!("{config:?}"), text.clone()] {
+            assert!(!shown.contains("sekrit"), "{shown}");
+            assert!(shown.contains("redis://app:***@h:6380/2"), "{shown}");
+        }
+        assert!(text.contains("# the redis password is redacted"), "{text}");
+
+        let plain = parse(&["--redis", "redis://h"], &[])
+            .expect("valid")
+            .to_toml();
+        assert!(plain.contains("redis = \"redis://h:6379/0\"\n"), "{plain}");
+        assert!(!plain.contains("redacted"), "{plain}");
+        let none = Config::default().to_toml();
+        assert!(none.contains("# redis is not set\n"), "{none}");
+    }
+
+    #[test]
+    fn redis_resp_and_durations_accept_their_bounds() {
+        let config = parse(
+            &[
+                "--redis-resp",
+                "2",
+                "--redis-backoff-max",
+                "100ms",
+                "--redis-connect-timeout",
+                "60s",
+            ],
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(config.redis_resp, 2);
+        assert_eq!(config.redis_backoff_max, Duration::from_millis(100));
+        assert_eq!(config.redis_connect_timeout, Duration::from_secs(60));
+        let file = TempToml::new(
+            "redis-bounds",
+            "redis_resp = 3\nredis_backoff_max = \"5m\"\nredis_connect_timeout = \"100ms\"\n",
+        );
+        let config = parse(&["--config", file.arg()], &[]).expect("valid");
+        assert_eq!(config.redis_resp, 3);
+        assert_eq!(config.redis_backoff_max, Duration::from_secs(300));
+        assert_eq!(config.redis_connect_timeout, Duration::from_millis(100));
+        let config = Config::default();
+        assert_eq!(
+            (
+                config.redis_resp,
+                config.redis_backoff_max,
+                config.redis_connect_timeout
+            ),
+            (3, Duration::from_secs(5), Duration::from_secs(2))
+        );
+    }
+
+    #[test]
+    fn debug_stall_shard_is_a_hidden_hook_below_shards() {
+        let config = parse(&["--shards", "2", "--debug-stall-shard", "1"], &[]).expect("valid");
+        assert_eq!(config.debug_stall_shard, Some(1));
+        let env = [
+            ("RINGCAST_SHARDS", "4"),
+            ("RINGCAST_DEBUG_STALL_SHARD", "3"),
+        ];
+        assert_eq!(parse(&[], &env).expect("valid").debug_stall_shard, Some(3));
+        assert_eq!(parse(&[], &[]).expect("valid").debug_stall_shard, None);
+
+        let (knob, origin, message) =
+            invalid(parse(&["--shards", "2", "--debug-stall-shard", "2"], &[]));
+        assert_eq!(
+            (knob, origin),
+            ("debug-stall-shard", Origin::Flag("debug-stall-shard"))
+        );
+        assert!(
+            message.contains("2 must be below shards (2, from flag --shards)"),
+            "{message}"
+        );
+
+        let file = TempToml::new("stall", "debug_stall_shard = 0\n");
+        let err = parse(&["--config", file.arg()], &[]).expect_err("not a file key");
+        assert!(matches!(err, ConfigError::File { .. }), "{err}");
+        let config = Config {
+            debug_stall_shard: Some(0),
+            ..Config::default()
+        };
+        assert!(!config.to_toml().contains("debug_stall_shard"));
     }
 
     #[test]

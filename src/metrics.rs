@@ -38,6 +38,12 @@ impl Counter {
         self.sub(1);
     }
 
+    /// Sets a gauge. Single writer only.
+    #[inline]
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
     /// The current value; any thread.
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
@@ -94,6 +100,25 @@ pub struct HubStats {
     pub inbox_drops: Vec<Counter>,
 }
 
+/// What the Redis source's threads count. Each counter names its one writing thread.
+#[derive(Debug, Default)]
+pub struct RedisStats {
+    /// 1 while the subscriber connection is up (subscriber thread). Gauge.
+    pub up: Counter,
+    /// Successful reconnects after a lost connection (subscriber thread).
+    pub reconnects: Counter,
+    /// Pushes received from Redis (subscriber thread).
+    pub events: Counter,
+    /// Pushes dropped because the hub channel was full (subscriber thread).
+    pub events_dropped: Counter,
+    /// Key reads performed for watches and snapshots (command thread).
+    pub key_reads: Counter,
+    /// Key reads skipped because the command queue was full (hub thread).
+    pub key_reads_skipped: Counter,
+    /// Publishes that failed or were dropped while Redis was down (command thread).
+    pub publish_errors: Counter,
+}
+
 /// All counters of the process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -101,9 +126,26 @@ pub struct Metrics {
     pub shards: Vec<ShardStats>,
     /// The hub's counters.
     pub hub: HubStats,
+    /// The Redis source's counters (all zero without Redis).
+    pub redis: RedisStats,
+    /// True when a Redis source is configured (health reports it).
+    pub redis_configured: bool,
 }
 
 impl Metrics {
+    /// Zeroed counters for `shards` shards, with a Redis source.
+    pub fn with_redis(shards: usize) -> Self {
+        Metrics {
+            redis_configured: true,
+            ..Metrics::new(shards)
+        }
+    }
+
+    /// True when a configured Redis source is down: the service is degraded.
+    pub fn degraded(&self) -> bool {
+        self.redis_configured && self.redis.up.get() == 0
+    }
+
     /// Zeroed counters for `shards` shards.
     pub fn new(shards: usize) -> Self {
         Self {
@@ -115,6 +157,8 @@ impl Metrics {
                 topics: Counter::default(),
                 inbox_drops: (0..shards).map(|_| Counter::default()).collect(),
             },
+            redis: RedisStats::default(),
+            redis_configured: false,
         }
     }
 
@@ -285,6 +329,62 @@ impl Metrics {
             "Topics with a subscriber anywhere.",
             &[("", hub.topics.get())],
         );
+        if self.redis_configured {
+            let r = &self.redis;
+            let redis: [(&str, &str, &str, &Counter); 7] = [
+                (
+                    "redis_up",
+                    "gauge",
+                    "1 while the Redis subscriber connection is up.",
+                    &r.up,
+                ),
+                (
+                    "redis_reconnects_total",
+                    "counter",
+                    "Reconnects to Redis.",
+                    &r.reconnects,
+                ),
+                (
+                    "redis_events_total",
+                    "counter",
+                    "Pushes received from Redis.",
+                    &r.events,
+                ),
+                (
+                    "redis_events_dropped_total",
+                    "counter",
+                    "Pushes dropped because the hub channel was full.",
+                    &r.events_dropped,
+                ),
+                (
+                    "redis_key_reads_total",
+                    "counter",
+                    "Key reads for watches and snapshots.",
+                    &r.key_reads,
+                ),
+                (
+                    "redis_key_reads_skipped_total",
+                    "counter",
+                    "Key reads skipped because the command queue was full.",
+                    &r.key_reads_skipped,
+                ),
+                (
+                    "redis_publish_errors_total",
+                    "counter",
+                    "Publishes that failed or were dropped while Redis was down.",
+                    &r.publish_errors,
+                ),
+            ];
+            for (name, kind, help, c) in redis {
+                family(
+                    &mut out,
+                    &format!("ringcast_{name}"),
+                    kind,
+                    help,
+                    &[("", c.get())],
+                );
+            }
+        }
         out
     }
 }

@@ -18,7 +18,10 @@ use crate::router::hub::{Hub, ShardLink};
 use crate::router::{ShardId, UpstreamMsg};
 use crate::rt::{self, Runtime, WakeHandle};
 use crate::shard::run::ShardSetup;
+use crate::source::Source;
 use crate::source::memory::MemorySource;
+use crate::source::redis::resp::Proto;
+use crate::source::redis::{RedisSettings, RedisSource};
 
 /// Capacity of the shard → hub channel (interest changes and publishes).
 pub const HUB_CHANNEL: usize = 65_536;
@@ -60,7 +63,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         addr: config.listen,
         source: e,
     })?;
-    let metrics = Arc::new(Metrics::new(config.shards));
+    let metrics = Arc::new(match config.redis {
+        Some(_) => Metrics::with_redis(config.shards),
+        None => Metrics::new(config.shards),
+    });
     let (hub_tx, hub_rx) = bounded::<UpstreamMsg>(HUB_CHANNEL);
     // Shards report here when they stop; the hub reports as index `usize::MAX`.
     let (done_tx, done_rx) = bounded::<(usize, Result<(), String>)>(config.shards + 1);
@@ -109,7 +115,26 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         shards.push(handle);
     }
 
-    let hub = Hub::new(Box::new(MemorySource::new()), links, metrics.clone());
+    let source: Box<dyn Source> = match &config.redis {
+        Some(url) => {
+            let settings = RedisSettings {
+                url: url.clone(),
+                proto: if config.redis_resp == 2 {
+                    Proto::Resp2
+                } else {
+                    Proto::Resp3
+                },
+                connect_timeout: config.redis_connect_timeout,
+                backoff_max: config.redis_backoff_max,
+                set_notify: config.redis_set_notify,
+            };
+            let redis = RedisSource::start(settings, hub_tx.clone(), metrics.clone())
+                .map_err(|e| ServerError::Thread(e.to_string()))?;
+            Box::new(redis)
+        }
+        None => Box::new(MemorySource::new()),
+    };
+    let hub = Hub::new(source, links, metrics.clone());
     let hub_done = done_tx;
     let hub_thread = thread::Builder::new()
         .name("ringcast-hub".into())

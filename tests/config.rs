@@ -8,11 +8,13 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// The binary with every inherited `RINGCAST_*` variable removed, so the host can't leak in.
+/// The binary with every inherited `RINGCAST_*` and `REDIS_*` variable removed (the latter are
+/// `--redis` fallbacks), so the host can't leak in.
 fn ringcast() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ringcast"));
     for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("RINGCAST_") {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("RINGCAST_") || name_text.starts_with("REDIS_") {
             command.env_remove(name);
         }
     }
@@ -140,11 +142,18 @@ fn help_documents_every_knob() {
         "shard-inbox",
         "shutdown-timeout",
         "read-buffer-bytes",
+        "redis",
+        "redis-set-notify",
+        "redis-resp",
+        "redis-backoff-max",
+        "redis-connect-timeout",
         "print-config",
     ];
     for knob in knobs {
+        // Followed by its value or by the end of the line (clap puts the help on the next line
+        // once the flags are long), so `--redis` is not found inside `--redis-resp`.
         assert!(
-            help.contains(&format!("--{knob} ")),
+            help.contains(&format!("--{knob} ")) || help.contains(&format!("--{knob}\n")),
             "--{knob} missing:\n{help}"
         );
         if knob != "print-config" {
@@ -161,6 +170,117 @@ fn help_documents_every_knob() {
         !help.contains("sekrit"),
         "--help shows the API key:\n{help}"
     );
+    assert!(
+        !help.contains("debug-stall-shard"),
+        "the test hook is hidden:\n{help}"
+    );
+}
+
+#[test]
+fn help_hides_the_redis_password_from_the_environment() {
+    let output = run(ringcast()
+        .arg("--help")
+        .env("RINGCAST_REDIS", "redis://app:sekrit@h:6379/0"));
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(!help.contains("sekrit"), "{help}");
+}
+
+#[test]
+fn bad_redis_values_exit_2_naming_the_knob_and_variable() {
+    let output = run(ringcast().env("REDIS_URL", "http://localhost"));
+    assert_one_line_error(&output, &["redis", "REDIS_URL"]);
+
+    let output = run(ringcast()
+        .env("REDIS_HOST", "localhost")
+        .env("REDIS_PORT", "port"));
+    assert_one_line_error(&output, &["redis", "REDIS_PORT"]);
+
+    let output = run(ringcast().args(["--redis-resp", "4"]));
+    assert_one_line_error(&output, &["redis-resp", "--redis-resp"]);
+
+    let output = run(ringcast().env("RINGCAST_REDIS_BACKOFF_MAX", "10m"));
+    assert_one_line_error(
+        &output,
+        &["redis-backoff-max", "RINGCAST_REDIS_BACKOFF_MAX"],
+    );
+
+    let output = run(ringcast().args(["--shards", "2", "--debug-stall-shard", "2"]));
+    assert_one_line_error(&output, &["debug-stall-shard", "shards"]);
+}
+
+#[test]
+fn print_config_takes_redis_from_the_seed_variables() {
+    let config = printed(
+        ringcast()
+            .env("REDIS_HOST", "cache")
+            .env("REDIS_DB", "2")
+            .env("REDIS_PASS", "sekrit"),
+    );
+    assert_eq!(
+        config.get("redis").and_then(|v| v.as_str()),
+        Some("redis://:***@cache:6379/2")
+    );
+    let config = printed(
+        ringcast()
+            .env("REDIS_URL", "redis://url:6379")
+            .env("REDIS_HOST", "cache"),
+    );
+    assert_eq!(
+        config.get("redis").and_then(|v| v.as_str()),
+        Some("redis://url:6379/0"),
+        "REDIS_URL over REDIS_HOST"
+    );
+    let config = printed(&mut ringcast());
+    assert_eq!(config.get("redis"), None, "embedded broker by default");
+    assert_eq!(
+        config.get("redis_resp").and_then(|v| v.as_integer()),
+        Some(3)
+    );
+    assert_eq!(
+        config.get("redis_set_notify").and_then(|v| v.as_bool()),
+        Some(false)
+    );
+}
+
+#[test]
+fn print_config_redacts_the_redis_password_and_reads_back() {
+    let output = run(ringcast().args([
+        "--print-config",
+        "--redis",
+        "redis://app:sekrit@cache:6380/1",
+        "--redis-set-notify",
+        "--redis-backoff-max",
+        "30s",
+    ]));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stderr: {:?}",
+        stderr_lines(&output)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!stdout.contains("sekrit"), "{stdout}");
+    assert!(
+        stdout.contains("# the redis password is redacted"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("redis = \"redis://app:***@cache:6380/1\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("redis_set_notify = true"), "{stdout}");
+    assert!(stdout.contains("redis_backoff_max = \"30s\""), "{stdout}");
+    assert!(!stdout.contains("debug_stall_shard"), "{stdout}");
+
+    // The printed file is a valid --config file (with `***` as the password) and prints back
+    // the same.
+    let file = TempToml::new("redis-read-back", &stdout);
+    let again = run(ringcast()
+        .arg("--config")
+        .arg(&file.0)
+        .arg("--print-config"));
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
 }
 
 #[test]

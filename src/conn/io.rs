@@ -11,8 +11,8 @@ use bytes::Bytes;
 use super::outbox::OutFrame;
 use super::{ConnKind, ConnState, native};
 use crate::http::{self, MAX_HEADERS, publish};
-use crate::router::Format;
 use crate::router::table::ConnKey;
+use crate::router::{Format, TopicKind};
 use crate::rt::TcpStream;
 use crate::shard::{CLOSE_GRACE, ShardRef};
 use crate::ws::codec::{Codec, Incoming};
@@ -128,16 +128,29 @@ async fn respond(
             Err(e) => return finish_error(shard, stream, 400, &e.to_string()).await,
         };
         let subscribe = req.query_param("subscribe").map(|s| s.into_owned());
+        let watch = req.query_param("watch").map(|s| s.into_owned());
+        let snapshot = req.query_param("snapshot").map(|s| s.into_owned());
         let leftover = pending[req.head_len..].to_vec();
         if stream.write_all(response).await.is_err() {
             return Step::Finish(Next::Done);
         }
-        if let (ConnKind::Native(format), Some(list)) = (kind, subscribe) {
+        if let ConnKind::Native(format) = kind {
             let mut s = shard.borrow_mut();
             if let Some(conn) = s.conns.get_mut(key) {
                 conn.kind = kind;
             }
-            native::subscribe_from_url(&mut s, key, &list, format == Format::Json);
+            let acks = format == Format::Json;
+            if let Some(list) = subscribe {
+                native::subscribe_from_url(&mut s, key, TopicKind::Channel, &list, acks);
+            }
+            if let Some(list) = watch {
+                native::subscribe_from_url(&mut s, key, TopicKind::Key, &list, acks);
+            }
+            if let Some(snapshot) = snapshot.filter(|k| crate::protocol::check_topic(k).is_ok())
+                && s.metrics().redis_configured
+            {
+                s.request_snapshot(key, Bytes::from(snapshot), false);
+            }
         }
         return Step::Finish(Next::Upgrade(kind, leftover));
     }
@@ -153,7 +166,11 @@ async fn respond(
         return Step::NeedMore;
     }
     let body = &pending[req.head_len..total];
-    let response = route(shard, &req, body, keep_alive, &ws_path);
+    let mut response = route(shard, &req, body, keep_alive, &ws_path);
+    if req.method == "HEAD" {
+        // RFC 9110 §9.3.2: same headers (content-length included), no content.
+        response = http::head_only(response);
+    }
     pending.drain(..total);
     if stream.write_all(response).await.is_err() || !keep_alive {
         return Step::Finish(Next::Done);
@@ -179,7 +196,16 @@ fn route(
 ) -> Bytes {
     let ok = |ct: &str, body: &[u8]| http::response(200, ct, body, keep_alive);
     let status = match (req.method, req.path) {
-        ("GET" | "HEAD", "/healthz") => return ok("application/json", b"{\"status\":\"ok\"}"),
+        ("GET" | "HEAD", "/healthz") => {
+            // Degraded (Redis down) still answers 200: clients stay connected and a liveness
+            // probe must not restart the gateway; the body says what is wrong.
+            let body: &[u8] = if shard.borrow().metrics().degraded() {
+                b"{\"status\":\"degraded\",\"redis\":\"down\"}"
+            } else {
+                b"{\"status\":\"ok\"}"
+            };
+            return ok("application/json", body);
+        }
         ("GET" | "HEAD", "/metrics") => {
             let text = shard.borrow().metrics().render();
             return ok("text/plain; version=0.0.4", text.as_bytes());
@@ -223,7 +249,11 @@ fn publish_route(
         http::response(200, "application/json", b"{\"ok\":true}", keep_alive)
     } else {
         s.stats().http_errors.inc();
-        http::json_error(503, "hub is overloaded; retry", keep_alive)
+        http::json_error(
+            503,
+            "cannot publish now (Redis down or hub overloaded); retry",
+            keep_alive,
+        )
     }
 }
 

@@ -51,6 +51,8 @@ pub enum ConnState {
 
 /// A connection's state on its shard.
 pub struct Conn {
+    /// Unique on this shard for the process's life (slab keys are reused).
+    pub id: u64,
     /// What it serves.
     pub kind: ConnKind,
     /// Open or closing.
@@ -67,12 +69,22 @@ pub struct Conn {
     pub last_seen: Instant,
     /// When the shard last pinged it. Drives `ping-interval`.
     pub last_ping: Instant,
+    /// Snapshots requested and not yet delivered. While non-zero, events are held in `held`
+    /// so the client sees the snapshot before any update.
+    pub snapshots_pending: u32,
+    /// Events held back until the pending snapshots arrive (bounded by [`MAX_HELD`]).
+    pub held: Vec<outbox::OutFrame>,
 }
+
+/// Most events held for a connection waiting for a snapshot; past it the connection is closed
+/// as a slow consumer.
+pub const MAX_HELD: usize = 1024;
 
 impl Conn {
     /// A new connection in the HTTP phase.
-    pub fn new(socket: SocketHandle, outbox_cap: usize, now: Instant) -> Self {
+    pub fn new(id: u64, socket: SocketHandle, outbox_cap: usize, now: Instant) -> Self {
         Conn {
+            id,
             kind: ConnKind::Http,
             state: ConnState::Open,
             outbox: Outbox::new(outbox_cap),
@@ -81,6 +93,8 @@ impl Conn {
             subscriptions: Vec::new(),
             last_seen: now,
             last_ping: now,
+            snapshots_pending: 0,
+            held: Vec::new(),
         }
     }
 

@@ -17,16 +17,25 @@ pub fn handle_text(shard: &mut Shard, key: ConnKey, text: &[u8]) {
         Ok(req) => execute(shard, key, req.id.as_ref(), req.command),
         Err(e) => render_error(e.id.as_ref(), e.code, &e.message),
     };
-    shard.send_text(key, &reply);
+    // Replies that were already queued in order (watch acks) come back empty.
+    if !reply.is_empty() {
+        shard.send_text(key, &reply);
+    }
 }
 
-/// Subscribes to channels named in the URL (`?subscribe=a,b`) at connect time. Each one is
-/// acknowledged (JSON format only); the first refused channel gets an error reply and ends the
-/// list, so a hostile URL cannot queue thousands of errors.
-pub fn subscribe_from_url(shard: &mut Shard, key: ConnKey, list: &str, acks: bool) {
-    for channel in list.split(',').filter(|c| !c.is_empty()) {
-        match subscribe(shard, key, TopicKind::Channel, channel, None) {
-            Ok(ack) if acks => shard.send_text(key, &ack),
+/// Subscribes to channels (`?subscribe=a,b`) or watches keys (`?watch=k`) named in the URL at
+/// connect time. Each one is acknowledged (JSON format only); the first refused name gets an
+/// error reply and ends the list, so a hostile URL cannot queue thousands of errors.
+pub fn subscribe_from_url(
+    shard: &mut Shard,
+    key: ConnKey,
+    kind: TopicKind,
+    list: &str,
+    acks: bool,
+) {
+    for name in list.split(',').filter(|c| !c.is_empty()) {
+        match subscribe(shard, key, kind, name, None) {
+            Ok(ack) if acks && !ack.is_empty() => shard.send_text(key, &ack),
             Ok(_) => {}
             Err(error) => {
                 shard.send_text(key, &error);
@@ -38,9 +47,31 @@ pub fn subscribe_from_url(shard: &mut Shard, key: ConnKey, list: &str, acks: boo
 
 fn execute(shard: &mut Shard, key: ConnKey, id: Option<&RequestId>, cmd: Command) -> String {
     match cmd {
-        Command::Subscribe { channel } => {
-            subscribe(shard, key, TopicKind::Channel, &channel, id).unwrap_or_else(|e| e)
+        Command::Subscribe {
+            channel,
+            snapshot: None,
+        } => subscribe(shard, key, TopicKind::Channel, &channel, id).unwrap_or_else(|e| e),
+        Command::Subscribe {
+            channel,
+            snapshot: Some(snapshot),
+        } => {
+            if !shard.metrics().redis_configured {
+                return unsupported(id, "snapshot");
+            }
+            match subscribe(shard, key, TopicKind::Channel, &channel, id) {
+                Ok(ack) => {
+                    // The ack goes first; the snapshot follows before any event.
+                    shard.send_text(key, &ack);
+                    shard.request_snapshot(key, Bytes::from(snapshot), false);
+                    String::new()
+                }
+                Err(e) => e,
+            }
         }
+        Command::Watch { key: name } => {
+            subscribe(shard, key, TopicKind::Key, &name, id).unwrap_or_else(|e| e)
+        }
+        Command::Unwatch { key: name } => unsubscribe(shard, key, TopicKind::Key, &name, id),
         Command::Psubscribe { pattern } => {
             subscribe(shard, key, TopicKind::Pattern, &pattern, id).unwrap_or_else(|e| e)
         }
@@ -61,6 +92,9 @@ fn subscribe(
     name: &str,
     id: Option<&RequestId>,
 ) -> Result<String, String> {
+    if kind == TopicKind::Key && !shard.metrics().redis_configured {
+        return Err(unsupported(id, "watch"));
+    }
     if let Err(e) = crate::protocol::check_topic(name) {
         return Err(render_error(
             id,
@@ -68,8 +102,18 @@ fn subscribe(
             &format!("name {e}"),
         ));
     }
-    match shard.subscribe(key, kind, &Bytes::copy_from_slice(name.as_bytes())) {
-        Ok(()) => Ok(render_ack(ack(kind, true), name, id)),
+    let topic = Bytes::copy_from_slice(name.as_bytes());
+    match shard.subscribe(key, kind, &topic) {
+        Ok(()) => {
+            let ack = render_ack(ack(kind, true), name, id);
+            if kind == TopicKind::Key {
+                // The ack first, then the current value, then every change.
+                shard.send_text(key, &ack);
+                shard.request_snapshot(key, topic, true);
+                return Ok(String::new());
+            }
+            Ok(ack)
+        }
         Err("too_many_subscriptions") => Err(render_error(
             id,
             ErrorCode::TooManySubscriptions,
@@ -110,5 +154,15 @@ fn ack(kind: TopicKind, subscribe: bool) -> AckOp {
         (TopicKind::Channel, false) => AckOp::Unsubscribed,
         (TopicKind::Pattern, true) => AckOp::Psubscribed,
         (TopicKind::Pattern, false) => AckOp::Punsubscribed,
+        (TopicKind::Key, true) => AckOp::Watched,
+        (TopicKind::Key, false) => AckOp::Unwatched,
     }
+}
+
+fn unsupported(id: Option<&RequestId>, what: &str) -> String {
+    render_error(
+        id,
+        ErrorCode::Internal,
+        &format!("{what} needs a Redis source (start with --redis)"),
+    )
 }

@@ -64,6 +64,9 @@ pub fn parse<'b>(
 ) -> Result<Option<Request<'b>>, ParseError> {
     let mut req = httparse::Request::new(headers);
     match req.parse(buf) {
+        Ok(httparse::Status::Complete(head_len)) if head_len > MAX_HEAD_BYTES => {
+            Err(ParseError::TooLarge)
+        }
         Ok(httparse::Status::Complete(head_len)) => {
             let target = req.path.unwrap_or("/");
             let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -184,6 +187,14 @@ pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) 
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     Bytes::from(out)
+}
+
+/// Strips the body from a rendered response, keeping every header (for `HEAD`).
+pub fn head_only(response: Bytes) -> Bytes {
+    match response.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => response.slice(..end + 4),
+        None => response,
+    }
 }
 
 /// A JSON error body: `{"error":"..."}`.

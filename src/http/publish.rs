@@ -30,8 +30,10 @@ struct Body<'a> {
 /// Parses a publish body; the error text is returned to the client with status 400.
 pub fn parse_body(body: &[u8]) -> Result<Publish, String> {
     let parsed: Body<'_> = serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))?;
-    if parsed.channel.is_empty() || parsed.channel.len() > MAX_TOPIC_BYTES {
-        return Err(format!("channel must be 1..={MAX_TOPIC_BYTES} bytes"));
+    if let Err(e) = crate::protocol::check_topic(&parsed.channel) {
+        return Err(format!(
+            "channel {e} (at most {MAX_TOPIC_BYTES} bytes, no control characters)"
+        ));
     }
     let raw = parsed.data.get();
     let payload = if raw.starts_with('"') {

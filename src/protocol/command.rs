@@ -2,8 +2,9 @@
 //!
 //! A command is a JSON object such as `{"op":"subscribe","channel":"a","id":1}`. The parser
 //! checks the whole message against the JSON grammar (the same scanner as
-//! [`is_json`]), picks out the members `op`, `channel`, `pattern` and
-//! `id`, and ignores any others, so clients can add fields without breaking old servers.
+//! [`is_json`]), picks out the members `op`, `channel`, `pattern`, `key`,
+//! `snapshot` and `id`, and ignores any others (and any of these that the command does not
+//! use), so clients can add fields without breaking old servers.
 //!
 //! **Thread:** pure functions, called on the shard thread that owns the connection, once per
 //! client text message. No I/O, no shared state.
@@ -13,8 +14,8 @@
 //!   caller turns into an `error` reply (see [`render_command_error`](super::render_command_error)).
 //! - A [`RequestId`] always holds the exact JSON text of a number or string from the client, so
 //!   replies can splice it in as is and stay valid JSON.
-//! - Channel and pattern names in a [`Command`] are valid UTF-8, 1 to [`MAX_TOPIC_BYTES`] bytes,
-//!   with no control characters.
+//! - Channel names, patterns and keys in a [`Command`] are valid UTF-8, 1 to [`MAX_TOPIC_BYTES`]
+//!   bytes, with no control characters (see [`check_topic`]).
 //! - When a message is a JSON object with a usable `id`, every error for it carries that `id`.
 //!   When the message is not valid JSON, its `id` is unknown and omitted.
 //! - Duplicate members: the last one wins, as in JavaScript's `JSON.parse`.
@@ -24,7 +25,7 @@ use std::fmt;
 
 use super::envelope::{MAX_JSON_DEPTH, is_json, scan_string, scan_value, skip_ws};
 
-/// The longest channel name or pattern a client may use, in bytes of UTF-8. Default: 1024.
+/// The longest channel name, pattern or key a client may use, in bytes of UTF-8. Default: 1024.
 ///
 /// Names are stored once per topic and copied into every envelope, so a small bound keeps topic
 /// tables and frames small. Redis allows far longer names; 1024 bytes covers real naming
@@ -59,6 +60,10 @@ pub enum Command {
     Subscribe {
         /// The exact channel name.
         channel: String,
+        /// The optional `snapshot` member: a key whose current value the client wants along
+        /// with the subscription. `None` when the member is absent. Checked with the same
+        /// rules as [`Command::Watch`]'s key.
+        snapshot: Option<String>,
     },
     /// Stop receiving events published to `channel`.
     Unsubscribe {
@@ -75,6 +80,16 @@ pub enum Command {
     Punsubscribe {
         /// The pattern, exactly as it was subscribed.
         pattern: String,
+    },
+    /// Start receiving the value of a key each time it changes.
+    Watch {
+        /// The exact key name, checked with the same rules as channel names.
+        key: String,
+    },
+    /// Stop watching a key.
+    Unwatch {
+        /// The key, exactly as it was watched.
+        key: String,
     },
     /// Liveness check at the protocol level; the server answers `pong`.
     Ping,
@@ -98,12 +113,13 @@ pub mod codes {
     pub const UNKNOWN_OP: &str = "unknown_op";
     /// A member the command needs is missing or has the wrong type.
     pub const MISSING_FIELD: &str = "missing_field";
-    /// The channel or pattern is empty, longer than
-    /// [`MAX_TOPIC_BYTES`](super::MAX_TOPIC_BYTES), or contains control characters.
+    /// The channel, pattern or key (including a `subscribe`'s `snapshot`) is empty, longer
+    /// than [`MAX_TOPIC_BYTES`](super::MAX_TOPIC_BYTES), or contains control characters.
     pub const BAD_CHANNEL: &str = "bad_channel";
     /// The connection is at its subscription limit. Unsubscribe from something first.
     pub const TOO_MANY_SUBSCRIPTIONS: &str = "too_many_subscriptions";
-    /// Unsubscribe from a channel or pattern this connection is not subscribed to.
+    /// Unsubscribe from a channel or pattern this connection is not subscribed to, or unwatch a
+    /// key it is not watching.
     pub const NOT_SUBSCRIBED: &str = "not_subscribed";
     /// The server failed. Not the client's fault; retrying later may work.
     pub const INTERNAL: &str = "internal";
@@ -119,12 +135,13 @@ pub enum ErrorCode {
     UnknownOp,
     /// Client's fault: a required member is missing or has the wrong type.
     MissingField,
-    /// Client's fault: the channel or pattern name breaks the naming rules.
+    /// Client's fault: the channel name, pattern or key breaks the naming rules.
     BadChannel,
     /// A limit, not a fault: the connection holds the most subscriptions it may. Unsubscribe
     /// first.
     TooManySubscriptions,
-    /// Client's mistake, harmless: unsubscribe from something not subscribed.
+    /// Client's mistake, harmless: unsubscribe from something not subscribed, or unwatch a key
+    /// not watched.
     NotSubscribed,
     /// Server's fault. The request may be retried later.
     Internal,
@@ -186,7 +203,7 @@ impl CommandError {
     }
 }
 
-/// Why a channel or pattern name was refused. Always the client's fault; the reply code is
+/// Why a channel name, pattern or key was refused. Always the client's fault; the reply code is
 /// [`ErrorCode::BadChannel`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TopicError {
@@ -201,9 +218,9 @@ pub enum TopicError {
     ControlChar,
 }
 
-/// Checks a channel name or pattern against the naming rules: 1 to [`MAX_TOPIC_BYTES`] bytes
-/// and no control characters. Other entry points (such as HTTP publish) use it too, so every
-/// path applies the same rules.
+/// Checks a channel name, pattern or key against the naming rules: 1 to [`MAX_TOPIC_BYTES`]
+/// bytes and no control characters. Other entry points (such as HTTP publish) use it too, so
+/// every path applies the same rules.
 pub fn check_topic(name: &str) -> Result<(), TopicError> {
     if name.is_empty() {
         Err(TopicError::Empty)
@@ -256,6 +273,10 @@ pub fn parse_command(text: &mut [u8]) -> Result<Request, CommandError> {
     let command = match &*op {
         "subscribe" => Command::Subscribe {
             channel: topic(members.channel, "channel", &id)?,
+            snapshot: match members.snapshot {
+                None => None,
+                Some(raw) => Some(name(raw, "snapshot", "\"snapshot\" key", &id)?),
+            },
         },
         "unsubscribe" => Command::Unsubscribe {
             channel: topic(members.channel, "channel", &id)?,
@@ -266,12 +287,19 @@ pub fn parse_command(text: &mut [u8]) -> Result<Request, CommandError> {
         "punsubscribe" => Command::Punsubscribe {
             pattern: topic(members.pattern, "pattern", &id)?,
         },
+        "watch" => Command::Watch {
+            key: topic(members.key, "key", &id)?,
+        },
+        "unwatch" => Command::Unwatch {
+            key: topic(members.key, "key", &id)?,
+        },
         "ping" => Command::Ping,
         // The op is not echoed: it could be up to a whole message long.
         _ => {
             return fail(
                 ErrorCode::UnknownOp,
-                "unknown \"op\"; expected subscribe, unsubscribe, psubscribe, punsubscribe or ping"
+                "unknown \"op\"; expected subscribe, unsubscribe, psubscribe, punsubscribe, \
+                 watch, unwatch or ping"
                     .to_owned(),
             );
         }
@@ -288,6 +316,10 @@ struct Members<'a> {
     channel: Option<&'a [u8]>,
     /// Raw value of `pattern`.
     pattern: Option<&'a [u8]>,
+    /// Raw value of `key`.
+    key: Option<&'a [u8]>,
+    /// Raw value of `snapshot`.
+    snapshot: Option<&'a [u8]>,
     /// Raw value of `id`.
     id: Option<&'a [u8]>,
 }
@@ -327,6 +359,8 @@ impl<'a> Members<'a> {
                     "op" => members.op = Some(value),
                     "channel" => members.channel = Some(value),
                     "pattern" => members.pattern = Some(value),
+                    "key" => members.key = Some(value),
+                    "snapshot" => members.snapshot = Some(value),
                     "id" => members.id = Some(value),
                     _ => {}
                 }
@@ -348,24 +382,41 @@ impl<'a> Members<'a> {
     }
 }
 
-/// Reads the required name member `field` (`"channel"` or `"pattern"`) and checks it.
+/// Reads the required name member `field` (`"channel"`, `"pattern"` or `"key"`) and checks it.
 fn topic(raw: Option<&[u8]>, field: &str, id: &Option<RequestId>) -> Result<String, CommandError> {
-    let missing = || {
-        CommandError::new(
-            id.clone(),
-            ErrorCode::MissingField,
-            format!("\"{field}\" must be a string"),
-        )
+    let Some(raw) = raw else {
+        return Err(not_a_string(field, id));
     };
-    let name = string_value(raw.ok_or_else(missing)?, id)?.ok_or_else(missing)?;
+    name(raw, field, &format!("\"{field}\""), id)
+}
+
+/// Decodes the raw value of the name member `field` and checks it with [`check_topic`]. A
+/// value that is not a string is a [`ErrorCode::MissingField`] error. A name that breaks the
+/// rules is a [`ErrorCode::BadChannel`] error whose message starts with `label`.
+fn name(
+    raw: &[u8],
+    field: &str,
+    label: &str,
+    id: &Option<RequestId>,
+) -> Result<String, CommandError> {
+    let name = string_value(raw, id)?.ok_or_else(|| not_a_string(field, id))?;
     match check_topic(&name) {
         Ok(()) => Ok(name.into_owned()),
         Err(problem) => Err(CommandError::new(
             id.clone(),
             ErrorCode::BadChannel,
-            format!("\"{field}\" {problem}"),
+            format!("{label} {problem}"),
         )),
     }
+}
+
+/// The [`ErrorCode::MissingField`] error for a member `field` that is absent or not a string.
+fn not_a_string(field: &str, id: &Option<RequestId>) -> CommandError {
+    CommandError::new(
+        id.clone(),
+        ErrorCode::MissingField,
+        format!("\"{field}\" must be a string"),
+    )
 }
 
 /// Decodes a raw JSON value that has already been validated. `Ok(None)` when it is not a
@@ -481,7 +532,8 @@ mod tests {
             Request {
                 id: id("1"),
                 command: Command::Subscribe {
-                    channel: "a".into()
+                    channel: "a".into(),
+                    snapshot: None,
                 }
             }
         );
@@ -517,6 +569,34 @@ mod tests {
             Request {
                 id: id("5"),
                 command: Command::Ping
+            }
+        );
+        assert_eq!(
+            ok(r#"{"op":"watch","key":"user:1","id":6}"#),
+            Request {
+                id: id("6"),
+                command: Command::Watch {
+                    key: "user:1".into()
+                }
+            }
+        );
+        assert_eq!(
+            ok(r#"{"op":"unwatch","key":"user:1","id":7}"#),
+            Request {
+                id: id("7"),
+                command: Command::Unwatch {
+                    key: "user:1".into()
+                }
+            }
+        );
+        assert_eq!(
+            ok(r#"{"op":"subscribe","channel":"a","snapshot":"KEY","id":8}"#),
+            Request {
+                id: id("8"),
+                command: Command::Subscribe {
+                    channel: "a".into(),
+                    snapshot: Some("KEY".into()),
+                }
             }
         );
     }
@@ -564,7 +644,8 @@ mod tests {
         assert_eq!(
             request.command,
             Command::Subscribe {
-                channel: "c".into()
+                channel: "c".into(),
+                snapshot: None,
             }
         );
         // ping ignores channel and pattern.
@@ -581,7 +662,8 @@ mod tests {
         assert_eq!(
             request.command,
             Command::Subscribe {
-                channel: "a/b \u{e9} \u{1F600} \"q\"".into()
+                channel: "a/b \u{e9} \u{1F600} \"q\"".into(),
+                snapshot: None,
             }
         );
     }
@@ -593,7 +675,8 @@ mod tests {
             Request {
                 id: id("2"),
                 command: Command::Subscribe {
-                    channel: "b".into()
+                    channel: "b".into(),
+                    snapshot: None,
                 }
             }
         );
@@ -704,7 +787,10 @@ mod tests {
         let max = "x".repeat(MAX_TOPIC_BYTES);
         assert_eq!(
             ok(&format!(r#"{{"op":"subscribe","channel":"{max}"}}"#)).command,
-            Command::Subscribe { channel: max }
+            Command::Subscribe {
+                channel: max,
+                snapshot: None
+            }
         );
         // 512 two-byte characters fit, 513 do not.
         let fits = "\u{e9}".repeat(MAX_TOPIC_BYTES / 2);
@@ -730,6 +816,164 @@ mod tests {
         );
         assert_eq!(check_topic("a\tb"), Err(TopicError::ControlChar));
         assert_eq!(check_topic("\u{9f}"), Err(TopicError::ControlChar));
+    }
+
+    #[test]
+    fn watch_and_unwatch_echo_ids_and_decode_keys() {
+        for raw in ["1.50", r#""w-1""#, "-3"] {
+            for op in ["watch", "unwatch"] {
+                let request = ok(&format!(r#"{{"id":{raw},"key":"k","op":"{op}"}}"#));
+                assert_eq!(request.id, id(raw), "{op} {raw}");
+            }
+        }
+        assert_eq!(
+            ok(r#"{"op":"watch","key":"a\/b \u00e9 \ud83d\ude00 \"q\""}"#).command,
+            Command::Watch {
+                key: "a/b \u{e9} \u{1F600} \"q\"".into()
+            }
+        );
+        // Last duplicate wins, and channel and pattern are ignored.
+        assert_eq!(
+            ok(r#"{"op":"unwatch","key":"a","key":"b","channel":5,"pattern":null}"#).command,
+            Command::Unwatch { key: "b".into() }
+        );
+        // A key is not a channel: watch does not read "channel".
+        let e = err(r#"{"op":"watch","channel":"a","id":1}"#);
+        assert_eq!(e.code, ErrorCode::MissingField);
+        assert_eq!(e.message, "\"key\" must be a string");
+    }
+
+    #[test]
+    fn watch_key_missing_or_mistyped() {
+        for text in [
+            r#"{"op":"watch","id":3}"#,
+            r#"{"op":"watch","key":null,"id":3}"#,
+            r#"{"op":"unwatch","key":7,"id":3}"#,
+            r#"{"op":"unwatch","key":["k"],"id":3}"#,
+            r#"{"op":"watch","key":{"k":1},"id":3}"#,
+        ] {
+            let e = err(text);
+            assert_eq!(e.code, ErrorCode::MissingField, "{text}");
+            assert_eq!(e.id, id("3"), "{text}");
+            assert_eq!(e.message, "\"key\" must be a string", "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_keys() {
+        let long = "k".repeat(MAX_TOPIC_BYTES + 1);
+        for op in ["watch", "unwatch"] {
+            for (name, message) in [
+                ("", "\"key\" must not be empty"),
+                (long.as_str(), "\"key\" is longer than 1024 bytes"),
+                ("a\\tb", "\"key\" contains a control character"),
+                ("a\\u009f", "\"key\" contains a control character"),
+            ] {
+                let e = err(&format!(r#"{{"op":"{op}","key":"{name}","id":"x"}}"#));
+                assert_eq!(e.code, ErrorCode::BadChannel, "{op} {name}");
+                assert_eq!(e.id, id("\"x\""), "{op} {name}");
+                assert_eq!(e.message, message, "{op} {name}");
+            }
+        }
+        let max = "k".repeat(MAX_TOPIC_BYTES);
+        assert_eq!(
+            ok(&format!(r#"{{"op":"watch","key":"{max}"}}"#)).command,
+            Command::Watch { key: max }
+        );
+    }
+
+    #[test]
+    fn subscribe_snapshot() {
+        // Absent means None.
+        assert_eq!(
+            ok(r#"{"op":"subscribe","channel":"a"}"#).command,
+            Command::Subscribe {
+                channel: "a".into(),
+                snapshot: None,
+            }
+        );
+        // Escapes are decoded; the snapshot key may differ from the channel.
+        assert_eq!(
+            ok(r#"{"snapshot":"h\u00e9:1","op":"subscribe","channel":"a"}"#).command,
+            Command::Subscribe {
+                channel: "a".into(),
+                snapshot: Some("h\u{e9}:1".into()),
+            }
+        );
+        // A non-string snapshot is a missing_field error that keeps the id.
+        for raw in ["null", "1", "true", "[\"k\"]", "{}"] {
+            let e = err(&format!(
+                r#"{{"op":"subscribe","channel":"a","snapshot":{raw},"id":4}}"#
+            ));
+            assert_eq!(e.code, ErrorCode::MissingField, "{raw}");
+            assert_eq!(e.id, id("4"), "{raw}");
+            assert_eq!(e.message, "\"snapshot\" must be a string", "{raw}");
+        }
+        // A bad snapshot key is bad_channel, and the message says it is a key.
+        let long = "s".repeat(MAX_TOPIC_BYTES + 1);
+        for (name, message) in [
+            ("", "\"snapshot\" key must not be empty"),
+            (long.as_str(), "\"snapshot\" key is longer than 1024 bytes"),
+            ("a\\nb", "\"snapshot\" key contains a control character"),
+        ] {
+            let e = err(&format!(
+                r#"{{"op":"subscribe","channel":"a","snapshot":"{name}","id":5}}"#
+            ));
+            assert_eq!(e.code, ErrorCode::BadChannel, "{name}");
+            assert_eq!(e.id, id("5"), "{name}");
+            assert_eq!(e.message, message, "{name}");
+        }
+        // The channel is checked first.
+        let e = err(r#"{"op":"subscribe","channel":"","snapshot":""}"#);
+        assert_eq!(e.message, "\"channel\" must not be empty");
+        let e = err(r#"{"op":"subscribe","snapshot":"k"}"#);
+        assert_eq!(e.message, "\"channel\" must be a string");
+    }
+
+    #[test]
+    fn other_commands_ignore_snapshot() {
+        for (text, command) in [
+            (
+                r#"{"op":"unsubscribe","channel":"a","snapshot":5}"#,
+                Command::Unsubscribe {
+                    channel: "a".into(),
+                },
+            ),
+            (
+                r#"{"op":"psubscribe","pattern":"p*","snapshot":""}"#,
+                Command::Psubscribe {
+                    pattern: "p*".into(),
+                },
+            ),
+            (
+                r#"{"op":"punsubscribe","pattern":"p*","snapshot":null}"#,
+                Command::Punsubscribe {
+                    pattern: "p*".into(),
+                },
+            ),
+            (
+                r#"{"op":"watch","key":"k","snapshot":[]}"#,
+                Command::Watch { key: "k".into() },
+            ),
+            (
+                r#"{"op":"unwatch","key":"k","snapshot":"\u0001"}"#,
+                Command::Unwatch { key: "k".into() },
+            ),
+            (r#"{"op":"ping","snapshot":{}}"#, Command::Ping),
+        ] {
+            assert_eq!(ok(text).command, command, "{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_op_lists_every_op() {
+        let e = err(r#"{"op":"watchx"}"#);
+        assert_eq!(e.code, ErrorCode::UnknownOp);
+        assert_eq!(
+            e.message,
+            "unknown \"op\"; expected subscribe, unsubscribe, psubscribe, punsubscribe, watch, \
+             unwatch or ping"
+        );
     }
 
     #[test]
@@ -779,6 +1023,16 @@ mod tests {
     #[test]
     fn never_panics_on_damaged_commands() {
         let base = br#"{"op":"psubscribe","pattern":"a.\u00e9*","id":"k\"1"}"#;
+        let snapshot = br#"{"op":"subscribe","channel":"c","snapshot":"k\u00e9","id":2}"#;
+        let watch = br#"{"op":"watch","key":"k.\u00e9","id":[1]}"#;
+        for base in [&base[..], &snapshot[..], &watch[..]] {
+            damage(base);
+        }
+    }
+
+    /// Parses every prefix of `base`, and `base` with each byte replaced by each of a few
+    /// troublesome bytes. None may panic or report an internal error.
+    fn damage(base: &[u8]) {
         for cut in 0..=base.len() {
             let mut text = base[..cut].to_vec();
             let _ = parse_command(&mut text);

@@ -5,9 +5,16 @@
 //! subscription. A payload that is one valid JSON value is embedded byte for byte; anything else
 //! becomes a JSON string.
 //!
+//! A key event, sent to clients that watch a key (or asked for a `snapshot` when subscribing), is
+//! `{"key":<name>,"type":<redis type>,"value":<value>}`, rendered by [`render_key_event`]. The
+//! value is built with [`render_key_value_hash`] (hash), [`render_string_array`] (list, set),
+//! [`render_zset`] (sorted set), [`write_json_string`] (string), or is `null` (`type` `none`:
+//! the key does not exist).
+//!
 //! **Thread:** pure functions with no state. [`render_event`] runs wherever a publish is encoded,
 //! which is once per publish (encode-once), never once per subscriber. The result is shared by
-//! every subscriber of the topic.
+//! every subscriber of the topic. The key-event functions likewise run once per key change or
+//! snapshot read, not once per watcher.
 //!
 //! **Invariants:**
 //! - Every envelope is valid JSON and valid UTF-8, so it can go out as a WebSocket text frame
@@ -55,6 +62,108 @@ pub fn render_event(out: &mut Vec<u8>, channel: &[u8], pattern: Option<&[u8]>, p
         write_json_string(out, payload);
     }
     out.push(b'}');
+}
+
+/// Appends the JSON event for the value of a watched key to `out`:
+/// `{"key":"NAME","type":"hash","value":<value_json>}`.
+///
+/// `key` is escaped as a JSON string, with invalid UTF-8 replaced lossily. `kind` is the Redis
+/// type name (`string`, `hash`, `list`, `set`, `zset`, `stream`, `none`); it is escaped too, so
+/// any text is safe. `value_json` must already be one valid JSON value (build it with
+/// [`render_key_value_hash`], [`render_string_array`], [`render_zset`] or
+/// [`write_json_string`]) and is embedded verbatim; `None` writes `null`. Debug builds assert
+/// that it is valid JSON.
+///
+/// No allocation apart from growing `out`.
+pub fn render_key_event(out: &mut Vec<u8>, key: &[u8], kind: &str, value_json: Option<&[u8]>) {
+    let value_len = value_json.map_or(4, <[u8]>::len);
+    out.reserve(32 + key.len() + kind.len() + value_len);
+
+    out.extend_from_slice(b"{\"key\":");
+    write_json_string(out, key);
+    out.extend_from_slice(b",\"type\":");
+    write_json_string(out, kind.as_bytes());
+    out.extend_from_slice(b",\"value\":");
+    match value_json {
+        Some(value) => {
+            debug_assert!(is_json(value), "value_json must be valid JSON");
+            out.extend_from_slice(value);
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+}
+
+/// Appends a Redis hash as a JSON object of strings to `out`: `{"f":"v",...}`, in the order
+/// given. Fields and values are escaped, with invalid UTF-8 replaced lossily. Duplicate fields
+/// are written as given (Redis hashes have none). No allocation apart from growing `out`.
+pub fn render_key_value_hash(out: &mut Vec<u8>, pairs: &[(&[u8], &[u8])]) {
+    let text_len: usize = pairs.iter().map(|(f, v)| f.len() + v.len() + 6).sum();
+    out.reserve(2 + text_len);
+
+    out.push(b'{');
+    for (i, (field, value)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(out, field);
+        out.push(b':');
+        write_json_string(out, value);
+    }
+    out.push(b'}');
+}
+
+/// Appends a JSON array of strings to `out`: `["a","b"]`, for a Redis list or set. Items are
+/// escaped, with invalid UTF-8 replaced lossily. No allocation apart from growing `out`.
+pub fn render_string_array(out: &mut Vec<u8>, items: &[&[u8]]) {
+    let text_len: usize = items.iter().map(|item| item.len() + 3).sum();
+    out.reserve(2 + text_len);
+
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(out, item);
+    }
+    out.push(b']');
+}
+
+/// Appends a Redis sorted set to `out` as an array of `[member, score]` pairs, in the order
+/// given: `[["member",1.5],...]`.
+///
+/// Members are escaped, with invalid UTF-8 replaced lossily. A score is Redis's text for it.
+/// When that text is a JSON number it is embedded verbatim (`1.5`, `-2`, `1e+20`); anything
+/// else, such as Redis's `inf` and `-inf`, becomes a JSON string. No allocation apart from
+/// growing `out`.
+pub fn render_zset(out: &mut Vec<u8>, pairs: &[(&[u8], &[u8])]) {
+    let text_len: usize = pairs.iter().map(|(m, s)| m.len() + s.len() + 8).sum();
+    out.reserve(2 + text_len);
+
+    out.push(b'[');
+    for (i, (member, score)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        write_json_string(out, member);
+        out.push(b',');
+        if is_json_number(score) {
+            out.extend_from_slice(score);
+        } else {
+            write_json_string(out, score);
+        }
+        out.push(b']');
+    }
+    out.push(b']');
+}
+
+/// Returns true when `text` is exactly one JSON number, with no whitespace around it.
+fn is_json_number(text: &[u8]) -> bool {
+    let mut scanner = Scanner::new(text, 0);
+    matches!(text.first(), Some(b'-' | b'0'..=b'9'))
+        && scanner.number()
+        && scanner.pos == text.len()
 }
 
 /// Returns true when `payload` is exactly one valid JSON value (RFC 8259), with optional
@@ -726,6 +835,189 @@ mod tests {
         let text = json_string(&all);
         let back: String = serde_json::from_str(&text).expect("valid JSON string");
         assert_eq!(back.as_bytes(), &all[..]);
+    }
+
+    fn key_event(key: &[u8], kind: &str, value: Option<&[u8]>) -> String {
+        let mut out = Vec::new();
+        render_key_event(&mut out, key, kind, value);
+        String::from_utf8(out).expect("key event must be UTF-8")
+    }
+
+    fn hash(pairs: &[(&[u8], &[u8])]) -> String {
+        let mut out = Vec::new();
+        render_key_value_hash(&mut out, pairs);
+        String::from_utf8(out).expect("hash must be UTF-8")
+    }
+
+    fn array(items: &[&[u8]]) -> String {
+        let mut out = Vec::new();
+        render_string_array(&mut out, items);
+        String::from_utf8(out).expect("array must be UTF-8")
+    }
+
+    fn zset(pairs: &[(&[u8], &[u8])]) -> String {
+        let mut out = Vec::new();
+        render_zset(&mut out, pairs);
+        String::from_utf8(out).expect("zset must be UTF-8")
+    }
+
+    #[test]
+    fn key_event_matches_the_wire_format() {
+        assert_eq!(
+            key_event(b"NAME", "hash", Some(br#"{"f":"v"}"#)),
+            r#"{"key":"NAME","type":"hash","value":{"f":"v"}}"#
+        );
+        assert_eq!(
+            key_event(b"gone", "none", None),
+            r#"{"key":"gone","type":"none","value":null}"#
+        );
+        assert_eq!(
+            key_event(b"n", "string", Some(br#""42""#)),
+            r#"{"key":"n","type":"string","value":"42"}"#
+        );
+        // The value is embedded byte for byte, whitespace and number text included.
+        assert_eq!(
+            key_event(b"z", "zset", Some(b"[ [\"m\", 1.50] ]")),
+            r#"{"key":"z","type":"zset","value":[ ["m", 1.50] ]}"#
+        );
+        // Appends to what is already there.
+        let mut out = b"prefix".to_vec();
+        render_key_event(&mut out, b"k", "list", Some(b"[]"));
+        assert_eq!(out, br#"prefix{"key":"k","type":"list","value":[]}"#);
+    }
+
+    #[test]
+    fn key_event_escapes_key_and_kind() {
+        assert_eq!(
+            key_event(b"a\"b\\c\n\xff", "t\"", None),
+            "{\"key\":\"a\\\"b\\\\c\\n\u{FFFD}\",\"type\":\"t\\\"\",\"value\":null}"
+        );
+        let text = key_event("\u{e9}\u{1F600}\x01".as_bytes(), "set", Some(b"[\"x\"]"));
+        let value: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(value["key"], "\u{e9}\u{1F600}\u{1}");
+        assert_eq!(value["type"], "set");
+        assert_eq!(value["value"], serde_json::json!(["x"]));
+    }
+
+    #[test]
+    fn hash_renders_an_object_of_strings() {
+        assert_eq!(hash(&[]), "{}");
+        assert_eq!(hash(&[(b"f", b"v")]), r#"{"f":"v"}"#);
+        assert_eq!(
+            hash(&[(b"a", b"1"), (b"b", b"{\"x\":2}"), (b"", b"")]),
+            r#"{"a":"1","b":"{\"x\":2}","":""}"#
+        );
+        assert_eq!(
+            hash(&[
+                (b"q\"\\", b"line\nbreak\x00"),
+                (b"\xfe", "\u{e9}".as_bytes())
+            ]),
+            "{\"q\\\"\\\\\":\"line\\nbreak\\u0000\",\"\u{FFFD}\":\"\u{e9}\"}"
+        );
+        let mut out = b"x".to_vec();
+        render_key_value_hash(&mut out, &[(b"k", b"v")]);
+        assert_eq!(out, br#"x{"k":"v"}"#);
+    }
+
+    #[test]
+    fn string_array_renders_strings() {
+        assert_eq!(array(&[]), "[]");
+        assert_eq!(array(&[b"a", b"b"]), r#"["a","b"]"#);
+        assert_eq!(
+            array(&[b"", b"1", b"\"\\", b"\t\xc3", "\u{1F600}".as_bytes()]),
+            "[\"\",\"1\",\"\\\"\\\\\",\"\\t\u{FFFD}\",\"\u{1F600}\"]"
+        );
+        let mut out = b"x".to_vec();
+        render_string_array(&mut out, &[b"y"]);
+        assert_eq!(out, br#"x["y"]"#);
+    }
+
+    #[test]
+    fn zset_embeds_numeric_scores_and_quotes_the_rest() {
+        assert_eq!(zset(&[]), "[]");
+        assert_eq!(
+            zset(&[(b"member", b"1.5"), (b"b", b"-2"), (b"c", b"0")]),
+            r#"[["member",1.5],["b",-2],["c",0]]"#
+        );
+        assert_eq!(
+            zset(&[(b"big", b"1.0000000000000001e+20"), (b"small", b"-1E-5")]),
+            r#"[["big",1.0000000000000001e+20],["small",-1E-5]]"#
+        );
+        assert_eq!(
+            zset(&[(b"hi", b"inf"), (b"lo", b"-inf"), (b"nan", b"nan")]),
+            r#"[["hi","inf"],["lo","-inf"],["nan","nan"]]"#
+        );
+        // Text that is not exactly one JSON number is a string: JSON of another type,
+        // whitespace, leading zeros, a bare sign, a trailing dot, plus signs.
+        for score in [
+            &b"\"1\""[..],
+            b"true",
+            b"null",
+            b"[1]",
+            b" 1",
+            b"1 ",
+            b"01",
+            b"-",
+            b"1.",
+            b"+1",
+            b"",
+            b"1e",
+            b"1\xff",
+        ] {
+            let text = zset(&[(b"m", score)]);
+            let value: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text} is not JSON: {e}"));
+            assert!(
+                value[0][1].is_string(),
+                "{:?} gave {text}",
+                String::from_utf8_lossy(score)
+            );
+        }
+        assert_eq!(zset(&[(b"q\"\n\xff", b"2")]), "[[\"q\\\"\\n\u{FFFD}\",2]]");
+        let mut out = b"x".to_vec();
+        render_zset(&mut out, &[(b"m", b"1")]);
+        assert_eq!(out, br#"x[["m",1]]"#);
+    }
+
+    #[test]
+    fn key_values_nest_into_valid_key_events() {
+        let names: &[&[u8]] = &[b"a", b"", b"\"", b"\xc3", b"\xe2\x82\xac", b"\x7f\n"];
+        let pairs: Vec<(&[u8], &[u8])> = names.iter().map(|&n| (n, n)).collect();
+        let scores: Vec<(&[u8], &[u8])> = names
+            .iter()
+            .zip([&b"1"[..], b"inf", b"-0.5", b"-inf", b"3e2", b"x"])
+            .map(|(&n, s)| (n, s))
+            .collect();
+        let mut values: Vec<(&str, Vec<u8>)> = Vec::new();
+        let mut value = Vec::new();
+        render_key_value_hash(&mut value, &pairs);
+        values.push(("hash", value));
+        let mut value = Vec::new();
+        render_string_array(&mut value, names);
+        values.push(("list", value));
+        let mut value = Vec::new();
+        render_zset(&mut value, &scores);
+        values.push(("zset", value));
+        let mut value = Vec::new();
+        write_json_string(&mut value, b"str\xff");
+        values.push(("string", value));
+        for (kind, value) in &values {
+            assert!(
+                is_json(value),
+                "{kind}: {:?}",
+                String::from_utf8_lossy(value)
+            );
+            for &key in names {
+                let text = key_event(key, kind, Some(value));
+                let parsed: serde_json::Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{text:?} is not JSON: {e}"));
+                assert_eq!(parsed["key"], *String::from_utf8_lossy(key));
+                assert_eq!(parsed["type"], *kind);
+                let expected: serde_json::Value =
+                    serde_json::from_slice(value).expect("valid value");
+                assert_eq!(parsed["value"], expected);
+            }
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@
 use super::command::{Command, CommandError, ErrorCode, RequestId};
 use super::envelope::write_json_string;
 
-/// Which subscription change an ack confirms.
+/// Which subscription or watch change an ack confirms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOp {
     /// Reply to `subscribe`: `{"op":"subscribed","channel":...}`.
@@ -27,6 +27,10 @@ pub enum AckOp {
     Psubscribed,
     /// Reply to `punsubscribe`: `{"op":"punsubscribed","pattern":...}`.
     Punsubscribed,
+    /// Reply to `watch`: `{"op":"watched","key":...}`.
+    Watched,
+    /// Reply to `unwatch`: `{"op":"unwatched","key":...}`.
+    Unwatched,
 }
 
 impl AckOp {
@@ -38,6 +42,8 @@ impl AckOp {
             Command::Unsubscribe { .. } => Some(AckOp::Unsubscribed),
             Command::Psubscribe { .. } => Some(AckOp::Psubscribed),
             Command::Punsubscribe { .. } => Some(AckOp::Punsubscribed),
+            Command::Watch { .. } => Some(AckOp::Watched),
+            Command::Unwatch { .. } => Some(AckOp::Unwatched),
             Command::Ping => None,
         }
     }
@@ -49,20 +55,24 @@ impl AckOp {
             AckOp::Unsubscribed => "unsubscribed",
             AckOp::Psubscribed => "psubscribed",
             AckOp::Punsubscribed => "punsubscribed",
+            AckOp::Watched => "watched",
+            AckOp::Unwatched => "unwatched",
         }
     }
 
-    /// The member that names the subject: `"channel"` or `"pattern"`.
+    /// The member that names the subject: `"channel"`, `"pattern"` or `"key"`.
     pub fn name_key(self) -> &'static str {
         match self {
             AckOp::Subscribed | AckOp::Unsubscribed => "channel",
             AckOp::Psubscribed | AckOp::Punsubscribed => "pattern",
+            AckOp::Watched | AckOp::Unwatched => "key",
         }
     }
 }
 
-/// Renders an ack: `{"op":"subscribed","channel":"a","id":1}`. The key is `channel` or
-/// `pattern` depending on `op`, and `id` is left out when `None`.
+/// Renders an ack: `{"op":"subscribed","channel":"a","id":1}`. The member naming the subject
+/// is `channel`, `pattern` or `key` depending on `op` (see [`AckOp::name_key`]), and `id` is
+/// left out when `None`.
 pub fn render_ack(op: AckOp, name: &str, id: Option<&RequestId>) -> String {
     let mut out = Vec::with_capacity(40 + name.len() + id_len(id));
     out.extend_from_slice(b"{\"op\":\"");
@@ -156,6 +166,45 @@ mod tests {
             render_ack(AckOp::Subscribed, "a", None),
             r#"{"op":"subscribed","channel":"a"}"#
         );
+        assert_eq!(
+            render_ack(AckOp::Watched, "NAME", Some(&id("1"))),
+            r#"{"op":"watched","key":"NAME","id":1}"#
+        );
+        assert_eq!(
+            render_ack(AckOp::Unwatched, "NAME", Some(&id("2"))),
+            r#"{"op":"unwatched","key":"NAME","id":2}"#
+        );
+        assert_eq!(
+            render_ack(AckOp::Watched, "k", None),
+            r#"{"op":"watched","key":"k"}"#
+        );
+    }
+
+    #[test]
+    fn ack_names() {
+        for (op, wire, key) in [
+            (AckOp::Subscribed, "subscribed", "channel"),
+            (AckOp::Unsubscribed, "unsubscribed", "channel"),
+            (AckOp::Psubscribed, "psubscribed", "pattern"),
+            (AckOp::Punsubscribed, "punsubscribed", "pattern"),
+            (AckOp::Watched, "watched", "key"),
+            (AckOp::Unwatched, "unwatched", "key"),
+        ] {
+            assert_eq!(op.as_str(), wire);
+            assert_eq!(op.name_key(), key);
+        }
+    }
+
+    #[test]
+    fn watch_acks_escape_the_key_and_echo_the_id() {
+        let ack = render_ack(AckOp::Unwatched, "k\"\\\n\u{e9}", Some(&id(r#""w\"1""#)));
+        assert_eq!(
+            ack,
+            "{\"op\":\"unwatched\",\"key\":\"k\\\"\\\\\\n\u{e9}\",\"id\":\"w\\\"1\"}"
+        );
+        let value: serde_json::Value = serde_json::from_str(&ack).expect("valid JSON");
+        assert_eq!(value["key"], "k\"\\\n\u{e9}");
+        assert_eq!(value["id"], "w\"1");
     }
 
     #[test]
@@ -208,6 +257,21 @@ mod tests {
             }),
             Some(AckOp::Psubscribed)
         );
+        assert_eq!(
+            AckOp::for_command(&Command::Subscribe {
+                channel: "c".into(),
+                snapshot: Some("k".into())
+            }),
+            Some(AckOp::Subscribed)
+        );
+        assert_eq!(
+            AckOp::for_command(&Command::Watch { key: "k".into() }),
+            Some(AckOp::Watched)
+        );
+        assert_eq!(
+            AckOp::for_command(&Command::Unwatch { key: "k".into() }),
+            Some(AckOp::Unwatched)
+        );
         assert_eq!(AckOp::for_command(&Command::Ping), None);
     }
 
@@ -219,6 +283,34 @@ mod tests {
         assert_eq!(
             reply,
             r#"{"op":"error","id":"r-1","code":"missing_field","message":"\"channel\" must be a string"}"#
+        );
+    }
+
+    #[test]
+    fn watch_round_trips_through_parse() {
+        for (text, reply) in [
+            (
+                r#"{"op":"watch","key":"NAME","id":1}"#,
+                r#"{"op":"watched","key":"NAME","id":1}"#,
+            ),
+            (
+                r#"{"op":"unwatch","key":"NAME","id":2}"#,
+                r#"{"op":"unwatched","key":"NAME","id":2}"#,
+            ),
+        ] {
+            let mut scratch = text.as_bytes().to_vec();
+            let request = parse_command(&mut scratch).expect("valid command");
+            let (Command::Watch { key } | Command::Unwatch { key }) = &request.command else {
+                panic!("{text} parsed as {request:?}");
+            };
+            let op = AckOp::for_command(&request.command).expect("an ack");
+            assert_eq!(render_ack(op, key, request.id.as_ref()), reply);
+        }
+        let mut text = br#"{"op":"watch","key":"","id":3}"#.to_vec();
+        let error = parse_command(&mut text).expect_err("key is empty");
+        assert_eq!(
+            render_command_error(&error),
+            r#"{"op":"error","id":3,"code":"bad_channel","message":"\"key\" must not be empty"}"#
         );
     }
 
@@ -237,6 +329,7 @@ mod tests {
             for reply in [
                 render_pong(id),
                 render_ack(AckOp::Psubscribed, "p.*", id),
+                render_ack(AckOp::Watched, "k", id),
                 render_error(id, ErrorCode::TooManySubscriptions, "limit is 100"),
             ] {
                 let value: serde_json::Value = serde_json::from_str(&reply)

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::{
-    Format, FormatSet, Frames, Interest, LocalTopicId, ShardId, ShardMsg, TopicKind, UpstreamMsg,
+    ConnRef, Format, FormatSet, Frames, Interest, LocalTopicId, ShardId, ShardMsg, TopicKind,
+    UpstreamMsg,
 };
 use crate::metrics::Metrics;
 use crate::protocol::render_event;
@@ -60,6 +61,10 @@ pub struct Hub {
     edges: Vec<(Edge, TopicKind, Bytes)>,
     to_wake: Vec<bool>,
     events: Vec<SourceEvent>,
+    /// The last rendered frame of each watched key: the snapshot for late watchers.
+    key_cache: HashMap<Bytes, Bytes>,
+    /// One-off snapshot requests waiting for a key read.
+    waiting: HashMap<Bytes, Vec<(ShardId, ConnRef)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -74,6 +79,8 @@ impl Hub {
             edges: Vec::new(),
             to_wake: vec![false; n],
             events: Vec::new(),
+            key_cache: HashMap::new(),
+            waiting: HashMap::new(),
             metrics,
         }
     }
@@ -111,6 +118,23 @@ impl Hub {
                 }
                 self.poll_source();
             }
+            UpstreamMsg::Source(input) => {
+                let mut events = std::mem::take(&mut self.events);
+                self.source.handle_input(input, &mut events);
+                for ev in events.drain(..) {
+                    self.route(ev);
+                }
+                self.events = events;
+            }
+            UpstreamMsg::Snapshot {
+                shard,
+                conn,
+                key,
+                watcher,
+            } => {
+                self.flush_edges();
+                self.handle_snapshot(shard, conn, key, watcher);
+            }
             UpstreamMsg::Shutdown => return false,
         }
         true
@@ -125,6 +149,33 @@ impl Hub {
                 self.shards[i].wake.wake();
             }
         }
+    }
+
+    fn handle_snapshot(&mut self, shard: ShardId, conn: ConnRef, key: Bytes, watcher: bool) {
+        if let Some(frame) = self.key_cache.get(&key) {
+            let msg = ShardMsg::DeliverTo {
+                conn,
+                frame: frame.clone(),
+            };
+            self.send(usize::from(shard.0), msg);
+        } else if !watcher {
+            // Every request triggers a read: one dropped on a full command queue must not leave
+            // later requests waiting forever. Concurrent requests all get the first result.
+            self.waiting
+                .entry(key.clone())
+                .or_default()
+                .push((shard, conn));
+            self.source.read_key(&key);
+        }
+    }
+
+    fn send(&mut self, shard: usize, msg: ShardMsg) {
+        send(
+            &self.shards[shard],
+            &mut self.to_wake[shard],
+            &self.metrics.hub.inbox_drops[shard],
+            msg,
+        );
     }
 
     fn handle_interest(&mut self, i: Interest) {
@@ -173,6 +224,13 @@ impl Hub {
                 (Edge::Unsubscribe, TopicKind::Channel) => self.source.unsubscribe(&names),
                 (Edge::Subscribe, TopicKind::Pattern) => self.source.psubscribe(&names),
                 (Edge::Unsubscribe, TopicKind::Pattern) => self.source.punsubscribe(&names),
+                (Edge::Subscribe, TopicKind::Key) => self.source.watch(&names),
+                (Edge::Unsubscribe, TopicKind::Key) => {
+                    for k in &names {
+                        self.key_cache.remove(k);
+                    }
+                    self.source.unwatch(&names)
+                }
             }
         }
         self.edges = edges;
@@ -208,6 +266,7 @@ impl Hub {
                 Some(pattern),
                 payload,
             ),
+            SourceEvent::Key { key, json } => return self.route_key(key, json),
         };
         let Some(subs) = self.topics.get(&key) else {
             return;
@@ -226,20 +285,61 @@ impl Hub {
         let encoded = u64::from(json.is_some()) + u64::from(raw.is_some());
         self.metrics.hub.frames_encoded.add(encoded);
         let frames = Frames::new(json, raw);
+        self.fan_out(&key, &frames);
+    }
+
+    /// A key's new value: one frame for every format (the value is JSON already), cached as the
+    /// snapshot for later watchers, sent to watchers and to one-off snapshot requests.
+    fn route_key(&mut self, key: Bytes, json: Bytes) {
+        let frame = frame::encode(OpCode::Text, &json);
+        self.metrics.hub.frames_encoded.inc();
+        let topic = (TopicKind::Key, key.clone());
+        if self.topics.contains_key(&topic) {
+            self.key_cache.insert(key.clone(), frame.clone());
+            self.fan_out(
+                &topic,
+                &Frames::new(Some(frame.clone()), Some(frame.clone())),
+            );
+        }
+        for (shard, conn) in self.waiting.remove(&key).unwrap_or_default() {
+            self.send(
+                usize::from(shard.0),
+                ShardMsg::DeliverTo {
+                    conn,
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    fn fan_out(&mut self, topic: &(TopicKind, Bytes), frames: &Frames) {
+        let Some(subs) = self.topics.get(topic) else {
+            return;
+        };
         for sub in subs {
-            let shard = usize::from(sub.shard.0);
             let msg = ShardMsg::Deliver {
                 target: sub.target,
                 frames: frames.subset(sub.formats),
             };
-            match self.shards[shard].tx.try_send(msg) {
-                Ok(()) => self.to_wake[shard] = true,
-                Err(TrySendError::Full(_)) => {
-                    self.metrics.hub.inbox_drops[shard].inc();
-                    self.to_wake[shard] = true;
-                }
-                Err(TrySendError::Disconnected(_)) => {}
-            }
+            let shard = usize::from(sub.shard.0);
+            send(
+                &self.shards[shard],
+                &mut self.to_wake[shard],
+                &self.metrics.hub.inbox_drops[shard],
+                msg,
+            );
         }
+    }
+}
+
+/// Queues `msg` for a shard without ever waiting: a full inbox drops it and counts the drop.
+fn send(link: &ShardLink, to_wake: &mut bool, drops: &crate::metrics::Counter, msg: ShardMsg) {
+    match link.tx.try_send(msg) {
+        Ok(()) => *to_wake = true,
+        Err(TrySendError::Full(_)) => {
+            drops.inc();
+            *to_wake = true;
+        }
+        Err(TrySendError::Disconnected(_)) => {}
     }
 }

@@ -94,9 +94,26 @@ impl Frames {
     }
 }
 
+/// A connection on a shard, by slab key and a per-shard unique id, so a message that raced with
+/// the connection's close cannot reach a new connection in the same slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnRef {
+    /// Slab key.
+    pub key: usize,
+    /// The connection's id, unique on its shard for the process's life.
+    pub id: u64,
+}
+
 /// Hub → shard.
 #[derive(Debug)]
 pub enum ShardMsg {
+    /// Deliver one frame to one connection (a snapshot it asked for).
+    DeliverTo {
+        /// The connection.
+        conn: ConnRef,
+        /// The frame.
+        frame: Bytes,
+    },
     /// Deliver `frames` to every local subscriber of `target`.
     Deliver {
         /// The shard-local topic the frames belong to.
@@ -132,6 +149,20 @@ pub enum UpstreamMsg {
         channel: Bytes,
         /// The payload.
         payload: Bytes,
+    },
+    /// Input from a source's own threads (Redis pushes, key reads, ...).
+    Source(crate::source::SourceInput),
+    /// A connection wants the current value of `key` once.
+    Snapshot {
+        /// The connection's shard.
+        shard: ShardId,
+        /// The connection.
+        conn: ConnRef,
+        /// The key.
+        key: Bytes,
+        /// True when the connection also watches the key: if nothing is cached yet, the first
+        /// read of the watch reaches it anyway.
+        watcher: bool,
     },
     /// Stop the hub thread.
     Shutdown,

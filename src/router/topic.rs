@@ -11,6 +11,8 @@ pub enum TopicKind {
     Channel,
     /// A Redis-style glob pattern (`news.*`).
     Pattern,
+    /// A watched key: its value, then every change.
+    Key,
 }
 
 /// A topic interned on one shard: a slot in its table plus the slot's generation.

@@ -28,7 +28,9 @@ use crate::conn::{Conn, ConnState};
 use crate::metrics::{Metrics, ShardStats};
 use crate::protocol::CloseCode;
 use crate::router::table::{Change, ConnKey, TopicTable};
-use crate::router::{Format, Frames, Interest, LocalTopicId, ShardId, TopicKind, UpstreamMsg};
+use crate::router::{
+    ConnRef, Format, Frames, Interest, LocalTopicId, ShardId, TopicKind, UpstreamMsg,
+};
 use crate::ws::frame;
 
 /// How long a closing connection may take to flush and answer our close frame.
@@ -59,6 +61,8 @@ pub struct Shard {
     pub shutting_down: bool,
     /// Most connections this shard accepts.
     pub max_conns: usize,
+    /// Source of [`Conn::id`]s.
+    next_conn_id: u64,
     /// Notified when the last connection leaves during shutdown.
     pub drained: Rc<tokio::sync::Notify>,
 }
@@ -83,6 +87,7 @@ impl Shard {
             ping: OutFrame::new(frame::ping()),
             shutting_down: false,
             max_conns,
+            next_conn_id: 0,
             drained: Rc::new(tokio::sync::Notify::new()),
         }
     }
@@ -117,6 +122,14 @@ impl Shard {
                 None => None,
             };
             let Some(frame) = frame else { continue };
+            if conn.snapshots_pending > 0 {
+                if conn.held.len() < crate::conn::MAX_HELD {
+                    conn.held.push(frame.clone());
+                } else {
+                    overflowed.push(key);
+                }
+                continue;
+            }
             match conn.outbox.push(frame.clone()) {
                 SendStatus::Queued { wake_writer } => {
                     delivered += 1;
@@ -135,6 +148,70 @@ impl Shard {
                 conn.outbox.clear();
             }
             self.close(key, CloseCode::SlowConsumer, CLOSE_GRACE);
+        }
+    }
+
+    /// Adds a connection in the HTTP phase and returns its slab key.
+    pub fn insert_conn(&mut self, socket: crate::rt::SocketHandle, now: Instant) -> ConnKey {
+        self.next_conn_id += 1;
+        let conn = Conn::new(self.next_conn_id, socket, self.config.max_outbox_bytes, now);
+        self.stats().connections.inc();
+        self.conns.insert(conn)
+    }
+
+    /// The [`ConnRef`] of a live connection.
+    pub fn conn_ref(&self, key: ConnKey) -> Option<ConnRef> {
+        self.conns.get(key).map(|c| ConnRef { key, id: c.id })
+    }
+
+    /// Asks the hub for the current value of `key` for connection `conn`.
+    ///
+    /// A watcher (`watcher`) is already subscribed to the key's changes: the hub answers from its
+    /// cache, or the watch's first read reaches it anyway, so nothing is held back. A one-off
+    /// snapshot (subscribe with `snapshot`) holds the connection's events back until the
+    /// snapshot arrives ([`deliver_snapshot`](Self::deliver_snapshot)), so it comes first.
+    pub fn request_snapshot(&mut self, conn: ConnKey, key: Bytes, watcher: bool) {
+        let Some(cref) = self.conn_ref(conn) else {
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(conn).filter(|_| !watcher) {
+            c.snapshots_pending += 1;
+        }
+        self.tell_hub(UpstreamMsg::Snapshot {
+            shard: self.id,
+            conn: cref,
+            key,
+            watcher,
+        });
+    }
+
+    /// Delivers a requested snapshot, then the events held back while waiting for it.
+    pub fn deliver_snapshot(&mut self, conn: ConnRef, frame: Bytes) {
+        let Some(c) = self.conns.get_mut(conn.key).filter(|c| c.id == conn.id) else {
+            return;
+        };
+        c.snapshots_pending = c.snapshots_pending.saturating_sub(1);
+        let mut frames = vec![OutFrame::new(frame)];
+        if c.snapshots_pending == 0 {
+            frames.append(&mut c.held);
+        }
+        for f in frames {
+            match c.outbox.push(f) {
+                SendStatus::Queued { wake_writer } => {
+                    if wake_writer {
+                        c.writer.notify_one();
+                    }
+                }
+                SendStatus::Overflow => {
+                    c.outbox.clear();
+                    self.metrics.shards[usize::from(self.id.0)]
+                        .slow_consumer_closes
+                        .inc();
+                    self.close(conn.key, CloseCode::SlowConsumer, CLOSE_GRACE);
+                    return;
+                }
+                SendStatus::Closed => return,
+            }
         }
     }
 
@@ -260,13 +337,13 @@ impl Shard {
             Change::Interest(id, formats) => {
                 conn.subscriptions.push(id);
                 self.stats().subscriptions.inc();
-                self.tell_hub(Interest {
+                self.tell_hub(UpstreamMsg::Interest(Interest {
                     shard: self.id,
                     kind,
                     name: name.clone(),
                     target: id,
                     formats,
-                });
+                }));
             }
         }
         self.sync_topic_gauge();
@@ -310,13 +387,13 @@ impl Shard {
             Change::Unchanged => return,
             Change::Local(_) => {}
             Change::Interest(id, formats) => {
-                self.tell_hub(Interest {
+                self.tell_hub(UpstreamMsg::Interest(Interest {
                     shard: self.id,
                     kind,
                     name,
                     target: id,
                     formats,
-                });
+                }));
             }
         }
         self.stats().subscriptions.dec();
@@ -334,9 +411,10 @@ impl Shard {
         }
     }
 
-    /// Sends an interest change to the hub, or queues it locally while the channel is full.
-    fn tell_hub(&mut self, interest: Interest) {
-        self.backlog.push_back(UpstreamMsg::Interest(interest));
+    /// Sends an interest change or snapshot request to the hub, in order, queueing it locally
+    /// while the channel is full.
+    fn tell_hub(&mut self, msg: UpstreamMsg) {
+        self.backlog.push_back(msg);
         self.flush_backlog();
     }
 
@@ -364,8 +442,12 @@ impl Shard {
         }
     }
 
-    /// Publishes through the hub; false when the hub channel is full (answer 503).
+    /// Publishes through the hub; false when the hub channel is full or the configured Redis is
+    /// down (answer 503: the publish would be lost).
     pub fn publish(&mut self, channel: Bytes, payload: Bytes) -> bool {
+        if self.metrics.degraded() {
+            return false;
+        }
         // Interest changes queued earlier must reach the hub before this publish.
         self.flush_backlog();
         if !self.backlog.is_empty() {

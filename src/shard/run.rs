@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use super::{Shard, ShardRef};
 use crate::config::Config;
-use crate::conn::{Conn, ConnKind, ConnState};
+use crate::conn::{ConnKind, ConnState};
 use crate::metrics::Metrics;
 use crate::protocol::CloseCode;
 use crate::router::{ShardId, ShardMsg, UpstreamMsg};
@@ -70,12 +70,16 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
             stop_accept.clone(),
         ));
         rt::spawn(sweep_loop(shard.clone()));
+        let stalled = shard.borrow().config.debug_stall_shard == Some(usize::from(id.0));
         loop {
             wake.wait().await;
             if shutdown.load(Ordering::SeqCst) {
                 break;
             }
-            drain_inbox(&shard, &inbox).await;
+            // Test hook (--debug-stall-shard): this shard never drains, so its inbox fills.
+            if !stalled {
+                drain_inbox(&shard, &inbox).await;
+            }
         }
         graceful_shutdown(&shard, &stop_accept).await;
     });
@@ -87,6 +91,7 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
     while let Ok(msg) = inbox.try_recv() {
         match msg {
             ShardMsg::Deliver { target, frames } => shard.borrow_mut().deliver(target, frames),
+            ShardMsg::DeliverTo { conn, frame } => shard.borrow_mut().deliver_snapshot(conn, frame),
         }
         handled += 1;
         if handled % INBOX_BUDGET == 0 {
@@ -110,10 +115,7 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, stop: Rc<Notify>) {
                     continue;
                 }
                 stream.set_nodelay();
-                let cap = s.config.max_outbox_bytes;
-                let key = s
-                    .conns
-                    .insert(Conn::new(stream.handle(), cap, Instant::now()));
+                let key = s.insert_conn(stream.handle(), Instant::now());
                 s.stats().connections.inc();
                 drop(s);
                 rt::spawn(crate::conn::io::serve(shard.clone(), key, stream));

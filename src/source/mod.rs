@@ -11,6 +11,7 @@
 //! [`SourceEvent::Message`] for a channel subscription.
 
 pub mod memory;
+pub mod redis;
 
 use bytes::Bytes;
 
@@ -33,6 +34,22 @@ pub enum SourceEvent {
         /// The payload bytes.
         payload: Bytes,
     },
+    /// The current value of a watched key, already rendered as
+    /// `{"key":…,"type":…,"value":…}` (value `null` once the key is gone).
+    Key {
+        /// The key.
+        key: Bytes,
+        /// The rendered event.
+        json: Bytes,
+    },
+}
+
+/// Something a source's own threads hand to the hub, for the source to interpret on the hub
+/// thread (see [`Source::handle_input`]).
+#[derive(Debug)]
+pub enum SourceInput {
+    /// From the Redis source's threads.
+    Redis(redis::Input),
 }
 
 /// Why a publish failed; the HTTP API answers 503 with this text.
@@ -60,4 +77,16 @@ pub trait Source: Send {
     /// Moves events that are ready into `out`. Sources that receive on their own thread send
     /// [`crate::router::UpstreamMsg`]s instead and leave this empty.
     fn poll_events(&mut self, out: &mut Vec<SourceEvent>);
+    /// True when the source can watch keys (keyspace notifications with snapshots).
+    fn supports_watch(&self) -> bool {
+        false
+    }
+    /// Starts watching `keys`: a snapshot of each, then one [`SourceEvent::Key`] per change.
+    fn watch(&mut self, _keys: &[Bytes]) {}
+    /// Stops watching `keys`.
+    fn unwatch(&mut self, _keys: &[Bytes]) {}
+    /// Reads `key` once and reports it as a [`SourceEvent::Key`] (a snapshot on request).
+    fn read_key(&mut self, _key: &Bytes) {}
+    /// Interprets input from the source's own threads, appending events to route.
+    fn handle_input(&mut self, _input: SourceInput, _out: &mut Vec<SourceEvent>) {}
 }

@@ -231,3 +231,471 @@ pub fn parse_response(raw: &[u8]) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Raw WebSocket and HTTP helpers, for input a well-behaved client library refuses to produce.
+// ---------------------------------------------------------------------------------------------
+
+/// A masked client frame (RFC 6455 §5.3) built by hand: any opcode, any payload (invalid UTF-8
+/// included), fragmented or not.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x5a, 0x1f, 0xc3, 0x07];
+    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 65_535 {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+/// One frame the server sent, as read off a raw socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    /// The FIN bit.
+    pub fin: bool,
+    /// The opcode (1 text, 2 binary, 8 close, 9 ping, 10 pong).
+    pub opcode: u8,
+    /// The (unmasked) payload.
+    pub payload: Vec<u8>,
+}
+
+impl RawFrame {
+    /// The code of a close frame.
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode == 0x8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+/// A WebSocket spoken by hand over a plain `TcpStream`: the handshake, then raw frames.
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawWs {
+    /// Connects and performs the opening handshake by hand; checks the `101` and the accept key.
+    pub fn connect(addr: SocketAddr, path: &str) -> RawWs {
+        let stream = TcpStream::connect(addr).expect("connect");
+        RawWs::handshake(stream, addr, path)
+    }
+
+    /// Performs the opening handshake on an already connected stream.
+    pub fn handshake(mut stream: TcpStream, addr: SocketAddr, path: &str) -> RawWs {
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).expect("read handshake response");
+            assert!(
+                n > 0,
+                "EOF during handshake: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        assert!(
+            head.to_ascii_lowercase().contains(&format!(
+                "sec-websocket-accept: {}",
+                accept.to_ascii_lowercase()
+            )),
+            "{head}"
+        );
+        buf.drain(..head_end);
+        RawWs { stream, buf }
+    }
+
+    /// Writes raw bytes (frames built with [`client_frame`], or garbage).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// The next server frame; `None` at a clean EOF between frames. Panics on a read error,
+    /// a timeout, or EOF inside a frame.
+    pub fn read_frame(&mut self) -> Option<RawFrame> {
+        loop {
+            if let Some((frame, used)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self.stream.read(&mut chunk).expect("read frame");
+            if n == 0 {
+                assert!(self.buf.is_empty(), "EOF inside a frame: {:?}", self.buf);
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Parses one unmasked server frame from the front of `buf`: the frame and its length.
+pub fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
+    let (len, header) = match buf[1] & 0x7f {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (
+            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    if buf.len() < header + len {
+        return None;
+    }
+    let frame = RawFrame {
+        fin: buf[0] & 0x80 != 0,
+        opcode: buf[0] & 0x0f,
+        payload: buf[header..header + len].to_vec(),
+    };
+    Some((frame, header + len))
+}
+
+/// Writes `request` as is and reads until the server closes. A reset after the response (the
+/// server closed with input unread) is tolerated: whatever arrived before it is returned.
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(request).expect("write request");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Header names lower-cased, values as sent.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header called `name` (give it lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses one response from the front of `raw`, using `content-length` to find its end; also
+/// returns how many bytes it took. `None` while incomplete.
+pub fn parse_http_response(raw: &[u8]) -> Option<(Response, usize)> {
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&raw[..head_end]).expect("ASCII head");
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once(':').expect("header line");
+            (k.trim().to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map_or(0, |(_, v)| v.parse().expect("content-length"));
+    if raw.len() < head_end + len {
+        return None;
+    }
+    let body = raw[head_end..head_end + len].to_vec();
+    Some((
+        Response {
+            status,
+            headers,
+            body,
+        },
+        head_end + len,
+    ))
+}
+
+/// Reads exactly one response from a kept-alive connection; `buf` keeps any bytes past it.
+pub fn read_http_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Response {
+    loop {
+        if let Some((resp, used)) = parse_http_response(buf) {
+            buf.drain(..used);
+            return resp;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = s.read(&mut chunk).expect("read response");
+        assert!(
+            n > 0,
+            "EOF before a whole response: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Waits for `child` to exit, at most `within`; panics if it is still running. Blocks on a
+/// pidfd (no polling); falls back to polling `try_wait` where pidfds are unavailable.
+pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    // SAFETY: pidfd_open(2) on our own child's pid; it returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) } as i32;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            if fd >= 0 {
+                // SAFETY: closing the pidfd we opened above.
+                unsafe { libc::close(fd) };
+            }
+            return status;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "process still running after {within:?}");
+        if fd >= 0 {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one valid pollfd; the pidfd becomes readable at exit.
+            unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Client {
+    /// Opens a WebSocket over an already connected stream (for sockets with custom options).
+    pub fn over(stream: TcpStream, addr: SocketAddr, path: &str) -> Client {
+        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let url = format!("ws://{addr}{path}");
+        let (ws, resp) = tungstenite::client(url.as_str(), stream).expect("handshake");
+        assert_eq!(resp.status(), 101);
+        Client { ws }
+    }
+}
+
+/// A real `redis-server` child on a free port, killable and restartable on the same port.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    extra: Vec<String>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` with keyspace notifications on (`KA`) and no persistence.
+    pub fn start() -> RedisServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts `redis-server` with extra arguments (e.g. `["--requirepass", "pw"]`).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("ringcast-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = RedisServer {
+            child: None,
+            port,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--notify-keyspace-events", "KA"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        self.child = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(start.elapsed() < TIMEOUT, "redis-server did not start");
+            std::thread::yield_now();
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT/db`.
+    pub fn url(&self, db: u32) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port (the data is gone: no persistence).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Runs one command on a fresh connection and returns the reply.
+    pub fn cmd(&self, args: &[&str]) -> Resp {
+        let mut c = RedisClient::connect(self.port);
+        c.cmd(args)
+    }
+
+    /// Waits until `PUBSUB NUMSUB channel` equals `n`.
+    pub fn wait_numsub(&self, channel: &str, n: i64) {
+        let start = Instant::now();
+        loop {
+            let got = match self.cmd(&["PUBSUB", "NUMSUB", channel]) {
+                Resp::Array(items) => match items.get(1) {
+                    Some(Resp::Int(v)) => *v,
+                    _ => -1,
+                },
+                _ => -1,
+            };
+            if got == n {
+                return;
+            }
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "NUMSUB {channel} stuck at {got}, want {n}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Waits until `PUBSUB NUMPAT` equals `n`.
+    pub fn wait_numpat(&self, n: i64) {
+        let start = Instant::now();
+        loop {
+            if self.cmd(&["PUBSUB", "NUMPAT"]) == Resp::Int(n) {
+                return;
+            }
+            assert!(start.elapsed() < TIMEOUT, "NUMPAT never reached {n}");
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A port that was free a moment ago (bind to 0, read it, release it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A RESP reply, as the tests need it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Vec<Resp>),
+}
+
+/// A minimal blocking RESP2 client for driving the test's Redis.
+pub struct RedisClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl RedisClient {
+    pub fn connect(port: u16) -> RedisClient {
+        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect redis");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        RedisClient {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    /// Sends one command without reading the reply (for pipelines).
+    pub fn send(&mut self, args: &[&str]) {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        self.writer.write_all(&out).unwrap();
+    }
+
+    pub fn cmd(&mut self, args: &[&str]) -> Resp {
+        self.send(args);
+        self.read()
+    }
+
+    pub fn read(&mut self) -> Resp {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("redis reply");
+        let line = line.trim_end();
+        let (kind, rest) = line.split_at(1);
+        match kind {
+            "+" => Resp::Simple(rest.to_string()),
+            "-" => Resp::Error(rest.to_string()),
+            ":" => Resp::Int(rest.parse().unwrap()),
+            "$" => {
+                let n: i64 = rest.parse().unwrap();
+                if n < 0 {
+                    return Resp::Bulk(None);
+                }
+                let mut buf = vec![0; n as usize + 2];
+                self.reader.read_exact(&mut buf).unwrap();
+                buf.truncate(n as usize);
+                Resp::Bulk(Some(buf))
+            }
+            "*" => {
+                let n: i64 = rest.parse().unwrap();
+                Resp::Array((0..n.max(0)).map(|_| self.read()).collect())
+            }
+            other => panic!("unexpected RESP type {other}"),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The command thread: a second Redis connection for everything that is not pub/sub:
+//! `PUBLISH` for the HTTP API, and key reads for keyspace watches and snapshots.
+//!
+//! Commands arrive from the hub on a bounded channel. Publishes are pipelined (one write and one
+//! read batch for everything queued). A key read is `TYPE` followed by the read that fits the
+//! type, rendered to JSON here, off the hub thread. When the connection fails, pending reads are
+//! retried after reconnecting (a watcher must end on the latest state); failed publishes are
+//! dropped and counted (pub/sub is at-most-once).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+
+use super::conn::{RedisConn, RedisError};
+use super::resp::Value;
+use super::{Backoff, Input, RedisSettings};
+use crate::metrics::Metrics;
+use crate::protocol::{render_key_event, render_key_value_hash, render_string_array, render_zset};
+use crate::router::UpstreamMsg;
+use crate::source::SourceInput;
+
+/// Most commands pipelined in one batch.
+const BATCH: usize = 256;
+
+/// A request for the command thread.
+#[derive(Debug)]
+pub enum Cmd {
+    /// `PUBLISH channel payload`.
+    Publish {
+        /// The channel.
+        channel: Bytes,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// Read a key and report its value as [`Input::KeyValue`].
+    Read {
+        /// The key.
+        key: Bytes,
+    },
+}
+
+/// Runs the command thread until the hub drops its sender.
+pub fn run(
+    settings: Arc<RedisSettings>,
+    rx: Receiver<Cmd>,
+    hub: Sender<UpstreamMsg>,
+    metrics: Arc<Metrics>,
+) {
+    let mut backoff = Backoff::new(settings.backoff_max);
+    let mut pending: Vec<Cmd> = Vec::new();
+    let mut first = true;
+    loop {
+        let mut conn = match RedisConn::connect(
+            &settings.url,
+            settings.proto,
+            settings.connect_timeout,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(redis = %settings.url, error = %e, retry_in = ?delay, "redis command connection failed");
+                // Publishes waiting while Redis is down are dropped; reads are kept.
+                let before = pending.len();
+                pending.retain(|c| matches!(c, Cmd::Read { .. }));
+                metrics
+                    .redis
+                    .publish_errors
+                    .add((before - pending.len()) as u64);
+                std::thread::sleep(delay);
+                continue;
+            }
+        };
+        backoff.reset();
+        if first {
+            check_notify_flags(&mut conn, &settings);
+            first = false;
+        }
+        loop {
+            if pending.is_empty() {
+                match rx.recv() {
+                    Ok(cmd) => pending.push(cmd),
+                    Err(_) => return,
+                }
+            }
+            while pending.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => pending.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            match execute(&mut conn, &mut pending, &hub, &metrics) {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(redis = %settings.url, error = %e, "redis command connection lost");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Runs a batch. Publishes are pipelined first; then reads, one key at a time. On error, what
+/// is left in `pending` is retried by the caller after reconnecting.
+fn execute(
+    conn: &mut RedisConn,
+    pending: &mut Vec<Cmd>,
+    hub: &Sender<UpstreamMsg>,
+    metrics: &Metrics,
+) -> Result<(), RedisError> {
+    let publishes: Vec<usize> = (0..pending.len())
+        .filter(|&i| matches!(pending[i], Cmd::Publish { .. }))
+        .collect();
+    for &i in &publishes {
+        if let Cmd::Publish { channel, payload } = &pending[i] {
+            conn.queue(&[b"PUBLISH", channel, payload]);
+        }
+    }
+    if !publishes.is_empty() {
+        let sent = publishes.len();
+        // The publishes leave `pending` now: on a failure below they are not retried.
+        pending.retain(|c| !matches!(c, Cmd::Publish { .. }));
+        let flushed = conn.flush();
+        if let Err(e) = flushed {
+            metrics.redis.publish_errors.add(sent as u64);
+            return Err(e);
+        }
+        for _ in 0..sent {
+            match conn.read() {
+                Ok(Value::Error(e)) => {
+                    metrics.redis.publish_errors.inc();
+                    tracing::warn!(error = %e, "PUBLISH refused");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    metrics.redis.publish_errors.inc();
+                    return Err(e);
+                }
+            }
+        }
+    }
+    while let Some(cmd) = pending.first() {
+        let Cmd::Read { key } = cmd else {
+            pending.remove(0);
+            continue;
+        };
+        let key = key.clone();
+        let json = read_key(conn, &key)?;
+        metrics.redis.key_reads.inc();
+        pending.remove(0);
+        let _ = hub.try_send(UpstreamMsg::Source(SourceInput::Redis(Input::KeyValue {
+            key,
+            json,
+        })));
+    }
+    Ok(())
+}
+
+/// Reads a key according to its type and renders `{"key":…,"type":…,"value":…}`.
+pub fn read_key(conn: &mut RedisConn, key: &[u8]) -> Result<Bytes, RedisError> {
+    let kind = match conn.call(&[b"TYPE", key])? {
+        Value::Simple(t) | Value::Bulk(t) => String::from_utf8_lossy(&t).into_owned(),
+        other => return Err(RedisError::Reply(format!("TYPE returned {other:?}"))),
+    };
+    let mut value = Vec::new();
+    let present = match kind.as_str() {
+        "string" => {
+            let v = conn.call(&[b"GET", key])?;
+            match v.as_bytes() {
+                Some(b) => {
+                    crate::protocol::write_json_string(&mut value, b);
+                    true
+                }
+                None => false,
+            }
+        }
+        "hash" => {
+            let v = conn.call(&[b"HGETALL", key])?;
+            let pairs = pairs(&v);
+            let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+            render_key_value_hash(&mut value, &refs);
+            true
+        }
+        "list" => {
+            let v = conn.call(&[b"LRANGE", key, b"0", b"-1"])?;
+            let items = strings(&v);
+            let refs: Vec<&[u8]> = items.iter().map(|b| &b[..]).collect();
+            render_string_array(&mut value, &refs);
+            true
+        }
+        "set" => {
+            let v = conn.call(&[b"SMEMBERS", key])?;
+            let mut items = strings(&v);
+            items.sort();
+            let refs: Vec<&[u8]> = items.iter().map(|b| &b[..]).collect();
+            render_string_array(&mut value, &refs);
+            true
+        }
+        "zset" => {
+            let v = conn.call(&[b"ZRANGE", key, b"0", b"-1", b"WITHSCORES"])?;
+            let pairs = pairs(&v);
+            let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(a, b)| (&a[..], &b[..])).collect();
+            render_zset(&mut value, &refs);
+            true
+        }
+        _ => false,
+    };
+    let mut out = Vec::with_capacity(value.len() + key.len() + 40);
+    render_key_event(&mut out, key, &kind, present.then_some(&value[..]));
+    Ok(Bytes::from(out))
+}
+
+/// Flattens a RESP2 `[k, v, k, v]` array, a RESP3 map, or RESP3 `[[k, v], …]` into pairs.
+fn pairs(v: &Value) -> Vec<(Bytes, Bytes)> {
+    let text = |v: &Value| match v {
+        Value::Bulk(b) | Value::Simple(b) => b.clone(),
+        Value::Int(i) => Bytes::from(i.to_string()),
+        Value::Other(s) => Bytes::from(s.clone()),
+        _ => Bytes::new(),
+    };
+    match v {
+        Value::Map(m) => m.iter().map(|(k, v)| (text(k), text(v))).collect(),
+        Value::Array(items)
+            if items
+                .iter()
+                .all(|i| matches!(i, Value::Array(p) if p.len() == 2))
+                && !items.is_empty() =>
+        {
+            items
+                .iter()
+                .filter_map(|i| match i {
+                    Value::Array(p) => Some((text(&p[0]), text(&p[1]))),
+                    _ => None,
+                })
+                .collect()
+        }
+        Value::Array(items) => items
+            .chunks_exact(2)
+            .map(|p| (text(&p[0]), text(&p[1])))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn strings(v: &Value) -> Vec<Bytes> {
+    match v {
+        Value::Array(items) => items.iter().filter_map(|i| i.as_bytes().cloned()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Warns when keyspace notifications are off; sets them with `--redis-set-notify`.
+fn check_notify_flags(conn: &mut RedisConn, settings: &RedisSettings) {
+    let current = match conn.call(&[b"CONFIG", b"GET", b"notify-keyspace-events"]) {
+        Ok(v) => pairs(&v)
+            .into_iter()
+            .next()
+            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read notify-keyspace-events (CONFIG disabled?); keyspace watches need K plus the event classes (e.g. KA)");
+            return;
+        }
+    };
+    if super::notify_flags_ok(&current) {
+        return;
+    }
+    if settings.set_notify {
+        let wanted = super::merged_notify_flags(&current);
+        match conn.call(&[
+            b"CONFIG",
+            b"SET",
+            b"notify-keyspace-events",
+            wanted.as_bytes(),
+        ]) {
+            Ok(_) => tracing::info!(from = %current, to = %wanted, "set notify-keyspace-events"),
+            Err(e) => tracing::warn!(error = %e, "could not set notify-keyspace-events"),
+        }
+    } else {
+        tracing::warn!(
+            current = %current,
+            "Redis keyspace notifications are off or incomplete: watches will not see changes. \
+             Run `CONFIG SET notify-keyspace-events KA` or start ringcast with --redis-set-notify"
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! The Redis source: pub/sub channels and patterns, keyspace watches with snapshots, publishes.
+//!
+//! Threads (none of them a shard):
+//! - the subscriber thread ([`subscriber`]) owns the pub/sub connection, drains it at once, and
+//!   passes each push to the hub as [`Input`]; it reconnects and resubscribes by itself;
+//! - the command thread ([`commander`]) owns a second connection for `PUBLISH` and key reads;
+//! - [`RedisSource`] itself lives on the hub thread: it turns interest edges into shared
+//!   subscriptions and runs the keyspace **coalescing rule**: at most one read in flight per
+//!   key, and one more read after the last event that arrived during a read. A burst of HSETs
+//!   costs a handful of reads, and watchers always end on the latest state.
+//!
+//! Snapshots: a watch subscribes `__keyspace@<db>__:<key>` first and reads the key only when
+//! Redis confirms that subscription, so no change can fall between the snapshot and the stream.
+//! After a reconnect the confirmations arrive again, so every watched key is re-read.
+
+pub mod commander;
+pub mod conn;
+pub mod resp;
+pub mod subscriber;
+mod url;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::{Sender, TrySendError, bounded};
+
+pub use url::RedisUrl;
+
+use super::{Source, SourceError, SourceEvent};
+use crate::metrics::Metrics;
+use crate::router::UpstreamMsg;
+use commander::Cmd;
+use resp::Proto;
+use subscriber::{Kind, SubShared};
+
+/// Capacity of the hub → command-thread channel. Past it a publish answers 503 and a key read
+/// is skipped (the next event for that key reads again).
+pub const COMMAND_QUEUE: usize = 16_384;
+
+/// How to reach and talk to one Redis.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Address, credentials, db.
+    pub url: RedisUrl,
+    /// RESP3 (falls back to RESP2 on servers without HELLO) or RESP2.
+    pub proto: Proto,
+    /// TCP connect and handshake timeout.
+    pub connect_timeout: Duration,
+    /// Cap of the reconnect backoff.
+    pub backoff_max: Duration,
+    /// Set `notify-keyspace-events` at startup when flags are missing.
+    pub set_notify: bool,
+}
+
+/// What the Redis threads tell the hub.
+#[derive(Debug)]
+pub enum Input {
+    /// A message on a subscribed channel (including keyspace channels).
+    Message {
+        /// The channel.
+        channel: Bytes,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// A message through a pattern subscription.
+    PMessage {
+        /// The pattern.
+        pattern: Bytes,
+        /// The channel.
+        channel: Bytes,
+        /// The payload.
+        payload: Bytes,
+    },
+    /// Redis confirmed a SUBSCRIBE (also after every reconnect).
+    Subscribed {
+        /// The channel.
+        channel: Bytes,
+    },
+    /// A key read finished: the rendered `{"key":…,"type":…,"value":…}`.
+    KeyValue {
+        /// The key.
+        key: Bytes,
+        /// The rendered event.
+        json: Bytes,
+    },
+    /// The subscriber connection was lost.
+    Down,
+}
+
+/// Coalescing state of one watched key.
+#[derive(Debug, Default)]
+struct KeyState {
+    /// A read is in flight.
+    reading: bool,
+    /// An event arrived during the read: read once more when it completes.
+    dirty: bool,
+}
+
+/// The Redis source, on the hub thread.
+pub struct RedisSource {
+    name: String,
+    shared: Arc<SubShared>,
+    commands: Sender<Cmd>,
+    /// `__keyspace@<db>__:`.
+    keyspace_prefix: Bytes,
+    watched: HashMap<Bytes, KeyState>,
+    metrics: Arc<Metrics>,
+}
+
+impl RedisSource {
+    /// Starts the subscriber and command threads and returns the hub-side source.
+    pub fn start(
+        settings: RedisSettings,
+        hub: Sender<UpstreamMsg>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<RedisSource> {
+        let settings = Arc::new(settings);
+        let shared = Arc::new(SubShared::default());
+        let (tx, rx) = bounded(COMMAND_QUEUE);
+        {
+            let (s, sh, h, m) = (
+                settings.clone(),
+                shared.clone(),
+                hub.clone(),
+                metrics.clone(),
+            );
+            std::thread::Builder::new()
+                .name("ringcast-redis-sub".into())
+                .spawn(move || subscriber::run(s, sh, h, m))?;
+        }
+        {
+            let (s, h, m) = (settings.clone(), hub, metrics.clone());
+            std::thread::Builder::new()
+                .name("ringcast-redis-cmd".into())
+                .spawn(move || commander::run(s, rx, h, m))?;
+        }
+        Ok(RedisSource {
+            name: settings.url.to_string(),
+            shared,
+            commands: tx,
+            keyspace_prefix: Bytes::from(format!("__keyspace@{}__:", settings.url.db)),
+            watched: HashMap::new(),
+            metrics,
+        })
+    }
+
+    fn keyspace_channel(&self, key: &[u8]) -> Bytes {
+        let mut c = Vec::with_capacity(self.keyspace_prefix.len() + key.len());
+        c.extend_from_slice(&self.keyspace_prefix);
+        c.extend_from_slice(key);
+        Bytes::from(c)
+    }
+
+    /// The coalescing rule: read now, or mark the key for one more read after the current one.
+    fn request_read(&mut self, key: &Bytes) {
+        let Some(state) = self.watched.get_mut(key) else {
+            return;
+        };
+        if state.reading {
+            state.dirty = true;
+            return;
+        }
+        match self.commands.try_send(Cmd::Read { key: key.clone() }) {
+            Ok(()) => state.reading = true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.metrics.redis.key_reads_skipped.inc();
+            }
+        }
+    }
+}
+
+impl Source for RedisSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn subscribe(&mut self, channels: &[Bytes]) {
+        self.shared.add(Kind::Channel, channels);
+    }
+
+    fn unsubscribe(&mut self, channels: &[Bytes]) {
+        self.shared.remove(Kind::Channel, channels);
+    }
+
+    fn psubscribe(&mut self, patterns: &[Bytes]) {
+        self.shared.add(Kind::Pattern, patterns);
+    }
+
+    fn punsubscribe(&mut self, patterns: &[Bytes]) {
+        self.shared.remove(Kind::Pattern, patterns);
+    }
+
+    fn supports_watch(&self) -> bool {
+        true
+    }
+
+    fn watch(&mut self, keys: &[Bytes]) {
+        let channels: Vec<Bytes> = keys.iter().map(|k| self.keyspace_channel(k)).collect();
+        for k in keys {
+            self.watched.entry(k.clone()).or_default();
+        }
+        self.shared.add(Kind::Channel, &channels);
+    }
+
+    fn unwatch(&mut self, keys: &[Bytes]) {
+        let channels: Vec<Bytes> = keys.iter().map(|k| self.keyspace_channel(k)).collect();
+        for k in keys {
+            self.watched.remove(k);
+        }
+        self.shared.remove(Kind::Channel, &channels);
+    }
+
+    fn publish(&mut self, channel: Bytes, payload: Bytes) -> Result<(), SourceError> {
+        if self.metrics.redis.up.get() == 0 {
+            return Err(SourceError::Unavailable("redis is down".into()));
+        }
+        self.commands
+            .try_send(Cmd::Publish { channel, payload })
+            .map_err(|_| SourceError::Unavailable("redis command queue is full".into()))
+    }
+
+    fn poll_events(&mut self, _out: &mut Vec<SourceEvent>) {}
+
+    fn read_key(&mut self, key: &Bytes) {
+        if self.watched.contains_key(key) {
+            self.request_read(key);
+        } else {
+            // A one-off snapshot for a key nobody watches (snapshot-on-subscribe).
+            let _ = self.commands.try_send(Cmd::Read { key: key.clone() });
+        }
+    }
+
+    fn handle_input(&mut self, input: super::SourceInput, out: &mut Vec<SourceEvent>) {
+        let super::SourceInput::Redis(input) = input;
+        match input {
+            Input::Message { channel, payload } => {
+                if let Some(key) = channel.strip_prefix(&self.keyspace_prefix[..]) {
+                    let key = channel.slice_ref(key);
+                    self.request_read(&key);
+                }
+                out.push(SourceEvent::Message { channel, payload });
+            }
+            Input::PMessage {
+                pattern,
+                channel,
+                payload,
+            } => {
+                out.push(SourceEvent::PMessage {
+                    pattern,
+                    channel,
+                    payload,
+                });
+            }
+            Input::Subscribed { channel } => {
+                if let Some(key) = channel.strip_prefix(&self.keyspace_prefix[..]) {
+                    let key = channel.slice_ref(key);
+                    if let Some(state) = self.watched.get_mut(&key) {
+                        // A fresh subscription (first watch or reconnect): a read in flight
+                        // may predate it, so make sure one more follows.
+                        if state.reading {
+                            state.dirty = true;
+                        }
+                        self.request_read(&key);
+                    }
+                }
+            }
+            Input::KeyValue { key, json } => {
+                if let Some(state) = self.watched.get_mut(&key) {
+                    state.reading = false;
+                    let again = std::mem::take(&mut state.dirty);
+                    out.push(SourceEvent::Key {
+                        key: key.clone(),
+                        json,
+                    });
+                    if again {
+                        self.request_read(&key);
+                    }
+                } else {
+                    out.push(SourceEvent::Key { key, json });
+                }
+            }
+            Input::Down => {}
+        }
+    }
+}
+
+/// True when `flags` (a `notify-keyspace-events` value) enables keyspace events for the
+/// classes a watch needs: `K` plus `A`, or `K` plus generic, string, list, set, hash, zset,
+/// expired and evicted (`g$lshzxe`).
+pub fn notify_flags_ok(flags: &str) -> bool {
+    flags.contains('K') && (flags.contains('A') || "g$lshzxe".chars().all(|c| flags.contains(c)))
+}
+
+/// `flags` with `K` and `A` added.
+pub fn merged_notify_flags(flags: &str) -> String {
+    let mut out: String = flags.chars().filter(|c| *c != 'K' && *c != 'A').collect();
+    out.push_str("KA");
+    out
+}
+
+/// Capped exponential backoff with ±25 % jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    /// First delay 100 ms, doubling up to `max`.
+    pub fn new(max: Duration) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+            | 1;
+        Backoff {
+            next: Duration::from_millis(100).min(max),
+            max,
+            seed,
+        }
+    }
+
+    /// Back to the first delay after a success.
+    pub fn reset(&mut self) {
+        self.next = Duration::from_millis(100).min(self.max);
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        // xorshift64: jitter only, not cryptography.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let jitter = 0.75 + (self.seed % 1000) as f64 / 2000.0;
+        let delay = self.next.mul_f64(jitter).min(self.max);
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut b = Backoff::new(Duration::from_secs(2));
+        let delays: Vec<Duration> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(delays[0] <= Duration::from_millis(125));
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(2)));
+        assert!(delays[9] >= Duration::from_millis(1500));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(125));
+    }
+
+    #[test]
+    fn notify_flags() {
+        assert!(!notify_flags_ok(""));
+        assert!(!notify_flags_ok("Ex"));
+        assert!(notify_flags_ok("KA"));
+        assert!(notify_flags_ok("AKE"));
+        assert!(notify_flags_ok("Kg$lshzxe"));
+        assert_eq!(merged_notify_flags("Ex"), "ExKA");
+    }
+}

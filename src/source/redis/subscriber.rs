@@ -1,0 +1,239 @@
+//! The subscriber thread: owns the pub/sub connection to Redis, drains it at once, and hands
+//! every push to the hub. Reconnects with capped exponential backoff and jitter, then
+//! resubscribes everything.
+//!
+//! Shared with the hub thread (through [`SubShared`], one mutex): the set of Redis channels and
+//! patterns wanted, with a refcount each, and the write half of the current connection. The hub
+//! writes SUBSCRIBE/UNSUBSCRIBE on the 0→1 and 1→0 edges; a reconnect resubscribes the whole set
+//! under the same lock, so an edge is never lost between the two.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::{Sender, TrySendError};
+
+use super::conn::{RedisConn, RedisError};
+use super::resp::{self, Proto, PubSub};
+use super::{Backoff, Input, RedisSettings};
+use crate::metrics::Metrics;
+use crate::router::UpstreamMsg;
+use crate::source::SourceInput;
+
+/// Most names per SUBSCRIBE command when resubscribing.
+const CHUNK: usize = 512;
+
+/// What the hub and the subscriber thread share.
+#[derive(Default)]
+pub struct SubShared {
+    state: Mutex<SubState>,
+}
+
+#[derive(Default)]
+struct SubState {
+    channels: HashMap<Bytes, u32>,
+    patterns: HashMap<Bytes, u32>,
+    writer: Option<TcpStream>,
+}
+
+/// Channel or pattern, for the shared refcounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `SUBSCRIBE`.
+    Channel,
+    /// `PSUBSCRIBE`.
+    Pattern,
+}
+
+impl SubShared {
+    fn lock(&self) -> MutexGuard<'_, SubState> {
+        // A panic while holding this lock cannot leave the maps inconsistent (each update is a
+        // single insert or remove), so a poisoned lock is still safe to use.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds one reference to each name; sends SUBSCRIBE for names that went 0 → 1.
+    pub fn add(&self, kind: Kind, names: &[Bytes]) {
+        let mut st = self.lock();
+        let map = match kind {
+            Kind::Channel => &mut st.channels,
+            Kind::Pattern => &mut st.patterns,
+        };
+        let mut fresh = Vec::new();
+        for n in names {
+            let c = map.entry(n.clone()).or_insert(0);
+            *c += 1;
+            if *c == 1 {
+                fresh.push(n.clone());
+            }
+        }
+        let cmd: &[u8] = if kind == Kind::Channel {
+            b"SUBSCRIBE"
+        } else {
+            b"PSUBSCRIBE"
+        };
+        send(&mut st.writer, cmd, &fresh);
+    }
+
+    /// Drops one reference to each name; sends UNSUBSCRIBE for names that went 1 → 0.
+    pub fn remove(&self, kind: Kind, names: &[Bytes]) {
+        let mut st = self.lock();
+        let map = match kind {
+            Kind::Channel => &mut st.channels,
+            Kind::Pattern => &mut st.patterns,
+        };
+        let mut gone = Vec::new();
+        for n in names {
+            if let Some(c) = map.get_mut(n) {
+                *c -= 1;
+                if *c == 0 {
+                    map.remove(n);
+                    gone.push(n.clone());
+                }
+            }
+        }
+        let cmd: &[u8] = if kind == Kind::Channel {
+            b"UNSUBSCRIBE"
+        } else {
+            b"PUNSUBSCRIBE"
+        };
+        send(&mut st.writer, cmd, &gone);
+    }
+}
+
+/// Writes `cmd names…` in chunks; on failure drops the writer (the reader thread notices the
+/// broken connection, reconnects and resubscribes everything).
+fn send(writer: &mut Option<TcpStream>, cmd: &[u8], names: &[Bytes]) {
+    if names.is_empty() {
+        return;
+    }
+    let Some(w) = writer.as_mut() else { return };
+    let mut out = BytesMut::new();
+    for chunk in names.chunks(CHUNK) {
+        let mut args: Vec<&[u8]> = Vec::with_capacity(chunk.len() + 1);
+        args.push(cmd);
+        args.extend(chunk.iter().map(|b| &b[..]));
+        resp::encode_command(&mut out, &args);
+    }
+    if w.write_all(&out).is_err() {
+        *writer = None;
+    }
+}
+
+/// Runs the subscriber thread forever (it ends with the process).
+pub fn run(
+    settings: Arc<RedisSettings>,
+    shared: Arc<SubShared>,
+    hub: Sender<UpstreamMsg>,
+    metrics: Arc<Metrics>,
+) {
+    let stats = &metrics.redis;
+    let mut backoff = Backoff::new(settings.backoff_max);
+    let mut connected_before = false;
+    loop {
+        let mut conn = match RedisConn::connect(
+            &settings.url,
+            settings.proto,
+            settings.connect_timeout,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(redis = %settings.url, error = %e, retry_in = ?delay, "redis subscriber connection failed");
+                std::thread::sleep(delay);
+                continue;
+            }
+        };
+        if let Err(e) = resubscribe(&mut conn, &shared) {
+            tracing::warn!(redis = %settings.url, error = %e, "redis resubscribe failed");
+            std::thread::sleep(backoff.next_delay());
+            continue;
+        }
+        backoff.reset();
+        stats.up.set(1);
+        if connected_before {
+            stats.reconnects.inc();
+            tracing::info!(redis = %settings.url, "reconnected to redis; resubscribed");
+        } else {
+            tracing::info!(redis = %settings.url, proto = ?conn.proto, "connected to redis");
+        }
+        connected_before = true;
+        let err = read_loop(&mut conn, &hub, &metrics);
+        shared.lock().writer = None;
+        stats.up.set(0);
+        tracing::warn!(redis = %settings.url, error = %err, "redis subscriber connection lost");
+        let _ = hub.try_send(UpstreamMsg::Source(SourceInput::Redis(Input::Down)));
+    }
+}
+
+/// Subscribes the whole wanted set and installs the writer, under one lock.
+fn resubscribe(conn: &mut RedisConn, shared: &SubShared) -> Result<(), RedisError> {
+    let mut st = shared.lock();
+    let channels: Vec<Bytes> = st.channels.keys().cloned().collect();
+    let patterns: Vec<Bytes> = st.patterns.keys().cloned().collect();
+    for (cmd, names) in [
+        (&b"SUBSCRIBE"[..], channels),
+        (&b"PSUBSCRIBE"[..], patterns),
+    ] {
+        for chunk in names.chunks(CHUNK) {
+            let mut args: Vec<&[u8]> = vec![cmd];
+            args.extend(chunk.iter().map(|b| &b[..]));
+            conn.queue(&args);
+        }
+    }
+    conn.flush()?;
+    st.writer = Some(conn.writer()?);
+    Ok(())
+}
+
+/// Reads pushes until the connection fails; returns why.
+fn read_loop(conn: &mut RedisConn, hub: &Sender<UpstreamMsg>, metrics: &Metrics) -> RedisError {
+    let stats = &metrics.redis;
+    loop {
+        let value = match conn.read() {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        let input = match resp::classify(value) {
+            PubSub::Message { channel, payload } => Input::Message { channel, payload },
+            PubSub::PMessage {
+                pattern,
+                channel,
+                payload,
+            } => Input::PMessage {
+                pattern,
+                channel,
+                payload,
+            },
+            PubSub::Confirm { kind, name, .. } => {
+                if &kind[..] != b"subscribe" {
+                    continue;
+                }
+                Input::Subscribed { channel: name }
+            }
+            PubSub::Pong => continue,
+            PubSub::Reply(resp::Value::Error(e)) => {
+                tracing::warn!(error = %e, "redis refused a subscription command");
+                continue;
+            }
+            PubSub::Reply(other) => {
+                if conn.proto == Proto::Resp2 {
+                    return RedisError::Reply(format!(
+                        "unexpected value on a subscribed connection: {other:?}"
+                    ));
+                }
+                continue;
+            }
+        };
+        stats.events.inc();
+        // Never block on the hub: a full channel drops the event (counted), so Redis's output
+        // buffer for this client never grows because of us.
+        if let Err(TrySendError::Full(_)) =
+            hub.try_send(UpstreamMsg::Source(SourceInput::Redis(input)))
+        {
+            stats.events_dropped.inc();
+        }
+    }
+}

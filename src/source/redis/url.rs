@@ -1,0 +1,160 @@
+//! Where Redis is: `redis://[user:pass@]host:port/db`, or the seed services' variables.
+
+use std::fmt;
+
+/// A parsed Redis address and credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    /// Host name or IP.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Database index for `SELECT` and for `__keyspace@<db>__` channels.
+    pub db: u32,
+    /// ACL user, if any (`AUTH user pass`).
+    pub user: Option<String>,
+    /// Password, if any.
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    /// Shows the address without the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let user = match (&self.user, &self.password) {
+            (Some(u), _) => format!("{u}:***@"),
+            (None, Some(_)) => ":***@".to_string(),
+            (None, None) => String::new(),
+        };
+        write!(f, "redis://{user}{}:{}/{}", self.host, self.port, self.db)
+    }
+}
+
+impl RedisUrl {
+    /// Parses `redis://[user:pass@]host[:port][/db]`.
+    pub fn parse(s: &str) -> Result<RedisUrl, String> {
+        let rest = s
+            .strip_prefix("redis://")
+            .ok_or("must start with redis://")?;
+        let (auth, hostpart) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (hostport, db) = match hostpart.split_once('/') {
+            Some((hp, "")) => (hp, 0),
+            Some((hp, db)) => (hp, db.parse().map_err(|_| format!("bad db {db:?}"))?),
+            None => (hostpart, 0),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| format!("bad port {p:?}"))?),
+            None => (hostport, 6379),
+        };
+        if host.is_empty() {
+            return Err("missing host".into());
+        }
+        let (user, password) = match auth {
+            None => (None, None),
+            Some(a) => match a.split_once(':') {
+                Some(("", p)) => (None, Some(decode(p))),
+                Some((u, p)) => (Some(decode(u)), Some(decode(p))),
+                None => (Some(decode(a)), None),
+            },
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Ok(RedisUrl {
+            host,
+            port,
+            db,
+            user,
+            password,
+        })
+    }
+
+    /// Builds a URL from the seed services' `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB` and
+    /// `REDIS_PASS`, read through `env`; `None` when `REDIS_HOST` is unset.
+    pub fn from_seed_env(env: impl Fn(&str) -> Option<String>) -> Result<Option<RedisUrl>, String> {
+        let Some(host) = env("REDIS_HOST").filter(|h| !h.is_empty()) else {
+            return Ok(None);
+        };
+        let port = match env("REDIS_PORT").filter(|p| !p.is_empty()) {
+            Some(p) => p
+                .parse()
+                .map_err(|_| format!("REDIS_PORT {p:?} is not a port"))?,
+            None => 6379,
+        };
+        let db = match env("REDIS_DB").filter(|d| !d.is_empty()) {
+            Some(d) => d
+                .parse()
+                .map_err(|_| format!("REDIS_DB {d:?} is not a number"))?,
+            None => 0,
+        };
+        let password = env("REDIS_PASS").filter(|p| !p.is_empty());
+        Ok(Some(RedisUrl {
+            host,
+            port,
+            db,
+            user: None,
+            password,
+        }))
+    }
+
+    /// `host:port`, for connecting.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+fn decode(s: &str) -> String {
+    crate::http::percent_decode(s).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_all_forms() {
+        let u = RedisUrl::parse("redis://app:s%40cret@10.0.0.1:6380/2").unwrap();
+        assert_eq!(
+            (u.user.as_deref(), u.password.as_deref()),
+            (Some("app"), Some("s@cret"))
+        );
+        assert_eq!((u.host.as_str(), u.port, u.db), ("10.0.0.1", 6380, 2));
+        let u = RedisUrl::parse("redis://:pw@localhost").unwrap();
+        assert_eq!(
+            (u.user.as_deref(), u.password.as_deref(), u.port, u.db),
+            (None, Some("pw"), 6379, 0)
+        );
+        assert!(RedisUrl::parse("http://x").is_err());
+        assert!(RedisUrl::parse("redis://h:notaport").is_err());
+        assert_eq!(u.to_string(), "redis://:***@localhost:6379/0");
+    }
+
+    #[test]
+    fn seed_variables() {
+        let env = |k: &str| match k {
+            "REDIS_HOST" => Some("r".to_string()),
+            "REDIS_DB" => Some("2".to_string()),
+            "REDIS_PASS" => Some("p".to_string()),
+            _ => None,
+        };
+        let u = RedisUrl::from_seed_env(env).unwrap().unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.db, u.password.as_deref()),
+            ("r", 6379, 2, Some("p"))
+        );
+        assert_eq!(RedisUrl::from_seed_env(|_| None).unwrap(), None);
+    }
+}

@@ -1,0 +1,105 @@
+//! Bad upstreams never crash the gateway: a wrong password gives a clear log line and retries;
+//! a "Redis" that answers garbage is reset and reconnected; clients stay connected throughout.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use common::{Gateway, RedisServer, TIMEOUT};
+
+fn wait_log(gw: &Gateway, needle: &str, times: usize) {
+    let start = Instant::now();
+    loop {
+        let n = gw
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count();
+        if n >= times {
+            return;
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "log never had {times}× {needle:?}: {:?}",
+            gw.log.lock().unwrap()
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn wrong_password_is_logged_clearly_and_retried() {
+    let redis = RedisServer::start_with(&["--requirepass", "right"]);
+    let url = format!("redis://:hunter2x@127.0.0.1:{}/0", redis.port);
+    let gw = Gateway::start(&[
+        "--shards",
+        "1",
+        "--redis",
+        &url,
+        "--redis-backoff-max",
+        "200ms",
+    ]);
+    wait_log(&gw, "authentication refused", 2);
+    assert!(
+        !gw.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("hunter2x")),
+        "password leaked to logs"
+    );
+    let (status, body) = gw.http("GET", "/healthz", &[], b"");
+    assert_eq!(status, 200);
+    assert!(body.contains("degraded"));
+    let mut c = gw.ws("/ws?subscribe=x");
+    assert_eq!(c.recv_json()["op"], "subscribed");
+}
+
+#[test]
+fn garbage_from_redis_resets_the_connection_and_recovers() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"?this is not RESP\r\n\x00\xff");
+        }
+    });
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let gw = Gateway::start(&[
+        "--shards",
+        "1",
+        "--redis",
+        &url,
+        "--redis-backoff-max",
+        "200ms",
+    ]);
+    let start = Instant::now();
+    while accepted.load(Ordering::SeqCst) < 4 {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the upstream did not keep reconnecting"
+        );
+        std::thread::yield_now();
+    }
+    wait_log(&gw, "bad RESP", 1);
+    assert!(
+        !gw.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("panicked"))
+    );
+    assert_eq!(gw.http("GET", "/healthz", &[], b"").0, 200);
+}
