@@ -83,7 +83,7 @@ pub const DEFAULT_READ_BUFFER_BYTES: usize = 4 * 1_024;
 /// Default [`Config::redis_resp`]: RESP3, which falls back to RESP2 on servers without `HELLO`.
 pub const DEFAULT_REDIS_RESP: u8 = 3;
 /// Default [`Config::redis_backoff_max`]: 5 s.
-pub const DEFAULT_REDIS_BACKOFF_MAX: Duration = Duration::from_secs(5);
+pub const DEFAULT_REDIS_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Default [`Config::redis_connect_timeout`]: 2 s.
 pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -195,6 +195,9 @@ pub struct Config {
     /// Test hook (hidden flag and variable only, never in the file): shard N never drains its
     /// inbox, to prove a stalled shard delays no one else. Default none. Must be below `shards`.
     pub debug_stall_shard: Option<usize>,
+    /// Every Redis source, in routing order: the file's `[[source]]` tables, then `--redis` as
+    /// the catch-all. Empty means the embedded broker. Derived; not a knob of its own.
+    pub sources: Vec<SourceConfig>,
     /// `--print-config` (command line only): print [`Config::to_toml`] and exit 0.
     pub print_config: bool,
 }
@@ -225,6 +228,7 @@ impl Default for Config {
             redis_backoff_max: DEFAULT_REDIS_BACKOFF_MAX,
             redis_connect_timeout: DEFAULT_REDIS_CONNECT_TIMEOUT,
             debug_stall_shard: None,
+            sources: Vec::new(),
             print_config: false,
         }
     }
@@ -569,6 +573,94 @@ struct FileConfig {
     redis_resp: Option<toml::Value>,
     redis_backoff_max: Option<toml::Value>,
     redis_connect_timeout: Option<toml::Value>,
+    /// `[[source]]` tables: several Redis sources side by side.
+    source: Option<Vec<SourceTable>>,
+}
+
+/// One `[[source]]` table in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceTable {
+    name: String,
+    redis: String,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+/// A named Redis source from a `[[source]]` table. Channels (and patterns) whose name matches
+/// one of `channels`, and keys matching one of `keys` (Redis glob syntax), are served by this
+/// source; the first matching source wins, in file order, and `--redis` (if set) catches the
+/// rest. A table with neither list serves everything.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct SourceConfig {
+    /// A short name for logs and metrics (`status`).
+    pub name: String,
+    /// Where Redis is.
+    pub url: RedisUrl,
+    /// Globs of the channels and patterns it serves.
+    pub channels: Vec<String>,
+    /// Globs of the keys it serves (watches and snapshots).
+    pub keys: Vec<String>,
+}
+
+impl SourceConfig {
+    /// A catch-all source (the `--redis` one).
+    pub fn catch_all(name: &str, url: RedisUrl) -> SourceConfig {
+        SourceConfig {
+            name: name.into(),
+            url,
+            channels: vec!["*".into()],
+            keys: vec!["*".into()],
+        }
+    }
+}
+
+/// The name of the source that `--redis` configures.
+pub const CATCH_ALL_SOURCE: &str = "redis";
+
+/// Parses the `[[source]]` tables, then appends `--redis` as the catch-all.
+fn sources(
+    file: Option<&ConfigFile>,
+    redis: Option<&RedisUrl>,
+) -> Result<Vec<SourceConfig>, ConfigError> {
+    let mut out: Vec<SourceConfig> = Vec::new();
+    if let Some(file) = file {
+        for t in file.values.source.iter().flatten() {
+            let invalid = |reason: String| ConfigError::Invalid {
+                knob: "source",
+                origin: Origin::File(file.path.clone()),
+                reason,
+            };
+            if t.name.is_empty()
+                || t.name == CATCH_ALL_SOURCE
+                || out.iter().any(|s| s.name == t.name)
+            {
+                return Err(invalid(format!(
+                    "source name {:?} is empty, reserved ({CATCH_ALL_SOURCE:?} is --redis) or used twice",
+                    t.name
+                )));
+            }
+            let url = RedisUrl::parse(&t.redis)
+                .map_err(|e| invalid(format!("source {:?}: bad redis URL: {e}", t.name)))?;
+            let (channels, keys) = if t.channels.is_empty() && t.keys.is_empty() {
+                (vec!["*".to_string()], vec!["*".to_string()])
+            } else {
+                (t.channels.clone(), t.keys.clone())
+            };
+            out.push(SourceConfig {
+                name: t.name.clone(),
+                url,
+                channels,
+                keys,
+            });
+        }
+    }
+    if let Some(url) = redis {
+        out.push(SourceConfig::catch_all(CATCH_ALL_SOURCE, url.clone()));
+    }
+    Ok(out)
 }
 
 /// A config file that was read and parsed.
@@ -874,6 +966,11 @@ impl Layers<'_> {
             )?,
             debug_stall_shard: debug_stall_shard.value,
             print_config,
+            sources: Vec::new(),
+        })
+        .and_then(|mut config| {
+            config.sources = sources(self.file, config.redis.as_ref())?;
+            Ok(config)
         })
     }
 }
@@ -966,6 +1063,19 @@ impl Config {
                 Some(value) => out.push_str(&format!("{key} = {value}\n")),
                 None => out.push_str(&format!("# {key} is not set\n")),
             }
+        }
+        for source in self.sources.iter().filter(|s| s.name != CATCH_ALL_SOURCE) {
+            let list = |v: &[String]| {
+                let items: Vec<String> = v.iter().map(|g| format!("{g:?}")).collect();
+                format!("[{}]", items.join(", "))
+            };
+            out.push_str(&format!(
+                "\n[[source]]\nname = {:?}\nredis = {:?}\nchannels = {}\nkeys = {}\n",
+                source.name,
+                source.url.to_string(),
+                list(&source.channels),
+                list(&source.keys)
+            ));
         }
         out
     }
@@ -1547,7 +1657,15 @@ mod tests {
             redis_backoff_max: Duration::from_secs(60),
             redis_connect_timeout: Duration::from_millis(500),
             debug_stall_shard: None,
+            sources: Vec::new(),
             print_config: false,
+        };
+        let expected = Config {
+            sources: vec![SourceConfig::catch_all(
+                CATCH_ALL_SOURCE,
+                expected.redis.clone().expect("set above"),
+            )],
+            ..expected
         };
         assert_eq!(from_flags, expected);
     }
@@ -1787,6 +1905,10 @@ mod tests {
                 read_back,
                 Config {
                     api_key: expected_key,
+                    sources: expected_redis
+                        .iter()
+                        .map(|u| SourceConfig::catch_all(CATCH_ALL_SOURCE, u.clone()))
+                        .collect(),
                     redis: expected_redis,
                     ..config
                 },
@@ -1930,7 +2052,7 @@ mod tests {
                 config.redis_backoff_max,
                 config.redis_connect_timeout
             ),
-            (3, Duration::from_secs(5), Duration::from_secs(2))
+            (3, DEFAULT_REDIS_BACKOFF_MAX, Duration::from_secs(2))
         );
     }
 

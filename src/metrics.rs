@@ -126,24 +126,28 @@ pub struct Metrics {
     pub shards: Vec<ShardStats>,
     /// The hub's counters.
     pub hub: HubStats,
-    /// The Redis source's counters (all zero without Redis).
-    pub redis: RedisStats,
+    /// One entry per Redis source, in source order (empty with the embedded broker).
+    pub redis: Vec<RedisStats>,
+    /// The Redis sources' names, for the `source` label.
+    pub redis_names: Vec<String>,
     /// True when a Redis source is configured (health reports it).
     pub redis_configured: bool,
 }
 
 impl Metrics {
-    /// Zeroed counters for `shards` shards, with a Redis source.
-    pub fn with_redis(shards: usize) -> Self {
+    /// Zeroed counters for `shards` shards and the named Redis sources.
+    pub fn with_redis(shards: usize, names: Vec<String>) -> Self {
         Metrics {
-            redis_configured: true,
+            redis: names.iter().map(|_| RedisStats::default()).collect(),
+            redis_configured: !names.is_empty(),
+            redis_names: names,
             ..Metrics::new(shards)
         }
     }
 
     /// True when a configured Redis source is down: the service is degraded.
     pub fn degraded(&self) -> bool {
-        self.redis_configured && self.redis.up.get() == 0
+        self.redis.iter().any(|r| r.up.get() == 0)
     }
 
     /// Zeroed counters for `shards` shards.
@@ -157,7 +161,8 @@ impl Metrics {
                 topics: Counter::default(),
                 inbox_drops: (0..shards).map(|_| Counter::default()).collect(),
             },
-            redis: RedisStats::default(),
+            redis: Vec::new(),
+            redis_names: Vec::new(),
             redis_configured: false,
         }
     }
@@ -329,59 +334,74 @@ impl Metrics {
             "Topics with a subscriber anywhere.",
             &[("", hub.topics.get())],
         );
-        if self.redis_configured {
-            let r = &self.redis;
-            let redis: [(&str, &str, &str, &Counter); 7] = [
-                (
-                    "redis_up",
-                    "gauge",
-                    "1 while the Redis subscriber connection is up.",
-                    &r.up,
-                ),
-                (
-                    "redis_reconnects_total",
-                    "counter",
-                    "Reconnects to Redis.",
-                    &r.reconnects,
-                ),
-                (
-                    "redis_events_total",
-                    "counter",
-                    "Pushes received from Redis.",
-                    &r.events,
-                ),
-                (
-                    "redis_events_dropped_total",
-                    "counter",
-                    "Pushes dropped because the hub channel was full.",
-                    &r.events_dropped,
-                ),
-                (
-                    "redis_key_reads_total",
-                    "counter",
-                    "Key reads for watches and snapshots.",
-                    &r.key_reads,
-                ),
-                (
-                    "redis_key_reads_skipped_total",
-                    "counter",
-                    "Key reads skipped because the command queue was full.",
-                    &r.key_reads_skipped,
-                ),
-                (
-                    "redis_publish_errors_total",
-                    "counter",
-                    "Publishes that failed or were dropped while Redis was down.",
-                    &r.publish_errors,
-                ),
-            ];
-            for (name, kind, help, c) in redis {
+        type RedisField = fn(&RedisStats) -> &Counter;
+        let redis: [(&str, &str, &str, RedisField); 7] = [
+            (
+                "redis_up",
+                "gauge",
+                "1 while the Redis subscriber connection is up.",
+                |r| &r.up,
+            ),
+            (
+                "redis_reconnects_total",
+                "counter",
+                "Reconnects to Redis.",
+                |r| &r.reconnects,
+            ),
+            (
+                "redis_events_total",
+                "counter",
+                "Pushes received from Redis.",
+                |r| &r.events,
+            ),
+            (
+                "redis_events_dropped_total",
+                "counter",
+                "Pushes dropped because the hub channel was full.",
+                |r| &r.events_dropped,
+            ),
+            (
+                "redis_key_reads_total",
+                "counter",
+                "Key reads for watches and snapshots.",
+                |r| &r.key_reads,
+            ),
+            (
+                "redis_key_reads_skipped_total",
+                "counter",
+                "Key reads skipped because the command queue was full.",
+                |r| &r.key_reads_skipped,
+            ),
+            (
+                "redis_publish_errors_total",
+                "counter",
+                "Publishes that failed or were dropped while Redis was down.",
+                |r| &r.publish_errors,
+            ),
+        ];
+        if !self.redis.is_empty() {
+            for (name, kind, help, field) in redis {
+                let total: u64 = self.redis.iter().map(|r| field(r).get()).sum();
                 family(
                     &mut out,
                     &format!("ringcast_{name}"),
                     kind,
                     help,
-                    &[("", c.get())],
+                    &[("", total)],
+                );
+                let per: Vec<(String, u64)> = self
+                    .redis
+                    .iter()
+                    .zip(&self.redis_names)
+                    .map(|(r, n)| (format!("source=\"{n}\""), field(r).get()))
+                    .collect();
+                let per: Vec<(&str, u64)> = per.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+                family(
+                    &mut out,
+                    &format!("ringcast_source_{name}"),
+                    kind,
+                    help,
+                    &per,
                 );
             }
         }

@@ -14,11 +14,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::router::hub::{Hub, ShardLink};
+use crate::router::hub::{Hub, RoutedSource, ShardLink};
 use crate::router::{ShardId, UpstreamMsg};
 use crate::rt::{self, Runtime, WakeHandle};
 use crate::shard::run::ShardSetup;
-use crate::source::Source;
 use crate::source::memory::MemorySource;
 use crate::source::redis::resp::Proto;
 use crate::source::redis::{RedisSettings, RedisSource};
@@ -63,10 +62,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         addr: config.listen,
         source: e,
     })?;
-    let metrics = Arc::new(match config.redis {
-        Some(_) => Metrics::with_redis(config.shards),
-        None => Metrics::new(config.shards),
-    });
+    let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+    let metrics = Arc::new(Metrics::with_redis(config.shards, names));
     let (hub_tx, hub_rx) = bounded::<UpstreamMsg>(HUB_CHANNEL);
     // Shards report here when they stop; the hub reports as index `usize::MAX`.
     let (done_tx, done_rx) = bounded::<(usize, Result<(), String>)>(config.shards + 1);
@@ -115,26 +112,34 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         shards.push(handle);
     }
 
-    let source: Box<dyn Source> = match &config.redis {
-        Some(url) => {
-            let settings = RedisSettings {
-                url: url.clone(),
-                proto: if config.redis_resp == 2 {
-                    Proto::Resp2
-                } else {
-                    Proto::Resp3
-                },
-                connect_timeout: config.redis_connect_timeout,
-                backoff_max: config.redis_backoff_max,
-                set_notify: config.redis_set_notify,
-            };
-            let redis = RedisSource::start(settings, hub_tx.clone(), metrics.clone())
-                .map_err(|e| ServerError::Thread(e.to_string()))?;
-            Box::new(redis)
-        }
-        None => Box::new(MemorySource::new()),
-    };
-    let hub = Hub::new(source, links, metrics.clone());
+    let mut sources = Vec::new();
+    for (index, sc) in config.sources.iter().enumerate() {
+        let settings = RedisSettings {
+            index,
+            name: sc.name.clone(),
+            url: sc.url.clone(),
+            proto: if config.redis_resp == 2 {
+                Proto::Resp2
+            } else {
+                Proto::Resp3
+            },
+            connect_timeout: config.redis_connect_timeout,
+            backoff_max: config.redis_backoff_max,
+            set_notify: config.redis_set_notify,
+        };
+        let redis = RedisSource::start(settings, hub_tx.clone(), metrics.clone())
+            .map_err(|e| ServerError::Thread(e.to_string()))?;
+        let globs = |v: &[String]| v.iter().map(|g| bytes::Bytes::from(g.clone())).collect();
+        sources.push(RoutedSource {
+            source: Box::new(redis),
+            channels: globs(&sc.channels),
+            keys: globs(&sc.keys),
+        });
+    }
+    if sources.is_empty() {
+        sources.push(RoutedSource::everything(Box::new(MemorySource::new())));
+    }
+    let hub = Hub::new(sources, links, metrics.clone());
     let hub_done = done_tx;
     let hub_thread = thread::Builder::new()
         .name("ringcast-hub".into())

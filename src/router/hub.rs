@@ -53,9 +53,31 @@ enum Edge {
     Unsubscribe,
 }
 
+/// A source and the names it serves.
+pub struct RoutedSource {
+    /// The source.
+    pub source: Box<dyn Source>,
+    /// Globs of the channels (and patterns) it serves.
+    pub channels: Vec<Bytes>,
+    /// Globs of the keys it serves.
+    pub keys: Vec<Bytes>,
+}
+
+impl RoutedSource {
+    /// A source that serves every channel, pattern and key.
+    pub fn everything(source: Box<dyn Source>) -> Self {
+        let all = vec![Bytes::from_static(b"*")];
+        RoutedSource {
+            source,
+            channels: all.clone(),
+            keys: all,
+        }
+    }
+}
+
 /// The hub state.
 pub struct Hub {
-    source: Box<dyn Source>,
+    sources: Vec<RoutedSource>,
     shards: Vec<ShardLink>,
     topics: HashMap<(TopicKind, Bytes), Vec<ShardSub>>,
     edges: Vec<(Edge, TopicKind, Bytes)>,
@@ -70,10 +92,10 @@ pub struct Hub {
 
 impl Hub {
     /// A hub over `source`, delivering to `shards`.
-    pub fn new(source: Box<dyn Source>, shards: Vec<ShardLink>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(sources: Vec<RoutedSource>, shards: Vec<ShardLink>, metrics: Arc<Metrics>) -> Self {
         let n = shards.len();
         Self {
-            source,
+            sources,
             shards,
             topics: HashMap::new(),
             edges: Vec::new(),
@@ -87,7 +109,9 @@ impl Hub {
 
     /// Runs until [`UpstreamMsg::Shutdown`] or until every sender is gone.
     pub fn run(mut self, rx: Receiver<UpstreamMsg>) {
-        tracing::info!(source = self.source.name(), "hub started");
+        for r in &self.sources {
+            tracing::info!(source = r.source.name(), "hub started");
+        }
         while let Ok(first) = rx.recv() {
             let mut next = Some(first);
             let mut handled = 0;
@@ -105,6 +129,21 @@ impl Hub {
         }
     }
 
+    /// The source serving `name`: the first whose globs match, else the last one.
+    fn source_for(&self, kind: TopicKind, name: &[u8]) -> usize {
+        self.sources
+            .iter()
+            .position(|r| {
+                let globs = if kind == TopicKind::Key {
+                    &r.keys
+                } else {
+                    &r.channels
+                };
+                globs.iter().any(|g| crate::protocol::glob_match(g, name))
+            })
+            .unwrap_or(self.sources.len() - 1)
+    }
+
     /// Handles one message; false means stop.
     pub fn handle(&mut self, msg: UpstreamMsg) -> bool {
         match msg {
@@ -112,7 +151,8 @@ impl Hub {
             UpstreamMsg::Publish { channel, payload } => {
                 // Subscriptions queued before this publish must reach the source first.
                 self.flush_edges();
-                match self.source.publish(channel, payload) {
+                let i = self.source_for(TopicKind::Channel, &channel);
+                match self.sources[i].source.publish(channel, payload) {
                     Ok(()) => self.metrics.hub.publishes.inc(),
                     Err(e) => tracing::warn!(error = %e, "publish failed"),
                 }
@@ -120,7 +160,10 @@ impl Hub {
             }
             UpstreamMsg::Source(input) => {
                 let mut events = std::mem::take(&mut self.events);
-                self.source.handle_input(input, &mut events);
+                let crate::source::SourceInput::Redis { source, .. } = &input;
+                if let Some(r) = self.sources.get_mut(*source) {
+                    r.source.handle_input(input, &mut events);
+                }
                 for ev in events.drain(..) {
                     self.route(ev);
                 }
@@ -165,7 +208,8 @@ impl Hub {
                 .entry(key.clone())
                 .or_default()
                 .push((shard, conn));
-            self.source.read_key(&key);
+            let i = self.source_for(TopicKind::Key, &key);
+            self.sources[i].source.read_key(&key);
         }
     }
 
@@ -217,19 +261,24 @@ impl Hub {
     /// Sends edges to the source, grouping consecutive edges of the same kind into one call.
     fn flush_edges(&mut self) {
         let edges = std::mem::take(&mut self.edges);
-        for run in edges.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
-            let names: Vec<Bytes> = run.iter().map(|e| e.2.clone()).collect();
+        let routed: Vec<(Edge, TopicKind, usize, Bytes)> = edges
+            .iter()
+            .map(|(edge, kind, name)| (*edge, *kind, self.source_for(*kind, name), name.clone()))
+            .collect();
+        for run in routed.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1 && a.2 == b.2) {
+            let names: Vec<Bytes> = run.iter().map(|e| e.3.clone()).collect();
+            let source = &mut self.sources[run[0].2].source;
             match (run[0].0, run[0].1) {
-                (Edge::Subscribe, TopicKind::Channel) => self.source.subscribe(&names),
-                (Edge::Unsubscribe, TopicKind::Channel) => self.source.unsubscribe(&names),
-                (Edge::Subscribe, TopicKind::Pattern) => self.source.psubscribe(&names),
-                (Edge::Unsubscribe, TopicKind::Pattern) => self.source.punsubscribe(&names),
-                (Edge::Subscribe, TopicKind::Key) => self.source.watch(&names),
+                (Edge::Subscribe, TopicKind::Channel) => source.subscribe(&names),
+                (Edge::Unsubscribe, TopicKind::Channel) => source.unsubscribe(&names),
+                (Edge::Subscribe, TopicKind::Pattern) => source.psubscribe(&names),
+                (Edge::Unsubscribe, TopicKind::Pattern) => source.punsubscribe(&names),
+                (Edge::Subscribe, TopicKind::Key) => source.watch(&names),
                 (Edge::Unsubscribe, TopicKind::Key) => {
                     for k in &names {
                         self.key_cache.remove(k);
                     }
-                    self.source.unwatch(&names)
+                    source.unwatch(&names)
                 }
             }
         }
@@ -239,7 +288,9 @@ impl Hub {
 
     fn poll_source(&mut self) {
         let mut events = std::mem::take(&mut self.events);
-        self.source.poll_events(&mut events);
+        for r in &mut self.sources {
+            r.source.poll_events(&mut events);
+        }
         for ev in events.drain(..) {
             self.route(ev);
         }

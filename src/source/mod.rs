@@ -48,8 +48,13 @@ pub enum SourceEvent {
 /// thread (see [`Source::handle_input`]).
 #[derive(Debug)]
 pub enum SourceInput {
-    /// From the Redis source's threads.
-    Redis(redis::Input),
+    /// From the threads of the Redis source at position `source`.
+    Redis {
+        /// The source's position.
+        source: usize,
+        /// What happened.
+        input: redis::Input,
+    },
 }
 
 /// Why a publish failed; the HTTP API answers 503 with this text.

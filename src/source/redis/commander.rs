@@ -63,10 +63,8 @@ pub fn run(
                 // Publishes waiting while Redis is down are dropped; reads are kept.
                 let before = pending.len();
                 pending.retain(|c| matches!(c, Cmd::Read { .. }));
-                metrics
-                    .redis
-                    .publish_errors
-                    .add((before - pending.len()) as u64);
+                let dropped = (before - pending.len()) as u64;
+                metrics.redis[settings.index].publish_errors.add(dropped);
                 std::thread::sleep(delay);
                 continue;
             }
@@ -89,7 +87,7 @@ pub fn run(
                     Err(_) => break,
                 }
             }
-            match execute(&mut conn, &mut pending, &hub, &metrics) {
+            match execute(settings.index, &mut conn, &mut pending, &hub, &metrics) {
                 Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(redis = %settings.url, error = %e, "redis command connection lost");
@@ -103,6 +101,7 @@ pub fn run(
 /// Runs a batch. Publishes are pipelined first; then reads, one key at a time. On error, what
 /// is left in `pending` is retried by the caller after reconnecting.
 fn execute(
+    index: usize,
     conn: &mut RedisConn,
     pending: &mut Vec<Cmd>,
     hub: &Sender<UpstreamMsg>,
@@ -122,18 +121,18 @@ fn execute(
         pending.retain(|c| !matches!(c, Cmd::Publish { .. }));
         let flushed = conn.flush();
         if let Err(e) = flushed {
-            metrics.redis.publish_errors.add(sent as u64);
+            metrics.redis[index].publish_errors.add(sent as u64);
             return Err(e);
         }
         for _ in 0..sent {
             match conn.read() {
                 Ok(Value::Error(e)) => {
-                    metrics.redis.publish_errors.inc();
+                    metrics.redis[index].publish_errors.inc();
                     tracing::warn!(error = %e, "PUBLISH refused");
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    metrics.redis.publish_errors.inc();
+                    metrics.redis[index].publish_errors.inc();
                     return Err(e);
                 }
             }
@@ -146,12 +145,12 @@ fn execute(
         };
         let key = key.clone();
         let json = read_key(conn, &key)?;
-        metrics.redis.key_reads.inc();
+        metrics.redis[index].key_reads.inc();
         pending.remove(0);
-        let _ = hub.try_send(UpstreamMsg::Source(SourceInput::Redis(Input::KeyValue {
-            key,
-            json,
-        })));
+        let _ = hub.try_send(UpstreamMsg::Source(SourceInput::Redis {
+            source: index,
+            input: Input::KeyValue { key, json },
+        }));
     }
     Ok(())
 }

@@ -42,6 +42,10 @@ pub const COMMAND_QUEUE: usize = 16_384;
 /// How to reach and talk to one Redis.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
+    /// Position among the sources: the index of its metrics and of its hub inputs.
+    pub index: usize,
+    /// Its name, for logs.
+    pub name: String,
     /// Address, credentials, db.
     pub url: RedisUrl,
     /// RESP3 (falls back to RESP2 on servers without HELLO) or RESP2.
@@ -100,6 +104,7 @@ struct KeyState {
 
 /// The Redis source, on the hub thread.
 pub struct RedisSource {
+    index: usize,
     name: String,
     shared: Arc<SubShared>,
     commands: Sender<Cmd>,
@@ -137,7 +142,8 @@ impl RedisSource {
                 .spawn(move || commander::run(s, rx, h, m))?;
         }
         Ok(RedisSource {
-            name: settings.url.to_string(),
+            index: settings.index,
+            name: format!("{} ({})", settings.name, settings.url),
             shared,
             commands: tx,
             keyspace_prefix: Bytes::from(format!("__keyspace@{}__:", settings.url.db)),
@@ -165,7 +171,7 @@ impl RedisSource {
         match self.commands.try_send(Cmd::Read { key: key.clone() }) {
             Ok(()) => state.reading = true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.metrics.redis.key_reads_skipped.inc();
+                self.metrics.redis[self.index].key_reads_skipped.inc();
             }
         }
     }
@@ -213,7 +219,7 @@ impl Source for RedisSource {
     }
 
     fn publish(&mut self, channel: Bytes, payload: Bytes) -> Result<(), SourceError> {
-        if self.metrics.redis.up.get() == 0 {
+        if self.metrics.redis[self.index].up.get() == 0 {
             return Err(SourceError::Unavailable("redis is down".into()));
         }
         self.commands
@@ -233,7 +239,7 @@ impl Source for RedisSource {
     }
 
     fn handle_input(&mut self, input: super::SourceInput, out: &mut Vec<SourceEvent>) {
-        let super::SourceInput::Redis(input) = input;
+        let super::SourceInput::Redis { input, .. } = input;
         match input {
             Input::Message { channel, payload } => {
                 if let Some(key) = channel.strip_prefix(&self.keyspace_prefix[..]) {

@@ -129,7 +129,7 @@ pub fn run(
     hub: Sender<UpstreamMsg>,
     metrics: Arc<Metrics>,
 ) {
-    let stats = &metrics.redis;
+    let stats = &metrics.redis[settings.index];
     let mut backoff = Backoff::new(settings.backoff_max);
     let mut connected_before = false;
     loop {
@@ -160,11 +160,14 @@ pub fn run(
             tracing::info!(redis = %settings.url, proto = ?conn.proto, "connected to redis");
         }
         connected_before = true;
-        let err = read_loop(&mut conn, &hub, &metrics);
+        let err = read_loop(settings.index, &mut conn, &hub, &metrics);
         shared.lock().writer = None;
         stats.up.set(0);
         tracing::warn!(redis = %settings.url, error = %err, "redis subscriber connection lost");
-        let _ = hub.try_send(UpstreamMsg::Source(SourceInput::Redis(Input::Down)));
+        let _ = hub.try_send(UpstreamMsg::Source(SourceInput::Redis {
+            source: settings.index,
+            input: Input::Down,
+        }));
     }
 }
 
@@ -189,8 +192,13 @@ fn resubscribe(conn: &mut RedisConn, shared: &SubShared) -> Result<(), RedisErro
 }
 
 /// Reads pushes until the connection fails; returns why.
-fn read_loop(conn: &mut RedisConn, hub: &Sender<UpstreamMsg>, metrics: &Metrics) -> RedisError {
-    let stats = &metrics.redis;
+fn read_loop(
+    index: usize,
+    conn: &mut RedisConn,
+    hub: &Sender<UpstreamMsg>,
+    metrics: &Metrics,
+) -> RedisError {
+    let stats = &metrics.redis[index];
     loop {
         let value = match conn.read() {
             Ok(v) => v,
@@ -230,9 +238,10 @@ fn read_loop(conn: &mut RedisConn, hub: &Sender<UpstreamMsg>, metrics: &Metrics)
         stats.events.inc();
         // Never block on the hub: a full channel drops the event (counted), so Redis's output
         // buffer for this client never grows because of us.
-        if let Err(TrySendError::Full(_)) =
-            hub.try_send(UpstreamMsg::Source(SourceInput::Redis(input)))
-        {
+        if let Err(TrySendError::Full(_)) = hub.try_send(UpstreamMsg::Source(SourceInput::Redis {
+            source: index,
+            input,
+        })) {
             stats.events_dropped.inc();
         }
     }
