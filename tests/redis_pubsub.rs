@@ -104,3 +104,32 @@ fn numsub_refcount_follows_many_clients() {
     redis.wait_numsub("shared", 0);
     redis.wait_numsub("own29", 0);
 }
+
+#[test]
+fn resp2_works_as_well_as_resp3() {
+    let redis = RedisServer::start();
+    redis.cmd(&["SET", "k", "v1"]);
+    let gw = Gateway::start(&[
+        "--shards",
+        "2",
+        "--redis",
+        &redis.url(0),
+        "--redis-resp",
+        "2",
+    ]);
+    let mut c = gw.ws("/ws?subscribe=r2&watch=k");
+    assert_eq!(c.recv_json()["op"], "subscribed");
+    assert_eq!(c.recv_json()["op"], "watched");
+    assert_eq!(
+        c.recv_json(),
+        json!({"key": "k", "type": "string", "value": "v1"})
+    );
+    redis.wait_numsub("r2", 1);
+    redis.cmd(&["PUBLISH", "r2", "[1,2]"]);
+    assert_eq!(c.recv_json(), json!({"channel": "r2", "data": [1, 2]}));
+    redis.cmd(&["SET", "k", "v2"]);
+    assert_eq!(
+        c.recv_json(),
+        json!({"key": "k", "type": "string", "value": "v2"})
+    );
+}
