@@ -82,7 +82,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(4);
 pub const DEFAULT_READ_BUFFER_BYTES: usize = 4 * 1_024;
 /// Default [`Config::redis_resp`]: RESP3, which falls back to RESP2 on servers without `HELLO`.
 pub const DEFAULT_REDIS_RESP: u8 = 3;
-/// Default [`Config::redis_backoff_max`]: 5 s.
+/// Default [`Config::redis_backoff_max`]: 1 s, so clients see events again within about a
+/// second of Redis coming back.
 pub const DEFAULT_REDIS_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Default [`Config::redis_connect_timeout`]: 2 s.
 pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -184,7 +185,7 @@ pub struct Config {
     /// RESP protocol version, 2 or 3. Default 3, which falls back to 2 on servers without
     /// `HELLO`; 2 skips the `HELLO` round trip.
     pub redis_resp: u8,
-    /// Cap of the reconnect backoff to Redis, 100 ms..=5 min. Default 5 s. The backoff starts
+    /// Cap of the reconnect backoff to Redis, 100 ms..=5 min. Default 1 s. The backoff starts
     /// at 100 ms and doubles up to this cap, with ±25 % jitter; a larger cap spares a struggling
     /// server but leaves subscribers without events for longer after it recovers.
     pub redis_backoff_max: Duration,
@@ -521,7 +522,7 @@ struct Cli {
     #[arg(long, env = "RINGCAST_REDIS_RESP", value_name = "2|3")]
     redis_resp: Option<String>,
     /// Cap of the Redis reconnect backoff, which starts at 100ms and doubles, with 25%
-    /// jitter, 100ms to 5m [default: 5s]
+    /// jitter, 100ms to 5m [default: 1s]
     #[arg(long, env = "RINGCAST_REDIS_BACKOFF_MAX", value_name = "DURATION")]
     redis_backoff_max: Option<String>,
     /// Timeout of the TCP connect to Redis and of each step of the handshake, 100ms to 60s
@@ -544,10 +545,10 @@ struct Cli {
 
 /// The TOML file. Keys are the knob names in snake_case. Values stay raw so that a bad one
 /// gets the same error as from a flag; unknown keys are rejected by serde.
-// TODO(later issues): `[[listener]]`, `[[route]]` and `[[source]]` tables will be added here.
-// Several Redis sources side by side will come as `[[source]]` tables (a URL and the `redis_*`
-// settings each); for now the top-level `redis*` keys configure the one Redis source. Not
-// implemented yet. `debug_stall_shard` is a test hook and deliberately not a key.
+// `[[source]]` tables configure several Redis sources side by side (name, URL, channel and key
+// globs; see `SourceConfig`); the `redis_*` knobs apply to all of them.
+// TODO(later issues): `[[listener]]` and `[[route]]` tables will be added here.
+// `debug_stall_shard` is a test hook and deliberately not a key.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -603,6 +604,20 @@ pub struct SourceConfig {
     pub channels: Vec<String>,
     /// Globs of the keys it serves (watches and snapshots).
     pub keys: Vec<String>,
+}
+
+/// The source serving channel `name`: the first whose channel globs match, else the last one
+/// (the hub routes by the same rule). `None` without Redis sources.
+pub fn source_for_channel(sources: &[SourceConfig], name: &[u8]) -> Option<usize> {
+    if sources.is_empty() {
+        return None;
+    }
+    let hit = sources.iter().position(|s| {
+        s.channels
+            .iter()
+            .any(|g| crate::protocol::glob_match(g.as_bytes(), name))
+    });
+    Some(hit.unwrap_or(sources.len() - 1))
 }
 
 impl SourceConfig {

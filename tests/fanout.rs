@@ -18,6 +18,9 @@ fn five_hundred_clients_over_all_shards_get_every_message_in_order() {
         let n = gw.metric(&format!("ringcast_shard_websockets{{shard=\"{shard}\"}}"));
         assert!(n > 0, "shard {shard} got no connections");
     }
+    assert_eq!(gw.metric("ringcast_websockets"), 500);
+    // The 500 WebSockets plus the HTTP connection asking for /metrics.
+    assert_eq!(gw.metric("ringcast_connections"), 501);
     const N: u64 = 50;
     for i in 0..N {
         gw.publish("fan", &json!({"seq": i}));

@@ -117,3 +117,25 @@ fn watch_without_redis_is_refused_clearly() {
     assert_eq!(err["id"], 3);
     assert!(err["message"].as_str().unwrap().contains("--redis"));
 }
+
+#[test]
+fn watch_gets_a_snapshot_when_its_keyspace_channel_is_already_subscribed() {
+    let redis = RedisServer::start();
+    redis.cmd(&["SET", "shared", "1"]);
+    let gw = gateway(&redis);
+    let mut raw = gw.ws("/ws?subscribe=__keyspace@0__:shared");
+    assert_eq!(raw.recv_json()["op"], "subscribed");
+    redis.wait_numsub("__keyspace@0__:shared", 1);
+    let mut w = gw.ws("/ws?watch=shared");
+    assert_eq!(w.recv_json()["op"], "watched");
+    assert_eq!(
+        w.recv_json(),
+        json!({"key": "shared", "type": "string", "value": "1"})
+    );
+    redis.cmd(&["SET", "shared", "2"]);
+    assert_eq!(
+        raw.recv_json(),
+        json!({"channel": "__keyspace@0__:shared", "data": "set"})
+    );
+    until(&mut w, |ev| ev["value"] == "2");
+}

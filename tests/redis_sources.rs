@@ -56,6 +56,16 @@ fn channels_and_keys_route_to_their_own_source() {
         1
     );
     assert_eq!(gw.metric("ringcast_source_redis_up{source=\"status\"}"), 1);
+
+    // One source down: its channels refuse publishes (503), the other source's still work.
+    drop(keyspace);
+    gw.wait_metric("ringcast_source_redis_up{source=\"preflight\"}", |v| v == 0);
+    assert!(gw.http("GET", "/healthz", &[], b"").1.contains("degraded"));
+    gw.publish("run1:status", &json!("still flowing"));
+    assert_eq!(
+        c.recv_json(),
+        json!({"channel": "run1:status", "data": "still flowing"})
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

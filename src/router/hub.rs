@@ -7,7 +7,7 @@
 //! only to the shards that have subscribers.
 //!
 //! It never waits on a shard: deliveries use `try_send`, and when a shard's inbox is full the
-//! event is dropped for that shard and counted in `ringcast_queue_drops_total{shard}` (the same
+//! event is dropped for that shard and counted in `ringcast_shard_queue_drops_total{shard="i"}` (the same
 //! at-most-once contract as Redis pub/sub). Blocking on its own inbox is fine: it is not a shard.
 
 use std::collections::HashMap;
@@ -199,6 +199,7 @@ impl Hub {
             let msg = ShardMsg::DeliverTo {
                 conn,
                 frame: frame.clone(),
+                releases_held: !watcher,
             };
             self.send(usize::from(shard.0), msg);
         } else if !watcher {
@@ -358,6 +359,7 @@ impl Hub {
                 ShardMsg::DeliverTo {
                     conn,
                     frame: frame.clone(),
+                    releases_held: true,
                 },
             );
         }

@@ -113,6 +113,8 @@ pub enum ShardMsg {
         conn: ConnRef,
         /// The frame.
         frame: Bytes,
+        /// True for a one-off snapshot the connection holds its events for (not for a watcher).
+        releases_held: bool,
     },
     /// Deliver `frames` to every local subscriber of `target`.
     Deliver {

@@ -186,14 +186,24 @@ impl Shard {
     }
 
     /// Delivers a requested snapshot, then the events held back while waiting for it.
-    pub fn deliver_snapshot(&mut self, conn: ConnRef, frame: Bytes) {
+    /// `releases_held` is true for the one-off snapshot the connection holds its events for;
+    /// a watcher's cached value is ordered like any other event.
+    pub fn deliver_snapshot(&mut self, conn: ConnRef, frame: Bytes, releases_held: bool) {
         let Some(c) = self.conns.get_mut(conn.key).filter(|c| c.id == conn.id) else {
             return;
         };
-        c.snapshots_pending = c.snapshots_pending.saturating_sub(1);
+        if !releases_held && c.snapshots_pending > 0 {
+            if c.held.len() < crate::conn::MAX_HELD {
+                c.held.push(OutFrame::new(frame));
+            }
+            return;
+        }
         let mut frames = vec![OutFrame::new(frame)];
-        if c.snapshots_pending == 0 {
-            frames.append(&mut c.held);
+        if releases_held {
+            c.snapshots_pending = c.snapshots_pending.saturating_sub(1);
+            if c.snapshots_pending == 0 {
+                frames.append(&mut c.held);
+            }
         }
         for f in frames {
             match c.outbox.push(f) {
@@ -445,7 +455,8 @@ impl Shard {
     /// Publishes through the hub; false when the hub channel is full or the configured Redis is
     /// down (answer 503: the publish would be lost).
     pub fn publish(&mut self, channel: Bytes, payload: Bytes) -> bool {
-        if self.metrics.degraded() {
+        let source = crate::config::source_for_channel(&self.config.sources, &channel);
+        if source.is_some_and(|i| self.metrics.redis[i].up.get() == 0) {
             return false;
         }
         // Interest changes queued earlier must reach the hub before this publish.

@@ -91,7 +91,13 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
     while let Ok(msg) = inbox.try_recv() {
         match msg {
             ShardMsg::Deliver { target, frames } => shard.borrow_mut().deliver(target, frames),
-            ShardMsg::DeliverTo { conn, frame } => shard.borrow_mut().deliver_snapshot(conn, frame),
+            ShardMsg::DeliverTo {
+                conn,
+                frame,
+                releases_held,
+            } => shard
+                .borrow_mut()
+                .deliver_snapshot(conn, frame, releases_held),
         }
         handled += 1;
         if handled % INBOX_BUDGET == 0 {
@@ -116,7 +122,6 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, stop: Rc<Notify>) {
                 }
                 stream.set_nodelay();
                 let key = s.insert_conn(stream.handle(), Instant::now());
-                s.stats().connections.inc();
                 drop(s);
                 rt::spawn(crate::conn::io::serve(shard.clone(), key, stream));
             }

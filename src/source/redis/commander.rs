@@ -144,12 +144,23 @@ fn execute(
             continue;
         };
         let key = key.clone();
-        let json = read_key(conn, &key)?;
+        let input = match read_key(conn, &key) {
+            Ok(json) => Input::KeyValue { key, json },
+            // An error reply (a WRONGTYPE race, NOPERM...) is about this key, not the
+            // connection: report it and move on instead of retrying forever.
+            Err(RedisError::Reply(e)) => {
+                tracing::warn!(key = %String::from_utf8_lossy(&key), error = %e, "key read refused");
+                Input::ReadFailed { key }
+            }
+            Err(e) => return Err(e),
+        };
         metrics.redis[index].key_reads.inc();
         pending.remove(0);
-        let _ = hub.try_send(UpstreamMsg::Source(SourceInput::Redis {
+        // The hub must learn every read's end, or the key stays "reading" forever: wait for room
+        // (the hub never blocks for long).
+        let _ = hub.send(UpstreamMsg::Source(SourceInput::Redis {
             source: index,
-            input: Input::KeyValue { key, json },
+            input,
         }));
     }
     Ok(())

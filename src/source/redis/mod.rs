@@ -89,6 +89,11 @@ pub enum Input {
         /// The rendered event.
         json: Bytes,
     },
+    /// A key read got an error reply; the key is not "reading" any more.
+    ReadFailed {
+        /// The key.
+        key: Bytes,
+    },
     /// The subscriber connection was lost.
     Down,
 }
@@ -207,7 +212,12 @@ impl Source for RedisSource {
         for k in keys {
             self.watched.entry(k.clone()).or_default();
         }
-        self.shared.add(Kind::Channel, &channels);
+        // A keyspace channel someone already subscribed to as a plain channel gets no new
+        // confirmation, so read those keys now (the subscription is already in place).
+        for channel in self.shared.add(Kind::Channel, &channels) {
+            let key = channel.slice(self.keyspace_prefix.len()..);
+            self.request_read(&key);
+        }
     }
 
     fn unwatch(&mut self, keys: &[Bytes]) {
@@ -285,6 +295,14 @@ impl Source for RedisSource {
                     }
                 } else {
                     out.push(SourceEvent::Key { key, json });
+                }
+            }
+            Input::ReadFailed { key } => {
+                if let Some(state) = self.watched.get_mut(&key) {
+                    state.reading = false;
+                    if std::mem::take(&mut state.dirty) {
+                        self.request_read(&key);
+                    }
                 }
             }
             Input::Down => {}

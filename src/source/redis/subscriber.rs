@@ -54,19 +54,23 @@ impl SubShared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds one reference to each name; sends SUBSCRIBE for names that went 0 → 1.
-    pub fn add(&self, kind: Kind, names: &[Bytes]) {
+    /// Adds one reference to each name; sends SUBSCRIBE for names that went 0 → 1. Returns the
+    /// names that were already wanted (no confirmation will come for them).
+    pub fn add(&self, kind: Kind, names: &[Bytes]) -> Vec<Bytes> {
         let mut st = self.lock();
         let map = match kind {
             Kind::Channel => &mut st.channels,
             Kind::Pattern => &mut st.patterns,
         };
         let mut fresh = Vec::new();
+        let mut existing = Vec::new();
         for n in names {
             let c = map.entry(n.clone()).or_insert(0);
             *c += 1;
             if *c == 1 {
                 fresh.push(n.clone());
+            } else {
+                existing.push(n.clone());
             }
         }
         let cmd: &[u8] = if kind == Kind::Channel {
@@ -75,6 +79,7 @@ impl SubShared {
             b"PSUBSCRIBE"
         };
         send(&mut st.writer, cmd, &fresh);
+        existing
     }
 
     /// Drops one reference to each name; sends UNSUBSCRIBE for names that went 1 → 0.
@@ -118,6 +123,8 @@ fn send(writer: &mut Option<TcpStream>, cmd: &[u8], names: &[Bytes]) {
         resp::encode_command(&mut out, &args);
     }
     if w.write_all(&out).is_err() {
+        // Force the reader to notice: it reconnects and resubscribes the whole wanted set.
+        let _ = w.shutdown(std::net::Shutdown::Both);
         *writer = None;
     }
 }
@@ -219,7 +226,13 @@ fn read_loop(
                 if &kind[..] != b"subscribe" {
                     continue;
                 }
-                Input::Subscribed { channel: name }
+                // A confirmation drives snapshot reads: wait for room rather than lose it (only
+                // when the hub channel is full, in which case messages are being dropped anyway).
+                let _ = hub.send(UpstreamMsg::Source(SourceInput::Redis {
+                    source: index,
+                    input: Input::Subscribed { channel: name },
+                }));
+                continue;
             }
             PubSub::Pong => continue,
             PubSub::Reply(resp::Value::Error(e)) => {
