@@ -139,3 +139,39 @@ fn watch_gets_a_snapshot_when_its_keyspace_channel_is_already_subscribed() {
     );
     until(&mut w, |ev| ev["value"] == "2");
 }
+
+#[test]
+fn watching_a_key_glob_sends_every_matching_change() {
+    let redis = RedisServer::start();
+    let gw = gateway(&redis);
+    let mut w = gw.ws("/ws");
+    w.command(json!({"op": "watch", "key": "run:*", "id": 1}));
+    assert_eq!(
+        w.recv_json(),
+        json!({"op": "watched", "key": "run:*", "id": 1})
+    );
+    let start = std::time::Instant::now();
+    while redis.cmd(&["PUBSUB", "NUMPAT"]) != common::Resp::Int(1) {
+        assert!(
+            start.elapsed() < common::TIMEOUT,
+            "keyspace pattern never subscribed"
+        );
+        std::thread::yield_now();
+    }
+    redis.cmd(&["HSET", "other", "x", "1"]);
+    redis.cmd(&["HSET", "run:7", "ready", "1"]);
+    assert_eq!(
+        w.recv_json(),
+        json!({"key": "run:7", "type": "hash", "value": {"ready": "1"}})
+    );
+    redis.cmd(&["SET", "run:8", "x"]);
+    assert_eq!(
+        w.recv_json(),
+        json!({"key": "run:8", "type": "string", "value": "x"})
+    );
+    w.command(json!({"op": "unwatch", "key": "run:*", "id": 2}));
+    assert_eq!(
+        w.recv_json(),
+        json!({"op": "unwatched", "key": "run:*", "id": 2})
+    );
+}

@@ -34,6 +34,11 @@ pub fn subscribe_from_url(
     acks: bool,
 ) {
     for name in list.split(',').filter(|c| !c.is_empty()) {
+        let kind = if kind.is_key() {
+            TopicKind::for_key(name.as_bytes())
+        } else {
+            kind
+        };
         match subscribe(shard, key, kind, name, None) {
             Ok(ack) if acks && !ack.is_empty() => shard.send_text(key, &ack),
             Ok(_) => {}
@@ -69,9 +74,12 @@ fn execute(shard: &mut Shard, key: ConnKey, id: Option<&RequestId>, cmd: Command
             }
         }
         Command::Watch { key: name } => {
-            subscribe(shard, key, TopicKind::Key, &name, id).unwrap_or_else(|e| e)
+            let kind = TopicKind::for_key(name.as_bytes());
+            subscribe(shard, key, kind, &name, id).unwrap_or_else(|e| e)
         }
-        Command::Unwatch { key: name } => unsubscribe(shard, key, TopicKind::Key, &name, id),
+        Command::Unwatch { key: name } => {
+            unsubscribe(shard, key, TopicKind::for_key(name.as_bytes()), &name, id)
+        }
         Command::Psubscribe { pattern } => {
             subscribe(shard, key, TopicKind::Pattern, &pattern, id).unwrap_or_else(|e| e)
         }
@@ -92,7 +100,7 @@ fn subscribe(
     name: &str,
     id: Option<&RequestId>,
 ) -> Result<String, String> {
-    if kind == TopicKind::Key && !shard.metrics().redis_configured {
+    if kind.is_key() && !shard.metrics().redis_configured {
         return Err(unsupported(id, "watch"));
     }
     if let Err(e) = crate::protocol::check_topic(name) {
@@ -154,8 +162,8 @@ fn ack(kind: TopicKind, subscribe: bool) -> AckOp {
         (TopicKind::Channel, false) => AckOp::Unsubscribed,
         (TopicKind::Pattern, true) => AckOp::Psubscribed,
         (TopicKind::Pattern, false) => AckOp::Punsubscribed,
-        (TopicKind::Key, true) => AckOp::Watched,
-        (TopicKind::Key, false) => AckOp::Unwatched,
+        (TopicKind::Key | TopicKind::KeyPattern, true) => AckOp::Watched,
+        (TopicKind::Key | TopicKind::KeyPattern, false) => AckOp::Unwatched,
     }
 }
 

@@ -85,6 +85,8 @@ pub struct Hub {
     events: Vec<SourceEvent>,
     /// The last rendered frame of each watched key: the snapshot for late watchers.
     key_cache: HashMap<Bytes, Bytes>,
+    /// Watched key globs, to route key events to pattern watchers.
+    key_patterns: Vec<Bytes>,
     /// One-off snapshot requests waiting for a key read.
     waiting: HashMap<Bytes, Vec<(ShardId, ConnRef)>>,
     metrics: Arc<Metrics>,
@@ -102,6 +104,7 @@ impl Hub {
             to_wake: vec![false; n],
             events: Vec::new(),
             key_cache: HashMap::new(),
+            key_patterns: Vec::new(),
             waiting: HashMap::new(),
             metrics,
         }
@@ -134,11 +137,7 @@ impl Hub {
         self.sources
             .iter()
             .position(|r| {
-                let globs = if kind == TopicKind::Key {
-                    &r.keys
-                } else {
-                    &r.channels
-                };
+                let globs = if kind.is_key() { &r.keys } else { &r.channels };
                 globs.iter().any(|g| crate::protocol::glob_match(g, name))
             })
             .unwrap_or(self.sources.len() - 1)
@@ -275,6 +274,14 @@ impl Hub {
                 (Edge::Subscribe, TopicKind::Pattern) => source.psubscribe(&names),
                 (Edge::Unsubscribe, TopicKind::Pattern) => source.punsubscribe(&names),
                 (Edge::Subscribe, TopicKind::Key) => source.watch(&names),
+                (Edge::Subscribe, TopicKind::KeyPattern) => {
+                    self.key_patterns.extend(names.iter().cloned());
+                    source.pwatch(&names)
+                }
+                (Edge::Unsubscribe, TopicKind::KeyPattern) => {
+                    self.key_patterns.retain(|p| !names.contains(p));
+                    source.punwatch(&names)
+                }
                 (Edge::Unsubscribe, TopicKind::Key) => {
                     for k in &names {
                         self.key_cache.remove(k);
@@ -345,13 +352,20 @@ impl Hub {
     fn route_key(&mut self, key: Bytes, json: Bytes) {
         let frame = frame::encode(OpCode::Text, &json);
         self.metrics.hub.frames_encoded.inc();
+        let frames = Frames::new(Some(frame.clone()), Some(frame.clone()));
         let topic = (TopicKind::Key, key.clone());
         if self.topics.contains_key(&topic) {
             self.key_cache.insert(key.clone(), frame.clone());
-            self.fan_out(
-                &topic,
-                &Frames::new(Some(frame.clone()), Some(frame.clone())),
-            );
+            self.fan_out(&topic, &frames);
+        }
+        let patterns: Vec<Bytes> = self
+            .key_patterns
+            .iter()
+            .filter(|p| crate::protocol::glob_match(p, &key))
+            .cloned()
+            .collect();
+        for pattern in patterns {
+            self.fan_out(&(TopicKind::KeyPattern, pattern), &frames);
         }
         for (shard, conn) in self.waiting.remove(&key).unwrap_or_default() {
             self.send(

@@ -13,6 +13,24 @@ pub enum TopicKind {
     Pattern,
     /// A watched key: its value, then every change.
     Key,
+    /// A watched key glob (`run:*`): every change of every matching key (no initial values).
+    KeyPattern,
+}
+
+impl TopicKind {
+    /// `Key`, or `KeyPattern` when `name` contains glob metacharacters (`*`, `?`, `[`).
+    pub fn for_key(name: &[u8]) -> TopicKind {
+        if name.iter().any(|b| matches!(b, b'*' | b'?' | b'[')) {
+            TopicKind::KeyPattern
+        } else {
+            TopicKind::Key
+        }
+    }
+
+    /// True for watched keys and key globs.
+    pub fn is_key(self) -> bool {
+        matches!(self, TopicKind::Key | TopicKind::KeyPattern)
+    }
 }
 
 /// A topic interned on one shard: a slot in its table plus the slot's generation.

@@ -90,6 +90,10 @@ pub trait Source: Send {
     fn watch(&mut self, _keys: &[Bytes]) {}
     /// Stops watching `keys`.
     fn unwatch(&mut self, _keys: &[Bytes]) {}
+    /// Starts watching every key matching each glob in `patterns` (changes only).
+    fn pwatch(&mut self, _patterns: &[Bytes]) {}
+    /// Stops watching key globs.
+    fn punwatch(&mut self, _patterns: &[Bytes]) {}
     /// Reads `key` once and reports it as a [`SourceEvent::Key`] (a snapshot on request).
     fn read_key(&mut self, _key: &Bytes) {}
     /// Interprets input from the source's own threads, appending events to route.

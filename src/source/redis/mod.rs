@@ -101,6 +101,8 @@ pub enum Input {
 /// Coalescing state of one watched key.
 #[derive(Debug, Default)]
 struct KeyState {
+    /// Watched only through a key glob: forgotten once its read completes.
+    transient: bool,
     /// A read is in flight.
     reading: bool,
     /// An event arrived during the read: read once more when it completes.
@@ -116,6 +118,8 @@ pub struct RedisSource {
     /// `__keyspace@<db>__:`.
     keyspace_prefix: Bytes,
     watched: HashMap<Bytes, KeyState>,
+    /// Watched key globs, as their keyspace patterns (`__keyspace@0__:run:*`).
+    watched_patterns: std::collections::HashSet<Bytes>,
     metrics: Arc<Metrics>,
 }
 
@@ -153,6 +157,7 @@ impl RedisSource {
             commands: tx,
             keyspace_prefix: Bytes::from(format!("__keyspace@{}__:", settings.url.db)),
             watched: HashMap::new(),
+            watched_patterns: Default::default(),
             metrics,
         })
     }
@@ -210,7 +215,7 @@ impl Source for RedisSource {
     fn watch(&mut self, keys: &[Bytes]) {
         let channels: Vec<Bytes> = keys.iter().map(|k| self.keyspace_channel(k)).collect();
         for k in keys {
-            self.watched.entry(k.clone()).or_default();
+            self.watched.entry(k.clone()).or_default().transient = false;
         }
         // A keyspace channel someone already subscribed to as a plain channel gets no new
         // confirmation, so read those keys now (the subscription is already in place).
@@ -218,6 +223,20 @@ impl Source for RedisSource {
             let key = channel.slice(self.keyspace_prefix.len()..);
             self.request_read(&key);
         }
+    }
+
+    fn pwatch(&mut self, patterns: &[Bytes]) {
+        let channels: Vec<Bytes> = patterns.iter().map(|p| self.keyspace_channel(p)).collect();
+        self.watched_patterns.extend(channels.iter().cloned());
+        self.shared.add(Kind::Pattern, &channels);
+    }
+
+    fn punwatch(&mut self, patterns: &[Bytes]) {
+        let channels: Vec<Bytes> = patterns.iter().map(|p| self.keyspace_channel(p)).collect();
+        for c in &channels {
+            self.watched_patterns.remove(c);
+        }
+        self.shared.remove(Kind::Pattern, &channels);
     }
 
     fn unwatch(&mut self, keys: &[Bytes]) {
@@ -263,6 +282,18 @@ impl Source for RedisSource {
                 channel,
                 payload,
             } => {
+                if self.watched_patterns.contains(&pattern)
+                    && let Some(key) = channel.strip_prefix(&self.keyspace_prefix[..])
+                {
+                    // A change under a watched key glob: read that key (coalesced like any
+                    // watched key; forgotten after the read unless watched by name).
+                    let key = channel.slice_ref(key);
+                    self.watched.entry(key.clone()).or_insert_with(|| KeyState {
+                        transient: true,
+                        ..KeyState::default()
+                    });
+                    self.request_read(&key);
+                }
                 out.push(SourceEvent::PMessage {
                     pattern,
                     channel,
@@ -292,6 +323,8 @@ impl Source for RedisSource {
                     });
                     if again {
                         self.request_read(&key);
+                    } else if state.transient {
+                        self.watched.remove(&key);
                     }
                 } else {
                     out.push(SourceEvent::Key { key, json });
@@ -302,6 +335,8 @@ impl Source for RedisSource {
                     state.reading = false;
                     if std::mem::take(&mut state.dirty) {
                         self.request_read(&key);
+                    } else if state.transient {
+                        self.watched.remove(&key);
                     }
                 }
             }
