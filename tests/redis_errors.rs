@@ -103,3 +103,28 @@ fn garbage_from_redis_resets_the_connection_and_recovers() {
     );
     assert_eq!(gw.http("GET", "/healthz", &[], b"").0, 200);
 }
+
+#[test]
+fn an_acl_user_can_authenticate() {
+    let redis = RedisServer::start();
+    let reply = redis.cmd(&[
+        "ACL", "SETUSER", "app", "on", ">s3cret", "~*", "&*", "+@all",
+    ]);
+    assert_eq!(reply, common::Resp::Simple("OK".into()));
+    for resp in ["2", "3"] {
+        let url = format!("redis://app:s3cret@127.0.0.1:{}/0", redis.port);
+        let gw = Gateway::start(&["--shards", "1", "--redis", &url, "--redis-resp", resp]);
+        let mut c = gw.ws("/ws?subscribe=acl");
+        assert_eq!(c.recv_json()["op"], "subscribed");
+        redis.wait_numsub("acl", 1);
+        redis.cmd(&["PUBLISH", "acl", "hi"]);
+        assert_eq!(c.recv_json()["data"], "hi");
+        assert!(
+            !gw.log.lock().unwrap().iter().any(|l| l.contains("s3cret")),
+            "password leaked"
+        );
+        drop(c);
+        drop(gw);
+        redis.wait_numsub("acl", 0);
+    }
+}
