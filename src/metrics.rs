@@ -258,52 +258,23 @@ impl Metrics {
             ),
         ];
         for (name, kind, help, field) in shard_metrics {
-            let total: u64 = self.shards.iter().map(|s| field(s).get()).sum();
-            family(
-                &mut out,
-                &format!("ringcast_{name}"),
-                kind,
-                help,
-                &[("", total)],
-            );
-            let per: Vec<(String, u64)> = self
+            let per = self
                 .shards
                 .iter()
                 .enumerate()
-                .map(|(i, s)| (format!("shard=\"{i}\""), field(s).get()))
-                .collect();
-            let per: Vec<(&str, u64)> = per.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-            family(
-                &mut out,
-                &format!("ringcast_shard_{name}"),
-                kind,
-                help,
-                &per,
-            );
+                .map(|(i, s)| (format!("shard=\"{i}\""), field(s).get()));
+            total_and_split(&mut out, name, "shard", kind, help, per);
         }
-        let drops: Vec<(String, u64)> = self
-            .hub
-            .inbox_drops
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (format!("shard=\"{i}\""), c.get()))
-            .collect();
-        let total_drops = drops.iter().map(|(_, v)| v).sum();
+        let drops = self.hub.inbox_drops.iter().enumerate();
+        let drops = drops.map(|(i, c)| (format!("shard=\"{i}\""), c.get()));
         let help = "Events dropped because a shard inbox was full (policy: drop and count).";
-        family(
+        total_and_split(
             &mut out,
-            "ringcast_queue_drops_total",
+            "queue_drops_total",
+            "shard",
             "counter",
             help,
-            &[("", total_drops)],
-        );
-        let drops: Vec<(&str, u64)> = drops.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        family(
-            &mut out,
-            "ringcast_shard_queue_drops_total",
-            "counter",
-            help,
-            &drops,
+            drops,
         );
         let hub = &self.hub;
         family(
@@ -381,32 +352,30 @@ impl Metrics {
         ];
         if !self.redis.is_empty() {
             for (name, kind, help, field) in redis {
-                let total: u64 = self.redis.iter().map(|r| field(r).get()).sum();
-                family(
-                    &mut out,
-                    &format!("ringcast_{name}"),
-                    kind,
-                    help,
-                    &[("", total)],
-                );
-                let per: Vec<(String, u64)> = self
-                    .redis
-                    .iter()
-                    .zip(&self.redis_names)
-                    .map(|(r, n)| (format!("source=\"{n}\""), field(r).get()))
-                    .collect();
-                let per: Vec<(&str, u64)> = per.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-                family(
-                    &mut out,
-                    &format!("ringcast_source_{name}"),
-                    kind,
-                    help,
-                    &per,
-                );
+                let per = self.redis.iter().zip(&self.redis_names);
+                let per = per.map(|(r, n)| (format!("source=\"{n}\""), field(r).get()));
+                total_and_split(&mut out, name, "source", kind, help, per);
             }
         }
         out
     }
+}
+
+/// Writes `ringcast_<name>` (the total) and `ringcast_<split>_<name>{labels}` (one sample per
+/// label set).
+fn total_and_split(
+    out: &mut String,
+    name: &str,
+    split: &str,
+    kind: &str,
+    help: &str,
+    samples: impl Iterator<Item = (String, u64)>,
+) {
+    let samples: Vec<(String, u64)> = samples.collect();
+    let total = samples.iter().map(|(_, v)| v).sum();
+    family(out, &format!("ringcast_{name}"), kind, help, &[("", total)]);
+    let per: Vec<(&str, u64)> = samples.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    family(out, &format!("ringcast_{split}_{name}"), kind, help, &per);
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(&str, u64)]) {

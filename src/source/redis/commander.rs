@@ -51,23 +51,13 @@ pub fn run(
     let mut pending: Vec<Cmd> = Vec::new();
     let mut first = true;
     loop {
-        let mut conn = match RedisConn::connect(
-            &settings.url,
-            settings.proto,
-            settings.connect_timeout,
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(redis = %settings.url, error = %e, retry_in = ?delay, "redis command connection failed");
-                // Publishes waiting while Redis is down are dropped; reads are kept.
-                let before = pending.len();
-                pending.retain(|c| matches!(c, Cmd::Read { .. }));
-                let dropped = (before - pending.len()) as u64;
-                metrics.redis[settings.index].publish_errors.add(dropped);
-                std::thread::sleep(delay);
-                continue;
-            }
+        let Some(mut conn) = super::connect_or_wait(&settings, &mut backoff, "command") else {
+            // Publishes waiting while Redis is down are dropped; reads are kept.
+            let before = pending.len();
+            pending.retain(|c| matches!(c, Cmd::Read { .. }));
+            let dropped = (before - pending.len()) as u64;
+            metrics.redis[settings.index].publish_errors.add(dropped);
+            continue;
         };
         backoff.reset();
         if first {

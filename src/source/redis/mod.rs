@@ -32,6 +32,7 @@ use super::{Source, SourceError, SourceEvent};
 use crate::metrics::Metrics;
 use crate::router::UpstreamMsg;
 use commander::Cmd;
+use conn::RedisConn;
 use resp::Proto;
 use subscriber::{Kind, SubShared};
 
@@ -341,6 +342,25 @@ impl Source for RedisSource {
                 }
             }
             Input::Down => {}
+        }
+    }
+}
+
+/// Connects and hands back the connection; on failure logs the cause (auth, refused, bad RESP),
+/// sleeps the next backoff delay and returns `None` so the caller loops. `role` names the
+/// connection in the log line.
+fn connect_or_wait(
+    settings: &RedisSettings,
+    backoff: &mut Backoff,
+    role: &str,
+) -> Option<RedisConn> {
+    match RedisConn::connect(&settings.url, settings.proto, settings.connect_timeout) {
+        Ok(conn) => Some(conn),
+        Err(e) => {
+            let delay = backoff.next_delay();
+            tracing::warn!(redis = %settings.url, error = %e, retry_in = ?delay, "redis {role} connection failed");
+            std::thread::sleep(delay);
+            None
         }
     }
 }

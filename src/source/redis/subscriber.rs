@@ -140,18 +140,8 @@ pub fn run(
     let mut backoff = Backoff::new(settings.backoff_max);
     let mut connected_before = false;
     loop {
-        let mut conn = match RedisConn::connect(
-            &settings.url,
-            settings.proto,
-            settings.connect_timeout,
-        ) {
-            Ok(c) => c,
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(redis = %settings.url, error = %e, retry_in = ?delay, "redis subscriber connection failed");
-                std::thread::sleep(delay);
-                continue;
-            }
+        let Some(mut conn) = super::connect_or_wait(&settings, &mut backoff, "subscriber") else {
+            continue;
         };
         if let Err(e) = resubscribe(&mut conn, &shared) {
             tracing::warn!(redis = %settings.url, error = %e, "redis resubscribe failed");
