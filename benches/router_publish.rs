@@ -156,7 +156,11 @@ impl Rig {
         self.hub.finish_batch();
         while let Ok(msg) = self.inbox.try_recv() {
             match msg {
-                ShardMsg::Deliver { target, frames } => self.shard.deliver(target, frames),
+                ShardMsg::Deliver {
+                    target,
+                    frames,
+                    stamp,
+                } => self.shard.deliver(target, frames, stamp),
                 ShardMsg::DeliverTo { .. } => unreachable!("no snapshot is ever requested here"),
             }
         }

@@ -50,6 +50,55 @@ impl Counter {
     }
 }
 
+/// One event in this many gets stage timestamps (`ringcast_stage_*_seconds`). Sampling keeps the
+/// cost off the hot path: unsampled events carry an empty `Option<Instant>` and pay one branch
+/// per stage (see docs/BENCHMARKS.md for the measured overhead).
+pub const STAGE_SAMPLE_EVERY: u64 = 64;
+
+/// Upper bounds of the latency histogram buckets, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 16] = [
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    1_000_000,
+];
+
+/// A single-writer latency histogram with fixed buckets ([`LATENCY_BUCKETS_US`]).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [Counter; 16],
+    /// Observations above the last bound.
+    overflow: Counter,
+    sum_us: Counter,
+}
+
+impl Histogram {
+    /// Records one observation. Single writer only.
+    pub fn observe(&self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        match LATENCY_BUCKETS_US.iter().position(|b| us <= *b) {
+            Some(i) => self.buckets[i].inc(),
+            None => self.overflow.inc(),
+        }
+        self.sum_us.add(us);
+    }
+
+    /// Number of observations.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(Counter::get).sum::<u64>() + self.overflow.get()
+    }
+}
+
+/// Per-message stage timings, sampled (`--stage-sample`), from the moment the event was read
+/// from the source.
+#[derive(Debug, Default)]
+pub struct StageTimes {
+    /// Read → the shard started delivering it (hub and inbox queueing included).
+    pub dispatch: Histogram,
+    /// Read → the `writev` carrying it to the probed subscriber was submitted.
+    pub write_submit: Histogram,
+    /// Read → that `writev` completed.
+    pub write_complete: Histogram,
+}
+
 /// What one shard counts. Written only by that shard's thread.
 #[derive(Debug, Default)]
 pub struct ShardStats {
@@ -83,6 +132,8 @@ pub struct ShardStats {
     pub http_errors: Counter,
     /// Interest updates waiting because the hub channel was full. Gauge.
     pub hub_backlog: Counter,
+    /// Sampled stage timings of events this shard delivered.
+    pub stages: StageTimes,
 }
 
 /// What the hub thread counts. Written only by the hub thread.
@@ -96,6 +147,8 @@ pub struct HubStats {
     pub frames_encoded: Counter,
     /// Channels and patterns with at least one subscriber anywhere. Gauge.
     pub topics: Counter,
+    /// Sampled: read from the source → the hub started routing it.
+    pub stage_hub: Histogram,
     /// Events dropped because a shard's inbox was full, per shard.
     pub inbox_drops: Vec<Counter>,
 }
@@ -159,6 +212,7 @@ impl Metrics {
                 publishes: Counter::default(),
                 frames_encoded: Counter::default(),
                 topics: Counter::default(),
+                stage_hub: Histogram::default(),
                 inbox_drops: (0..shards).map(|_| Counter::default()).collect(),
             },
             redis: Vec::new(),
@@ -357,8 +411,56 @@ impl Metrics {
                 total_and_split(&mut out, name, "source", kind, help, per);
             }
         }
+        let stages: [(&str, &str, Vec<&Histogram>); 4] = [
+            (
+                "hub",
+                "read from the source to hub routing",
+                vec![&self.hub.stage_hub],
+            ),
+            (
+                "dispatch",
+                "read from the source to delivery on the shard",
+                self.shards.iter().map(|s| &s.stages.dispatch).collect(),
+            ),
+            (
+                "write_submit",
+                "read from the source to the writev submission",
+                self.shards.iter().map(|s| &s.stages.write_submit).collect(),
+            ),
+            (
+                "write_complete",
+                "read from the source to the writev completion",
+                self.shards
+                    .iter()
+                    .map(|s| &s.stages.write_complete)
+                    .collect(),
+            ),
+        ];
+        for (stage, help, hists) in stages {
+            histogram(&mut out, stage, help, &hists);
+        }
         out
     }
+}
+
+/// Writes one Prometheus histogram `ringcast_stage_<stage>_seconds`, summing `hists`.
+fn histogram(out: &mut String, stage: &str, help: &str, hists: &[&Histogram]) {
+    let name = format!("ringcast_stage_{stage}_seconds");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Sampled latency, {help}.\n# TYPE {name} histogram"
+    );
+    let mut cumulative = 0;
+    for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
+        cumulative += hists.iter().map(|h| h.buckets[i].get()).sum::<u64>();
+        let le = *bound as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let count: u64 = hists.iter().map(|h| h.count()).sum();
+    let sum_us: u64 = hists.iter().map(|h| h.sum_us.get()).sum();
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {}", sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {count}");
 }
 
 /// Writes `ringcast_<name>` (the total) and `ringcast_<split>_<name>{labels}` (one sample per

@@ -32,8 +32,10 @@ enum Next {
 
 /// Serves one connection until it closes, then removes it from the shard.
 pub async fn serve(shard: ShardRef, key: ConnKey, stream: TcpStream) {
+    // A request head is usually a few hundred bytes: start small (every byte the kernel writes
+    // here stays resident after the buffer is freed) and grow on a full read.
     let buf_size = shard.borrow().config.read_buffer_bytes;
-    let mut buf = Vec::with_capacity(buf_size);
+    let mut buf = Vec::with_capacity(IDLE_READ_BYTES.max(1024).min(buf_size));
     if let Next::Upgrade(kind, leftover) = http_phase(&shard, key, &stream, &mut buf).await {
         {
             let mut s = shard.borrow_mut();
@@ -73,6 +75,9 @@ async fn http_phase(shard: &ShardRef, key: ConnKey, stream: &TcpStream, buf: &mu
                     conn.last_seen = Instant::now();
                 }
                 pending.extend_from_slice(&buf[..n]);
+                if n == buf.capacity() && n < s.config.read_buffer_bytes {
+                    *buf = Vec::with_capacity(s.config.read_buffer_bytes);
+                }
             }
         }
     }
@@ -367,6 +372,8 @@ fn on_input(
 /// Flushes the outbox with one `writev` per batch until the connection is closing and drained.
 async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
     let mut batch: Vec<OutFrame> = Vec::with_capacity(16);
+    // A sampled event is in this batch: its read time, for the write stage timings.
+    let mut probe: Option<Instant> = None;
     loop {
         let notify = {
             let mut s = shard.borrow_mut();
@@ -375,6 +382,10 @@ async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
             };
             if !conn.outbox.is_empty() {
                 conn.outbox.take_batch(&mut batch);
+                probe = conn.probe.take();
+                if let Some(stamp) = probe {
+                    s.stats().stages.write_submit.observe(stamp.elapsed());
+                }
                 None
             } else if conn.outbox.is_closed() || conn.state != ConnState::Open {
                 // Everything, including our close frame, is written: half-close. The read
@@ -397,6 +408,9 @@ async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
             Ok(n) => {
                 s.stats().bytes_out.add(n as u64);
                 s.stats().writes.inc();
+                if let Some(stamp) = probe.take() {
+                    s.stats().stages.write_complete.observe(stamp.elapsed());
+                }
                 if let Some(conn) = s.conns.get_mut(key) {
                     conn.outbox.complete(&mut batch, n);
                 }

@@ -74,6 +74,8 @@ pub struct Conn {
     pub snapshots_pending: u32,
     /// Events held back until the pending snapshots arrive (bounded by [`MAX_HELD`]).
     pub held: Vec<outbox::OutFrame>,
+    /// Read time of a sampled event queued here: the next `writev` is timed against it.
+    pub probe: Option<Instant>,
 }
 
 /// Most events held for a connection waiting for a snapshot; past it the connection is closed
@@ -95,6 +97,7 @@ impl Conn {
             last_ping: now,
             snapshots_pending: 0,
             held: Vec::new(),
+            probe: None,
         }
     }
 

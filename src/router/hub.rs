@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -85,6 +86,10 @@ pub struct Hub {
     events: Vec<SourceEvent>,
     /// The last rendered frame of each watched key: the snapshot for late watchers.
     key_cache: HashMap<Bytes, Bytes>,
+    /// When the event being routed was read from its source (sampled events only).
+    stamp: Option<Instant>,
+    /// Publishes seen, for sampling stage timings of embedded-broker events.
+    publishes_seen: u64,
     /// Watched key globs, to route key events to pattern watchers.
     key_patterns: Vec<Bytes>,
     /// One-off snapshot requests waiting for a key read.
@@ -105,6 +110,8 @@ impl Hub {
             events: Vec::new(),
             key_cache: HashMap::new(),
             key_patterns: Vec::new(),
+            stamp: None,
+            publishes_seen: 0,
             waiting: HashMap::new(),
             metrics,
         }
@@ -150,16 +157,23 @@ impl Hub {
             UpstreamMsg::Publish { channel, payload } => {
                 // Subscriptions queued before this publish must reach the source first.
                 self.flush_edges();
+                // Embedded-broker events start here: sample their stage timings from now.
+                self.publishes_seen += 1;
+                if self.publishes_seen.is_multiple_of(crate::metrics::STAGE_SAMPLE_EVERY) {
+                    self.stamp = Some(Instant::now());
+                }
                 let i = self.source_for(TopicKind::Channel, &channel);
                 match self.sources[i].source.publish(channel, payload) {
                     Ok(()) => self.metrics.hub.publishes.inc(),
                     Err(e) => tracing::warn!(error = %e, "publish failed"),
                 }
                 self.poll_source();
+                self.stamp = None;
             }
             UpstreamMsg::Source(input) => {
                 let mut events = std::mem::take(&mut self.events);
-                let crate::source::SourceInput::Redis { source, .. } = &input;
+                let crate::source::SourceInput::Redis { source, input: raw } = &input;
+                self.stamp = raw.read_at();
                 if let Some(r) = self.sources.get_mut(*source) {
                     r.source.handle_input(input, &mut events);
                 }
@@ -167,6 +181,7 @@ impl Hub {
                     self.route(ev);
                 }
                 self.events = events;
+                self.stamp = None;
             }
             UpstreamMsg::Snapshot {
                 shard,
@@ -308,6 +323,9 @@ impl Hub {
     /// Encodes one event once per wanted format and hands it to each interested shard.
     pub fn route(&mut self, ev: SourceEvent) {
         self.metrics.hub.events.inc();
+        if let Some(stamp) = self.stamp {
+            self.metrics.hub.stage_hub.observe(stamp.elapsed());
+        }
         let (key, channel, pattern, payload) = match ev {
             SourceEvent::Message { channel, payload } => (
                 (TopicKind::Channel, channel.clone()),
@@ -386,6 +404,7 @@ impl Hub {
         for sub in subs {
             let msg = ShardMsg::Deliver {
                 target: sub.target,
+                stamp: self.stamp,
                 frames: frames.subset(sub.formats),
             };
             let shard = usize::from(sub.shard.0);

@@ -122,6 +122,8 @@ pub enum ShardMsg {
         target: LocalTopicId,
         /// The encoded frames.
         frames: Frames,
+        /// When the event was read from its source, for sampled events (stage timings).
+        stamp: Option<std::time::Instant>,
     },
 }
 

@@ -102,11 +102,20 @@ impl Shard {
         &self.metrics
     }
 
-    /// Delivers one event to every local subscriber of `target`.
-    pub fn deliver(&mut self, target: LocalTopicId, frames: Frames) {
+    /// Delivers one event to every local subscriber of `target`. A sampled event (`stamp`)
+    /// records its dispatch time and marks the last subscriber it reached as the probe whose
+    /// next write is timed (the tail of the fan-out).
+    pub fn deliver(&mut self, target: LocalTopicId, frames: Frames, stamp: Option<Instant>) {
         let Some(entry) = self.topics.get(target) else {
             return;
         };
+        if let Some(stamp) = stamp {
+            self.metrics.shards[usize::from(self.id.0)]
+                .stages
+                .dispatch
+                .observe(stamp.elapsed());
+        }
+        let mut probe = None;
         let json = frames.get(Format::Json).cloned().map(OutFrame::new);
         let raw = frames.get(Format::Raw).cloned().map(OutFrame::new);
         let stats = &self.metrics.shards[usize::from(self.id.0)];
@@ -133,6 +142,7 @@ impl Shard {
             match conn.outbox.push(frame.clone()) {
                 SendStatus::Queued { wake_writer } => {
                     delivered += 1;
+                    probe = Some(key);
                     if wake_writer {
                         conn.writer.notify_one();
                     }
@@ -142,6 +152,11 @@ impl Shard {
             }
         }
         stats.messages_out.add(delivered);
+        if let (Some(stamp), Some(key)) = (stamp, probe)
+            && let Some(conn) = self.conns.get_mut(key)
+        {
+            conn.probe.get_or_insert(stamp);
+        }
         for key in overflowed {
             self.stats().slow_consumer_closes.inc();
             if let Some(conn) = self.conns.get_mut(key) {

@@ -90,7 +90,11 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
     let mut handled = 0;
     while let Ok(msg) = inbox.try_recv() {
         match msg {
-            ShardMsg::Deliver { target, frames } => shard.borrow_mut().deliver(target, frames),
+            ShardMsg::Deliver {
+                target,
+                frames,
+                stamp,
+            } => shard.borrow_mut().deliver(target, frames, stamp),
             ShardMsg::DeliverTo {
                 conn,
                 frame,

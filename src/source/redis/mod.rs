@@ -68,6 +68,8 @@ pub enum Input {
         channel: Bytes,
         /// The payload.
         payload: Bytes,
+        /// When it was read from the socket, for sampled events (stage timings).
+        read_at: Option<std::time::Instant>,
     },
     /// A message through a pattern subscription.
     PMessage {
@@ -77,6 +79,8 @@ pub enum Input {
         channel: Bytes,
         /// The payload.
         payload: Bytes,
+        /// When it was read from the socket, for sampled events (stage timings).
+        read_at: Option<std::time::Instant>,
     },
     /// Redis confirmed a SUBSCRIBE (also after every reconnect).
     Subscribed {
@@ -122,6 +126,16 @@ pub struct RedisSource {
     /// Watched key globs, as their keyspace patterns (`__keyspace@0__:run:*`).
     watched_patterns: std::collections::HashSet<Bytes>,
     metrics: Arc<Metrics>,
+}
+
+impl Input {
+    /// When a sampled event was read from Redis.
+    pub fn read_at(&self) -> Option<std::time::Instant> {
+        match self {
+            Input::Message { read_at, .. } | Input::PMessage { read_at, .. } => *read_at,
+            _ => None,
+        }
+    }
 }
 
 impl RedisSource {
@@ -271,7 +285,9 @@ impl Source for RedisSource {
     fn handle_input(&mut self, input: super::SourceInput, out: &mut Vec<SourceEvent>) {
         let super::SourceInput::Redis { input, .. } = input;
         match input {
-            Input::Message { channel, payload } => {
+            Input::Message {
+                channel, payload, ..
+            } => {
                 if let Some(key) = channel.strip_prefix(&self.keyspace_prefix[..]) {
                     let key = channel.slice_ref(key);
                     self.request_read(&key);
@@ -282,6 +298,7 @@ impl Source for RedisSource {
                 pattern,
                 channel,
                 payload,
+                ..
             } => {
                 if self.watched_patterns.contains(&pattern)
                     && let Some(key) = channel.strip_prefix(&self.keyspace_prefix[..])

@@ -196,13 +196,18 @@ fn read_loop(
     metrics: &Metrics,
 ) -> RedisError {
     let stats = &metrics.redis[index];
+    let mut seen: u64 = 0;
     loop {
         let value = match conn.read() {
             Ok(v) => v,
             Err(e) => return e,
         };
         let input = match resp::classify(value) {
-            PubSub::Message { channel, payload } => Input::Message { channel, payload },
+            PubSub::Message { channel, payload } => Input::Message {
+                channel,
+                payload,
+                read_at: sample(&mut seen),
+            },
             PubSub::PMessage {
                 pattern,
                 channel,
@@ -211,6 +216,7 @@ fn read_loop(
                 pattern,
                 channel,
                 payload,
+                read_at: sample(&mut seen),
             },
             PubSub::Confirm { kind, name, .. } => {
                 if &kind[..] != b"subscribe" {
@@ -248,4 +254,10 @@ fn read_loop(
             stats.events_dropped.inc();
         }
     }
+}
+
+/// Timestamps one event in [`STAGE_SAMPLE_EVERY`](crate::metrics::STAGE_SAMPLE_EVERY).
+fn sample(seen: &mut u64) -> Option<std::time::Instant> {
+    *seen += 1;
+    seen.is_multiple_of(crate::metrics::STAGE_SAMPLE_EVERY).then(std::time::Instant::now)
 }
