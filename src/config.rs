@@ -169,8 +169,9 @@ pub struct Config {
     /// How long graceful shutdown waits for clients to flush, at most 30 s. Default 4 s. The
     /// process exits within `shutdown_timeout` plus about 0.5 s.
     pub shutdown_timeout: Duration,
-    /// Per-connection io_uring read buffer, in bytes, 512..=8 KiB. Default 4 KiB. The 8 KiB cap
-    /// keeps an idle connection's memory bounded; smaller buffers mean more reads per message.
+    /// Most bytes one read takes from a client socket, in bytes, 512..=8 KiB. Default 4 KiB.
+    /// Reads go into one buffer per shard (connections hold no read buffer while idle), so this
+    /// only trades read calls per large message against a few KiB per shard.
     pub read_buffer_bytes: usize,
     /// Redis server to use as the source, `redis://[user:pass@]host[:port][/db]`. Default none:
     /// the embedded broker. After the flag, `RINGCAST_REDIS` and the file, `REDIS_URL` and then
@@ -499,7 +500,8 @@ struct Cli {
     /// plus about 0.5s), at most 30s [default: 4s]
     #[arg(long, env = "RINGCAST_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     shutdown_timeout: Option<String>,
-    /// Read buffer per connection, in bytes (accepts 4KiB), 512 to 8KiB [default: 4KiB]
+    /// Most bytes one read takes from a client socket, into the shard's shared read buffer
+    /// (idle connections hold none), in bytes (accepts 4KiB), 512 to 8KiB [default: 4KiB]
     #[arg(long, env = "RINGCAST_READ_BUFFER_BYTES", value_name = "SIZE")]
     read_buffer_bytes: Option<String>,
     /// Redis server to use as the source, redis://[user:pass@]host[:port][/db]; the password is

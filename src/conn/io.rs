@@ -13,14 +13,11 @@ use super::{ConnKind, ConnState, native};
 use crate::http::{self, MAX_HEADERS, publish};
 use crate::router::table::ConnKey;
 use crate::router::{Format, TopicKind};
-use crate::rt::TcpStream;
+use crate::rt::{ReadOutcome, TcpStream};
 use crate::shard::{CLOSE_GRACE, ShardRef};
 use crate::ws::codec::{Codec, Incoming};
 use crate::ws::frame::{self, OpCode};
 use crate::ws::handshake;
-
-/// Read buffer of a WebSocket that is not receiving much: pings, pongs and commands fit.
-const IDLE_READ_BYTES: usize = 512;
 
 /// What the HTTP phase decided.
 enum Next {
@@ -32,11 +29,10 @@ enum Next {
 
 /// Serves one connection until it closes, then removes it from the shard.
 pub async fn serve(shard: ShardRef, key: ConnKey, stream: TcpStream) {
-    // A request head is usually a few hundred bytes: start small (every byte the kernel writes
-    // here stays resident after the buffer is freed) and grow on a full read.
-    let buf_size = shard.borrow().config.read_buffer_bytes;
-    let mut buf = Vec::with_capacity(IDLE_READ_BYTES.max(1024).min(buf_size));
-    if let Next::Upgrade(kind, leftover) = http_phase(&shard, key, &stream, &mut buf).await {
+    // Boxed: its state (request parsing, headers) is dropped at the upgrade instead of
+    // sizing this connection's task for its whole life.
+    let next = Box::pin(http_phase(&shard, key, &stream)).await;
+    if let Next::Upgrade(kind, leftover) = next {
         {
             let mut s = shard.borrow_mut();
             s.stats().websockets.inc();
@@ -44,7 +40,6 @@ pub async fn serve(shard: ShardRef, key: ConnKey, stream: TcpStream) {
                 conn.kind = kind;
             }
         }
-        drop(buf);
         let reader = read_loop(&shard, key, &stream, leftover);
         let writer = write_loop(&shard, key, &stream);
         tokio::join!(reader, writer);
@@ -53,8 +48,12 @@ pub async fn serve(shard: ShardRef, key: ConnKey, stream: TcpStream) {
 }
 
 /// Reads HTTP requests and answers them until an upgrade, an error or the client leaves.
-async fn http_phase(shard: &ShardRef, key: ConnKey, stream: &TcpStream, buf: &mut Vec<u8>) -> Next {
+async fn http_phase(shard: &ShardRef, key: ConnKey, stream: &TcpStream) -> Next {
+    // A request head plus the largest body we accept; reading pauses past it and `respond`
+    // answers 431/413.
+    let limit = http::MAX_HEAD_BYTES + shard.borrow().config.max_message_bytes;
     let mut pending: Vec<u8> = Vec::new();
+    let mut eof = false;
     loop {
         // Answer every complete request already buffered.
         loop {
@@ -64,21 +63,20 @@ async fn http_phase(shard: &ShardRef, key: ConnKey, stream: &TcpStream, buf: &mu
                 Step::Finish(next) => return next,
             }
         }
-        let (res, b) = stream.read(std::mem::take(buf)).await;
-        *buf = b;
-        match res {
-            Ok(0) | Err(_) => return Next::Done,
-            Ok(n) => {
-                let mut s = shard.borrow_mut();
-                s.stats().bytes_in.add(n as u64);
-                if let Some(conn) = s.conns.get_mut(key) {
-                    conn.last_seen = Instant::now();
-                }
-                pending.extend_from_slice(&buf[..n]);
-                if n == buf.capacity() && n < s.config.read_buffer_bytes {
-                    *buf = Vec::with_capacity(s.config.read_buffer_bytes);
-                }
-            }
+        if eof {
+            return Next::Done;
+        }
+        let mut got = 0;
+        let mut on_data = |data: &[u8]| {
+            pending.extend_from_slice(data);
+            got += data.len();
+            pending.len() < limit
+        };
+        eof = stream.read_available(&mut on_data).await == ReadOutcome::Eof;
+        let mut s = shard.borrow_mut();
+        s.stats().bytes_in.add(got as u64);
+        if let Some(conn) = s.conns.get_mut(key) {
+            conn.last_seen = Instant::now();
         }
     }
 }
@@ -264,13 +262,7 @@ fn publish_route(
 
 /// Reads frames until the close handshake, an error, EOF, or a shutdown of the socket.
 async fn read_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream, leftover: Vec<u8>) {
-    let (max, big_read) = {
-        let s = shard.borrow();
-        (s.config.max_message_bytes, s.config.read_buffer_bytes)
-    };
-    // Start small: an idle connection holds its in-flight read buffer forever. A read that
-    // fills the buffer switches to `read-buffer-bytes`; a small read switches back.
-    let mut buf = Vec::with_capacity(IDLE_READ_BYTES.min(big_read));
+    let max = shard.borrow().config.max_message_bytes;
     let mut codec = Codec::new(max);
     // After we fail the connection, input is read and discarded until the peer leaves.
     let mut discard = false;
@@ -278,19 +270,11 @@ async fn read_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream, leftover:
         return;
     }
     loop {
-        let (res, b) = stream.read(std::mem::take(&mut buf)).await;
-        buf = b;
-        let n = match res {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        if !on_input(shard, key, &mut codec, &buf[..n], &mut discard) {
-            return;
-        }
-        if n == buf.capacity() && n < big_read {
-            buf = Vec::with_capacity(big_read);
-        } else if n < IDLE_READ_BYTES && buf.capacity() > IDLE_READ_BYTES {
-            buf = Vec::with_capacity(IDLE_READ_BYTES);
+        let mut on_data = |data: &[u8]| on_input(shard, key, &mut codec, data, &mut discard);
+        match stream.read_available(&mut on_data).await {
+            ReadOutcome::Drained => {}
+            ReadOutcome::Stopped => return,
+            ReadOutcome::Eof => break,
         }
     }
     // EOF or reset: the peer is gone. Nothing more can be delivered.
@@ -371,7 +355,8 @@ fn on_input(
 
 /// Flushes the outbox with one `writev` per batch until the connection is closing and drained.
 async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
-    let mut batch: Vec<OutFrame> = Vec::with_capacity(16);
+    // Allocated on the first write, not per idle connection.
+    let mut batch: Vec<OutFrame> = Vec::new();
     // A sampled event is in this batch: its read time, for the write stage timings.
     let mut probe: Option<Instant> = None;
     loop {

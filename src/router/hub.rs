@@ -159,7 +159,10 @@ impl Hub {
                 self.flush_edges();
                 // Embedded-broker events start here: sample their stage timings from now.
                 self.publishes_seen += 1;
-                if self.publishes_seen.is_multiple_of(crate::metrics::STAGE_SAMPLE_EVERY) {
+                if self
+                    .publishes_seen
+                    .is_multiple_of(crate::metrics::STAGE_SAMPLE_EVERY)
+                {
                     self.stamp = Some(Instant::now());
                 }
                 let i = self.source_for(TopicKind::Channel, &channel);

@@ -57,54 +57,147 @@ impl TcpListener {
     /// Accepts one connection.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (stream, addr) = self.0.accept().await?;
-        Ok((TcpStream(stream), addr))
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        // SAFETY: `fd` belongs to `stream`, which the returned `TcpStream` owns next to the
+        // registration and drops after it (field order), so the descriptor stays open and the
+        // same for the registration's whole life.
+        let ready = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(Fd(fd), tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.into_parts().1)?;
+        Ok((TcpStream { ready, io: stream }, addr))
     }
 }
 
 /// A connected socket. Reads and writes pass buffers by ownership (completion I/O): the kernel
 /// holds the buffer while the operation is in flight, and the call hands it back.
-pub struct TcpStream(tokio_uring::net::TcpStream);
+///
+/// Reads are readiness-driven: the socket is registered with the runtime's reactor (epoll,
+/// inside the same single-threaded runtime) and read, when readable, into one shard-wide
+/// scratch buffer ([`TcpStream::read_available`]). So an idle connection holds no read buffer,
+/// where an io_uring read would pin one per connection for as long as the peer stays silent.
+/// (io_uring's provided-buffer rings would be the native answer; tokio-uring 0.5 has none.)
+/// Writes go through io_uring.
+pub struct TcpStream {
+    /// Declared first so it deregisters from the reactor before `io` closes the descriptor.
+    ready: tokio::io::unix::AsyncFd<Fd>,
+    io: tokio_uring::net::TcpStream,
+}
+
+/// A raw descriptor for the reactor; owned by `TcpStream::io`.
+struct Fd(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for Fd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
+
+/// Default size of the shard-wide read scratch buffer (see [`set_read_size`]).
+pub const SCRATCH_BYTES: usize = 4 * 1024;
+
+thread_local! {
+    /// The one read buffer of a shard thread, shared by all its connections: data is handed
+    /// to the connection's callback and never kept here across an `.await`.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; SCRATCH_BYTES]);
+}
+
+/// Sets how many bytes one read takes (the `read-buffer-bytes` knob), for this thread.
+pub fn set_read_size(bytes: usize) {
+    SCRATCH.with(|s| *s.borrow_mut() = vec![0; bytes.max(1)]);
+}
+
+/// What [`TcpStream::read_available`] ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Everything available was read; call again to wait for more.
+    Drained,
+    /// The callback asked to stop.
+    Stopped,
+    /// The peer closed its side (or the socket was shut down).
+    Eof,
+}
 
 impl TcpStream {
     /// Reads up to `buf.capacity()` bytes into `buf`, replacing its contents; returns the number
     /// of bytes read (0 at end of stream) and the buffer, whose length is then that number.
     pub async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         buf.clear();
-        self.0.read(buf).await
+        self.io.read(buf).await
+    }
+
+    /// Waits until the socket is readable, then reads everything available, passing each
+    /// chunk (borrowed from the shard's scratch buffer) to `on_data`, which returns false to
+    /// stop. Errors other than "would block" count as end of stream.
+    pub async fn read_available(&self, on_data: &mut dyn FnMut(&[u8]) -> bool) -> ReadOutcome {
+        let Ok(mut guard) = self.ready.readable().await else {
+            return ReadOutcome::Eof;
+        };
+        let fd = self.ready.get_ref().0;
+        loop {
+            let got = guard.try_io(|_| {
+                SCRATCH.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    // SAFETY: recv(2) writes at most `len` bytes into the live buffer.
+                    let n = unsafe {
+                        libc::recv(
+                            fd,
+                            scratch.as_mut_ptr().cast(),
+                            scratch.len(),
+                            libc::MSG_DONTWAIT,
+                        )
+                    };
+                    match usize::try_from(n) {
+                        Err(_) => Err(io::Error::last_os_error()),
+                        Ok(0) => Ok(None),
+                        Ok(n) => Ok(Some(on_data(&scratch[..n]))),
+                    }
+                })
+            });
+            match got {
+                Ok(Ok(Some(true))) => continue,
+                Ok(Ok(Some(false))) => return ReadOutcome::Stopped,
+                Ok(Ok(None)) => return ReadOutcome::Eof,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(_)) => return ReadOutcome::Eof,
+                // Would block: readiness was cleared; the caller waits for the next edge.
+                Err(_) => return ReadOutcome::Drained,
+            }
+        }
     }
 
     /// Writes `buf` fully.
     pub async fn write_all(&self, buf: Bytes) -> io::Result<()> {
-        let (res, _) = self.0.write_all(buf).await;
+        let (res, _) = self.io.write_all(buf).await;
         res
     }
 
     /// One vectored write of all `frames` (a single submission); returns bytes written, which
     /// may be fewer than the total, and the vector for reuse.
     pub async fn writev(&self, frames: Vec<OutFrame>) -> (io::Result<usize>, Vec<OutFrame>) {
-        self.0.writev(frames).await
+        self.io.writev(frames).await
     }
 
     /// Shuts down both directions: any read or write in flight completes at once.
     pub fn shutdown(&self) {
         // ENOTCONN after the peer already left is expected and harmless.
-        let _ = self.0.shutdown(std::net::Shutdown::Both);
+        let _ = self.io.shutdown(std::net::Shutdown::Both);
     }
 
     /// Sends FIN: the peer reads EOF after everything written so far. Reads still work.
     pub fn shutdown_write(&self) {
-        let _ = self.0.shutdown(std::net::Shutdown::Write);
+        let _ = self.io.shutdown(std::net::Shutdown::Write);
     }
 
     /// A handle that can shut this socket down from elsewhere on the shard.
     pub fn handle(&self) -> SocketHandle {
         use std::os::fd::AsRawFd;
-        SocketHandle(self.0.as_raw_fd())
+        SocketHandle(self.io.as_raw_fd())
     }
 
     /// Disables Nagle's algorithm: we batch writes ourselves.
     pub fn set_nodelay(&self) {
-        let _ = self.0.set_nodelay(true);
+        let _ = self.io.set_nodelay(true);
     }
 }
 

@@ -60,6 +60,7 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
         metrics,
         shutdown,
     } = setup;
+    crate::rt::set_read_size(config.read_buffer_bytes);
     runtime.block_on(async move {
         let mut wake = wake.into_listener();
         let shard = Rc::new(RefCell::new(Shard::new(id, config, hub, metrics)));

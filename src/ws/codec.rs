@@ -19,10 +19,10 @@ use crate::protocol::CloseCode;
 
 /// tungstenite's own read-buffer capacity per connection. Its default (128 KiB) is far too big
 /// for a gateway that holds many idle connections, and tungstenite zero-fills the whole buffer
-/// on every read, so every byte of it is resident. 512 B keeps an idle connection small; a
+/// on every read, so every byte of it is resident. 128 B keeps an idle connection small; a
 /// larger frame makes tungstenite reserve that frame's length, so big messages still work (they
-/// are copied in 512-byte steps from our input buffer).
-pub const TUNGSTENITE_READ_BUFFER: usize = 512;
+/// are copied in 128-byte steps from our input buffer).
+pub const TUNGSTENITE_READ_BUFFER: usize = 128;
 
 /// A complete message from the client.
 #[derive(Debug, PartialEq, Eq)]

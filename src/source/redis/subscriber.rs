@@ -259,5 +259,6 @@ fn read_loop(
 /// Timestamps one event in [`STAGE_SAMPLE_EVERY`](crate::metrics::STAGE_SAMPLE_EVERY).
 fn sample(seen: &mut u64) -> Option<std::time::Instant> {
     *seen += 1;
-    seen.is_multiple_of(crate::metrics::STAGE_SAMPLE_EVERY).then(std::time::Instant::now)
+    seen.is_multiple_of(crate::metrics::STAGE_SAMPLE_EVERY)
+        .then(std::time::Instant::now)
 }
