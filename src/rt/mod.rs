@@ -69,8 +69,8 @@ impl TcpListener {
     }
 }
 
-/// A connected socket. Reads and writes pass buffers by ownership (completion I/O): the kernel
-/// holds the buffer while the operation is in flight, and the call hands it back.
+/// A connected socket. Writes pass buffers by ownership (completion I/O): the kernel holds the
+/// buffer while the operation is in flight, and the call hands it back.
 ///
 /// Reads are readiness-driven: the socket is registered with the runtime's reactor (epoll,
 /// inside the same single-threaded runtime) and read, when readable, into one shard-wide
@@ -119,13 +119,6 @@ pub enum ReadOutcome {
 }
 
 impl TcpStream {
-    /// Reads up to `buf.capacity()` bytes into `buf`, replacing its contents; returns the number
-    /// of bytes read (0 at end of stream) and the buffer, whose length is then that number.
-    pub async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        buf.clear();
-        self.io.read(buf).await
-    }
-
     /// Waits until the socket is readable, then reads everything available, passing each
     /// chunk (borrowed from the shard's scratch buffer) to `on_data`, which returns false to
     /// stop. Errors other than "would block" count as end of stream.
