@@ -1,9 +1,70 @@
-//! `ringcast-loadtest`: the end-to-end load generator.
+//! `ringcast-loadtest`: the end-to-end load generator for ringcast.
 //!
-//! TODO(issue 4): this crate is a placeholder until the load-test issue builds the real instrument
-//! (N WebSocket clients, Redis/HTTP publishers, HDR latency histograms, `/proc` CPU and RSS).
+//! `run` drives one scenario against a running gateway: N WebSocket clients (tokio +
+//! tokio-tungstenite) subscribed over M channels, publishers on Redis (`PUBLISH`, RESP by hand)
+//! or HTTP (`POST /api/publish`), HDR latency histograms from a send timestamp in each payload,
+//! loss per channel from sequence numbers, and the gateway's CPU time and RSS from `/proc`.
+//! `floor` measures the kernel's cost of the write path alone (see `floor.rs`).
+//! Every flag, scenario key and JSON field is in `loadtest/README.md`.
+
+mod clients;
+mod floor;
+mod latency;
+mod payload;
+mod procfs;
+mod progress;
+mod publisher;
+mod report;
+mod run;
+mod scrape;
+mod settings;
+mod sys;
+mod url;
+mod wire;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ringcast-loadtest", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one load scenario against a running gateway.
+    Run(Box<settings::Settings>),
+    /// Measure the floor: the kernel's cost of the gateway's write path alone.
+    Floor(FloorCommand),
+}
+
+#[derive(clap::Args)]
+struct FloorCommand {
+    #[command(flatten)]
+    args: floor::FloorArgs,
+    /// Print one JSON line instead of the human summary.
+    #[arg(long)]
+    json: bool,
+}
 
 fn main() {
-    eprintln!("ringcast-loadtest: not built yet; see the load-test issue (docs/BENCHMARKS.md)");
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(settings) => run::main(*settings),
+        Command::Floor(cmd) => floor::run(cmd.args).map(|report| {
+            if cmd.json {
+                match serde_json::to_string(&report) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => eprintln!("ringcast-loadtest: cannot serialize the report: {e}"),
+                }
+            } else {
+                report.print_human();
+            }
+        }),
+    };
+    if let Err(e) = result {
+        eprintln!("ringcast-loadtest: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -1,0 +1,273 @@
+//! The WebSocket clients: connect (optionally from a spread source address), subscribe, wait
+//! for the ack, then read events until told to stop, timing each one.
+//!
+//! Each client is one tokio task. A semaphore bounds how many are in their connect phase (TCP
+//! connect, WebSocket handshake, subscribe ack) at once. Slow clients stop after the ack: they
+//! keep the socket open and never read it again. Readers keep per-client counts and record each
+//! in-window event's latency into the shared [`Recorder`].
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::latency::Recorder;
+use crate::payload::{now_ns, parse_ts};
+use crate::settings::SubscribeMode;
+use crate::sys;
+
+/// How long one client may take to connect, upgrade and get its subscribe ack.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What every client shares, fixed before the first connects.
+pub struct ClientSetup {
+    pub addr: SocketAddr,
+    /// `host:port`.
+    pub host: String,
+    /// WebSocket path, without a query.
+    pub path: String,
+    pub subscribe: SubscribeMode,
+    /// Channel names, `ch0..chN-1`.
+    pub channels: Vec<String>,
+}
+
+/// What clients report while they run.
+pub struct Live {
+    pub connected: AtomicUsize,
+    pub failed: AtomicUsize,
+    /// Nanoseconds from `connect_start` to the last successful connect.
+    pub last_connect_ns: AtomicU64,
+    pub connect_start: Instant,
+    /// First connect error seen, for the report.
+    pub first_error: Mutex<Option<String>>,
+    /// Events with `t` inside the window, over all clients.
+    pub delivered: AtomicU64,
+    /// Every event received, window or not (for the progress display).
+    pub received: AtomicU64,
+    /// Receive time (ns since the epoch) of the latest in-window event.
+    pub last_in_window_ns: AtomicU64,
+    /// Measured window `[start, end)` in ns since the epoch, by publish time `t`.
+    /// `u64::MAX` until the run sets them.
+    pub window_start_ns: AtomicU64,
+    pub window_end_ns: AtomicU64,
+    /// Per channel: connected clients that read (not slow).
+    pub readers: Vec<AtomicU64>,
+    pub latency: Recorder,
+}
+
+impl Live {
+    pub fn new(channels: usize, latency_shards: usize) -> Live {
+        Live {
+            connected: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            last_connect_ns: AtomicU64::new(0),
+            connect_start: Instant::now(),
+            first_error: Mutex::new(None),
+            delivered: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            last_in_window_ns: AtomicU64::new(0),
+            window_start_ns: AtomicU64::new(u64::MAX),
+            window_end_ns: AtomicU64::new(u64::MAX),
+            readers: (0..channels).map(|_| AtomicU64::new(0)).collect(),
+            latency: Recorder::new(latency_shards),
+        }
+    }
+
+    fn fail(&self, err: anyhow::Error) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(format!("{err:#}"));
+        }
+    }
+}
+
+/// One client's plan.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub id: usize,
+    pub channel: usize,
+    pub slow: bool,
+    pub source_ip: Option<std::net::Ipv4Addr>,
+}
+
+/// One client's outcome.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outcome {
+    pub channel: usize,
+    pub slow: bool,
+    pub connected: bool,
+    /// The gateway closed the connection (or it failed) before the run ended.
+    pub dropped: bool,
+    /// The close code the gateway sent, if it sent one (4000: slow consumer).
+    pub close_code: Option<u16>,
+    /// Events with `t` inside the window.
+    pub delivered: u64,
+    /// Sequence numbers skipped (a jump from `s` to `s + k + 1` counts `k`), all events.
+    pub gaps: u64,
+    /// Events whose `s` was not above the previous one (repeats or reordering).
+    pub out_of_order: u64,
+    /// Text messages that were not events (no `"t":`), and binary messages.
+    pub other: u64,
+}
+
+/// Runs one client until `stop` turns true.
+pub async fn run(
+    plan: Plan,
+    setup: Arc<ClientSetup>,
+    live: Arc<Live>,
+    gate: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) -> Outcome {
+    let mut out = Outcome {
+        channel: plan.channel,
+        slow: plan.slow,
+        ..Outcome::default()
+    };
+    let ws = {
+        let _permit = gate.acquire().await;
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect(&plan, &setup)).await {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(e)) => {
+                live.fail(e);
+                return out;
+            }
+            Err(_) => {
+                live.fail(anyhow::anyhow!(
+                    "no subscribe ack within {CONNECT_TIMEOUT:?}"
+                ));
+                return out;
+            }
+        }
+    };
+    out.connected = true;
+    if !plan.slow {
+        live.readers[plan.channel].fetch_add(1, Ordering::Relaxed);
+    }
+    live.connected.fetch_add(1, Ordering::Relaxed);
+    let at = live.connect_start.elapsed().as_nanos() as u64;
+    live.last_connect_ns.fetch_max(at, Ordering::Relaxed);
+
+    if plan.slow {
+        // Keep the socket open, never read it.
+        let _ = stop.wait_for(|&s| s).await;
+        drop(ws);
+        return out;
+    }
+    read_events(plan, ws, &live, &mut stop, &mut out).await;
+    out
+}
+
+async fn read_events(
+    plan: Plan,
+    mut ws: WebSocketStream<TcpStream>,
+    live: &Live,
+    stop: &mut watch::Receiver<bool>,
+    out: &mut Outcome,
+) {
+    let mut next_seq: Option<u64> = None;
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = stop.wait_for(|&s| s) => return,
+            msg = ws.next() => msg,
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                out.other += 1;
+                continue;
+            }
+            Some(Ok(Message::Close(frame))) => {
+                out.close_code = frame.map(|f| u16::from(f.code));
+                continue; // tungstenite answers; the stream ends next
+            }
+            Some(Ok(_)) => continue, // ping, pong (answered by tungstenite), raw frame
+            Some(Err(_)) | None => {
+                out.dropped = true;
+                return;
+            }
+        };
+        let now = now_ns();
+        live.received.fetch_add(1, Ordering::Relaxed);
+        let Some((t, s)) = parse_ts(text.as_bytes()) else {
+            out.other += 1;
+            continue;
+        };
+        match next_seq {
+            Some(n) if s < n => out.out_of_order += 1,
+            Some(n) => out.gaps += s - n,
+            None => {}
+        }
+        next_seq = Some(next_seq.map_or(s + 1, |n| n.max(s + 1)));
+        let start = live.window_start_ns.load(Ordering::Relaxed);
+        let end = live.window_end_ns.load(Ordering::Relaxed);
+        if t >= start && t < end {
+            out.delivered += 1;
+            live.delivered.fetch_add(1, Ordering::Relaxed);
+            live.last_in_window_ns.fetch_max(now, Ordering::Relaxed);
+            live.latency.record(plan.id, now.saturating_sub(t) / 1_000);
+        }
+    }
+}
+
+/// TCP connect (bound to `plan.source_ip` if set), WebSocket upgrade, subscribe, ack.
+async fn connect(plan: &Plan, setup: &ClientSetup) -> anyhow::Result<WebSocketStream<TcpStream>> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .context("socket")?;
+    socket.set_nonblocking(true)?;
+    if let Some(ip) = plan.source_ip {
+        sys::set_bind_address_no_port(socket.as_raw_fd()).context("IP_BIND_ADDRESS_NO_PORT")?;
+        socket
+            .bind(&SocketAddr::new(ip.into(), 0).into())
+            .with_context(|| format!("binding source address {ip}"))?;
+    }
+    let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+    let stream = socket
+        .connect(setup.addr)
+        .await
+        .with_context(|| format!("connecting to {}", setup.addr))?;
+    stream.set_nodelay(true)?;
+
+    let channel = &setup.channels[plan.channel];
+    let url = match setup.subscribe {
+        SubscribeMode::Url => format!("ws://{}{}?subscribe={channel}", setup.host, setup.path),
+        SubscribeMode::Command => format!("ws://{}{}", setup.host, setup.path),
+    };
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(1 << 20))
+        .max_frame_size(Some(1 << 20));
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .context("WebSocket handshake")?;
+    if setup.subscribe == SubscribeMode::Command {
+        let cmd = format!("{{\"op\":\"subscribe\",\"channel\":\"{channel}\",\"id\":1}}");
+        ws.send(Message::text(cmd))
+            .await
+            .context("sending subscribe")?;
+    }
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains("\"op\":\"subscribed\"") => return Ok(ws),
+            Some(Ok(Message::Text(t))) if t.contains("\"op\":\"error\"") => {
+                bail!("subscribe refused: {t}")
+            }
+            Some(Ok(Message::Close(frame))) => bail!("closed before the ack: {frame:?}"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e).context("waiting for the subscribe ack"),
+            None => bail!("closed before the subscribe ack"),
+        }
+    }
+}

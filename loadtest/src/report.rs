@@ -1,0 +1,313 @@
+//! The result of one `run`: every number, as one flat JSON object (`--json`, field names are
+//! stable and documented in `loadtest/README.md`) or as an aligned human summary.
+
+use serde::Serialize;
+
+use crate::latency::Summary;
+
+/// Everything a run measured. Fields that do not apply (publishing in an idle run, gateway
+/// figures without `--server-pid`) are `null` in JSON.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    // What ran.
+    pub scenario: Option<String>,
+    pub description: Option<String>,
+    /// `"publish"` or `"idle"`.
+    pub mode: &'static str,
+    pub target: String,
+    pub subscribe: &'static str,
+    pub publish: Option<&'static str>,
+    pub clients: usize,
+    pub channels: usize,
+    pub slow_clients: usize,
+    pub rate: u64,
+    pub payload_bytes: usize,
+    pub warmup_s: f64,
+    pub duration_s: f64,
+    pub client_threads: usize,
+    pub publishers: usize,
+
+    // Connect phase.
+    pub connected: usize,
+    pub connect_failed: usize,
+    pub connect_s: f64,
+    pub connect_rate_per_s: f64,
+    pub connect_error: Option<String>,
+
+    // Publish and delivery, inside the measured window.
+    pub window_s: Option<f64>,
+    pub sent: Option<u64>,
+    pub published: Option<u64>,
+    pub publish_rate_per_s: Option<f64>,
+    pub publish_errors: Option<u64>,
+    pub publish_error: Option<String>,
+    pub expected: Option<u64>,
+    pub delivered: Option<u64>,
+    pub lost: Option<u64>,
+    pub loss_pct: Option<f64>,
+    pub delivered_per_s: Option<f64>,
+    pub channels_with_loss: Option<usize>,
+    pub seq_gaps: u64,
+    pub out_of_order: u64,
+    pub other_messages: u64,
+    pub dropped_clients: usize,
+    pub dropped_slow_consumer: usize,
+
+    // Latency, µs.
+    pub latency_count: u64,
+    pub latency_p50_us: Option<u64>,
+    pub latency_p90_us: Option<u64>,
+    pub latency_p99_us: Option<u64>,
+    pub latency_p999_us: Option<u64>,
+    pub latency_max_us: Option<u64>,
+    pub latency_mean_us: Option<f64>,
+
+    // The gateway (with --server-pid; counters from GET /metrics).
+    pub gateway_pid: Option<u32>,
+    pub gateway_cpu_s: Option<f64>,
+    pub gateway_cpu_pct: Option<f64>,
+    pub gateway_runqueue_wait_s: Option<f64>,
+    pub gateway_rss_before_kib: Option<u64>,
+    pub gateway_rss_after_kib: Option<u64>,
+    pub delivered_per_gateway_cpu_s: Option<f64>,
+    pub rss_per_idle_conn_bytes: Option<f64>,
+    pub gateway_queue_drops: Option<u64>,
+    pub gateway_slow_consumer_closes: Option<u64>,
+    pub gateway_redis_events_dropped: Option<u64>,
+
+    // The load test itself.
+    pub loadtest_cpu_s: f64,
+    pub loadtest_cpu_pct: f64,
+    pub loadtest_runqueue_wait_s: Option<f64>,
+    pub loadtest_max_thread_cpu_pct: f64,
+    pub loadtest_rss_max_kib: u64,
+    pub loadtest_saturated: bool,
+    /// Share of the window in which some task of the host waited for a CPU (PSI), in %.
+    pub host_cpu_pressure_pct: Option<f64>,
+    pub nofile_limit: u64,
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    pub fn set_latency(&mut self, s: Option<Summary>) {
+        self.latency_count = s.map_or(0, |s| s.count);
+        self.latency_p50_us = s.map(|s| s.p50);
+        self.latency_p90_us = s.map(|s| s.p90);
+        self.latency_p99_us = s.map(|s| s.p99);
+        self.latency_p999_us = s.map(|s| s.p999);
+        self.latency_max_us = s.map(|s| s.max);
+        self.latency_mean_us = s.map(|s| s.mean);
+    }
+
+    /// One JSON line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a report always serializes")
+    }
+
+    /// The aligned human summary.
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        let mut line = |label: &str, value: String| {
+            out.push_str(&format!("  {label:<20} {value}\n"));
+        };
+        let title = match (&self.scenario, self.publish) {
+            (Some(s), Some(p)) => format!("{s} ({}, {p} publisher)", self.mode),
+            (Some(s), None) => format!("{s} ({})", self.mode),
+            (None, Some(p)) => format!("{} run, {p} publisher", self.mode),
+            (None, None) => format!("{} run", self.mode),
+        };
+        line("scenario", title);
+        if let Some(d) = &self.description {
+            line("", d.clone());
+        }
+        line("target", self.target.clone());
+        line(
+            "clients",
+            format!(
+                "{} on {} channel(s), {} slow, subscribe by {}",
+                self.clients, self.channels, self.slow_clients, self.subscribe
+            ),
+        );
+        line(
+            "connect",
+            format!(
+                "{} ok, {} failed in {:.2} s = {:.0} conn/s",
+                self.connected, self.connect_failed, self.connect_s, self.connect_rate_per_s
+            ),
+        );
+        if let Some(e) = &self.connect_error {
+            line("first connect error", e.clone());
+        }
+        if let (Some(window), Some(published)) = (self.window_s, self.published) {
+            let target = if self.rate == 0 {
+                "max rate".to_string()
+            } else {
+                format!("target {}/s", self.rate)
+            };
+            line(
+                "published",
+                format!(
+                    "{published} in {window:.2} s window ({:.0}/s, {target}), {} errors",
+                    self.publish_rate_per_s.unwrap_or(0.0),
+                    self.publish_errors.unwrap_or(0)
+                ),
+            );
+            if let Some(e) = &self.publish_error {
+                line("first publish error", e.clone());
+            }
+            line(
+                "delivered",
+                format!(
+                    "{} of {} expected, lost {} ({:.3} %), {:.0} msgs/s",
+                    self.delivered.unwrap_or(0),
+                    self.expected.unwrap_or(0),
+                    self.lost.unwrap_or(0),
+                    self.loss_pct.unwrap_or(0.0),
+                    self.delivered_per_s.unwrap_or(0.0)
+                ),
+            );
+            line(
+                "stream checks",
+                format!(
+                    "{} seq gaps, {} out of order, {} other msgs, {} clients dropped ({} as slow \
+                     consumers), {} channels with loss",
+                    self.seq_gaps,
+                    self.out_of_order,
+                    self.other_messages,
+                    self.dropped_clients,
+                    self.dropped_slow_consumer,
+                    self.channels_with_loss.unwrap_or(0)
+                ),
+            );
+            match self.latency_p50_us {
+                Some(p50) => line(
+                    "latency (µs)",
+                    format!(
+                        "p50 {p50}  p90 {}  p99 {}  p99.9 {}  max {}  mean {:.0}  (n={})",
+                        self.latency_p90_us.unwrap_or(0),
+                        self.latency_p99_us.unwrap_or(0),
+                        self.latency_p999_us.unwrap_or(0),
+                        self.latency_max_us.unwrap_or(0),
+                        self.latency_mean_us.unwrap_or(0.0),
+                        self.latency_count
+                    ),
+                ),
+                None => line("latency (µs)", "no events received".to_string()),
+            }
+        } else if self.dropped_clients > 0 {
+            line("dropped", format!("{} clients", self.dropped_clients));
+        }
+        match self.gateway_pid {
+            Some(pid) => {
+                line(
+                    "gateway",
+                    format!(
+                        "pid {pid}: {:.2} CPU-s ({:.1} % of a core), {:.2} s waiting for a CPU, \
+                         RSS {} -> {} KiB",
+                        self.gateway_cpu_s.unwrap_or(0.0),
+                        self.gateway_cpu_pct.unwrap_or(0.0),
+                        self.gateway_runqueue_wait_s.unwrap_or(0.0),
+                        self.gateway_rss_before_kib.unwrap_or(0),
+                        self.gateway_rss_after_kib.unwrap_or(0)
+                    ),
+                );
+                if let Some(v) = self.delivered_per_gateway_cpu_s {
+                    line("per gateway CPU-s", format!("{v:.0} delivered msgs"));
+                }
+                if let Some(v) = self.rss_per_idle_conn_bytes {
+                    line("RSS per idle conn", format!("{v:.0} bytes"));
+                }
+            }
+            None => line(
+                "gateway",
+                "no --server-pid: CPU and RSS not measured".into(),
+            ),
+        }
+        if let Some(drops) = self.gateway_queue_drops {
+            line(
+                "gateway counters",
+                format!(
+                    "{drops} queue drops, {} slow-consumer closes, {} Redis events dropped",
+                    self.gateway_slow_consumer_closes.unwrap_or(0),
+                    self.gateway_redis_events_dropped.unwrap_or(0)
+                ),
+            );
+        }
+        line(
+            "load test",
+            format!(
+                "{:.2} CPU-s ({:.1} % of a core, busiest thread {:.1} %, {} worker thread(s)), \
+                 {:.2} s waiting for a CPU, max RSS {} KiB",
+                self.loadtest_cpu_s,
+                self.loadtest_cpu_pct,
+                self.loadtest_max_thread_cpu_pct,
+                self.client_threads,
+                self.loadtest_runqueue_wait_s.unwrap_or(0.0),
+                self.loadtest_rss_max_kib
+            ),
+        );
+        if let Some(p) = self.host_cpu_pressure_pct {
+            line("host CPU pressure", format!("{p:.1} % of the window"));
+        }
+        for w in &self.warnings {
+            out.push_str(&format!("  WARNING: {w}\n"));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_one_flat_line_with_nulls() {
+        let r = Report {
+            mode: "idle",
+            clients: 3,
+            ..Report::default()
+        };
+        let json = r.to_json();
+        assert!(!json.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["mode"], "idle");
+        assert_eq!(v["clients"], 3);
+        assert!(v["latency_p99_us"].is_null());
+        assert!(v["delivered"].is_null());
+        assert!(v.as_object().unwrap().values().all(|x| !x.is_object()));
+    }
+
+    #[test]
+    fn human_summary_mentions_the_key_numbers() {
+        let mut r = Report {
+            mode: "publish",
+            publish: Some("http"),
+            window_s: Some(5.0),
+            published: Some(5000),
+            delivered: Some(1_000_000),
+            expected: Some(1_000_000),
+            gateway_pid: Some(7),
+            delivered_per_gateway_cpu_s: Some(12345.0),
+            warnings: vec!["something".into()],
+            ..Report::default()
+        };
+        r.set_latency(Some(Summary {
+            count: 10,
+            p50: 111,
+            p90: 222,
+            p99: 333,
+            p999: 444,
+            max: 555,
+            mean: 150.0,
+        }));
+        let text = r.human();
+        for needle in [
+            "p50 111",
+            "p99.9 444",
+            "12345 delivered",
+            "WARNING: something",
+        ] {
+            assert!(text.contains(needle), "{needle} missing in\n{text}");
+        }
+    }
+}
