@@ -4,13 +4,15 @@
 //! tokio-tungstenite) subscribed over M channels, publishers on Redis (`PUBLISH`, RESP by hand)
 //! or HTTP (`POST /api/publish`), HDR latency histograms from a send timestamp in each payload,
 //! loss per channel from sequence numbers, and the gateway's CPU time and RSS from `/proc`.
-//! `floor` measures the kernel's cost of the write path alone (see `floor.rs`).
+//! `floor` measures the kernel's cost of the write path alone (see `floor.rs`). `plot` draws
+//! SVG charts from saved `run --json` reports (see `plot.rs`).
 //! Every flag, scenario key and JSON field is in `loadtest/README.md`.
 
 mod clients;
 mod floor;
 mod latency;
 mod payload;
+mod plot;
 mod procfs;
 mod progress;
 mod publisher;
@@ -37,6 +39,8 @@ enum Command {
     Run(Box<settings::Settings>),
     /// Measure the floor: the kernel's cost of the gateway's write path alone.
     Floor(FloorCommand),
+    /// Draw SVG charts (latency CDF, delivered msgs/s) from saved `run --json` reports.
+    Plot(plot::PlotArgs),
 }
 
 #[derive(clap::Args)]
@@ -62,6 +66,7 @@ fn main() {
                 report.print_human();
             }
         }),
+        Command::Plot(args) => plot::run(args),
     };
     if let Err(e) = result {
         eprintln!("ringcast-loadtest: {e:#}");

@@ -1,9 +1,13 @@
 //! The result of one `run`: every number, as one flat JSON object (`--json`, field names are
 //! stable and documented in `loadtest/README.md`) or as an aligned human summary.
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::latency::Summary;
+
+/// Points in `latency_cdf`.
+const CDF_POINTS: usize = 50;
 
 /// Everything a run measured. Fields that do not apply (publishing in an idle run, gateway
 /// figures without `--server-pid`) are `null` in JSON.
@@ -61,6 +65,9 @@ pub struct Report {
     pub latency_p999_us: Option<u64>,
     pub latency_max_us: Option<u64>,
     pub latency_mean_us: Option<f64>,
+    /// `[latency_us, quantile]` pairs from the histogram, quantile ascending from 0 (the
+    /// minimum) to 1 (the maximum), denser in the tail; `null` when nothing was received.
+    pub latency_cdf: Option<Vec<(u64, f64)>>,
 
     // The gateway (with --server-pid; counters from GET /metrics).
     pub gateway_pid: Option<u32>,
@@ -97,6 +104,11 @@ impl Report {
         self.latency_p999_us = s.map(|s| s.p999);
         self.latency_max_us = s.map(|s| s.max);
         self.latency_mean_us = s.map(|s| s.mean);
+    }
+
+    /// Sets `latency_cdf` from the run's merged latency histogram.
+    pub fn set_latency_cdf(&mut self, h: &Histogram<u64>) {
+        self.latency_cdf = latency_cdf(h);
     }
 
     /// One JSON line.
@@ -256,6 +268,29 @@ impl Report {
     }
 }
 
+/// `CDF_POINTS` points `(latency_us, quantile)` of `h`: quantile 0 (the minimum), 0.05 to 0.95
+/// in steps of 0.05, then 29 quantiles spread evenly in nines from 0.95 (1.3 nines) to 0.99999
+/// (5 nines), then 1 (the maximum). `None` when `h` is empty.
+pub fn latency_cdf(h: &Histogram<u64>) -> Option<Vec<(u64, f64)>> {
+    if h.is_empty() {
+        return None;
+    }
+    const BODY: usize = 20; // 0, 0.05, …, 0.95
+    const TAIL: usize = CDF_POINTS - BODY - 1; // past 0.95, before the maximum
+    let (first_nines, last_nines) = (-(0.05f64.log10()), 5.0);
+    let body = (0..BODY).map(|i| i as f64 * 0.05);
+    let tail = (1..=TAIL).map(|j| {
+        let nines = first_nines + (last_nines - first_nines) * j as f64 / TAIL as f64;
+        1.0 - 10f64.powf(-nines)
+    });
+    let points = body
+        .chain(tail)
+        .map(|q| (h.value_at_quantile(q), q))
+        .chain(std::iter::once((h.max(), 1.0)))
+        .collect();
+    Some(points)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +310,27 @@ mod tests {
         assert!(v["latency_p99_us"].is_null());
         assert!(v["delivered"].is_null());
         assert!(v.as_object().unwrap().values().all(|x| !x.is_object()));
+        assert!(v["latency_cdf"].is_null());
+    }
+
+    #[test]
+    fn latency_cdf_is_monotone_and_ends_at_the_max() {
+        assert_eq!(latency_cdf(&crate::latency::new_histogram()), None);
+        let mut h = crate::latency::new_histogram();
+        for v in 1..=10_000u64 {
+            h.record(v).unwrap();
+        }
+        let cdf = latency_cdf(&h).unwrap();
+        assert_eq!(cdf.len(), CDF_POINTS);
+        assert_eq!(cdf[0], (1, 0.0));
+        assert_eq!(cdf[CDF_POINTS - 1], (h.max(), 1.0));
+        assert!(cdf.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 < w[1].1));
+        let (v50, q50) = cdf[10];
+        assert!((q50 - 0.5).abs() < 1e-12 && (4_990..=5_010).contains(&v50));
+        let mut r = Report::default();
+        r.set_latency_cdf(&h);
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(json["latency_cdf"][CDF_POINTS - 1][1], 1.0);
     }
 
     #[test]

@@ -191,7 +191,9 @@ async fn execute(cfg: &Config, nofile: u64) -> anyhow::Result<Report> {
     report.out_of_order = outcomes.iter().map(|o| o.out_of_order).sum();
     report.other_messages = outcomes.iter().map(|o| o.other).sum();
     if !cfg.idle {
-        report.set_latency(latency::summarize(&live.latency.merged()));
+        let hist = live.latency.merged();
+        report.set_latency(latency::summarize(&hist));
+        report.set_latency_cdf(&hist);
     }
     finish(cfg, &mut report, &window, &outcomes);
     Ok(report)
