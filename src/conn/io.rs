@@ -134,9 +134,9 @@ async fn respond(
         let watch = req.query_param("watch").map(|s| s.into_owned());
         let snapshot = req.query_param("snapshot").map(|s| s.into_owned());
         let leftover = pending[req.head_len..].to_vec();
-        if stream.write_all(response).await.is_err() {
-            return Step::Finish(Next::Done);
-        }
+        // URL subscriptions are made now and acknowledged in the same write as the 101, so the
+        // acks need no outbox; events queued meanwhile go out after it, from the outbox.
+        let mut out = response.to_vec();
         if let ConnKind::Native(format) = kind {
             let mut s = shard.borrow_mut();
             if let Some(conn) = s.conns.get_mut(key) {
@@ -144,16 +144,19 @@ async fn respond(
             }
             let acks = format == Format::Json;
             if let Some(list) = subscribe {
-                native::subscribe_from_url(&mut s, key, TopicKind::Channel, &list, acks);
+                native::subscribe_from_url(&mut s, key, TopicKind::Channel, &list, acks, &mut out);
             }
             if let Some(list) = watch {
-                native::subscribe_from_url(&mut s, key, TopicKind::Key, &list, acks);
+                native::subscribe_from_url(&mut s, key, TopicKind::Key, &list, acks, &mut out);
             }
             if let Some(snapshot) = snapshot.filter(|k| crate::protocol::check_topic(k).is_ok())
                 && s.metrics().redis_configured
             {
                 s.request_snapshot(key, Bytes::from(snapshot), false);
             }
+        }
+        if stream.write_all(Bytes::from(out)).await.is_err() {
+            return Step::Finish(Next::Done);
         }
         return Step::Finish(Next::Upgrade(kind, leftover));
     }

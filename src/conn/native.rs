@@ -26,13 +26,24 @@ pub fn handle_text(shard: &mut Shard, key: ConnKey, text: &[u8]) {
 /// Subscribes to channels (`?subscribe=a,b`) or watches keys (`?watch=k`) named in the URL at
 /// connect time. Each one is acknowledged (JSON format only); the first refused name gets an
 /// error reply and ends the list, so a hostile URL cannot queue thousands of errors.
+///
+/// Channel acks and errors are appended to `out` as complete frames, to go out in the same
+/// write as the 101 response: an idle connection then never needs its outbox or a second write.
 pub fn subscribe_from_url(
     shard: &mut Shard,
     key: ConnKey,
     kind: TopicKind,
     list: &str,
     acks: bool,
+    out: &mut Vec<u8>,
 ) {
+    let mut frames = 0;
+    let mut reply = |text: &str| {
+        let mut frame = crate::ws::frame::FrameBuilder::with_capacity(text.len());
+        frame.payload().extend_from_slice(text.as_bytes());
+        out.extend_from_slice(&frame.finish(crate::ws::frame::OpCode::Text));
+        frames += 1;
+    };
     for name in list.split(',').filter(|c| !c.is_empty()) {
         let kind = if kind.is_key() {
             TopicKind::for_key(name.as_bytes())
@@ -40,14 +51,15 @@ pub fn subscribe_from_url(
             kind
         };
         match subscribe(shard, key, kind, name, None) {
-            Ok(ack) if acks && !ack.is_empty() => shard.send_text(key, &ack),
+            Ok(ack) if acks && !ack.is_empty() => reply(&ack),
             Ok(_) => {}
             Err(error) => {
-                shard.send_text(key, &error);
-                return;
+                reply(&error);
+                break;
             }
         }
     }
+    shard.stats().messages_out.add(frames);
 }
 
 fn execute(shard: &mut Shard, key: ConnKey, id: Option<&RequestId>, cmd: Command) -> String {
