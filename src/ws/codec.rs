@@ -1,12 +1,12 @@
 //! Drives tungstenite's [`WebSocketContext`] over in-memory buffers (sans-IO).
 //!
-//! The shard reads from the socket with io_uring into the connection's read buffer and hands the
+//! The shard reads from the socket (readiness-driven, into its shared scratch buffer) and hands the
 //! bytes to [`Codec::handle_input`]. tungstenite parses, unmasks, reassembles fragments, checks
 //! UTF-8 and close codes, and answers pings and closes by writing into our in-memory `Write`
 //! side. [`Codec::poll_output`] takes those replies so the caller can queue them in the
 //! connection's outbox, behind any frames already queued, so the byte stream stays ordered.
 //!
-//! Owned by one connection on one shard thread. Holds at most `read_buffer_size` bytes of
+//! Owned by one connection on one shard thread. Holds at most [`TUNGSTENITE_READ_BUFFER`] bytes of
 //! buffered input while idle (tungstenite's `in_buffer`), plus a partial message.
 
 use std::io::{self, Read, Write};

@@ -2,7 +2,7 @@
 //!
 //! - [`handshake`]: validates an upgrade request with tungstenite and renders the 101 response.
 //! - [`codec`]: drives tungstenite's `WebSocketContext` over in-memory buffers, so the shard's
-//!   io_uring reads feed it and its writes (pongs, close replies) land in the connection outbox.
+//!   socket reads feed it and its writes (pongs, close replies) land in the connection outbox.
 //! - [`frame`]: encode-once server frames. Server frames are unmasked (RFC 6455 §5.1), so one
 //!   encoding serves every recipient of a message.
 //!
