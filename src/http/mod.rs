@@ -1,7 +1,7 @@
 //! Plain HTTP on the WebSocket port: request parsing, routing and responses.
 //!
 //! Requests are parsed with `httparse` from the connection's read buffer; nothing here does I/O.
-//! The connection task ([`crate::conn`]) reads, calls [`parse`], picks a [`Route`] and writes the
+//! The connection task ([`crate::conn`]) reads, calls [`parse`], picks a route and writes the
 //! response bytes this module renders.
 
 pub mod publish;
