@@ -216,7 +216,10 @@ fn route(
             let text = shard.borrow().metrics().render();
             return ok("text/plain; version=0.0.4", text.as_bytes());
         }
-        ("GET" | "HEAD", "/") => return ok("text/html; charset=utf-8", http::DEMO_PAGE.as_bytes()),
+        ("GET" | "HEAD", "/") => {
+            let page = http::demo_page(ws_path);
+            return ok("text/html; charset=utf-8", page.as_bytes());
+        }
         ("POST", "/api/publish") => return publish_route(shard, req, body, keep_alive),
         (_, p) if p == ws_path => 426,
         (_, "/healthz" | "/metrics" | "/" | "/api/publish") => 405,

@@ -14,8 +14,17 @@ use bytes::Bytes;
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Most headers we parse in one request.
 pub const MAX_HEADERS: usize = 32;
-/// The demo page served at `GET /`.
-pub const DEMO_PAGE: &str = include_str!("demo.html");
+/// The demo page served at `GET /`; see [`demo_page`].
+const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// The demo page, connecting to the configured WebSocket path (`--ws-path`).
+pub fn demo_page(ws_path: &str) -> String {
+    let mut path = Vec::new();
+    crate::protocol::write_json_string(&mut path, ws_path.as_bytes());
+    // A JSON string inside <script>: escape `<` so no path can close the script element.
+    let path = String::from_utf8_lossy(&path).replace('<', "\\u003c");
+    DEMO_PAGE.replace("__RINGCAST_WS_PATH__", &path)
+}
 
 /// A parsed request head, borrowing from the read buffer.
 #[derive(Debug)]
@@ -256,6 +265,18 @@ mod tests {
         let mut req = b"GET /".to_vec();
         req.extend_from_slice(&big);
         assert_eq!(parse(&req, &mut h).unwrap_err().status(), 431);
+    }
+
+    #[test]
+    fn demo_page_connects_to_the_configured_path() {
+        let page = demo_page("/socket");
+        assert!(page.contains(r#"const WS_PATH = "/socket";"#));
+        assert!(!page.contains("__RINGCAST_WS_PATH__"));
+        let hostile = demo_page("/a</script><script>alert(1)");
+        assert_eq!(
+            hostile.matches("</script>").count(),
+            page.matches("</script>").count()
+        );
     }
 
     #[test]
