@@ -62,23 +62,10 @@ pub struct RedisSettings {
 /// What the Redis threads tell the hub.
 #[derive(Debug)]
 pub enum Input {
-    /// A message on a subscribed channel (including keyspace channels).
-    Message {
-        /// The channel.
-        channel: Bytes,
-        /// The payload.
-        payload: Bytes,
-        /// When it was read from the socket, for sampled events (stage timings).
-        read_at: Option<std::time::Instant>,
-    },
-    /// A message through a pattern subscription.
-    PMessage {
-        /// The pattern.
-        pattern: Bytes,
-        /// The channel.
-        channel: Bytes,
-        /// The payload.
-        payload: Bytes,
+    /// A channel or pattern message (keyspace channels included), as it will be routed.
+    Event {
+        /// The message.
+        event: SourceEvent,
         /// When it was read from the socket, for sampled events (stage timings).
         read_at: Option<std::time::Instant>,
     },
@@ -132,7 +119,7 @@ impl Input {
     /// When a sampled event was read from Redis.
     pub fn read_at(&self) -> Option<std::time::Instant> {
         match self {
-            Input::Message { read_at, .. } | Input::PMessage { read_at, .. } => *read_at,
+            Input::Event { read_at, .. } => *read_at,
             _ => None,
         }
     }
@@ -285,38 +272,33 @@ impl Source for RedisSource {
     fn handle_input(&mut self, input: super::SourceInput, out: &mut Vec<SourceEvent>) {
         let super::SourceInput::Redis { input, .. } = input;
         match input {
-            Input::Message {
-                channel, payload, ..
-            } => {
-                if let Some(key) = channel.strip_prefix(&self.keyspace_prefix[..]) {
-                    let key = channel.slice_ref(key);
-                    self.request_read(&key);
+            Input::Event { event, .. } => {
+                match &event {
+                    SourceEvent::Message { channel, .. } => {
+                        if let Some(key) = channel.strip_prefix(&self.keyspace_prefix[..]) {
+                            let key = channel.slice_ref(key);
+                            self.request_read(&key);
+                        }
+                    }
+                    SourceEvent::PMessage {
+                        pattern, channel, ..
+                    } => {
+                        if self.watched_patterns.contains(pattern)
+                            && let Some(key) = channel.strip_prefix(&self.keyspace_prefix[..])
+                        {
+                            // A change under a watched key glob: read that key (coalesced like
+                            // any watched key; forgotten after the read unless watched by name).
+                            let key = channel.slice_ref(key);
+                            self.watched.entry(key.clone()).or_insert_with(|| KeyState {
+                                transient: true,
+                                ..KeyState::default()
+                            });
+                            self.request_read(&key);
+                        }
+                    }
+                    SourceEvent::Key { .. } => {}
                 }
-                out.push(SourceEvent::Message { channel, payload });
-            }
-            Input::PMessage {
-                pattern,
-                channel,
-                payload,
-                ..
-            } => {
-                if self.watched_patterns.contains(&pattern)
-                    && let Some(key) = channel.strip_prefix(&self.keyspace_prefix[..])
-                {
-                    // A change under a watched key glob: read that key (coalesced like any
-                    // watched key; forgotten after the read unless watched by name).
-                    let key = channel.slice_ref(key);
-                    self.watched.entry(key.clone()).or_insert_with(|| KeyState {
-                        transient: true,
-                        ..KeyState::default()
-                    });
-                    self.request_read(&key);
-                }
-                out.push(SourceEvent::PMessage {
-                    pattern,
-                    channel,
-                    payload,
-                });
+                out.push(event);
             }
             Input::Subscribed { channel } => {
                 if let Some(key) = channel.strip_prefix(&self.keyspace_prefix[..]) {

@@ -20,7 +20,7 @@ use super::resp::{self, Proto, PubSub};
 use super::{Backoff, Input, RedisSettings};
 use crate::metrics::Metrics;
 use crate::router::UpstreamMsg;
-use crate::source::SourceInput;
+use crate::source::{SourceEvent, SourceInput};
 
 /// Most names per SUBSCRIBE command when resubscribing.
 const CHUNK: usize = 512;
@@ -57,54 +57,56 @@ impl SubShared {
     /// Adds one reference to each name; sends SUBSCRIBE for names that went 0 → 1. Returns the
     /// names that were already wanted (no confirmation will come for them).
     pub fn add(&self, kind: Kind, names: &[Bytes]) -> Vec<Bytes> {
-        let mut st = self.lock();
-        let map = match kind {
-            Kind::Channel => &mut st.channels,
-            Kind::Pattern => &mut st.patterns,
-        };
-        let mut fresh = Vec::new();
-        let mut existing = Vec::new();
-        for n in names {
+        let mut guard = self.lock();
+        let (map, writer) = guard.split(kind);
+        let (fresh, existing): (Vec<Bytes>, Vec<Bytes>) = names.iter().cloned().partition(|n| {
             let c = map.entry(n.clone()).or_insert(0);
             *c += 1;
-            if *c == 1 {
-                fresh.push(n.clone());
-            } else {
-                existing.push(n.clone());
-            }
-        }
-        let cmd: &[u8] = if kind == Kind::Channel {
-            b"SUBSCRIBE"
-        } else {
-            b"PSUBSCRIBE"
-        };
-        send(&mut st.writer, cmd, &fresh);
+            *c == 1
+        });
+        send(writer, kind.command(true), &fresh);
         existing
     }
 
     /// Drops one reference to each name; sends UNSUBSCRIBE for names that went 1 → 0.
     pub fn remove(&self, kind: Kind, names: &[Bytes]) {
-        let mut st = self.lock();
-        let map = match kind {
-            Kind::Channel => &mut st.channels,
-            Kind::Pattern => &mut st.patterns,
-        };
-        let mut gone = Vec::new();
-        for n in names {
-            if let Some(c) = map.get_mut(n) {
-                *c -= 1;
-                if *c == 0 {
-                    map.remove(n);
-                    gone.push(n.clone());
+        let mut guard = self.lock();
+        let (map, writer) = guard.split(kind);
+        let gone: Vec<Bytes> = names
+            .iter()
+            .filter(|n| match map.get_mut(*n) {
+                Some(c) => {
+                    *c -= 1;
+                    *c == 0 && map.remove(*n).is_some()
                 }
-            }
-        }
-        let cmd: &[u8] = if kind == Kind::Channel {
-            b"UNSUBSCRIBE"
-        } else {
-            b"PUNSUBSCRIBE"
+                None => false,
+            })
+            .cloned()
+            .collect();
+        send(writer, kind.command(false), &gone);
+    }
+}
+
+impl SubState {
+    /// The refcounts for `kind`, and the writer, borrowed together.
+    fn split(&mut self, kind: Kind) -> (&mut HashMap<Bytes, u32>, &mut Option<TcpStream>) {
+        let map = match kind {
+            Kind::Channel => &mut self.channels,
+            Kind::Pattern => &mut self.patterns,
         };
-        send(&mut st.writer, cmd, &gone);
+        (map, &mut self.writer)
+    }
+}
+
+impl Kind {
+    /// `SUBSCRIBE`/`UNSUBSCRIBE`, or the pattern forms.
+    fn command(self, subscribe: bool) -> &'static [u8] {
+        match (self, subscribe) {
+            (Kind::Channel, true) => b"SUBSCRIBE",
+            (Kind::Channel, false) => b"UNSUBSCRIBE",
+            (Kind::Pattern, true) => b"PSUBSCRIBE",
+            (Kind::Pattern, false) => b"PUNSUBSCRIBE",
+        }
     }
 }
 
@@ -203,19 +205,20 @@ fn read_loop(
             Err(e) => return e,
         };
         let input = match resp::classify(value) {
-            PubSub::Message { channel, payload } => Input::Message {
-                channel,
-                payload,
+            PubSub::Message { channel, payload } => Input::Event {
+                event: SourceEvent::Message { channel, payload },
                 read_at: sample(&mut seen),
             },
             PubSub::PMessage {
                 pattern,
                 channel,
                 payload,
-            } => Input::PMessage {
-                pattern,
-                channel,
-                payload,
+            } => Input::Event {
+                event: SourceEvent::PMessage {
+                    pattern,
+                    channel,
+                    payload,
+                },
                 read_at: sample(&mut seen),
             },
             PubSub::Confirm { kind, name, .. } => {
