@@ -4,7 +4,7 @@
 //! reports deliveries per second): one publish through the real types, on one thread:
 //!
 //! 1. `Hub::handle(UpstreamMsg::Publish { .. })` and `Hub::finish_batch()`: the publish goes
-//!    to the embedded [`MemorySource`] (the only source, `RoutedSource::everything`, so picking
+//!    to the embedded [`MemorySource`] (the only source, so picking
 //!    the source is one `*` glob match), the hub looks the channel up, renders the JSON
 //!    envelope **once**, and `try_send`s one `ShardMsg::Deliver` into the shard's bounded
 //!    crossbeam inbox, then wakes the shard;
@@ -51,7 +51,7 @@ use ringcast::conn::ConnKind;
 use ringcast::conn::outbox::OutFrame;
 use ringcast::metrics::Metrics;
 use ringcast::protocol::is_json;
-use ringcast::router::hub::{Hub, RoutedSource, ShardLink};
+use ringcast::router::hub::{Hub, ShardLink};
 use ringcast::router::{Format, ShardId, ShardMsg, TopicKind, UpstreamMsg};
 use ringcast::rt::{SocketHandle, WakeReceiver, wake_pair};
 use ringcast::shard::Shard;
@@ -108,14 +108,14 @@ impl Rig {
         let (shard_tx, inbox) = bounded::<ShardMsg>(config.shard_inbox);
         let (wake, wake_rx) = wake_pair().expect("eventfd");
         let link = ShardLink { tx: shard_tx, wake };
-        let source = RoutedSource::everything(Box::new(MemorySource::new()));
+        let source: Box<dyn ringcast::source::Source> = Box::new(MemorySource::new());
         let mut hub = Hub::new(vec![source], vec![link], metrics.clone());
         let mut shard = Shard::new(ShardId(0), Arc::new(config), hub_tx, metrics);
 
         let channel = Bytes::from_static(CHANNEL);
         let now = Instant::now();
         for _ in 0..subs {
-            let key = shard.insert_conn(SocketHandle::DETACHED, now);
+            let key = shard.insert_conn(SocketHandle::DETACHED, 0, now);
             shard.conns[key].kind = ConnKind::Native(Format::Json);
             shard
                 .subscribe(key, TopicKind::Channel, &channel)
@@ -150,6 +150,7 @@ impl Rig {
     /// Steps 1 and 2: the hub routes one publish, the shard delivers it into the outboxes.
     fn route_and_deliver(&mut self) {
         self.hub.handle(UpstreamMsg::Publish {
+            source: 0,
             channel: self.channel.clone(),
             payload: self.payload.clone(),
         });

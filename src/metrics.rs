@@ -145,6 +145,8 @@ pub struct HubStats {
     pub publishes: Counter,
     /// Frames encoded (once per event per format, never per subscriber).
     pub frames_encoded: Counter,
+    /// BESS battery re-reads skipped because the command queue was full.
+    pub bess_reads_skipped: Counter,
     /// Channels and patterns with at least one subscriber anywhere. Gauge.
     pub topics: Counter,
     /// Sampled: read from the source → the hub started routing it.
@@ -211,6 +213,7 @@ impl Metrics {
                 events: Counter::default(),
                 publishes: Counter::default(),
                 frames_encoded: Counter::default(),
+                bess_reads_skipped: Counter::default(),
                 topics: Counter::default(),
                 stage_hub: Histogram::default(),
                 inbox_drops: (0..shards).map(|_| Counter::default()).collect(),
@@ -351,6 +354,13 @@ impl Metrics {
             "counter",
             "Frames encoded (once per event and format).",
             &[("", hub.frames_encoded.get())],
+        );
+        family(
+            &mut out,
+            "ringcast_bess_reads_skipped_total",
+            "counter",
+            "BESS battery re-reads skipped because the Redis command queue was full.",
+            &[("", hub.bess_reads_skipped.get())],
         );
         family(
             &mut out,

@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::router::hub::{Hub, RoutedSource, ShardLink};
+use crate::router::hub::{Hub, ShardLink};
 use crate::router::{ShardId, UpstreamMsg};
 use crate::rt::{self, Runtime, WakeHandle};
 use crate::shard::run::ShardSetup;
@@ -57,11 +57,22 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     drop(Runtime::new().map_err(ServerError::IoUringUnavailable)?);
     let signals = listen_for_signals()?;
     let config = Arc::new(config);
-    let listeners = bind(config.listen, config.shards)?;
-    let addr = listeners[0].local_addr().map_err(|e| ServerError::Bind {
-        addr: config.listen,
-        source: e,
-    })?;
+    // One SO_REUSEPORT socket per shard per listening address; `per_shard[i]` is shard i's.
+    let mut per_shard: Vec<Vec<std::net::TcpListener>> =
+        (0..config.shards).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for want in config.listeners() {
+        let sockets = bind(want, config.shards)?;
+        let addr = sockets[0].local_addr().map_err(|e| ServerError::Bind {
+            addr: want,
+            source: e,
+        })?;
+        bound.push(addr);
+        for (i, socket) in sockets.into_iter().enumerate() {
+            per_shard[i].push(socket);
+        }
+    }
+    let addr = bound[0];
     let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
     let metrics = Arc::new(Metrics::with_redis(config.shards, names));
     let (hub_tx, hub_rx) = bounded::<UpstreamMsg>(HUB_CHANNEL);
@@ -71,7 +82,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let mut links = Vec::new();
     let mut shards = Vec::new();
     let mut flags = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
+    for (i, listeners) in per_shard.into_iter().enumerate() {
         let (tx, rx) = bounded(config.shard_inbox);
         let (wake, wake_listener) =
             rt::wake_pair().map_err(|e| ServerError::Thread(e.to_string()))?;
@@ -84,7 +95,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         let setup = ShardSetup {
             id: ShardId(i as u16),
             config: config.clone(),
-            listener,
+            listeners,
             inbox: rx,
             wake: wake_listener,
             hub: hub_tx.clone(),
@@ -129,15 +140,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         };
         let redis = RedisSource::start(settings, hub_tx.clone(), metrics.clone())
             .map_err(|e| ServerError::Thread(e.to_string()))?;
-        let globs = |v: &[String]| v.iter().map(|g| bytes::Bytes::from(g.clone())).collect();
-        sources.push(RoutedSource {
-            source: Box::new(redis),
-            channels: globs(&sc.channels),
-            keys: globs(&sc.keys),
-        });
+        sources.push(Box::new(redis) as Box<dyn crate::source::Source>);
     }
     if sources.is_empty() {
-        sources.push(RoutedSource::everything(Box::new(MemorySource::new())));
+        sources.push(Box::new(MemorySource::new()));
     }
     let hub = Hub::new(sources, links, metrics.clone());
     let hub_done = done_tx;
@@ -149,6 +155,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         })
         .map_err(|e| ServerError::Thread(e.to_string()))?;
 
+    // Route lines first: the last line, `listening addr=`, means every listener is up.
+    for (route, &l) in config.routes.iter().zip(&config.route_listeners()) {
+        tracing::info!(
+            "route ready name={} profile={} listen={} path={}",
+            route.name,
+            route.profile.as_str(),
+            bound[l],
+            route.path
+        );
+    }
     tracing::info!("listening addr={addr} shards={}", config.shards);
 
     let failure = select! {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::outbox::OutFrame;
 use super::{ConnKind, ConnState, native};
+use crate::config::{Heartbeat, Profile};
 use crate::http::{self, MAX_HEADERS, publish};
 use crate::router::table::ConnKey;
 use crate::router::{Format, TopicKind};
@@ -20,7 +21,7 @@ use crate::ws::frame::{self, OpCode};
 use crate::ws::handshake;
 
 /// What the HTTP phase decided.
-enum Next {
+pub(super) enum Next {
     /// Upgrade to a WebSocket of this kind; `leftover` bytes followed the request head.
     Upgrade(ConnKind, Vec<u8>),
     /// The connection is done.
@@ -81,7 +82,7 @@ async fn http_phase(shard: &ShardRef, key: ConnKey, stream: &TcpStream) -> Next 
     }
 }
 
-enum Step {
+pub(super) enum Step {
     NeedMore,
     Continue,
     Finish(Next),
@@ -117,7 +118,19 @@ async fn respond(
             s.config.max_message_bytes,
         )
     };
+    let listener = shard
+        .borrow()
+        .conns
+        .get(key)
+        .map_or(0, |c| usize::from(c.listener));
     if req.is_websocket_upgrade() {
+        let route = find_route(&shard.borrow(), listener, req.path);
+        if let Some(route) = route {
+            return super::route::upgrade(shard, key, stream, &req, route, pending).await;
+        }
+        if listener != 0 {
+            return finish_error(shard, stream, 403, "no WebSocket route at this path").await;
+        }
         let kind = if echo_path.as_deref() == Some(req.path) {
             ConnKind::Echo
         } else if req.path == ws_path {
@@ -172,7 +185,11 @@ async fn respond(
         return Step::NeedMore;
     }
     let body = &pending[req.head_len..total];
-    let mut response = route(shard, &req, body, keep_alive, &ws_path);
+    let mut response = if listener == 0 {
+        route(shard, &req, body, keep_alive, &ws_path)
+    } else {
+        super::route::plain(shard, &req, listener, keep_alive)
+    };
     if req.method == "HEAD" {
         // RFC 9110 §9.3.2: same headers (content-length included), no content.
         response = http::head_only(response);
@@ -184,7 +201,25 @@ async fn respond(
     Step::Continue
 }
 
-async fn finish_error(shard: &ShardRef, stream: &TcpStream, status: u16, message: &str) -> Step {
+/// The first route on `listener` whose path glob matches `path`.
+pub(super) fn find_route(s: &crate::shard::Shard, listener: usize, path: &str) -> Option<usize> {
+    s.config
+        .routes
+        .iter()
+        .enumerate()
+        .find(|(i, r)| {
+            s.route_listeners.get(*i) == Some(&listener)
+                && crate::protocol::glob_match(r.path.as_bytes(), path.as_bytes())
+        })
+        .map(|(i, _)| i)
+}
+
+pub(super) async fn finish_error(
+    shard: &ShardRef,
+    stream: &TcpStream,
+    status: u16,
+    message: &str,
+) -> Step {
     shard.borrow().stats().http_errors.inc();
     let _ = stream
         .write_all(http::json_error(status, message, false))
@@ -300,9 +335,18 @@ fn on_input(
     let Some(conn) = s.conns.get_mut(key) else {
         return false;
     };
-    conn.last_seen = Instant::now();
     let kind = conn.kind;
     let open = conn.is_open();
+    let profile = conn
+        .route()
+        .and_then(|r| s.config.routes.get(r))
+        .map(|r| (r.profile, r.heartbeat));
+    // On JSON-heartbeat routes only a pong (or init) proves the client alive.
+    if profile.is_none_or(|(_, hb)| hb == Heartbeat::Ws)
+        && let Some(conn) = s.conns.get_mut(key)
+    {
+        conn.last_seen = Instant::now();
+    }
     if *discard {
         return true;
     }
@@ -335,15 +379,26 @@ fn on_input(
             Incoming::Text(t) | Incoming::Binary(t) if !open => drop(t),
             Incoming::Text(t) => {
                 s.stats().messages_in.inc();
-                match kind {
-                    ConnKind::Echo => s.send(key, frame::encode(OpCode::Text, &t)),
-                    _ => native::handle_text(&mut s, key, &t),
+                match (kind, profile) {
+                    (ConnKind::Echo, _) => s.send(key, frame::encode(OpCode::Text, &t)),
+                    (_, None | Some((Profile::Native, _))) => native::handle_text(&mut s, key, &t),
+                    (_, Some((Profile::Preflight | Profile::Status, _))) => {
+                        // `init` and `pong` are life; anything else, bad JSON included, is
+                        // ignored as the originals did.
+                        if crate::profile::classify(&t) == crate::profile::ClientMessage::Alive
+                            && let Some(conn) = s.conns.get_mut(key)
+                        {
+                            conn.last_seen = Instant::now();
+                        }
+                    }
+                    (_, Some((Profile::Bess, _))) => {}
                 }
             }
             Incoming::Binary(b) => {
                 s.stats().messages_in.inc();
-                match kind {
-                    ConnKind::Echo => s.send(key, frame::encode(OpCode::Binary, &b)),
+                match (kind, profile) {
+                    (ConnKind::Echo, _) => s.send(key, frame::encode(OpCode::Binary, &b)),
+                    (_, Some((p, _))) if p != Profile::Native => {}
                     _ => s.send_text(
                         key,
                         &crate::protocol::render_error(

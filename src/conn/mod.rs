@@ -15,6 +15,7 @@
 pub mod io;
 pub mod native;
 pub mod outbox;
+mod route;
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -30,8 +31,16 @@ use outbox::Outbox;
 pub enum ConnKind {
     /// Still in the HTTP phase (or a plain HTTP client).
     Http,
-    /// A native-protocol WebSocket that wants events in `format`.
+    /// A native-protocol WebSocket on the native listener that wants events in `format`.
     Native(Format),
+    /// A WebSocket served by route `route` (an index into `Config::routes`), wanting events in
+    /// `format`.
+    Route {
+        /// The route.
+        route: u16,
+        /// The format its events are rendered in.
+        format: Format,
+    },
     /// The conformance echo route.
     Echo,
 }
@@ -53,6 +62,8 @@ pub enum ConnState {
 pub struct Conn {
     /// Unique on this shard for the process's life (slab keys are reused).
     pub id: u64,
+    /// Which of the shard's listeners accepted it (0: the native listener).
+    pub listener: u8,
     /// What it serves.
     pub kind: ConnKind,
     /// Open or closing.
@@ -84,9 +95,16 @@ pub const MAX_HELD: usize = 1024;
 
 impl Conn {
     /// A new connection in the HTTP phase.
-    pub fn new(id: u64, socket: SocketHandle, outbox_cap: usize, now: Instant) -> Self {
+    pub fn new(
+        id: u64,
+        listener: u8,
+        socket: SocketHandle,
+        outbox_cap: usize,
+        now: Instant,
+    ) -> Self {
         Conn {
             id,
+            listener,
             kind: ConnKind::Http,
             state: ConnState::Open,
             outbox: Outbox::new(outbox_cap),
@@ -109,7 +127,15 @@ impl Conn {
     /// The format events must be rendered in, if it receives events.
     pub fn format(&self) -> Option<Format> {
         match self.kind {
-            ConnKind::Native(f) => Some(f),
+            ConnKind::Native(f) | ConnKind::Route { format: f, .. } => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The route serving it, if it came in through one.
+    pub fn route(&self) -> Option<usize> {
+        match self.kind {
+            ConnKind::Route { route, .. } => Some(usize::from(route)),
             _ => None,
         }
     }

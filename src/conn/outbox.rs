@@ -86,6 +86,11 @@ impl Outbox {
         }
     }
 
+    /// Changes the cap (a route's own `max_outbox_bytes`, set at the upgrade).
+    pub fn set_cap(&mut self, cap: usize) {
+        self.cap = cap;
+    }
+
     /// Queues a data frame, subject to the cap.
     pub fn push(&mut self, frame: OutFrame) -> SendStatus {
         if self.closed {

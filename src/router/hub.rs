@@ -18,13 +18,13 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::{
-    ConnRef, Format, FormatSet, Frames, Interest, LocalTopicId, ShardId, ShardMsg, TopicKind,
-    UpstreamMsg,
+    ConnRef, Format, FormatSet, Frames, Interest, LocalTopicId, ShardId, ShardMsg, SourceId,
+    TopicKind, UpstreamMsg,
 };
 use crate::metrics::Metrics;
 use crate::protocol::render_event;
 use crate::rt::WakeHandle;
-use crate::source::{Source, SourceEvent};
+use crate::source::{Hash, Source, SourceEvent};
 use crate::ws::frame::{self, FrameBuilder, OpCode};
 
 /// Most upstream messages handled before the hub flushes batched subscriptions and wakes shards.
@@ -54,52 +54,69 @@ enum Edge {
     Unsubscribe,
 }
 
-/// A source and the names it serves.
-pub struct RoutedSource {
-    /// The source.
-    pub source: Box<dyn Source>,
-    /// Globs of the channels (and patterns) it serves.
-    pub channels: Vec<Bytes>,
-    /// Globs of the keys it serves.
-    pub keys: Vec<Bytes>,
+/// A topic in the whole process: which source, what kind, which name.
+type TopicKey = (SourceId, TopicKind, Bytes);
+
+/// A connection waiting for a one-off key snapshot, and the format it wants.
+type Waiter = (ShardId, ConnRef, Format);
+
+/// The last value read of a watched key: the snapshot for late watchers, rendered lazily once
+/// per format.
+struct CachedKey {
+    json: Bytes,
+    hash: Option<Hash>,
+    frames: Frames,
 }
 
-impl RoutedSource {
-    /// A source that serves every channel, pattern and key.
-    pub fn everything(source: Box<dyn Source>) -> Self {
-        let all = vec![Bytes::from_static(b"*")];
-        RoutedSource {
-            source,
-            channels: all.clone(),
-            keys: all,
-        }
-    }
+/// A BESS re-read of one battery hash, triggered by a channel message (coalesced: one read in
+/// flight, one more after the last message that arrived during it).
+#[derive(Default)]
+struct BessRead {
+    dirty: bool,
+    topics: Vec<TopicKey>,
+}
+
+/// Connections waiting for an index snapshot of one set: those the read in flight will answer,
+/// and those that arrived after it started (answered by the next read).
+#[derive(Default)]
+struct IndexWait {
+    reading: bool,
+    current: Vec<(ShardId, ConnRef)>,
+    next: Vec<(ShardId, ConnRef)>,
 }
 
 /// The hub state.
 pub struct Hub {
-    sources: Vec<RoutedSource>,
+    sources: Vec<Box<dyn Source>>,
     shards: Vec<ShardLink>,
-    topics: HashMap<(TopicKind, Bytes), Vec<ShardSub>>,
-    edges: Vec<(Edge, TopicKind, Bytes)>,
+    topics: HashMap<TopicKey, Vec<ShardSub>>,
+    edges: Vec<(Edge, TopicKey)>,
     to_wake: Vec<bool>,
     events: Vec<SourceEvent>,
-    /// The last rendered frame of each watched key: the snapshot for late watchers.
-    key_cache: HashMap<Bytes, Bytes>,
+    /// The last value of each watched key.
+    key_cache: HashMap<(SourceId, Bytes), CachedKey>,
     /// When the event being routed was read from its source (sampled events only).
     stamp: Option<Instant>,
     /// Publishes seen, for sampling stage timings of embedded-broker events.
     publishes_seen: u64,
     /// Watched key globs, to route key events to pattern watchers.
-    key_patterns: Vec<Bytes>,
+    key_patterns: Vec<(SourceId, Bytes)>,
     /// One-off snapshot requests waiting for a key read.
-    waiting: HashMap<Bytes, Vec<(ShardId, ConnRef)>>,
+    waiting: HashMap<(SourceId, Bytes), Vec<Waiter>>,
+    /// BESS battery reads in flight.
+    bess: HashMap<(SourceId, Bytes), BessRead>,
+    /// BESS snapshot requests per id set.
+    index_waits: HashMap<(SourceId, Bytes), IndexWait>,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
-    /// A hub over `source`, delivering to `shards`.
-    pub fn new(sources: Vec<RoutedSource>, shards: Vec<ShardLink>, metrics: Arc<Metrics>) -> Self {
+    /// A hub over `sources` (indexed by [`SourceId`]), delivering to `shards`.
+    pub fn new(
+        sources: Vec<Box<dyn Source>>,
+        shards: Vec<ShardLink>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let n = shards.len();
         Self {
             sources,
@@ -113,14 +130,16 @@ impl Hub {
             stamp: None,
             publishes_seen: 0,
             waiting: HashMap::new(),
+            bess: HashMap::new(),
+            index_waits: HashMap::new(),
             metrics,
         }
     }
 
     /// Runs until [`UpstreamMsg::Shutdown`] or until every sender is gone.
     pub fn run(mut self, rx: Receiver<UpstreamMsg>) {
-        for r in &self.sources {
-            tracing::info!(source = r.source.name(), "hub started");
+        for s in &self.sources {
+            tracing::info!(source = s.name(), "hub started");
         }
         while let Ok(first) = rx.recv() {
             let mut next = Some(first);
@@ -139,22 +158,19 @@ impl Hub {
         }
     }
 
-    /// The source serving `name`: the first whose globs match, else the last one.
-    fn source_for(&self, kind: TopicKind, name: &[u8]) -> usize {
-        self.sources
-            .iter()
-            .position(|r| {
-                let globs = if kind.is_key() { &r.keys } else { &r.channels };
-                globs.iter().any(|g| crate::protocol::glob_match(g, name))
-            })
-            .unwrap_or(self.sources.len() - 1)
+    fn source(&mut self, id: SourceId) -> Option<&mut Box<dyn Source>> {
+        self.sources.get_mut(usize::from(id))
     }
 
     /// Handles one message; false means stop.
     pub fn handle(&mut self, msg: UpstreamMsg) -> bool {
         match msg {
             UpstreamMsg::Interest(i) => self.handle_interest(i),
-            UpstreamMsg::Publish { channel, payload } => {
+            UpstreamMsg::Publish {
+                source,
+                channel,
+                payload,
+            } => {
                 // Subscriptions queued before this publish must reach the source first.
                 self.flush_edges();
                 // Embedded-broker events start here: sample their stage timings from now.
@@ -165,10 +181,11 @@ impl Hub {
                 {
                     self.stamp = Some(Instant::now());
                 }
-                let i = self.source_for(TopicKind::Channel, &channel);
-                match self.sources[i].source.publish(channel, payload) {
-                    Ok(()) => self.metrics.hub.publishes.inc(),
-                    Err(e) => tracing::warn!(error = %e, "publish failed"),
+                if let Some(src) = self.source(source) {
+                    match src.publish(channel, payload) {
+                        Ok(()) => self.metrics.hub.publishes.inc(),
+                        Err(e) => tracing::warn!(error = %e, "publish failed"),
+                    }
                 }
                 self.poll_source();
                 self.stamp = None;
@@ -176,12 +193,13 @@ impl Hub {
             UpstreamMsg::Source(input) => {
                 let mut events = std::mem::take(&mut self.events);
                 let crate::source::SourceInput::Redis { source, input: raw } = &input;
+                let source = *source;
                 self.stamp = raw.read_at();
-                if let Some(r) = self.sources.get_mut(*source) {
-                    r.source.handle_input(input, &mut events);
+                if let Some(s) = self.sources.get_mut(source) {
+                    s.handle_input(input, &mut events);
                 }
                 for ev in events.drain(..) {
-                    self.route(ev);
+                    self.route(source as SourceId, ev);
                 }
                 self.events = events;
                 self.stamp = None;
@@ -189,11 +207,17 @@ impl Hub {
             UpstreamMsg::Snapshot {
                 shard,
                 conn,
+                source,
+                format,
                 key,
                 watcher,
             } => {
                 self.flush_edges();
-                self.handle_snapshot(shard, conn, key, watcher);
+                if format == Format::Bess {
+                    self.handle_index_snapshot(shard, conn, source, key);
+                } else {
+                    self.handle_snapshot(shard, conn, source, format, key, watcher);
+                }
             }
             UpstreamMsg::Shutdown => return false,
         }
@@ -211,24 +235,105 @@ impl Hub {
         }
     }
 
-    fn handle_snapshot(&mut self, shard: ShardId, conn: ConnRef, key: Bytes, watcher: bool) {
-        if let Some(frame) = self.key_cache.get(&key) {
+    fn handle_snapshot(
+        &mut self,
+        shard: ShardId,
+        conn: ConnRef,
+        source: SourceId,
+        format: Format,
+        key: Bytes,
+        watcher: bool,
+    ) {
+        let cached = self
+            .key_cache
+            .get_mut(&(source, key.clone()))
+            .map(|c| cached_frame(c, &key, format, &self.metrics));
+        if let Some(frame) = cached {
+            let watch = if watcher {
+                let topic = (source, TopicKind::Key, key.clone());
+                let target = self
+                    .topics
+                    .get(&topic)
+                    .and_then(|subs| subs.iter().find(|s| s.shard == shard))
+                    .map(|s| s.target);
+                if target.is_none() {
+                    // The watch is already gone on that shard.
+                    return;
+                }
+                target
+            } else {
+                None
+            };
             let msg = ShardMsg::DeliverTo {
                 conn,
-                frame: frame.clone(),
+                frame: frame.unwrap_or_default(),
                 releases_held: !watcher,
+                watch,
             };
             self.send(usize::from(shard.0), msg);
         } else if !watcher {
             // Every request triggers a read: one dropped on a full command queue must not leave
             // later requests waiting forever. Concurrent requests all get the first result.
             self.waiting
-                .entry(key.clone())
+                .entry((source, key.clone()))
                 .or_default()
-                .push((shard, conn));
-            let i = self.source_for(TopicKind::Key, &key);
-            self.sources[i].source.read_key(&key);
+                .push((shard, conn, format));
+            if let Some(s) = self.source(source) {
+                s.read_key(&key);
+            }
         }
+    }
+
+    /// A BESS client's snapshot: every battery named in the id set `set`.
+    fn handle_index_snapshot(
+        &mut self,
+        shard: ShardId,
+        conn: ConnRef,
+        source: SourceId,
+        set: Bytes,
+    ) {
+        let wait = self.index_waits.entry((source, set.clone())).or_default();
+        if wait.reading {
+            wait.next.push((shard, conn));
+        } else {
+            wait.current.push((shard, conn));
+            self.start_index_read(source, set);
+        }
+    }
+
+    fn start_index_read(&mut self, source: SourceId, set: Bytes) {
+        let (prefix, suffix) = crate::profile::BESS_KEY_AFFIXES;
+        let queued = self.source(source).is_some_and(|s| {
+            s.read_index(
+                &set,
+                &Bytes::from_static(prefix),
+                &Bytes::from_static(suffix),
+            )
+        });
+        match self.index_waits.get_mut(&(source, set)) {
+            Some(wait) if queued => wait.reading = true,
+            Some(wait) => {
+                // The command queue is full: answer with an empty snapshot rather than hold
+                // these connections' updates; the next update of each battery reaches them.
+                tracing::warn!("BESS snapshot read could not be queued; sending an empty one");
+                let waiters = std::mem::take(&mut wait.current);
+                let frame = frame::encode(OpCode::Text, b"{}");
+                for (shard, conn) in waiters {
+                    self.deliver_to(shard, conn, frame.clone());
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn deliver_to(&mut self, shard: ShardId, conn: ConnRef, frame: Bytes) {
+        let msg = ShardMsg::DeliverTo {
+            conn,
+            frame,
+            releases_held: true,
+            watch: None,
+        };
+        self.send(usize::from(shard.0), msg);
     }
 
     fn send(&mut self, shard: usize, msg: ShardMsg) {
@@ -241,7 +346,7 @@ impl Hub {
     }
 
     fn handle_interest(&mut self, i: Interest) {
-        let key = (i.kind, i.name);
+        let key = (i.source, i.kind, i.name);
         let subs = self.topics.entry(key.clone()).or_default();
         let was_empty = subs.is_empty();
         let pos = subs.iter().position(|s| s.shard == i.shard);
@@ -269,43 +374,46 @@ impl Hub {
         }
         if was_empty && !now_empty {
             self.metrics.hub.topics.inc();
-            self.edges.push((Edge::Subscribe, key.0, key.1));
+            self.edges.push((Edge::Subscribe, key));
         } else if !was_empty && now_empty {
             self.metrics.hub.topics.dec();
-            self.edges.push((Edge::Unsubscribe, key.0, key.1));
+            self.edges.push((Edge::Unsubscribe, key));
         }
     }
 
-    /// Sends edges to the source, grouping consecutive edges of the same kind into one call.
+    /// Sends edges to the sources, grouping consecutive edges of the same kind into one call.
     fn flush_edges(&mut self) {
         let edges = std::mem::take(&mut self.edges);
-        let routed: Vec<(Edge, TopicKind, usize, Bytes)> = edges
-            .iter()
-            .map(|(edge, kind, name)| (*edge, *kind, self.source_for(*kind, name), name.clone()))
-            .collect();
-        for run in routed.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1 && a.2 == b.2) {
-            let names: Vec<Bytes> = run.iter().map(|e| e.3.clone()).collect();
-            let source = &mut self.sources[run[0].2].source;
-            match (run[0].0, run[0].1) {
-                (Edge::Subscribe, TopicKind::Channel) => source.subscribe(&names),
-                (Edge::Unsubscribe, TopicKind::Channel) => source.unsubscribe(&names),
-                (Edge::Subscribe, TopicKind::Pattern) => source.psubscribe(&names),
-                (Edge::Unsubscribe, TopicKind::Pattern) => source.punsubscribe(&names),
-                (Edge::Subscribe, TopicKind::Key) => source.watch(&names),
-                (Edge::Subscribe, TopicKind::KeyPattern) => {
-                    self.key_patterns.extend(names.iter().cloned());
-                    source.pwatch(&names)
-                }
-                (Edge::Unsubscribe, TopicKind::KeyPattern) => {
-                    self.key_patterns.retain(|p| !names.contains(p));
-                    source.punwatch(&names)
-                }
+        for run in edges.chunk_by(|a, b| a.0 == b.0 && a.1.0 == b.1.0 && a.1.1 == b.1.1) {
+            let (edge, (source, kind, _)) = &run[0];
+            let (edge, source, kind) = (*edge, *source, *kind);
+            let names: Vec<Bytes> = run.iter().map(|e| e.1.2.clone()).collect();
+            match (edge, kind) {
+                (Edge::Subscribe, TopicKind::KeyPattern) => self
+                    .key_patterns
+                    .extend(names.iter().map(|n| (source, n.clone()))),
+                (Edge::Unsubscribe, TopicKind::KeyPattern) => self
+                    .key_patterns
+                    .retain(|(s, p)| *s != source || !names.contains(p)),
                 (Edge::Unsubscribe, TopicKind::Key) => {
                     for k in &names {
-                        self.key_cache.remove(k);
+                        self.key_cache.remove(&(source, k.clone()));
                     }
-                    source.unwatch(&names)
                 }
+                _ => {}
+            }
+            let Some(src) = self.sources.get_mut(usize::from(source)) else {
+                continue;
+            };
+            match (edge, kind) {
+                (Edge::Subscribe, TopicKind::Channel) => src.subscribe(&names),
+                (Edge::Unsubscribe, TopicKind::Channel) => src.unsubscribe(&names),
+                (Edge::Subscribe, TopicKind::Pattern) => src.psubscribe(&names),
+                (Edge::Unsubscribe, TopicKind::Pattern) => src.punsubscribe(&names),
+                (Edge::Subscribe, TopicKind::Key) => src.watch(&names),
+                (Edge::Unsubscribe, TopicKind::Key) => src.unwatch(&names),
+                (Edge::Subscribe, TopicKind::KeyPattern) => src.pwatch(&names),
+                (Edge::Unsubscribe, TopicKind::KeyPattern) => src.punwatch(&names),
             }
         }
         self.edges = edges;
@@ -314,24 +422,24 @@ impl Hub {
 
     fn poll_source(&mut self) {
         let mut events = std::mem::take(&mut self.events);
-        for r in &mut self.sources {
-            r.source.poll_events(&mut events);
-        }
-        for ev in events.drain(..) {
-            self.route(ev);
+        for i in 0..self.sources.len() {
+            self.sources[i].poll_events(&mut events);
+            for ev in events.drain(..) {
+                self.route(i as SourceId, ev);
+            }
         }
         self.events = events;
     }
 
     /// Encodes one event once per wanted format and hands it to each interested shard.
-    pub fn route(&mut self, ev: SourceEvent) {
+    pub fn route(&mut self, source: SourceId, ev: SourceEvent) {
         self.metrics.hub.events.inc();
         if let Some(stamp) = self.stamp {
             self.metrics.hub.stage_hub.observe(stamp.elapsed());
         }
         let (key, channel, pattern, payload) = match ev {
             SourceEvent::Message { channel, payload } => (
-                (TopicKind::Channel, channel.clone()),
+                (source, TopicKind::Channel, channel.clone()),
                 channel,
                 None,
                 payload,
@@ -341,12 +449,13 @@ impl Hub {
                 channel,
                 payload,
             } => (
-                (TopicKind::Pattern, pattern.clone()),
+                (source, TopicKind::Pattern, pattern.clone()),
                 channel,
                 Some(pattern),
                 payload,
             ),
-            SourceEvent::Key { key, json } => return self.route_key(key, json),
+            SourceEvent::Key { key, json, hash } => return self.route_key(source, key, json, hash),
+            SourceEvent::Index { set, items } => return self.route_index(source, set, &items),
         };
         let Some(subs) = self.topics.get(&key) else {
             return;
@@ -354,61 +463,177 @@ impl Hub {
         let wanted = subs
             .iter()
             .fold(FormatSet::EMPTY, |acc, s| acc.union(s.formats));
-        let json = wanted.contains(Format::Json).then(|| {
-            let mut b = FrameBuilder::with_capacity(payload.len() + channel.len() + 32);
-            render_event(b.payload(), &channel, pattern.as_deref(), &payload);
-            b.finish(OpCode::Text)
-        });
-        let raw = wanted
-            .contains(Format::Raw)
-            .then(|| frame::encode_auto(&payload));
-        let encoded = u64::from(json.is_some()) + u64::from(raw.is_some());
-        self.metrics.hub.frames_encoded.add(encoded);
-        let frames = Frames::new(json, raw);
-        self.fan_out(&key, &frames);
+        let mut frames = Frames::new();
+        for format in wanted.iter() {
+            let frame = match format {
+                Format::Json => {
+                    let mut b = FrameBuilder::with_capacity(payload.len() + channel.len() + 32);
+                    render_event(b.payload(), &channel, pattern.as_deref(), &payload);
+                    b.finish(OpCode::Text)
+                }
+                Format::Raw => frame::encode_auto(&payload),
+                Format::Status => {
+                    let mut b = FrameBuilder::with_capacity(payload.len() + 40);
+                    crate::profile::status::render(b.payload(), &payload);
+                    b.finish(OpCode::Text)
+                }
+                Format::Bess => {
+                    // The payload is ignored: re-read the battery the channel names.
+                    self.request_bess_read(source, channel.clone(), key.clone());
+                    continue;
+                }
+                Format::Preflight(_) => continue,
+            };
+            self.metrics.hub.frames_encoded.inc();
+            frames.push(format, frame);
+        }
+        if !frames.is_empty() {
+            self.fan_out(&key, &frames);
+        }
     }
 
-    /// A key's new value: one frame for every format (the value is JSON already), cached as the
-    /// snapshot for later watchers, sent to watchers and to one-off snapshot requests.
-    fn route_key(&mut self, key: Bytes, json: Bytes) {
-        let frame = frame::encode(OpCode::Text, &json);
-        self.metrics.hub.frames_encoded.inc();
-        let frames = Frames::new(Some(frame.clone()), Some(frame.clone()));
-        let topic = (TopicKind::Key, key.clone());
-        if self.topics.contains_key(&topic) {
-            self.key_cache.insert(key.clone(), frame.clone());
+    fn request_bess_read(&mut self, source: SourceId, battery: Bytes, topic: TopicKey) {
+        let k = (source, battery.clone());
+        if let Some(read) = self.bess.get_mut(&k) {
+            read.dirty = true;
+            if !read.topics.contains(&topic) {
+                read.topics.push(topic);
+            }
+            return;
+        }
+        if self.source(source).is_some_and(|s| s.read_key(&battery)) {
+            self.bess.insert(
+                k,
+                BessRead {
+                    dirty: false,
+                    topics: vec![topic],
+                },
+            );
+        } else {
+            self.metrics.hub.bess_reads_skipped.inc();
+        }
+    }
+
+    /// A key's new value: rendered once per wanted format, cached as the snapshot for later
+    /// watchers, sent to watchers, to one-off snapshot requests and to BESS readers.
+    fn route_key(&mut self, source: SourceId, key: Bytes, json: Bytes, hash: Option<Hash>) {
+        let mut cached = CachedKey {
+            json,
+            hash,
+            frames: Frames::new(),
+        };
+        let topic = (source, TopicKind::Key, key.clone());
+        if let Some(subs) = self.topics.get(&topic) {
+            let wanted = subs
+                .iter()
+                .fold(FormatSet::EMPTY, |acc, s| acc.union(s.formats));
+            for format in wanted.iter() {
+                cached_frame(&mut cached, &key, format, &self.metrics);
+            }
+            let frames = cached.frames.clone();
             self.fan_out(&topic, &frames);
         }
         let patterns: Vec<Bytes> = self
             .key_patterns
             .iter()
-            .filter(|p| crate::protocol::glob_match(p, &key))
-            .cloned()
+            .filter(|(s, p)| *s == source && crate::protocol::glob_match(p, &key))
+            .map(|(_, p)| p.clone())
             .collect();
         for pattern in patterns {
-            self.fan_out(&(TopicKind::KeyPattern, pattern), &frames);
+            let topic = (source, TopicKind::KeyPattern, pattern);
+            let Some(subs) = self.topics.get(&topic) else {
+                continue;
+            };
+            let wanted = subs
+                .iter()
+                .fold(FormatSet::EMPTY, |acc, s| acc.union(s.formats));
+            for format in wanted.iter() {
+                cached_frame(&mut cached, &key, format, &self.metrics);
+            }
+            let frames = cached.frames.clone();
+            self.fan_out(&topic, &frames);
         }
-        for (shard, conn) in self.waiting.remove(&key).unwrap_or_default() {
-            self.send(
-                usize::from(shard.0),
-                ShardMsg::DeliverTo {
-                    conn,
-                    frame: frame.clone(),
-                    releases_held: true,
-                },
-            );
+        for (shard, conn, format) in self
+            .waiting
+            .remove(&(source, key.clone()))
+            .unwrap_or_default()
+        {
+            let frame = cached_frame(&mut cached, &key, format, &self.metrics);
+            self.deliver_to(shard, conn, frame.unwrap_or_default());
+        }
+        if let Some(read) = self.bess.remove(&(source, key.clone())) {
+            // BESS frames carry the time of sending: never cached, rendered once per read.
+            let mut frames = Frames::new();
+            if let Some(frame) = render(&cached, &key, Format::Bess, &self.metrics) {
+                frames.push(Format::Bess, frame);
+            }
+            for topic in &read.topics {
+                self.fan_out(topic, &frames);
+            }
+            if read.dirty {
+                let topics = read.topics;
+                if self.source(source).is_some_and(|s| s.read_key(&key)) {
+                    self.bess.insert(
+                        (source, key.clone()),
+                        BessRead {
+                            dirty: false,
+                            topics,
+                        },
+                    );
+                }
+            }
+        }
+        if self.topics.contains_key(&topic) {
+            self.key_cache.insert((source, key), cached);
         }
     }
 
-    fn fan_out(&mut self, topic: &(TopicKind, Bytes), frames: &Frames) {
+    /// A BESS snapshot: answers the connections the read was for, then starts the next read
+    /// for those that arrived meanwhile.
+    fn route_index(&mut self, source: SourceId, set: Bytes, items: &[(Bytes, Hash)]) {
+        let Some(wait) = self.index_waits.get_mut(&(source, set.clone())) else {
+            return;
+        };
+        let waiters = std::mem::take(&mut wait.current);
+        wait.reading = false;
+        let batteries: Vec<(Bytes, Vec<(Bytes, Bytes)>)> =
+            items.iter().map(|(k, h)| (k.clone(), h.to_vec())).collect();
+        let mut b = FrameBuilder::with_capacity(256);
+        let skipped = crate::profile::bess::render_snapshot(b.payload(), &batteries);
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "BESS snapshot: fields that are not integers left out"
+            );
+        }
+        let frame = b.finish(OpCode::Text);
+        self.metrics.hub.frames_encoded.inc();
+        for (shard, conn) in waiters {
+            self.deliver_to(shard, conn, frame.clone());
+        }
+        if let Some(wait) = self.index_waits.get_mut(&(source, set.clone())) {
+            if wait.next.is_empty() {
+                self.index_waits.remove(&(source, set));
+            } else {
+                wait.current = std::mem::take(&mut wait.next);
+                self.start_index_read(source, set);
+            }
+        }
+    }
+
+    fn fan_out(&mut self, topic: &TopicKey, frames: &Frames) {
         let Some(subs) = self.topics.get(topic) else {
             return;
         };
         for sub in subs {
+            let subset = frames.subset(sub.formats);
+            if subset.is_empty() {
+                continue;
+            }
             let msg = ShardMsg::Deliver {
                 target: sub.target,
                 stamp: self.stamp,
-                frames: frames.subset(sub.formats),
+                frames: subset,
             };
             let shard = usize::from(sub.shard.0);
             send(
@@ -419,6 +644,53 @@ impl Hub {
             );
         }
     }
+}
+
+/// The frame of a key value in `format`, rendered at most once per cached value (BESS frames,
+/// which carry the send time, are rendered fresh). `None` for formats that have no key form.
+fn cached_frame(
+    cached: &mut CachedKey,
+    key: &Bytes,
+    format: Format,
+    metrics: &Metrics,
+) -> Option<Bytes> {
+    if let Some(f) = cached.frames.get(format) {
+        return Some(f.clone());
+    }
+    let frame = render(cached, key, format, metrics)?;
+    if format != Format::Bess {
+        cached.frames.push(format, frame.clone());
+    }
+    Some(frame)
+}
+
+fn render(cached: &CachedKey, key: &Bytes, format: Format, metrics: &Metrics) -> Option<Bytes> {
+    let fields: &[(Bytes, Bytes)] = cached.hash.as_deref().unwrap_or(&[]);
+    let frame = match format {
+        Format::Json | Format::Raw => frame::encode(OpCode::Text, &cached.json),
+        Format::Preflight(opts) => {
+            let mut b = FrameBuilder::with_capacity(512);
+            crate::profile::preflight::render(b.payload(), fields, opts);
+            b.finish(OpCode::Text)
+        }
+        Format::Bess => {
+            cached.hash.as_ref()?;
+            let mut b = FrameBuilder::with_capacity(256);
+            let skipped = crate::profile::bess::render_update(
+                b.payload(),
+                key,
+                fields,
+                crate::profile::now_ms(),
+            );
+            if skipped > 0 {
+                tracing::warn!(key = %String::from_utf8_lossy(key), skipped, "BESS: fields that are not integers left out");
+            }
+            b.finish(OpCode::Text)
+        }
+        Format::Status => return None,
+    };
+    metrics.hub.frames_encoded.inc();
+    Some(frame)
 }
 
 /// Queues `msg` for a shard without ever waiting: a full inbox drops it and counts the drop.

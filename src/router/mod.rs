@@ -23,24 +23,57 @@ use bytes::Bytes;
 
 pub use topic::{LocalTopicId, ShardId, TopicKind};
 
-/// How a connection wants events rendered. One encoding per format per event.
+/// How a connection wants events rendered. The hub renders each event once per format that
+/// some subscriber wants, in the whole process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
 pub enum Format {
     /// The native JSON envelope `{"channel":…,"data":…}`.
-    Json = 0,
+    Json,
     /// The payload bytes verbatim, one frame each.
-    Raw = 1,
+    Raw,
+    /// weppcloud Status: `{"type": "status", "data": …}`.
+    Status,
+    /// WebsocketServerMS: a channel message triggers a re-read of the battery hash.
+    Bess,
+    /// weppcloud Preflight: the run hash rendered as a checklist.
+    Preflight(crate::profile::preflight::PreflightOptions),
 }
 
 impl Format {
-    /// Every format, in bit order.
-    pub const ALL: [Format; 2] = [Format::Json, Format::Raw];
+    /// How many formats there are (the width of a [`FormatSet`]).
+    pub const COUNT: usize = 8;
+
+    /// The format's bit in a [`FormatSet`].
+    pub fn index(self) -> usize {
+        match self {
+            Format::Json => 0,
+            Format::Raw => 1,
+            Format::Status => 2,
+            Format::Bess => 3,
+            Format::Preflight(o) => 4 + usize::from(o.extended) * 2 + usize::from(o.dynamic_locks),
+        }
+    }
+
+    /// The format with bit `i`.
+    pub fn from_index(i: usize) -> Option<Format> {
+        use crate::profile::preflight::PreflightOptions;
+        Some(match i {
+            0 => Format::Json,
+            1 => Format::Raw,
+            2 => Format::Status,
+            3 => Format::Bess,
+            4..=7 => Format::Preflight(PreflightOptions {
+                extended: i >= 6,
+                dynamic_locks: i % 2 == 1,
+            }),
+            _ => return None,
+        })
+    }
 }
 
 /// A set of [`Format`]s, as a bitmask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
-pub struct FormatSet(u8);
+pub struct FormatSet(u16);
 
 impl FormatSet {
     /// No format: the shard has no subscriber left for the topic.
@@ -48,12 +81,12 @@ impl FormatSet {
 
     /// Adds `f`.
     pub fn with(self, f: Format) -> FormatSet {
-        FormatSet(self.0 | 1 << f as u8)
+        FormatSet(self.0 | 1 << f.index())
     }
 
     /// True when `f` is in the set.
     pub fn contains(self, f: Format) -> bool {
-        self.0 & (1 << f as u8) != 0
+        self.0 & (1 << f.index()) != 0
     }
 
     /// True when the set is empty.
@@ -65,34 +98,67 @@ impl FormatSet {
     pub fn union(self, other: FormatSet) -> FormatSet {
         FormatSet(self.0 | other.0)
     }
+
+    /// The formats in the set, in bit order.
+    pub fn iter(self) -> impl Iterator<Item = Format> {
+        (0..Format::COUNT)
+            .filter(move |i| self.0 & (1 << i) != 0)
+            .filter_map(Format::from_index)
+    }
 }
 
-/// One event's frames, one per format some recipient on the shard wants.
+/// One event's frames, one per format some recipient on the shard wants. Almost every event
+/// has one format, kept inline; more spill into a vector.
 #[derive(Debug, Clone, Default)]
-pub struct Frames([Option<Bytes>; 2]);
+pub struct Frames {
+    first: Option<(Format, Bytes)>,
+    rest: Vec<(Format, Bytes)>,
+}
 
 impl Frames {
-    /// Frames built from one optional frame per format.
-    pub fn new(json: Option<Bytes>, raw: Option<Bytes>) -> Self {
-        Frames([json, raw])
+    /// No frame yet.
+    pub fn new() -> Self {
+        Frames::default()
+    }
+
+    /// Adds the frame for `f`.
+    pub fn push(&mut self, f: Format, frame: Bytes) {
+        if self.first.is_none() {
+            self.first = Some((f, frame));
+        } else {
+            self.rest.push((f, frame));
+        }
     }
 
     /// The frame for `f`, if it was encoded.
     pub fn get(&self, f: Format) -> Option<&Bytes> {
-        self.0[f as usize].as_ref()
+        match &self.first {
+            Some((g, b)) if *g == f => Some(b),
+            Some(_) => self.rest.iter().find(|(g, _)| *g == f).map(|(_, b)| b),
+            None => None,
+        }
+    }
+
+    /// True when no frame was encoded.
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none()
     }
 
     /// A copy holding only the formats in `set` (refcount clones, no byte copies).
     pub fn subset(&self, set: FormatSet) -> Frames {
-        Frames(Format::ALL.map(|f| {
-            if set.contains(f) {
-                self.0[f as usize].clone()
-            } else {
-                None
+        let mut out = Frames::new();
+        for (f, b) in self.first.iter().chain(self.rest.iter()) {
+            if set.contains(*f) {
+                out.push(*f, b.clone());
             }
-        }))
+        }
+        out
     }
 }
+
+/// A source's position in the hub's list: topics are per source, so two routes can watch the
+/// same key name in two Redis databases.
+pub type SourceId = u16;
 
 /// A connection on a shard, by slab key and a per-shard unique id, so a message that raced with
 /// the connection's close cannot reach a new connection in the same slot.
@@ -115,6 +181,9 @@ pub enum ShardMsg {
         frame: Bytes,
         /// True for a one-off snapshot the connection holds its events for (not for a watcher).
         releases_held: bool,
+        /// For a watcher's cached value: the watched topic on that shard. The shard drops the
+        /// frame if the connection already got a newer one for that topic.
+        watch: Option<LocalTopicId>,
     },
     /// Deliver `frames` to every local subscriber of `target`.
     Deliver {
@@ -132,6 +201,8 @@ pub enum ShardMsg {
 pub struct Interest {
     /// The shard whose interest changed.
     pub shard: ShardId,
+    /// The source serving the topic.
+    pub source: SourceId,
     /// Channel or pattern.
     pub kind: TopicKind,
     /// The channel name or glob pattern.
@@ -149,6 +220,8 @@ pub enum UpstreamMsg {
     Interest(Interest),
     /// Publish `payload` on `channel` through the configured source.
     Publish {
+        /// The source serving the channel.
+        source: SourceId,
         /// The channel.
         channel: Bytes,
         /// The payload.
@@ -156,12 +229,17 @@ pub enum UpstreamMsg {
     },
     /// Input from a source's own threads (Redis pushes, key reads, ...).
     Source(crate::source::SourceInput),
-    /// A connection wants the current value of `key` once.
+    /// A connection wants the current value of `key` once, rendered in `format`. For
+    /// [`Format::Bess`], `key` is the set of battery ids and the snapshot covers every battery.
     Snapshot {
         /// The connection's shard.
         shard: ShardId,
         /// The connection.
         conn: ConnRef,
+        /// The source to read from.
+        source: SourceId,
+        /// The format the connection wants.
+        format: Format,
         /// The key.
         key: Bytes,
         /// True when the connection also watches the key: if nothing is cached yet, the first

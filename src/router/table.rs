@@ -14,7 +14,7 @@ use bytes::Bytes;
 use indexmap::IndexSet;
 use slab::Slab;
 
-use super::{Format, FormatSet, LocalTopicId, TopicKind};
+use super::{Format, FormatSet, LocalTopicId, SourceId, TopicKind};
 
 /// A connection's key in its shard's connection slab.
 pub type ConnKey = usize;
@@ -25,12 +25,15 @@ type FastSet = IndexSet<ConnKey, foldhash::fast::RandomState>;
 #[derive(Debug)]
 pub struct Entry {
     generation: u32,
+    source: SourceId,
     kind: TopicKind,
     name: Bytes,
     /// Local subscribers, dense for fast iteration; O(1) insert and remove.
     subscribers: FastSet,
     /// Subscribers per [`Format`].
-    per_format: [u32; 2],
+    per_format: [u32; Format::COUNT],
+    /// Watchers that asked for the cached value and have had no frame of this topic yet.
+    awaiting: Vec<ConnKey>,
 }
 
 impl Entry {
@@ -41,9 +44,9 @@ impl Entry {
 
     /// The formats at least one subscriber wants.
     pub fn formats(&self) -> FormatSet {
-        Format::ALL
-            .into_iter()
-            .filter(|f| self.per_format[*f as usize] > 0)
+        (0..Format::COUNT)
+            .filter(|&i| self.per_format[i] > 0)
+            .filter_map(Format::from_index)
             .fold(FormatSet::EMPTY, FormatSet::with)
     }
 
@@ -55,6 +58,11 @@ impl Entry {
     /// Channel or pattern.
     pub fn kind(&self) -> TopicKind {
         self.kind
+    }
+
+    /// The source the topic is served by.
+    pub fn source(&self) -> SourceId {
+        self.source
     }
 }
 
@@ -73,7 +81,7 @@ pub enum Change {
 #[derive(Debug, Default)]
 pub struct TopicTable {
     slots: Slab<Entry>,
-    index: HashMap<(TopicKind, Bytes), usize>,
+    index: HashMap<(SourceId, TopicKind, Bytes), usize>,
     next_generation: u32,
 }
 
@@ -101,8 +109,10 @@ impl TopicTable {
     }
 
     /// The id of a topic, if it has a local subscriber.
-    pub fn lookup(&self, kind: TopicKind, name: &[u8]) -> Option<LocalTopicId> {
-        let slot = *self.index.get(&(kind, Bytes::copy_from_slice(name)))?;
+    pub fn lookup(&self, source: SourceId, kind: TopicKind, name: &[u8]) -> Option<LocalTopicId> {
+        let slot = *self
+            .index
+            .get(&(source, kind, Bytes::copy_from_slice(name)))?;
         Some(LocalTopicId {
             slot: slot as u32,
             generation: self.slots[slot].generation,
@@ -112,23 +122,26 @@ impl TopicTable {
     /// Subscribes `conn` (which wants `format`) to a topic.
     pub fn subscribe(
         &mut self,
+        source: SourceId,
         kind: TopicKind,
         name: &Bytes,
         conn: ConnKey,
         format: Format,
     ) -> Change {
-        let slot = match self.index.get(&(kind, name.clone())) {
+        let slot = match self.index.get(&(source, kind, name.clone())) {
             Some(&slot) => slot,
             None => {
                 self.next_generation = self.next_generation.wrapping_add(1);
                 let slot = self.slots.insert(Entry {
                     generation: self.next_generation,
+                    source,
                     kind,
                     name: name.clone(),
                     subscribers: FastSet::default(),
-                    per_format: [0; 2],
+                    per_format: [0; Format::COUNT],
+                    awaiting: Vec::new(),
                 });
-                self.index.insert((kind, name.clone()), slot);
+                self.index.insert((source, kind, name.clone()), slot);
                 slot
             }
         };
@@ -141,12 +154,53 @@ impl TopicTable {
             return Change::Unchanged;
         }
         let before = entry.formats();
-        entry.per_format[format as usize] += 1;
+        entry.per_format[format.index()] += 1;
         let after = entry.formats();
         if before == after {
             Change::Local(id)
         } else {
             Change::Interest(id, after)
+        }
+    }
+
+    /// Marks `conn` as waiting for its first frame of topic `id` (a watcher's snapshot).
+    pub fn await_first(&mut self, id: LocalTopicId, conn: ConnKey) {
+        if let Some(e) = self
+            .slots
+            .get_mut(id.slot as usize)
+            .filter(|e| e.generation == id.generation)
+            && !e.awaiting.contains(&conn)
+        {
+            e.awaiting.push(conn);
+        }
+    }
+
+    /// True (and forgets it) when `conn` still waits for its first frame of topic `id`.
+    pub fn take_awaiting(&mut self, id: LocalTopicId, conn: ConnKey) -> bool {
+        let Some(e) = self
+            .slots
+            .get_mut(id.slot as usize)
+            .filter(|e| e.generation == id.generation)
+        else {
+            return false;
+        };
+        match e.awaiting.iter().position(|&c| c == conn) {
+            Some(p) => {
+                e.awaiting.swap_remove(p);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A frame of topic `id` reached every subscriber: nobody waits for a first frame now.
+    pub fn delivered(&mut self, id: LocalTopicId) {
+        if let Some(e) = self
+            .slots
+            .get_mut(id.slot as usize)
+            .filter(|e| e.generation == id.generation && !e.awaiting.is_empty())
+        {
+            e.awaiting.clear();
         }
     }
 
@@ -158,12 +212,13 @@ impl TopicTable {
         if entry.generation != id.generation || !entry.subscribers.swap_remove(&conn) {
             return Change::Unchanged;
         }
+        entry.awaiting.retain(|&c| c != conn);
         let before = entry.formats();
-        entry.per_format[format as usize] -= 1;
+        entry.per_format[format.index()] -= 1;
         let after = entry.formats();
         if entry.subscribers.is_empty() {
             let entry = self.slots.remove(id.slot as usize);
-            self.index.remove(&(entry.kind, entry.name));
+            self.index.remove(&(entry.source, entry.kind, entry.name));
             return Change::Interest(id, FormatSet::EMPTY);
         }
         if before == after {
@@ -182,20 +237,21 @@ mod tests {
     fn edges_are_reported_once() {
         let mut t = TopicTable::new();
         let a = Bytes::from_static(b"a");
-        let Change::Interest(id, f) = t.subscribe(TopicKind::Channel, &a, 1, Format::Json) else {
+        let Change::Interest(id, f) = t.subscribe(0, TopicKind::Channel, &a, 1, Format::Json)
+        else {
             panic!("first subscriber must be an interest edge")
         };
         assert!(f.contains(Format::Json) && !f.contains(Format::Raw));
         assert_eq!(
-            t.subscribe(TopicKind::Channel, &a, 2, Format::Json),
+            t.subscribe(0, TopicKind::Channel, &a, 2, Format::Json),
             Change::Local(id)
         );
         assert_eq!(
-            t.subscribe(TopicKind::Channel, &a, 2, Format::Json),
+            t.subscribe(0, TopicKind::Channel, &a, 2, Format::Json),
             Change::Unchanged
         );
         assert!(
-            matches!(t.subscribe(TopicKind::Channel, &a, 3, Format::Raw), Change::Interest(_, f) if f.contains(Format::Raw))
+            matches!(t.subscribe(0, TopicKind::Channel, &a, 3, Format::Raw), Change::Interest(_, f) if f.contains(Format::Raw))
         );
         assert_eq!(t.get(id).unwrap().subscribers().count(), 3);
         assert!(
@@ -215,17 +271,19 @@ mod tests {
         let mut t = TopicTable::new();
         let a = Bytes::from_static(b"a");
         let b = Bytes::from_static(b"b");
-        let Change::Interest(old, _) = t.subscribe(TopicKind::Channel, &a, 1, Format::Json) else {
+        let Change::Interest(old, _) = t.subscribe(0, TopicKind::Channel, &a, 1, Format::Json)
+        else {
             panic!()
         };
         t.unsubscribe(old, 1, Format::Json);
-        let Change::Interest(new, _) = t.subscribe(TopicKind::Channel, &b, 1, Format::Json) else {
+        let Change::Interest(new, _) = t.subscribe(0, TopicKind::Channel, &b, 1, Format::Json)
+        else {
             panic!()
         };
         assert_eq!(old.slot, new.slot);
         assert!(t.get(old).is_none());
         assert_eq!(t.get(new).unwrap().name(), &b);
-        assert_eq!(t.lookup(TopicKind::Channel, b"b"), Some(new));
-        assert_eq!(t.lookup(TopicKind::Pattern, b"b"), None);
+        assert_eq!(t.lookup(0, TopicKind::Channel, b"b"), Some(new));
+        assert_eq!(t.lookup(0, TopicKind::Pattern, b"b"), None);
     }
 }

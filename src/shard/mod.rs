@@ -29,7 +29,7 @@ use crate::metrics::{Metrics, ShardStats};
 use crate::protocol::CloseCode;
 use crate::router::table::{Change, ConnKey, TopicTable};
 use crate::router::{
-    ConnRef, Format, Frames, Interest, LocalTopicId, ShardId, TopicKind, UpstreamMsg,
+    ConnRef, Format, Frames, Interest, LocalTopicId, ShardId, SourceId, TopicKind, UpstreamMsg,
 };
 use crate::ws::frame;
 
@@ -57,6 +57,12 @@ pub struct Shard {
     metrics: Arc<Metrics>,
     /// The shared ping frame, encoded once.
     ping: OutFrame,
+    /// The shared `{"type":"ping"}` text frame of JSON-heartbeat routes.
+    json_ping: OutFrame,
+    /// The shared `{"type":"hangup"}` text frame.
+    hangup: OutFrame,
+    /// The listener index of each route (parallel to `config.routes`).
+    pub route_listeners: Vec<usize>,
     /// Set once graceful shutdown started.
     pub shutting_down: bool,
     /// Most connections this shard accepts.
@@ -76,6 +82,7 @@ impl Shard {
         metrics: Arc<Metrics>,
     ) -> Self {
         let max_conns = config.max_connections.div_ceil(config.shards.max(1));
+        let route_listeners = config.route_listeners();
         Shard {
             id,
             config,
@@ -85,6 +92,15 @@ impl Shard {
             backlog: VecDeque::new(),
             metrics,
             ping: OutFrame::new(frame::ping()),
+            json_ping: OutFrame::new(frame::encode(
+                frame::OpCode::Text,
+                crate::profile::JSON_PING,
+            )),
+            hangup: OutFrame::new(frame::encode(
+                frame::OpCode::Text,
+                crate::profile::JSON_HANGUP,
+            )),
+            route_listeners,
             shutting_down: false,
             max_conns,
             next_conn_id: 0,
@@ -106,6 +122,7 @@ impl Shard {
     /// records its dispatch time and marks the last subscriber it reached as the probe whose
     /// next write is timed (the tail of the fan-out).
     pub fn deliver(&mut self, target: LocalTopicId, frames: Frames, stamp: Option<Instant>) {
+        self.topics.delivered(target);
         let Some(entry) = self.topics.get(target) else {
             return;
         };
@@ -116,8 +133,6 @@ impl Shard {
                 .observe(stamp.elapsed());
         }
         let mut probe = None;
-        let json = frames.get(Format::Json).cloned().map(OutFrame::new);
-        let raw = frames.get(Format::Raw).cloned().map(OutFrame::new);
         let stats = &self.metrics.shards[usize::from(self.id.0)];
         let mut overflowed = Vec::new();
         let mut delivered = 0u64;
@@ -125,12 +140,10 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            let frame = match conn.format() {
-                Some(Format::Json) => json.as_ref(),
-                Some(Format::Raw) => raw.as_ref(),
-                None => None,
+            let Some(frame) = conn.format().and_then(|f| frames.get(f)) else {
+                continue;
             };
-            let Some(frame) = frame else { continue };
+            let frame = OutFrame::new(frame.clone());
             if conn.snapshots_pending > 0 {
                 if conn.held.len() < crate::conn::MAX_HELD {
                     conn.held.push(frame.clone());
@@ -167,9 +180,20 @@ impl Shard {
     }
 
     /// Adds a connection in the HTTP phase and returns its slab key.
-    pub fn insert_conn(&mut self, socket: crate::rt::SocketHandle, now: Instant) -> ConnKey {
+    pub fn insert_conn(
+        &mut self,
+        socket: crate::rt::SocketHandle,
+        listener: u8,
+        now: Instant,
+    ) -> ConnKey {
         self.next_conn_id += 1;
-        let conn = Conn::new(self.next_conn_id, socket, self.config.max_outbox_bytes, now);
+        let conn = Conn::new(
+            self.next_conn_id,
+            listener,
+            socket,
+            self.config.max_outbox_bytes,
+            now,
+        );
         self.stats().connections.inc();
         self.conns.insert(conn)
     }
@@ -189,12 +213,24 @@ impl Shard {
         let Some(cref) = self.conn_ref(conn) else {
             return;
         };
+        let c = &self.conns[conn];
+        let format = c.format().unwrap_or(Format::Json);
+        let source = if format == Format::Bess {
+            self.source_of(c.route(), &key, false)
+        } else {
+            self.source_of(c.route(), &key, true)
+        };
         if let Some(c) = self.conns.get_mut(conn).filter(|_| !watcher) {
             c.snapshots_pending += 1;
+        }
+        if watcher && let Some(id) = self.topics.lookup(source, TopicKind::Key, &key) {
+            self.topics.await_first(id, conn);
         }
         self.tell_hub(UpstreamMsg::Snapshot {
             shard: self.id,
             conn: cref,
+            source,
+            format,
             key,
             watcher,
         });
@@ -280,7 +316,13 @@ impl Shard {
 
     /// Queues a ping for `key`.
     pub fn ping(&mut self, key: ConnKey, now: Instant) {
-        let ping = self.ping.clone();
+        let Some(kind) = self.conns.get(key).map(|c| c.kind) else {
+            return;
+        };
+        let ping = match self.heartbeat(kind).2 {
+            crate::config::Heartbeat::Ws => self.ping.clone(),
+            crate::config::Heartbeat::Json => self.json_ping.clone(),
+        };
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -302,6 +344,13 @@ impl Shard {
         conn.state = ConnState::Closing {
             deadline: Instant::now() + grace,
         };
+        if conn
+            .route()
+            .and_then(|r| self.config.routes.get(r))
+            .is_some_and(|r| r.hangup)
+        {
+            let _ = conn.outbox.push_control(self.hangup.clone());
+        }
         let frame = OutFrame::new(frame::close(code.code(), code.reason()));
         conn.outbox.push_last(frame);
         conn.writer.notify_one();
@@ -328,10 +377,53 @@ impl Shard {
         self.unsubscribe_all(key);
     }
 
+    /// The source serving `name` for a connection on `route` (see [`Config::source_for`]).
+    pub fn source_of(&self, route: Option<usize>, name: &[u8], key: bool) -> SourceId {
+        let route = route.and_then(|r| self.config.routes.get(r));
+        SourceId::try_from(self.config.source_for(route, name, key)).unwrap_or(0)
+    }
+
+    /// Ping interval, silence timeout and heartbeat style for connections of `kind`.
+    pub fn heartbeat(
+        &self,
+        kind: crate::conn::ConnKind,
+    ) -> (Duration, Duration, crate::config::Heartbeat) {
+        match kind {
+            crate::conn::ConnKind::Route { route, .. } => {
+                match self.config.routes.get(usize::from(route)) {
+                    Some(r) => (r.ping_interval, r.pong_timeout, r.heartbeat),
+                    None => self.native_heartbeat(),
+                }
+            }
+            _ => self.native_heartbeat(),
+        }
+    }
+
+    fn native_heartbeat(&self) -> (Duration, Duration, crate::config::Heartbeat) {
+        (
+            self.config.ping_interval,
+            self.config.idle_timeout,
+            crate::config::Heartbeat::Ws,
+        )
+    }
+
     /// Subscribes `key` to a channel or pattern; `Err` with an error code when refused.
     pub fn subscribe(
         &mut self,
         key: ConnKey,
+        kind: TopicKind,
+        name: &Bytes,
+    ) -> Result<(), &'static str> {
+        let route = self.conns.get(key).and_then(Conn::route);
+        let source = self.source_of(route, name, kind.is_key());
+        self.subscribe_in(key, source, kind, name)
+    }
+
+    /// Subscribes `key` to a topic of `source`; `Err` with an error code when refused.
+    pub fn subscribe_in(
+        &mut self,
+        key: ConnKey,
+        source: SourceId,
         kind: TopicKind,
         name: &Bytes,
     ) -> Result<(), &'static str> {
@@ -348,12 +440,12 @@ impl Shard {
         if conn.subscriptions.len() >= max
             && self
                 .topics
-                .lookup(kind, name)
+                .lookup(source, kind, name)
                 .is_none_or(|id| !conn.subscriptions.contains(&id))
         {
             return Err("too_many_subscriptions");
         }
-        match self.topics.subscribe(kind, name, key, format) {
+        match self.topics.subscribe(source, kind, name, key, format) {
             Change::Unchanged => {}
             Change::Local(id) => {
                 conn.subscriptions.push(id);
@@ -364,6 +456,7 @@ impl Shard {
                 self.stats().subscriptions.inc();
                 self.tell_hub(UpstreamMsg::Interest(Interest {
                     shard: self.id,
+                    source,
                     kind,
                     name: name.clone(),
                     target: id,
@@ -377,7 +470,9 @@ impl Shard {
 
     /// Unsubscribes `key`; false when it was not subscribed.
     pub fn unsubscribe(&mut self, key: ConnKey, kind: TopicKind, name: &[u8]) -> bool {
-        let Some(id) = self.topics.lookup(kind, name) else {
+        let route = self.conns.get(key).and_then(Conn::route);
+        let source = self.source_of(route, name, kind.is_key());
+        let Some(id) = self.topics.lookup(source, kind, name) else {
             return false;
         };
         let Some(conn) = self.conns.get_mut(key) else {
@@ -404,8 +499,8 @@ impl Shard {
     }
 
     fn apply_unsubscribe(&mut self, key: ConnKey, id: LocalTopicId, format: Format) {
-        let (kind, name) = match self.topics.get(id) {
-            Some(e) => (e.kind(), e.name().clone()),
+        let (source, kind, name) = match self.topics.get(id) {
+            Some(e) => (e.source(), e.kind(), e.name().clone()),
             None => return,
         };
         match self.topics.unsubscribe(id, key, format) {
@@ -414,6 +509,7 @@ impl Shard {
             Change::Interest(id, formats) => {
                 self.tell_hub(UpstreamMsg::Interest(Interest {
                     shard: self.id,
+                    source,
                     kind,
                     name,
                     target: id,
@@ -470,8 +566,14 @@ impl Shard {
     /// Publishes through the hub; false when the hub channel is full or the configured Redis is
     /// down (answer 503: the publish would be lost).
     pub fn publish(&mut self, channel: Bytes, payload: Bytes) -> bool {
-        let source = crate::config::source_for_channel(&self.config.sources, &channel);
-        if source.is_some_and(|i| self.metrics.redis[i].up.get() == 0) {
+        let source = self.source_of(None, &channel, false);
+        if !self.config.sources.is_empty()
+            && self
+                .metrics
+                .redis
+                .get(usize::from(source))
+                .is_some_and(|m| m.up.get() == 0)
+        {
             return false;
         }
         // Interest changes queued earlier must reach the hub before this publish.
@@ -480,7 +582,11 @@ impl Shard {
             return false;
         }
         self.hub
-            .try_send(UpstreamMsg::Publish { channel, payload })
+            .try_send(UpstreamMsg::Publish {
+                source,
+                channel,
+                payload,
+            })
             .is_ok()
     }
 

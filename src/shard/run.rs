@@ -34,8 +34,9 @@ pub struct ShardSetup {
     pub id: ShardId,
     /// The configuration.
     pub config: Arc<Config>,
-    /// This shard's listening socket (bound with `SO_REUSEPORT`).
-    pub listener: std::net::TcpListener,
+    /// This shard's listening sockets (bound with `SO_REUSEPORT`), one per listening
+    /// address: the native listener first, then the routes' (see `Config::listeners`).
+    pub listeners: Vec<std::net::TcpListener>,
     /// Hub → shard channel.
     pub inbox: Receiver<ShardMsg>,
     /// The wake-up paired with `inbox`.
@@ -53,7 +54,7 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
     let ShardSetup {
         id,
         config,
-        listener,
+        listeners,
         inbox,
         wake,
         hub,
@@ -64,12 +65,22 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
     runtime.block_on(async move {
         let mut wake = wake.into_listener();
         let shard = Rc::new(RefCell::new(Shard::new(id, config, hub, metrics)));
-        let stop_accept = Rc::new(Notify::new());
-        rt::spawn(accept_loop(
-            shard.clone(),
-            TcpListener::from_std(listener),
-            stop_accept.clone(),
-        ));
+        let stops: Vec<Rc<Notify>> = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(i, listener)| {
+                let stop = Rc::new(Notify::new());
+                let index = u8::try_from(i).unwrap_or(u8::MAX);
+                rt::spawn(accept_loop(
+                    shard.clone(),
+                    TcpListener::from_std(listener),
+                    index,
+                    stop.clone(),
+                ));
+                stop
+            })
+            .collect();
+
         rt::spawn(sweep_loop(shard.clone()));
         let stalled = shard.borrow().config.debug_stall_shard == Some(usize::from(id.0));
         loop {
@@ -82,7 +93,7 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
                 drain_inbox(&shard, &inbox).await;
             }
         }
-        graceful_shutdown(&shard, &stop_accept).await;
+        graceful_shutdown(&shard, &stops).await;
     });
     Ok(())
 }
@@ -100,9 +111,15 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
                 conn,
                 frame,
                 releases_held,
-            } => shard
-                .borrow_mut()
-                .deliver_snapshot(conn, frame, releases_held),
+                watch,
+            } => {
+                let mut s = shard.borrow_mut();
+                // A watcher's cached value is only for a watcher that has had no frame of
+                // that topic yet (a fresher one may have overtaken it).
+                if watch.is_none_or(|t| s.topics.take_awaiting(t, conn.key)) {
+                    s.deliver_snapshot(conn, frame, releases_held);
+                }
+            }
         }
         handled += 1;
         if handled % INBOX_BUDGET == 0 {
@@ -112,7 +129,7 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
     shard.borrow_mut().flush_backlog();
 }
 
-async fn accept_loop(shard: ShardRef, listener: TcpListener, stop: Rc<Notify>) {
+async fn accept_loop(shard: ShardRef, listener: TcpListener, index: u8, stop: Rc<Notify>) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -126,7 +143,7 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, stop: Rc<Notify>) {
                     continue;
                 }
                 stream.set_nodelay();
-                let key = s.insert_conn(stream.handle(), Instant::now());
+                let key = s.insert_conn(stream.handle(), index, Instant::now());
                 drop(s);
                 rt::spawn(crate::conn::io::serve(shard.clone(), key, stream));
             }
@@ -139,9 +156,14 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, stop: Rc<Notify>) {
     }
 }
 
-/// Period of the sweep: often enough for the ping interval, at most once a second.
+/// Period of the sweep: often enough for the shortest ping interval, at most once a second.
 fn sweep_period(config: &Config) -> Duration {
-    (config.ping_interval / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+    let shortest = config
+        .routes
+        .iter()
+        .map(|r| r.ping_interval.min(r.pong_timeout))
+        .fold(config.ping_interval, Duration::min);
+    (shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
 async fn sweep_loop(shard: ShardRef) {
@@ -155,7 +177,7 @@ async fn sweep_loop(shard: ShardRef) {
 /// Pings, idle timeouts and closing deadlines for every connection.
 fn sweep(s: &mut Shard, now: Instant) {
     s.flush_backlog();
-    let (ping_every, idle) = (s.config.ping_interval, s.config.idle_timeout);
+    let idle = s.config.idle_timeout;
     let mut idle_keys = Vec::new();
     let mut ping_keys = Vec::new();
     for (key, conn) in s.conns.iter() {
@@ -168,11 +190,14 @@ fn sweep(s: &mut Shard, now: Instant) {
                     conn.socket.shutdown();
                 }
             }
-            ConnState::Open if now.duration_since(conn.last_seen) > idle => idle_keys.push(key),
-            ConnState::Open if now.duration_since(conn.last_ping) >= ping_every => {
-                ping_keys.push(key)
+            ConnState::Open => {
+                let (ping_every, timeout, _) = s.heartbeat(conn.kind);
+                if now.duration_since(conn.last_seen) > timeout {
+                    idle_keys.push(key);
+                } else if now.duration_since(conn.last_ping) >= ping_every {
+                    ping_keys.push(key);
+                }
             }
-            ConnState::Open => {}
         }
     }
     for key in ping_keys {
@@ -186,8 +211,10 @@ fn sweep(s: &mut Shard, now: Instant) {
 
 /// Stops accepting, sends close 1001 to every client, and waits for them to flush and leave,
 /// at most `shutdown-timeout`; then shuts down whatever is left.
-async fn graceful_shutdown(shard: &ShardRef, stop_accept: &Notify) {
-    stop_accept.notify_one();
+async fn graceful_shutdown(shard: &ShardRef, stop_accept: &[Rc<Notify>]) {
+    for stop in stop_accept {
+        stop.notify_one();
+    }
     let (deadline, drained) = {
         let mut s = shard.borrow_mut();
         s.shutting_down = true;

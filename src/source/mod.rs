@@ -41,8 +41,21 @@ pub enum SourceEvent {
         key: Bytes,
         /// The rendered event.
         json: Bytes,
+        /// The fields of a hash (`None` for other types and missing keys), for the profiles
+        /// that render hashes their own way.
+        hash: Option<Hash>,
+    },
+    /// The answer to [`Source::read_index`]: every member of a set, each with its hash.
+    Index {
+        /// The set that was read.
+        set: Bytes,
+        /// `(key, fields)` per member, in member order (sorted).
+        items: std::sync::Arc<Vec<(Bytes, Hash)>>,
     },
 }
+
+/// A hash's `(field, value)` pairs in HGETALL order, shared between formats and events.
+pub type Hash = std::sync::Arc<[(Bytes, Bytes)]>;
 
 /// Something a source's own threads hand to the hub, for the source to interpret on the hub
 /// thread (see [`Source::handle_input`]).
@@ -95,7 +108,15 @@ pub trait Source: Send {
     /// Stops watching key globs.
     fn punwatch(&mut self, _patterns: &[Bytes]) {}
     /// Reads `key` once and reports it as a [`SourceEvent::Key`] (a snapshot on request).
-    fn read_key(&mut self, _key: &Bytes) {}
+    /// False when the read could not be queued (no key support, or the queue is full).
+    fn read_key(&mut self, _key: &Bytes) -> bool {
+        false
+    }
+    /// Reads the members of the set `set`, then the hash `prefix + member + suffix` of each,
+    /// and reports them as one [`SourceEvent::Index`]. False when it could not be queued.
+    fn read_index(&mut self, _set: &Bytes, _prefix: &Bytes, _suffix: &Bytes) -> bool {
+        false
+    }
     /// Interprets input from the source's own threads, appending events to route.
     fn handle_input(&mut self, _input: SourceInput, _out: &mut Vec<SourceEvent>) {}
 }

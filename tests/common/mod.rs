@@ -61,6 +61,23 @@ impl Gateway {
         Gateway { child, addr, log }
     }
 
+    /// The address route `name` listens on, from its `route ready` log line (logged before
+    /// `listening addr=`, so it is there once `start` returned).
+    pub fn route_addr(&self, name: &str) -> SocketAddr {
+        let log = self.log.lock().unwrap();
+        let needle = format!("route ready name={name} ");
+        let line = log
+            .iter()
+            .find(|l| l.contains(&needle))
+            .unwrap_or_else(|| panic!("no route {name} in {log:?}"));
+        let addr = line
+            .split("listen=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .expect("listen= in the route line");
+        addr.parse().expect("route address")
+    }
+
     /// Connects a WebSocket client to `path` (e.g. `/ws?subscribe=a`).
     pub fn ws(&self, path: &str) -> Client {
         Client::connect(self.addr, path)
@@ -622,7 +639,22 @@ impl Drop for RedisServer {
 }
 
 /// A port that was free a moment ago (bind to 0, read it, release it).
+///
+/// Picked below the kernel's ephemeral range (`ip_local_port_range`, 32768+ by default), so a
+/// restarted server gets its port back even while other tests open thousands of client
+/// sockets, whose local ports come from that range.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Spread parallel test binaries apart, then walk.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 600) as u16 * 20;
+    for _ in 0..12_000 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (base - 20_000 + offset) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -38,6 +38,15 @@ pub enum Cmd {
         /// The key.
         key: Bytes,
     },
+    /// `SMEMBERS set`, then `HGETALL prefix+member+suffix` per member, as [`Input::IndexValue`].
+    ReadIndex {
+        /// The set of ids.
+        set: Bytes,
+        /// Key prefix.
+        prefix: Bytes,
+        /// Key suffix.
+        suffix: Bytes,
+    },
 }
 
 /// Runs the command thread until the hub drops its sender.
@@ -54,7 +63,7 @@ pub fn run(
         let Some(mut conn) = super::connect_or_wait(&settings, &mut backoff, "command") else {
             // Publishes waiting while Redis is down are dropped; reads are kept.
             let before = pending.len();
-            pending.retain(|c| matches!(c, Cmd::Read { .. }));
+            pending.retain(|c| !matches!(c, Cmd::Publish { .. }));
             let dropped = (before - pending.len()) as u64;
             metrics.redis[settings.index].publish_errors.add(dropped);
             continue;
@@ -129,13 +138,40 @@ fn execute(
         }
     }
     while let Some(cmd) = pending.first() {
-        let Cmd::Read { key } = cmd else {
-            pending.remove(0);
-            continue;
+        let key = match cmd {
+            Cmd::Read { key } => key.clone(),
+            Cmd::ReadIndex {
+                set,
+                prefix,
+                suffix,
+            } => {
+                let (set, prefix, suffix) = (set.clone(), prefix.clone(), suffix.clone());
+                let input = match read_index(conn, &set, &prefix, &suffix) {
+                    Ok(items) => Input::IndexValue { set, items },
+                    Err(RedisError::Reply(e)) => {
+                        tracing::warn!(set = %String::from_utf8_lossy(&set), error = %e, "index read refused");
+                        Input::IndexValue {
+                            set,
+                            items: Vec::new(),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                };
+                metrics.redis[index].key_reads.inc();
+                pending.remove(0);
+                let _ = hub.send(UpstreamMsg::Source(SourceInput::Redis {
+                    source: index,
+                    input,
+                }));
+                continue;
+            }
+            Cmd::Publish { .. } => {
+                pending.remove(0);
+                continue;
+            }
         };
-        let key = key.clone();
         let input = match read_key(conn, &key) {
-            Ok(json) => Input::KeyValue { key, json },
+            Ok((json, hash)) => Input::KeyValue { key, json, hash },
             // An error reply (a WRONGTYPE race, NOPERM...) is about this key, not the
             // connection: report it and move on instead of retrying forever.
             Err(RedisError::Reply(e)) => {
@@ -156,13 +192,47 @@ fn execute(
     Ok(())
 }
 
-/// Reads a key according to its type and renders `{"key":…,"type":…,"value":…}`.
-pub fn read_key(conn: &mut RedisConn, key: &[u8]) -> Result<Bytes, RedisError> {
+/// Reads the ids in `set`, then each hash `prefix + id + suffix`, pipelined.
+fn read_index(
+    conn: &mut RedisConn,
+    set: &[u8],
+    prefix: &[u8],
+    suffix: &[u8],
+) -> Result<Vec<(Bytes, crate::source::Hash)>, RedisError> {
+    let mut ids = strings(&conn.call(&[b"SMEMBERS", set])?);
+    ids.sort();
+    let keys: Vec<Bytes> = ids
+        .iter()
+        .map(|id| Bytes::from([prefix, &id[..], suffix].concat()))
+        .collect();
+    for key in &keys {
+        conn.queue(&[b"HGETALL", key]);
+    }
+    conn.flush()?;
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        let v = conn.read()?;
+        if let Value::Error(e) = &v {
+            tracing::warn!(key = %String::from_utf8_lossy(&key), error = %e, "HGETALL refused");
+            continue;
+        }
+        out.push((key, pairs(&v).into()));
+    }
+    Ok(out)
+}
+
+/// Reads a key according to its type and renders `{"key":…,"type":…,"value":…}`; a hash's
+/// fields come back too.
+pub fn read_key(
+    conn: &mut RedisConn,
+    key: &[u8],
+) -> Result<(Bytes, Option<crate::source::Hash>), RedisError> {
     let kind = match conn.call(&[b"TYPE", key])? {
         Value::Simple(t) | Value::Bulk(t) => String::from_utf8_lossy(&t).into_owned(),
         other => return Err(RedisError::Reply(format!("TYPE returned {other:?}"))),
     };
     let mut value = Vec::new();
+    let mut hash = None;
     let present = match kind.as_str() {
         "string" => {
             let v = conn.call(&[b"GET", key])?;
@@ -179,6 +249,7 @@ pub fn read_key(conn: &mut RedisConn, key: &[u8]) -> Result<Bytes, RedisError> {
             let pairs = pairs(&v);
             let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(a, b)| (&a[..], &b[..])).collect();
             render_key_value_hash(&mut value, &refs);
+            hash = Some(pairs.into());
             true
         }
         "list" => {
@@ -207,7 +278,7 @@ pub fn read_key(conn: &mut RedisConn, key: &[u8]) -> Result<Bytes, RedisError> {
     };
     let mut out = Vec::with_capacity(value.len() + key.len() + 40);
     render_key_event(&mut out, key, &kind, present.then_some(&value[..]));
-    Ok(Bytes::from(out))
+    Ok((Bytes::from(out), hash))
 }
 
 /// Flattens a RESP2 `[k, v, k, v]` array, a RESP3 map, or RESP3 `[[k, v], …]` into pairs.

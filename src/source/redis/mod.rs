@@ -80,6 +80,15 @@ pub enum Input {
         key: Bytes,
         /// The rendered event.
         json: Bytes,
+        /// The fields, when the key is a hash.
+        hash: Option<super::Hash>,
+    },
+    /// An index read finished (see [`Source::read_index`]).
+    IndexValue {
+        /// The set.
+        set: Bytes,
+        /// `(key, fields)` per member.
+        items: Vec<(Bytes, super::Hash)>,
     },
     /// A key read got an error reply; the key is not "reading" any more.
     ReadFailed {
@@ -260,13 +269,25 @@ impl Source for RedisSource {
 
     fn poll_events(&mut self, _out: &mut Vec<SourceEvent>) {}
 
-    fn read_key(&mut self, key: &Bytes) {
+    fn read_key(&mut self, key: &Bytes) -> bool {
         if self.watched.contains_key(key) {
             self.request_read(key);
+            true
         } else {
             // A one-off snapshot for a key nobody watches (snapshot-on-subscribe).
-            let _ = self.commands.try_send(Cmd::Read { key: key.clone() });
+            self.commands
+                .try_send(Cmd::Read { key: key.clone() })
+                .is_ok()
         }
+    }
+
+    fn read_index(&mut self, set: &Bytes, prefix: &Bytes, suffix: &Bytes) -> bool {
+        let cmd = Cmd::ReadIndex {
+            set: set.clone(),
+            prefix: prefix.clone(),
+            suffix: suffix.clone(),
+        };
+        self.commands.try_send(cmd).is_ok()
     }
 
     fn handle_input(&mut self, input: super::SourceInput, out: &mut Vec<SourceEvent>) {
@@ -296,7 +317,7 @@ impl Source for RedisSource {
                             self.request_read(&key);
                         }
                     }
-                    SourceEvent::Key { .. } => {}
+                    SourceEvent::Key { .. } | SourceEvent::Index { .. } => {}
                 }
                 out.push(event);
             }
@@ -313,13 +334,14 @@ impl Source for RedisSource {
                     }
                 }
             }
-            Input::KeyValue { key, json } => {
+            Input::KeyValue { key, json, hash } => {
                 if let Some(state) = self.watched.get_mut(&key) {
                     state.reading = false;
                     let again = std::mem::take(&mut state.dirty);
                     out.push(SourceEvent::Key {
                         key: key.clone(),
                         json,
+                        hash,
                     });
                     if again {
                         self.request_read(&key);
@@ -327,9 +349,13 @@ impl Source for RedisSource {
                         self.watched.remove(&key);
                     }
                 } else {
-                    out.push(SourceEvent::Key { key, json });
+                    out.push(SourceEvent::Key { key, json, hash });
                 }
             }
+            Input::IndexValue { set, items } => out.push(SourceEvent::Index {
+                set,
+                items: Arc::new(items),
+            }),
             Input::ReadFailed { key } => {
                 if let Some(state) = self.watched.get_mut(&key) {
                     state.reading = false;

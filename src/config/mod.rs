@@ -51,6 +51,10 @@ use serde::Deserialize;
 
 use crate::source::redis::RedisUrl;
 
+pub mod routes;
+
+pub use routes::{Heartbeat, Preset, Profile, RouteConfig};
+
 const KIB: u64 = 1_024;
 const MIB: u64 = 1_024 * KIB;
 const GIB: u64 = 1_024 * MIB;
@@ -200,6 +204,10 @@ pub struct Config {
     /// Every Redis source, in routing order: the file's `[[source]]` tables, then `--redis` as
     /// the catch-all. Empty means the embedded broker. Derived; not a knob of its own.
     pub sources: Vec<SourceConfig>,
+    /// `--preset`: a built-in set of routes and sources.
+    pub preset: Option<Preset>,
+    /// Routes on extra listeners (profiles), from the preset, `[[route]]` tables and `--route`.
+    pub routes: Vec<RouteConfig>,
     /// `--print-config` (command line only): print [`Config::to_toml`] and exit 0.
     pub print_config: bool,
 }
@@ -231,6 +239,8 @@ impl Default for Config {
             redis_connect_timeout: DEFAULT_REDIS_CONNECT_TIMEOUT,
             debug_stall_shard: None,
             sources: Vec::new(),
+            preset: None,
+            routes: Vec::new(),
             print_config: false,
         }
     }
@@ -263,6 +273,8 @@ impl fmt::Debug for Config {
             .field("redis_backoff_max", &self.redis_backoff_max)
             .field("redis_connect_timeout", &self.redis_connect_timeout)
             .field("debug_stall_shard", &self.debug_stall_shard)
+            .field("preset", &self.preset)
+            .field("routes", &self.routes)
             .field("print_config", &self.print_config)
             .finish()
     }
@@ -395,6 +407,15 @@ knobs! {
     REDIS_CONNECT_TIMEOUT = "redis-connect-timeout", "RINGCAST_REDIS_CONNECT_TIMEOUT",
         redis_connect_timeout;
 }
+
+/// `--preset`: a knob of every layer, but tested on its own (it changes sources and routes,
+/// which `every_knob_is_wired_to_its_flag_variable_and_key` does not model).
+const PRESET: Knob = Knob {
+    name: "preset",
+    env: "RINGCAST_PRESET",
+    key: "preset",
+    in_file: |f| f.preset.as_ref(),
+};
 
 /// `--debug-stall-shard`, a test hook: a hidden flag and a variable, never a file key.
 const DEBUG_STALL_SHARD: Knob = Knob {
@@ -531,6 +552,14 @@ struct Cli {
     /// [default: 2s]
     #[arg(long, env = "RINGCAST_REDIS_CONNECT_TIMEOUT", value_name = "DURATION")]
     redis_connect_timeout: Option<String>,
+    /// Built-in routes and sources for a drop-in replacement: weppcloud (Preflight on :9001,
+    /// Status on :9002) or bess (WebsocketServerMS on :8001) [default: none]
+    #[arg(long, env = "RINGCAST_PRESET", value_name = "NAME")]
+    preset: Option<String>,
+    /// Set one route key, NAME.KEY=VALUE (repeatable), e.g. preflight.listen=127.0.0.1:9101;
+    /// env RINGCAST_ROUTE_<NAME>_<KEY> does the same [default: none]
+    #[arg(long = "route", value_name = "NAME.KEY=VALUE")]
+    route: Vec<String>,
     /// Test hook: shard N never drains its inbox, to prove a stalled shard delays no one else;
     /// must be below --shards [default: none]
     #[arg(
@@ -549,7 +578,7 @@ struct Cli {
 /// gets the same error as from a flag; unknown keys are rejected by serde.
 // `[[source]]` tables configure several Redis sources side by side (name, URL, channel and key
 // globs; see `SourceConfig`); the `redis_*` knobs apply to all of them.
-// TODO(later issues): `[[listener]]` and `[[route]]` tables will be added here.
+// `[[route]]` tables bind a listener and a path to a profile (see `routes`).
 // `debug_stall_shard` is a test hook and deliberately not a key.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -576,6 +605,9 @@ struct FileConfig {
     redis_resp: Option<toml::Value>,
     redis_backoff_max: Option<toml::Value>,
     redis_connect_timeout: Option<toml::Value>,
+    preset: Option<toml::Value>,
+    /// `[[route]]` tables: profiles on their own listeners.
+    route: Option<Vec<toml::Table>>,
     /// `[[source]]` tables: several Redis sources side by side.
     source: Option<Vec<SourceTable>>,
 }
@@ -641,8 +673,11 @@ pub const CATCH_ALL_SOURCE: &str = "redis";
 fn sources(
     file: Option<&ConfigFile>,
     redis: Option<&RedisUrl>,
+    preset: Option<Preset>,
 ) -> Result<Vec<SourceConfig>, ConfigError> {
     let mut out: Vec<SourceConfig> = Vec::new();
+    // A preset's sources come first; a file table with the same name replaces one of them.
+    let mut from_preset = preset.map_or_else(Vec::new, |p| routes::preset_sources(p, redis));
     if let Some(file) = file {
         for t in file.values.source.iter().flatten() {
             let invalid = |reason: String| ConfigError::Invalid {
@@ -650,6 +685,7 @@ fn sources(
                 origin: Origin::File(file.path.clone()),
                 reason,
             };
+            from_preset.retain(|s| s.name != t.name);
             if t.name.is_empty()
                 || t.name == CATCH_ALL_SOURCE
                 || out.iter().any(|s| s.name == t.name)
@@ -673,6 +709,11 @@ fn sources(
                 keys,
             });
         }
+    }
+    if preset.is_some() {
+        // With a preset, `--redis` gave the preset's sources their address instead.
+        from_preset.append(&mut out);
+        return Ok(from_preset);
     }
     if let Some(url) = redis {
         out.push(SourceConfig::catch_all(CATCH_ALL_SOURCE, url.clone()));
@@ -722,6 +763,8 @@ struct Layers<'a> {
     /// Environment lookup by variable name.
     env: &'a dyn Fn(&str) -> Option<OsString>,
     file: Option<&'a ConfigFile>,
+    /// `--route NAME.KEY=VALUE` flags, in order.
+    route_flags: &'a [String],
 }
 
 /// A resolved knob and where its value came from.
@@ -984,11 +1027,65 @@ impl Layers<'_> {
             debug_stall_shard: debug_stall_shard.value,
             print_config,
             sources: Vec::new(),
+            preset: self.value(&PRESET, None, |r| Preset::parse(r).map(Some))?,
+            routes: Vec::new(),
         })
         .and_then(|mut config| {
-            config.sources = sources(self.file, config.redis.as_ref())?;
+            config.sources = sources(self.file, config.redis.as_ref(), config.preset)?;
+            config.routes = self.routes(&config)?;
             Ok(config)
         })
+    }
+
+    /// Merges the route layers (preset < file < env < flags) and validates the result.
+    fn routes(&self, config: &Config) -> Result<Vec<RouteConfig>, ConfigError> {
+        let invalid = |e: routes::RouteError| ConfigError::Invalid {
+            knob: "route",
+            origin: e.origin,
+            reason: e.reason,
+        };
+        let mut raw = Vec::new();
+        if let Some(preset) = config.preset {
+            let origin = Origin::Flag("preset");
+            routes::merge_tables(&mut raw, &routes::preset_routes(preset), &origin)
+                .map_err(invalid)?;
+        }
+        if let Some(file) = self.file
+            && let Some(tables) = &file.values.route
+        {
+            routes::merge_tables(&mut raw, tables, &Origin::File(file.path.clone()))
+                .map_err(invalid)?;
+        }
+        if config.preset == Some(Preset::Bess)
+            && let Some(port) = self.env_var("route", "WS_PORT")?
+        {
+            // WebsocketServerMS's own .env: WS_HOST (default all interfaces) and WS_PORT.
+            let host = self
+                .env_var("route", "WS_HOST")?
+                .unwrap_or_else(|| "0.0.0.0".to_owned());
+            let addr = if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            if let Some(r) = raw.iter_mut().find(|r| r.name == "bess") {
+                r.values.retain(|(k, _, _)| k != "listen");
+                r.values.push((
+                    "listen".into(),
+                    toml::Value::String(addr),
+                    Origin::Env("WS_PORT"),
+                ));
+            }
+        }
+        let env = |var: &'static str| self.env_var("route", var).ok().flatten();
+        routes::merge_env(&mut raw, &env).map_err(invalid)?;
+        routes::merge_flags(&mut raw, self.route_flags).map_err(invalid)?;
+        let defaults = routes::RouteDefaults {
+            ping_interval: config.ping_interval,
+            idle_timeout: config.idle_timeout,
+            max_outbox_bytes: config.max_outbox_bytes,
+        };
+        routes::resolve(&raw, &config.sources, &defaults).map_err(invalid)
     }
 }
 
@@ -1062,6 +1159,7 @@ impl Config {
             (REDIS_RESP.key, number(usize::from(self.redis_resp))),
             (REDIS_BACKOFF_MAX.key, time(self.redis_backoff_max)),
             (REDIS_CONNECT_TIMEOUT.key, time(self.redis_connect_timeout)),
+            (PRESET.key, self.preset.and_then(|p| text(p.as_str()))),
         ];
         // Display prints `***` whenever the URL has credentials, even a user alone.
         let redis_redacted = self
@@ -1094,7 +1192,76 @@ impl Config {
                 list(&source.keys)
             ));
         }
+        out.push_str(&routes::to_toml(&self.routes, &self.sources));
         out
+    }
+
+    /// Every listening address: the native listener first, then each route's. Routes on the
+    /// same fixed address share a listener; each route on port 0 gets its own.
+    pub fn listeners(&self) -> Vec<SocketAddr> {
+        let mut out = vec![self.listen];
+        for r in &self.routes {
+            if r.listen.port() == 0 || !out.contains(&r.listen) {
+                out.push(r.listen);
+            }
+        }
+        out
+    }
+
+    /// The listener index of each route, parallel to [`Config::routes`].
+    pub fn route_listeners(&self) -> Vec<usize> {
+        let mut next_zero = 1;
+        let listeners = self.listeners();
+        self.routes
+            .iter()
+            .map(|r| {
+                if r.listen.port() == 0 {
+                    // Port-0 routes got one listener each, in route order.
+                    let i = listeners
+                        .iter()
+                        .enumerate()
+                        .skip(next_zero)
+                        .find(|(_, a)| **a == r.listen)
+                        .map_or(0, |(i, _)| i);
+                    next_zero = i + 1;
+                    i
+                } else {
+                    listeners.iter().position(|a| *a == r.listen).unwrap_or(0)
+                }
+            })
+            .collect()
+    }
+
+    /// The source serving a channel (`key = false`) or key (`key = true`) for a connection on
+    /// `route` (`None`: the native listener): the first of the route's sources whose globs
+    /// match, else the route's first source; 0 without Redis sources (the embedded broker).
+    pub fn source_for(&self, route: Option<&RouteConfig>, name: &[u8], key: bool) -> usize {
+        let all: Vec<usize>;
+        let candidates: &[usize] = match route {
+            Some(r) if !r.sources.is_empty() => &r.sources,
+            _ => {
+                all = (0..self.sources.len()).collect();
+                &all
+            }
+        };
+        let Some(&first) = candidates.first() else {
+            return 0;
+        };
+        candidates
+            .iter()
+            .copied()
+            .find(|&i| {
+                let s = &self.sources[i];
+                let globs = if key { &s.keys } else { &s.channels };
+                globs
+                    .iter()
+                    .any(|g| crate::protocol::glob_match(g.as_bytes(), name))
+            })
+            .unwrap_or(if route.is_some() {
+                first
+            } else {
+                *candidates.last().unwrap_or(&first)
+            })
     }
 
     /// [`Config::try_parse_from`] with `env` as the whole environment, so tests need not touch
@@ -1121,10 +1288,15 @@ impl Config {
             None => None,
         };
         let print_config = flag_value::<bool>(&matches, "print_config").unwrap_or(false);
+        let route_flags: Vec<String> = matches
+            .get_many::<String>("route")
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default();
         Layers {
             flags: &flags,
             env,
             file: file.as_ref(),
+            route_flags: &route_flags,
         }
         .merge(print_config)
     }
@@ -1675,6 +1847,8 @@ mod tests {
             redis_connect_timeout: Duration::from_millis(500),
             debug_stall_shard: None,
             sources: Vec::new(),
+            preset: None,
+            routes: Vec::new(),
             print_config: false,
         };
         let expected = Config {
@@ -1719,8 +1893,9 @@ mod tests {
         });
         assert_eq!(
             defaults.count(),
-            FILE_KNOBS.len() + 2,
-            "every knob but --print-config, the hidden --debug-stall-shard included"
+            FILE_KNOBS.len() + 4,
+            "every knob but --print-config: --config, --preset, --route and the hidden \
+             --debug-stall-shard included"
         );
         assert!(!help.contains("debug-stall-shard"), "{help}");
         assert!(!help.contains("RINGCAST_DEBUG_STALL_SHARD"), "{help}");
@@ -1909,6 +2084,7 @@ mod tests {
                 flags: &no_flags,
                 env: &none,
                 file: Some(&file),
+                route_flags: &[],
             };
             let read_back = layers.merge(false).expect("valid");
             let expected_key = config.api_key.as_ref().map(|_| REDACTED.to_owned());

@@ -1,0 +1,655 @@
+//! Routes, listeners and presets.
+//!
+//! A *route* binds a listener address and a path glob to a profile (native, preflight, status
+//! or bess), the sources it reads, a heartbeat style and limits. Routes come from four layers,
+//! merged key by key, highest first:
+//!
+//! 1. `--route NAME.KEY=VALUE` flags (repeatable);
+//! 2. `RINGCAST_ROUTE_<NAME>_<KEY>` environment variables (for routes the layers below name);
+//! 3. `[[route]]` tables in the config file (a table named like a preset route overrides only
+//!    the keys it sets);
+//! 4. the preset (`--preset weppcloud` or `bess`), itself TOML text ([`preset_toml`]);
+//!
+//! then per-key defaults that depend on the profile. A preset also brings its `[[source]]`
+//! tables: with `--redis URL` the URL gives every preset source its host, port and credentials
+//! while each keeps its own database (the bess source takes the URL's database).
+//!
+//! The result is a list of [`RouteConfig`]s, validated: unique names, known sources, a Redis
+//! source for the profiles that read keys, `pong_timeout > ping_interval`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{Origin, Raw, SourceConfig};
+use crate::profile::preflight::PreflightOptions;
+use crate::source::redis::RedisUrl;
+
+/// What a route serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// ringcast's own protocol (commands, `?subscribe=`, `?format=raw`).
+    Native,
+    /// weppcloud Preflight: a run's checklist from its Redis hash.
+    Preflight,
+    /// weppcloud Status: one pub/sub channel per connection, wrapped in `{"type":"status"}`.
+    Status,
+    /// WebsocketServerMS: battery snapshot and updates.
+    Bess,
+}
+
+impl Profile {
+    fn parse(s: &str) -> Option<Profile> {
+        Some(match s {
+            "native" => Profile::Native,
+            "preflight" => Profile::Preflight,
+            "status" => Profile::Status,
+            "bess" => Profile::Bess,
+            _ => return None,
+        })
+    }
+
+    /// The profile's name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Native => "native",
+            Profile::Preflight => "preflight",
+            Profile::Status => "status",
+            Profile::Bess => "bess",
+        }
+    }
+}
+
+/// How a route checks that clients are alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// WebSocket ping frames; any input counts as life.
+    Ws,
+    /// Text `{"type":"ping"}`; only `{"type":"pong"}` (or `init`) counts as life.
+    Json,
+}
+
+/// One validated route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Its name (`preflight`), for logs and overrides.
+    pub name: String,
+    /// The address it listens on.
+    pub listen: SocketAddr,
+    /// Redis-style glob over the request path (query excluded).
+    pub path: String,
+    /// What it serves.
+    pub profile: Profile,
+    /// Indexes into [`super::Config::sources`]; empty means every source.
+    pub sources: Vec<usize>,
+    /// Heartbeat style.
+    pub heartbeat: Heartbeat,
+    /// How often to ping.
+    pub ping_interval: Duration,
+    /// Close a client silent (or pong-less, for JSON heartbeats) for this long.
+    pub pong_timeout: Duration,
+    /// Send `{"type":"hangup"}` before the server closes a connection.
+    pub hangup: bool,
+    /// Preflight checklist and lock styles.
+    pub preflight: PreflightOptions,
+    /// Allowed `Origin` values; empty allows any (requests without `Origin` are always allowed).
+    pub origins: Vec<String>,
+    /// Per-connection outbox cap.
+    pub max_outbox_bytes: usize,
+}
+
+/// A built-in set of routes and sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// weppcloud Preflight on :9001 (db 0) and Status on :9002 (db 2).
+    Weppcloud,
+    /// WebsocketServerMS on :8001 at `/ws`.
+    Bess,
+}
+
+impl Preset {
+    /// Parses a preset name.
+    pub(super) fn parse(raw: Raw<'_>) -> Result<Preset, String> {
+        match raw.text().map(str::trim) {
+            Some("weppcloud") => Ok(Preset::Weppcloud),
+            Some("bess") => Ok(Preset::Bess),
+            _ => Err(format!(
+                "{} is not a preset (use weppcloud or bess)",
+                raw.shown()
+            )),
+        }
+    }
+
+    /// The preset's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::Weppcloud => "weppcloud",
+            Preset::Bess => "bess",
+        }
+    }
+}
+
+/// What a preset expands to, as config-file TOML (also shown in docs/MIGRATING.md).
+pub fn preset_toml(preset: Preset) -> &'static str {
+    match preset {
+        Preset::Weppcloud => {
+            r#"
+[[source]]
+name = "preflight"
+redis = "redis://127.0.0.1:6379/0"
+keys = ["*"]
+
+[[source]]
+name = "status"
+redis = "redis://127.0.0.1:6379/2"
+channels = ["*"]
+
+[[route]]
+name = "preflight"
+listen = "0.0.0.0:9001"
+path = "/*"
+profile = "preflight"
+sources = ["preflight"]
+heartbeat = "json"
+ping_interval = "30s"
+pong_timeout = "65s"
+hangup = false
+checklist = "legacy"
+locks = "legacy"
+
+[[route]]
+name = "status"
+listen = "0.0.0.0:9002"
+path = "/*"
+profile = "status"
+sources = ["status"]
+heartbeat = "json"
+ping_interval = "30s"
+pong_timeout = "65s"
+hangup = false
+"#
+        }
+        Preset::Bess => {
+            r#"
+[[source]]
+name = "bess"
+redis = "redis://127.0.0.1:6379/0"
+
+[[route]]
+name = "bess"
+listen = "0.0.0.0:8001"
+path = "/ws"
+profile = "bess"
+sources = ["bess"]
+heartbeat = "ws"
+ping_interval = "20s"
+pong_timeout = "20s"
+"#
+        }
+    }
+}
+
+/// The keys a `[[route]]` table may set.
+pub const ROUTE_KEYS: &[&str] = &[
+    "name",
+    "listen",
+    "path",
+    "profile",
+    "sources",
+    "heartbeat",
+    "ping_interval",
+    "pong_timeout",
+    "hangup",
+    "checklist",
+    "locks",
+    "origins",
+    "max_outbox_bytes",
+];
+
+/// A route's raw settings, each with where it came from.
+#[derive(Debug, Clone, Default)]
+pub struct RawRoute {
+    /// The route name.
+    pub name: String,
+    /// `key → (value, origin)`; later layers overwrite.
+    pub values: Vec<(String, toml::Value, Origin)>,
+}
+
+impl RawRoute {
+    fn set(&mut self, key: &str, value: toml::Value, origin: Origin) {
+        self.values.retain(|(k, _, _)| k != key);
+        self.values.push((key.to_owned(), value, origin));
+    }
+
+    fn get(&self, key: &str) -> Option<(&toml::Value, &Origin)> {
+        self.values
+            .iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, v, o)| (v, o))
+    }
+}
+
+/// An error about one route key.
+pub struct RouteError {
+    /// Where the bad value came from.
+    pub origin: Origin,
+    /// One line.
+    pub reason: String,
+}
+
+fn err(origin: &Origin, reason: String) -> RouteError {
+    RouteError {
+        origin: origin.clone(),
+        reason,
+    }
+}
+
+/// Merges route tables (`layer` in precedence order, lowest first) into `routes`.
+pub fn merge_tables(
+    routes: &mut Vec<RawRoute>,
+    tables: &[toml::Table],
+    origin: &Origin,
+) -> Result<(), RouteError> {
+    for t in tables {
+        let Some(name) = t.get("name").and_then(|v| v.as_str()) else {
+            return Err(err(origin, "a [[route]] table needs a name".into()));
+        };
+        check_name(name).map_err(|r| err(origin, r))?;
+        for key in t.keys() {
+            if !ROUTE_KEYS.contains(&key.as_str()) {
+                return Err(err(
+                    origin,
+                    format!(
+                        "route {name:?}: unknown key {key:?} (known: {})",
+                        ROUTE_KEYS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let route = find_or_add(routes, name);
+        for (k, v) in t {
+            if k != "name" {
+                route.set(k, v.clone(), origin.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn find_or_add<'a>(routes: &'a mut Vec<RawRoute>, name: &str) -> &'a mut RawRoute {
+    let pos = match routes.iter().position(|r| r.name == name) {
+        Some(p) => p,
+        None => {
+            routes.push(RawRoute {
+                name: name.to_owned(),
+                values: Vec::new(),
+            });
+            routes.len() - 1
+        }
+    };
+    &mut routes[pos]
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "route name {name:?} must be lowercase letters, digits and _"
+        ));
+    }
+    Ok(())
+}
+
+/// Applies `RINGCAST_ROUTE_<NAME>_<KEY>` variables for the routes already named.
+pub fn merge_env(
+    routes: &mut [RawRoute],
+    env: &dyn Fn(&'static str) -> Option<String>,
+) -> Result<(), RouteError> {
+    for route in routes.iter_mut() {
+        for key in ROUTE_KEYS.iter().filter(|k| **k != "name") {
+            let var = format!(
+                "RINGCAST_ROUTE_{}_{}",
+                route.name.to_ascii_uppercase(),
+                key.to_ascii_uppercase()
+            );
+            // Leaked once per variable name at startup: `Origin::Env` holds a `&'static str`.
+            let var: &'static str = Box::leak(var.into_boxed_str());
+            if let Some(value) = env(var) {
+                route.set(key, toml::Value::String(value), Origin::Env(var));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies `--route NAME.KEY=VALUE` flags.
+pub fn merge_flags(routes: &mut Vec<RawRoute>, flags: &[String]) -> Result<(), RouteError> {
+    let origin = Origin::Flag("route");
+    for flag in flags {
+        let Some((target, value)) = flag.split_once('=') else {
+            return Err(err(
+                &origin,
+                format!("{flag:?} is not NAME.KEY=VALUE (e.g. preflight.listen=127.0.0.1:9001)"),
+            ));
+        };
+        let Some((name, key)) = target.split_once('.') else {
+            return Err(err(&origin, format!("{flag:?} is not NAME.KEY=VALUE")));
+        };
+        check_name(name).map_err(|r| err(&origin, r))?;
+        if key == "name" || !ROUTE_KEYS.contains(&key) {
+            return Err(err(&origin, format!("{flag:?}: unknown route key {key:?}")));
+        }
+        find_or_add(routes, name).set(key, toml::Value::String(value.to_owned()), origin.clone());
+    }
+    Ok(())
+}
+
+/// Defaults that do not depend on the profile.
+pub struct RouteDefaults {
+    /// The native listener's ping interval (for `heartbeat = "ws"`).
+    pub ping_interval: Duration,
+    /// The native listener's idle timeout.
+    pub idle_timeout: Duration,
+    /// The process-wide outbox cap.
+    pub max_outbox_bytes: usize,
+}
+
+/// Turns merged raw routes into validated [`RouteConfig`]s.
+pub fn resolve(
+    raw: &[RawRoute],
+    sources: &[SourceConfig],
+    defaults: &RouteDefaults,
+) -> Result<Vec<RouteConfig>, RouteError> {
+    raw.iter()
+        .map(|r| resolve_one(r, sources, defaults))
+        .collect()
+}
+
+fn resolve_one(
+    r: &RawRoute,
+    sources: &[SourceConfig],
+    d: &RouteDefaults,
+) -> Result<RouteConfig, RouteError> {
+    let name = &r.name;
+    let missing = |key: &str| RouteError {
+        origin: r
+            .values
+            .first()
+            .map_or(Origin::Default, |(_, _, o)| o.clone()),
+        reason: format!("route {name:?} has no {key}"),
+    };
+    let field = |key: &str| r.get(key).map(|(v, o)| (Raw::Toml(v), o));
+    let parse = |key: &str, f: &dyn Fn(Raw<'_>) -> Result<(), String>| -> Result<(), RouteError> {
+        if let Some((raw, origin)) = field(key) {
+            f(raw).map_err(|reason| err(origin, format!("route {name:?} {key}: {reason}")))?;
+        }
+        Ok(())
+    };
+    let (raw, _) = field("profile").ok_or_else(|| missing("profile"))?;
+    let profile = raw.text().and_then(Profile::parse).ok_or_else(|| {
+        let origin = r.get("profile").map_or(Origin::Default, |(_, o)| o.clone());
+        err(
+            &origin,
+            format!(
+                "route {name:?} profile: {} is not native, preflight, status or bess",
+                raw.shown()
+            ),
+        )
+    })?;
+    let (raw, origin) = field("listen").ok_or_else(|| missing("listen"))?;
+    let listen = super::socket_addr(raw)
+        .map_err(|reason| err(origin, format!("route {name:?} listen: {reason}")))?;
+    let json_default = matches!(profile, Profile::Preflight | Profile::Status);
+    let mut route = RouteConfig {
+        name: name.clone(),
+        listen,
+        path: "/*".to_owned(),
+        profile,
+        sources: Vec::new(),
+        heartbeat: if json_default {
+            Heartbeat::Json
+        } else {
+            Heartbeat::Ws
+        },
+        ping_interval: if json_default {
+            Duration::from_secs(30)
+        } else {
+            d.ping_interval
+        },
+        pong_timeout: if json_default {
+            Duration::from_secs(65)
+        } else {
+            d.idle_timeout
+        },
+        hangup: false,
+        preflight: PreflightOptions::default(),
+        origins: Vec::new(),
+        max_outbox_bytes: d.max_outbox_bytes,
+    };
+    let cell = std::cell::RefCell::new(&mut route);
+    parse("path", &|raw| {
+        let p = raw.text().ok_or("is not a string")?;
+        if !p.starts_with('/') {
+            return Err(format!("{p:?} must start with /"));
+        }
+        cell.borrow_mut().path = p.to_owned();
+        Ok(())
+    })?;
+    parse("heartbeat", &|raw| {
+        cell.borrow_mut().heartbeat = match raw.text() {
+            Some("json") => Heartbeat::Json,
+            Some("ws") => Heartbeat::Ws,
+            _ => return Err(format!("{} is not json or ws", raw.shown())),
+        };
+        Ok(())
+    })?;
+    parse("ping_interval", &|raw| {
+        cell.borrow_mut().ping_interval = super::duration(
+            raw,
+            Duration::from_millis(100),
+            Duration::MAX,
+            Duration::from_secs(30),
+        )?;
+        Ok(())
+    })?;
+    parse("pong_timeout", &|raw| {
+        cell.borrow_mut().pong_timeout = super::duration(
+            raw,
+            Duration::from_millis(200),
+            Duration::MAX,
+            Duration::from_secs(65),
+        )?;
+        Ok(())
+    })?;
+    parse("hangup", &|raw| {
+        cell.borrow_mut().hangup = super::boolean(raw)?;
+        Ok(())
+    })?;
+    parse("checklist", &|raw| {
+        cell.borrow_mut().preflight.extended = match raw.text() {
+            Some("legacy") => false,
+            Some("extended") => true,
+            _ => return Err(format!("{} is not legacy or extended", raw.shown())),
+        };
+        Ok(())
+    })?;
+    parse("locks", &|raw| {
+        cell.borrow_mut().preflight.dynamic_locks = match raw.text() {
+            Some("legacy") => false,
+            Some("dynamic") => true,
+            _ => return Err(format!("{} is not legacy or dynamic", raw.shown())),
+        };
+        Ok(())
+    })?;
+    parse("origins", &|raw| {
+        cell.borrow_mut().origins = string_list(raw)?;
+        Ok(())
+    })?;
+    parse("max_outbox_bytes", &|raw| {
+        cell.borrow_mut().max_outbox_bytes = super::size(raw, 4 * 1024, u64::MAX, 1 << 20)?;
+        Ok(())
+    })?;
+    parse("sources", &|raw| {
+        let names = string_list(raw)?;
+        let mut ids = Vec::new();
+        for n in names {
+            let i = sources.iter().position(|s| s.name == n).ok_or_else(|| {
+                let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+                format!("no source named {n:?} (known: {})", known.join(", "))
+            })?;
+            ids.push(i);
+        }
+        cell.borrow_mut().sources = ids;
+        Ok(())
+    })?;
+    let _ = cell.into_inner();
+    if route.pong_timeout <= route.ping_interval {
+        let origin = r
+            .get("pong_timeout")
+            .or(r.get("ping_interval"))
+            .map_or(Origin::Default, |(_, o)| o.clone());
+        // Protocol pings are answered at once; JSON pongs need the full interval.
+        if route.heartbeat == Heartbeat::Json || route.pong_timeout < route.ping_interval {
+            return Err(err(
+                &origin,
+                format!(
+                    "route {name:?}: pong_timeout ({}) must be more than ping_interval ({})",
+                    super::duration_text(route.pong_timeout),
+                    super::duration_text(route.ping_interval)
+                ),
+            ));
+        }
+    }
+    if matches!(profile, Profile::Preflight | Profile::Bess) && sources.is_empty() {
+        let origin = r.get("profile").map_or(Origin::Default, |(_, o)| o.clone());
+        return Err(err(
+            &origin,
+            format!(
+                "route {name:?}: the {} profile reads Redis keys: configure --redis or a [[source]]",
+                profile.as_str()
+            ),
+        ));
+    }
+    Ok(route)
+}
+
+/// A TOML array of strings, or a comma-separated string (from a flag or a variable).
+fn string_list(raw: Raw<'_>) -> Result<Vec<String>, String> {
+    match raw {
+        Raw::Toml(toml::Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("{v} is not a string"))
+            })
+            .collect(),
+        _ => Ok(raw
+            .text()
+            .ok_or_else(|| format!("{} is not a list", raw.shown()))?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()),
+    }
+}
+
+/// The preset's sources, with `redis` (if given) supplying host, port and credentials. The
+/// weppcloud sources keep their databases; the bess source takes the URL's.
+pub fn preset_sources(preset: Preset, redis: Option<&RedisUrl>) -> Vec<SourceConfig> {
+    let parsed: PresetFile = match toml::from_str(preset_toml(preset)) {
+        Ok(p) => p,
+        Err(_) => return Vec::new(),
+    };
+    parsed
+        .source
+        .into_iter()
+        .filter_map(|t| {
+            let mut url = RedisUrl::parse(&t.redis).ok()?;
+            if let Some(r) = redis {
+                url.host = r.host.clone();
+                url.port = r.port;
+                url.user = r.user.clone();
+                url.password = r.password.clone();
+                if preset == Preset::Bess {
+                    url.db = r.db;
+                }
+            }
+            let (channels, keys) = if t.channels.is_empty() && t.keys.is_empty() {
+                (vec!["*".to_owned()], vec!["*".to_owned()])
+            } else {
+                (t.channels, t.keys)
+            };
+            Some(SourceConfig {
+                name: t.name,
+                url,
+                channels,
+                keys,
+            })
+        })
+        .collect()
+}
+
+/// The preset's route tables.
+pub fn preset_routes(preset: Preset) -> Vec<toml::Table> {
+    toml::from_str::<PresetFile>(preset_toml(preset))
+        .map(|p| p.route)
+        .unwrap_or_default()
+}
+
+#[derive(serde::Deserialize)]
+struct PresetFile {
+    #[serde(default)]
+    source: Vec<PresetSource>,
+    #[serde(default)]
+    route: Vec<toml::Table>,
+}
+
+#[derive(serde::Deserialize)]
+struct PresetSource {
+    name: String,
+    redis: String,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+}
+
+/// Renders routes back as `[[route]]` tables (for `--print-config`).
+pub fn to_toml(routes: &[RouteConfig], sources: &[SourceConfig]) -> String {
+    let mut out = String::new();
+    for r in routes {
+        let names: Vec<String> = r
+            .sources
+            .iter()
+            .filter_map(|&i| sources.get(i))
+            .map(|s| format!("{:?}", s.name))
+            .collect();
+        let origins: Vec<String> = r.origins.iter().map(|o| format!("{o:?}")).collect();
+        out.push_str(&format!(
+            "\n[[route]]\nname = {:?}\nlisten = \"{}\"\npath = {:?}\nprofile = \"{}\"\nsources = [{}]\n\
+             heartbeat = \"{}\"\nping_interval = \"{}\"\npong_timeout = \"{}\"\nhangup = {}\n\
+             checklist = \"{}\"\nlocks = \"{}\"\norigins = [{}]\nmax_outbox_bytes = {}\n",
+            r.name,
+            r.listen,
+            r.path,
+            r.profile.as_str(),
+            names.join(", "),
+            match r.heartbeat {
+                Heartbeat::Ws => "ws",
+                Heartbeat::Json => "json",
+            },
+            super::duration_text(r.ping_interval),
+            super::duration_text(r.pong_timeout),
+            r.hangup,
+            if r.preflight.extended { "extended" } else { "legacy" },
+            if r.preflight.dynamic_locks { "dynamic" } else { "legacy" },
+            origins.join(", "),
+            r.max_outbox_bytes,
+        ));
+    }
+    out
+}
