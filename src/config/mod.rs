@@ -640,20 +640,6 @@ pub struct SourceConfig {
     pub keys: Vec<String>,
 }
 
-/// The source serving channel `name`: the first whose channel globs match, else the last one
-/// (the hub routes by the same rule). `None` without Redis sources.
-pub fn source_for_channel(sources: &[SourceConfig], name: &[u8]) -> Option<usize> {
-    if sources.is_empty() {
-        return None;
-    }
-    let hit = sources.iter().position(|s| {
-        s.channels
-            .iter()
-            .any(|g| crate::protocol::glob_match(g.as_bytes(), name))
-    });
-    Some(hit.unwrap_or(sources.len() - 1))
-}
-
 impl SourceConfig {
     /// A catch-all source (the `--redis` one).
     pub fn catch_all(name: &str, url: RedisUrl) -> SourceConfig {
