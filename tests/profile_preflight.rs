@@ -242,3 +242,69 @@ fn clients_stay_connected_through_a_redis_restart_and_get_a_fresh_checklist() {
     let update: Value = serde_json::from_str(&c.recv_text()).expect("json");
     assert_eq!(update["checklist"]["channels"], true);
 }
+
+/// The status of a WebSocket handshake to `path` with `origin` (if any).
+fn handshake_status(addr: SocketAddr, path: &str, origin: Option<&str>) -> u16 {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(common::TIMEOUT)).expect("timeout");
+    let origin = origin.map_or(String::new(), |o| format!("Origin: {o}\r\n"));
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{origin}\r\n"
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    common::read_http_response(&mut s, &mut Vec::new()).status
+}
+
+#[test]
+fn any_origin_by_default_and_an_optional_allow_list() {
+    let redis = RedisServer::start();
+    let open = weppcloud(&redis, &[]);
+    let addr = open.route_addr("preflight");
+    assert_eq!(
+        handshake_status(addr, "/p/r", Some("https://evil.example")),
+        101
+    );
+    let strict = weppcloud(
+        &redis,
+        &[
+            "--route",
+            "preflight.origins=https://wepp.cloud,https://dev.wepp.cloud",
+        ],
+    );
+    let addr = strict.route_addr("preflight");
+    assert_eq!(
+        handshake_status(addr, "/p/r", Some("https://evil.example")),
+        403
+    );
+    assert_eq!(
+        handshake_status(addr, "/p/r", Some("https://dev.wepp.cloud")),
+        101
+    );
+    assert_eq!(
+        handshake_status(addr, "/p/r", None),
+        101,
+        "no Origin: not a browser"
+    );
+}
+
+#[test]
+fn kh_notifications_are_enough() {
+    // wepppy's own Redis runs with `notify-keyspace-events Kh`.
+    let redis = RedisServer::start_with(&["--notify-keyspace-events", "Kh"]);
+    let gw = weppcloud(&redis, &[]);
+    let mut c = preflight(&gw, "kh");
+    assert_eq!(c.recv_text(), LEGACY_ALL_FALSE);
+    redis.cmd(&["HSET", "kh", "attrs:has_sbs", "true"]);
+    let v: Value = serde_json::from_str(&c.recv_text()).expect("json");
+    assert_eq!(v["checklist"]["sbs_map"], true);
+    assert!(
+        !gw.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("notifications are off")),
+        "Kh must not be reported as off"
+    );
+}

@@ -347,11 +347,20 @@ fn check_notify_flags(conn: &mut RedisConn, settings: &RedisSettings) {
             Ok(_) => tracing::info!(from = %current, to = %wanted, "set notify-keyspace-events"),
             Err(e) => tracing::warn!(error = %e, "could not set notify-keyspace-events"),
         }
+    } else if current.contains('K') && (current.contains('h') || current.contains('A')) {
+        // `Kh` (weppcloud's own setting) is all Preflight needs: hash changes.
+        tracing::info!(
+            current = %current,
+            "Redis keyspace notifications cover hash changes (enough for Preflight) but not \
+             every type: watches of other types miss changes. `CONFIG SET \
+             notify-keyspace-events KA` or --redis-set-notify covers all"
+        );
     } else {
         tracing::warn!(
             current = %current,
             "Redis keyspace notifications are off or incomplete: watches will not see changes. \
-             Run `CONFIG SET notify-keyspace-events KA` or start ringcast with --redis-set-notify"
+             Run `CONFIG SET notify-keyspace-events KA` (Kh is enough for Preflight) or start \
+             ringcast with --redis-set-notify"
         );
     }
 }
