@@ -156,7 +156,15 @@ impl RedisSource {
                 .spawn(move || subscriber::run(s, sh, h, m))?;
         }
         {
-            let (s, h, m) = (settings.clone(), hub, metrics.clone());
+            // The command connection speaks RESP2 whatever `--redis-resp` says: it needs no
+            // pushes, and RESP3 returns HGETALL as a map, whose field order the decoder does not
+            // keep (redis-protocol builds a hash map); the profiles render fields in the order
+            // Redis stores them, as the originals did.
+            let resp2 = Arc::new(RedisSettings {
+                proto: resp::Proto::Resp2,
+                ..(*settings).clone()
+            });
+            let (s, h, m) = (resp2, hub, metrics.clone());
             std::thread::Builder::new()
                 .name("ringcast-redis-cmd".into())
                 .spawn(move || commander::run(s, rx, h, m))?;
