@@ -139,6 +139,14 @@ impl Frames {
         }
     }
 
+    /// Every `(format, frame)`.
+    pub fn iter(&self) -> impl Iterator<Item = (Format, &Bytes)> {
+        self.first
+            .iter()
+            .chain(self.rest.iter())
+            .map(|(f, b)| (*f, b))
+    }
+
     /// True when no frame was encoded.
     pub fn is_empty(&self) -> bool {
         self.first.is_none()

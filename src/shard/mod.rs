@@ -133,6 +133,24 @@ impl Shard {
                 .observe(stamp.elapsed());
         }
         let mut probe = None;
+        // One `OutFrame` (an `Rc` around the shared bytes) per format, cloned per subscriber:
+        // a non-atomic refcount bump each, never an allocation.
+        let mut first: Option<(Format, OutFrame)> = None;
+        let mut more: Vec<(Format, OutFrame)> = Vec::new();
+        for (f, b) in frames.iter() {
+            let out = (f, OutFrame::new(b.clone()));
+            if first.is_none() {
+                first = Some(out);
+            } else {
+                more.push(out);
+            }
+        }
+        let pick = |f: Format| -> Option<&OutFrame> {
+            match &first {
+                Some((g, o)) if *g == f => Some(o),
+                _ => more.iter().find(|(g, _)| *g == f).map(|(_, o)| o),
+            }
+        };
         let stats = &self.metrics.shards[usize::from(self.id.0)];
         let mut overflowed = Vec::new();
         let mut delivered = 0u64;
@@ -140,10 +158,9 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            let Some(frame) = conn.format().and_then(|f| frames.get(f)) else {
+            let Some(frame) = conn.format().and_then(pick) else {
                 continue;
             };
-            let frame = OutFrame::new(frame.clone());
             if conn.snapshots_pending > 0 {
                 if conn.held.len() < crate::conn::MAX_HELD {
                     conn.held.push(frame.clone());
