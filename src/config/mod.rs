@@ -11,8 +11,9 @@
 //! 4. the built-in default (the `DEFAULT_*` constants below).
 //!
 //! `redis` has two more layers between the file and the default, so that the gateway finds the
-//! same Redis as the services around it: `REDIS_URL` (same syntax as `--redis`), then the seed
-//! services' `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB` and `REDIS_PASS`. Unset, the embedded broker
+//! same Redis as the services around it: `REDIS_URL` (same syntax as `--redis`; `REDIS_PASSWORD`
+//! supplies the password when that URL has none), then the seed services' `REDIS_HOST`,
+//! `REDIS_PORT`, `REDIS_DB` and `REDIS_PASS`. Unset, the embedded broker
 //! is the source.
 //!
 //! Sizes are a bare number of bytes or a number with `KiB`, `MiB` or `GiB`. `KB`, `MB` and `GB`
@@ -427,6 +428,8 @@ const DEBUG_STALL_SHARD: Knob = Knob {
 
 /// The `redis` fallback after the file: a URL, as other tools read it.
 const REDIS_URL_VAR: &str = "REDIS_URL";
+/// The password for a `REDIS_URL` that carries none (weppcloud's services set both).
+const REDIS_PASSWORD_VAR: &str = "REDIS_PASSWORD";
 /// The `redis` fallback after `REDIS_URL`: the seed services' variables. `REDIS_HOST` turns it
 /// on; the others are optional (see [`RedisUrl::from_seed_env`]).
 const REDIS_SEED_VARS: [&str; 4] = ["REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASS"];
@@ -867,7 +870,13 @@ impl Layers<'_> {
         };
         if let Some(text) = self.env_var(REDIS.name, REDIS_URL_VAR)? {
             return match redis_url(Raw::Text(&text)) {
-                Ok(url) => Ok(Some(url)),
+                // weppcloud's services read the password beside the URL (`REDIS_PASSWORD`).
+                Ok(mut url) => {
+                    if url.password.is_none() {
+                        url.password = self.env_var(REDIS.name, REDIS_PASSWORD_VAR)?;
+                    }
+                    Ok(Some(url))
+                }
                 Err(reason) => Err(invalid(Origin::Env(REDIS_URL_VAR), reason)),
             };
         }
@@ -2096,6 +2105,28 @@ mod tests {
             // Printed again, it is the same text.
             assert_eq!(read_back.to_toml(), text);
         }
+    }
+
+    #[test]
+    fn redis_password_completes_a_redis_url_without_one() {
+        let pw = |env: &[(&str, &str)]| {
+            parse(&[], env)
+                .expect("valid")
+                .redis
+                .and_then(|u| u.password)
+        };
+        let both = [("REDIS_URL", "redis://h:6379/0"), ("REDIS_PASSWORD", "pw")];
+        assert_eq!(pw(&both).as_deref(), Some("pw"));
+        let own = [
+            ("REDIS_URL", "redis://:mine@h:6379/0"),
+            ("REDIS_PASSWORD", "pw"),
+        ];
+        assert_eq!(
+            pw(&own).as_deref(),
+            Some("mine"),
+            "the URL's own password wins"
+        );
+        assert_eq!(pw(&both[..1]), None);
     }
 
     #[test]
