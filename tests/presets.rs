@@ -6,57 +6,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
 
-use common::{Client, Gateway, RedisServer, TIMEOUT};
-
-/// The variables the configuration reads besides the flags. Removed from every child so that
-/// the test's own environment cannot leak in; tests add back what they mean to set.
-fn hermetic(cmd: &mut Command) -> &mut Command {
-    for (name, _) in std::env::vars_os() {
-        let Some(name) = name.to_str() else { continue };
-        if name.starts_with("RINGCAST_") || name.starts_with("REDIS_") || name.starts_with("WS_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-/// [`Gateway::start`] with extra environment variables (the harness passes its own through).
-fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Gateway {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
-    hermetic(&mut cmd)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn ringcast");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening addr=").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                let _ = tx.send(addr);
-            }
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let addr = match rx.recv_timeout(TIMEOUT) {
-        Ok(a) => a.parse().expect("listening address"),
-        Err(_) => {
-            let _ = child.kill();
-            panic!("gateway did not start: {:?}", log.lock().unwrap());
-        }
-    };
-    Gateway { child, addr, log }
-}
+use common::{Client, Gateway, RedisServer, TIMEOUT, hermetic};
 
 /// A finished `ringcast` run.
 struct Run {
@@ -183,7 +136,7 @@ fn weppcloud_starts_and_serves_preflight_and_status() {
     let redis = RedisServer::start();
     let url = format!("redis://127.0.0.1:{}", redis.port);
     // Preflight's listener from a flag, Status's from the environment.
-    let gw = start_with_env(
+    let gw = Gateway::start_with_env(
         &[
             "--shards",
             "2",

@@ -10,25 +10,6 @@ use std::net::SocketAddr;
 use common::{Client, Gateway, RedisServer};
 use serde_json::{Value, json};
 
-/// ringcast with the weppcloud preset, both routes on free ports, against `redis`.
-fn weppcloud(redis: &RedisServer, extra: &[&str]) -> Gateway {
-    let base = format!("redis://127.0.0.1:{}", redis.port);
-    let mut args = vec![
-        "--shards",
-        "2",
-        "--preset",
-        "weppcloud",
-        "--redis",
-        &base,
-        "--route",
-        "preflight.listen=127.0.0.1:0",
-        "--route",
-        "status.listen=127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    Gateway::start(&args)
-}
-
 fn preflight(gw: &Gateway, run: &str) -> Client {
     connect(
         gw.route_addr("preflight"),
@@ -45,7 +26,7 @@ const LEGACY_ALL_FALSE: &str = r#"{"type": "preflight", "checklist": {"sbs_map":
 #[test]
 fn snapshot_first_then_an_update_per_change_in_python_json_format() {
     let redis = RedisServer::start();
-    let gw = weppcloud(&redis, &[]);
+    let gw = Gateway::weppcloud(&redis, &[]);
     // A run that does not exist yet: everything false, exactly as json.dumps wrote it.
     let mut c = preflight(&gw, "fresh-run");
     assert_eq!(c.recv_text(), LEGACY_ALL_FALSE);
@@ -123,7 +104,7 @@ fn dynamic_locks_and_extended_checklist_are_options() {
         "timestamps:build_channels",
         "5",
     ]);
-    let gw = weppcloud(
+    let gw = Gateway::weppcloud(
         &redis,
         &[
             "--route",
@@ -152,7 +133,7 @@ fn dynamic_locks_and_extended_checklist_are_options() {
 #[test]
 fn health_over_http_and_websocket() {
     let redis = RedisServer::start();
-    let gw = weppcloud(&redis, &[]);
+    let gw = Gateway::weppcloud(&redis, &[]);
     let addr = gw.route_addr("preflight");
     assert_eq!(
         common::http(addr, "GET", "/health", &[], b""),
@@ -168,7 +149,7 @@ fn health_over_http_and_websocket() {
 #[test]
 fn init_unknown_and_bad_json_are_ignored_and_pong_keeps_a_client_alive() {
     let redis = RedisServer::start();
-    let gw = weppcloud(
+    let gw = Gateway::weppcloud(
         &redis,
         &[
             "--route",
@@ -210,7 +191,7 @@ fn init_unknown_and_bad_json_are_ignored_and_pong_keeps_a_client_alive() {
 #[test]
 fn a_thousand_clients_on_one_run_get_each_update_rendered_once() {
     let redis = RedisServer::start();
-    let gw = weppcloud(&redis, &[]);
+    let gw = Gateway::weppcloud(&redis, &[]);
     let mut clients: Vec<Client> = (0..1000).map(|_| preflight(&gw, "big")).collect();
     for c in &mut clients {
         assert_eq!(c.recv_text(), LEGACY_ALL_FALSE);
@@ -229,7 +210,7 @@ fn a_thousand_clients_on_one_run_get_each_update_rendered_once() {
 fn clients_stay_connected_through_a_redis_restart_and_get_a_fresh_checklist() {
     let mut redis = RedisServer::start();
     redis.cmd(&["HSET", "rr", "timestamps:build_channels", "7"]);
-    let gw = weppcloud(&redis, &["--redis-backoff-max", "200ms"]);
+    let gw = Gateway::weppcloud(&redis, &["--redis-backoff-max", "200ms"]);
     let mut c = preflight(&gw, "rr");
     let first: Value = serde_json::from_str(&c.recv_text()).expect("json");
     assert_eq!(first["checklist"]["channels"], true);
@@ -260,13 +241,13 @@ fn handshake_status(addr: SocketAddr, path: &str, origin: Option<&str>) -> u16 {
 #[test]
 fn any_origin_by_default_and_an_optional_allow_list() {
     let redis = RedisServer::start();
-    let open = weppcloud(&redis, &[]);
+    let open = Gateway::weppcloud(&redis, &[]);
     let addr = open.route_addr("preflight");
     assert_eq!(
         handshake_status(addr, "/p/r", Some("https://evil.example")),
         101
     );
-    let strict = weppcloud(
+    let strict = Gateway::weppcloud(
         &redis,
         &[
             "--route",
@@ -293,7 +274,7 @@ fn any_origin_by_default_and_an_optional_allow_list() {
 fn kh_notifications_are_enough() {
     // wepppy's own Redis runs with `notify-keyspace-events Kh`.
     let redis = RedisServer::start_with(&["--notify-keyspace-events", "Kh"]);
-    let gw = weppcloud(&redis, &[]);
+    let gw = Gateway::weppcloud(&redis, &[]);
     let mut c = preflight(&gw, "kh");
     assert_eq!(c.recv_text(), LEGACY_ALL_FALSE);
     redis.cmd(&["HSET", "kh", "attrs:has_sbs", "true"]);

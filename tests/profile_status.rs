@@ -8,24 +8,6 @@ mod common;
 use common::{Client, Gateway, RedisServer};
 use serde_json::Value;
 
-fn weppcloud(redis: &RedisServer, extra: &[&str]) -> Gateway {
-    let base = format!("redis://127.0.0.1:{}", redis.port);
-    let mut args = vec![
-        "--shards",
-        "2",
-        "--preset",
-        "weppcloud",
-        "--redis",
-        &base,
-        "--route",
-        "preflight.listen=127.0.0.1:0",
-        "--route",
-        "status.listen=127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    Gateway::start(&args)
-}
-
 fn status(gw: &Gateway, last_segment: &str) -> Client {
     Client::connect(
         gw.route_addr("status"),
@@ -36,7 +18,7 @@ fn status(gw: &Gateway, last_segment: &str) -> Client {
 #[test]
 fn messages_arrive_wrapped_and_byte_for_byte() {
     let redis = RedisServer::start();
-    let gw = weppcloud(&redis, &[]);
+    let gw = Gateway::weppcloud(&redis, &[]);
     // encodeURIComponent(runid) + ":" + encodeURIComponent(channel), as status_stream.js does.
     let mut c = status(&gw, "my%20run%3B%3Bb:wepp");
     redis.wait_numsub("my run;;b:wepp", 1);
@@ -68,7 +50,7 @@ fn messages_arrive_wrapped_and_byte_for_byte() {
 #[test]
 fn a_malformed_path_is_accepted_then_closed() {
     let redis = RedisServer::start();
-    let gw = weppcloud(&redis, &[]);
+    let gw = Gateway::weppcloud(&redis, &[]);
     for bad in ["no-colon", "a:b:c", ""] {
         let mut c = status(&gw, bad);
         assert_eq!(c.expect_close(), 1000, "path segment {bad:?}");
@@ -83,7 +65,7 @@ fn a_malformed_path_is_accepted_then_closed() {
 #[test]
 fn one_redis_subscription_serves_every_client_and_is_released_by_the_last() {
     let redis = RedisServer::start();
-    let gw = weppcloud(&redis, &[]);
+    let gw = Gateway::weppcloud(&redis, &[]);
     let mut clients: Vec<Client> = (0..30).map(|_| status(&gw, "run1:wepp")).collect();
     redis.wait_numsub("run1:wepp", 1);
     redis.cmd(&["PUBLISH", "run1:wepp", "hello"]);
@@ -102,7 +84,7 @@ fn one_redis_subscription_serves_every_client_and_is_released_by_the_last() {
 #[test]
 fn no_hangup_by_default_and_hangup_when_asked() {
     let redis = RedisServer::start();
-    let gw = weppcloud(&redis, &[]);
+    let gw = Gateway::weppcloud(&redis, &[]);
     let mut c = status(&gw, "r:x");
     redis.wait_numsub("r:x", 1);
     gw.signal(libc::SIGTERM);
@@ -113,7 +95,7 @@ fn no_hangup_by_default_and_hangup_when_asked() {
     }
 
     let redis = RedisServer::start();
-    let gw = weppcloud(&redis, &["--route", "status.hangup=true"]);
+    let gw = Gateway::weppcloud(&redis, &["--route", "status.hangup=true"]);
     let mut c = status(&gw, "r:y");
     redis.wait_numsub("r:y", 1);
     gw.signal(libc::SIGTERM);

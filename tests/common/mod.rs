@@ -29,11 +29,19 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `ringcast --listen 127.0.0.1:0 <args>` and waits until it listens.
     pub fn start(args: &[&str]) -> Gateway {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        Gateway::start_with_env(args, &[])
+    }
+
+    /// [`Gateway::start`] with extra environment variables. The variables the configuration
+    /// reads (`RINGCAST_*`, `REDIS_*`, `WS_*`) are removed from the child first, so the test
+    /// runner's own environment cannot leak in; `env` adds back what the test means to set.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
+        let mut child = hermetic(&mut cmd)
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
-            .env_remove("RINGCAST_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -59,6 +67,26 @@ impl Gateway {
             }
         };
         Gateway { child, addr, log }
+    }
+
+    /// `--preset weppcloud` against `redis` (host and port; each preset source keeps its db),
+    /// both routes on free loopback ports, two shards, then `extra`.
+    pub fn weppcloud(redis: &RedisServer, extra: &[&str]) -> Gateway {
+        let base = format!("redis://127.0.0.1:{}", redis.port);
+        let mut args = vec![
+            "--shards",
+            "2",
+            "--preset",
+            "weppcloud",
+            "--redis",
+            &base,
+            "--route",
+            "preflight.listen=127.0.0.1:0",
+            "--route",
+            "status.listen=127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        Gateway::start(&args)
     }
 
     /// The address route `name` listens on, from its `route ready` log line (logged before
@@ -135,6 +163,18 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Removes the variables the configuration reads (`RINGCAST_*`, `REDIS_*`, `WS_*`) from a
+/// child's environment, so the test runner's own cannot leak in.
+pub fn hermetic(cmd: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("RINGCAST_") || name.starts_with("REDIS_") || name.starts_with("WS_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
 }
 
 /// A blocking WebSocket client.
