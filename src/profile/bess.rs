@@ -237,12 +237,7 @@ fn write_int(out: &mut Vec<u8>, n: i128) {
 mod tests {
     use super::*;
 
-    fn hash(pairs: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
-        pairs
-            .iter()
-            .map(|&(f, v)| (Bytes::from(f.to_owned()), Bytes::from(v.to_owned())))
-            .collect()
-    }
+    use crate::profile::test_hash as hash;
 
     fn sample() -> Vec<(Bytes, Bytes)> {
         hash(&[

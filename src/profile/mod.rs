@@ -95,6 +95,20 @@ pub fn last_segment(path: &str) -> Vec<u8> {
     decoded.trim_ascii().to_vec()
 }
 
+/// Test helper: a hash's `(field, value)` pairs from string pairs.
+#[cfg(test)]
+pub(crate) fn test_hash(pairs: &[(&str, &str)]) -> Vec<(bytes::Bytes, bytes::Bytes)> {
+    pairs
+        .iter()
+        .map(|&(f, v)| {
+            (
+                bytes::Bytes::from(f.to_owned()),
+                bytes::Bytes::from(v.to_owned()),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -328,12 +328,7 @@ fn write_bool_object<'k>(out: &mut Vec<u8>, entries: impl Iterator<Item = (&'k [
 mod tests {
     use super::*;
 
-    fn hash(pairs: &[(&str, &str)]) -> Vec<(Bytes, Bytes)> {
-        pairs
-            .iter()
-            .map(|&(f, v)| (Bytes::from(f.to_owned()), Bytes::from(v.to_owned())))
-            .collect()
-    }
+    use crate::profile::test_hash as hash;
 
     /// The checklist value for `key`; panics (test only) when the key is absent.
     fn check(fields: &[(Bytes, Bytes)], extended: bool, key: &str) -> bool {

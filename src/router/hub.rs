@@ -457,12 +457,9 @@ impl Hub {
             SourceEvent::Key { key, json, hash } => return self.route_key(source, key, json, hash),
             SourceEvent::Index { set, items } => return self.route_index(source, set, &items),
         };
-        let Some(subs) = self.topics.get(&key) else {
+        let Some(wanted) = self.wanted(&key) else {
             return;
         };
-        let wanted = subs
-            .iter()
-            .fold(FormatSet::EMPTY, |acc, s| acc.union(s.formats));
         let mut frames = Frames::new();
         for format in wanted.iter() {
             let frame = match format {
@@ -523,16 +520,7 @@ impl Hub {
             frames: Frames::new(),
         };
         let topic = (source, TopicKind::Key, key.clone());
-        if let Some(subs) = self.topics.get(&topic) {
-            let wanted = subs
-                .iter()
-                .fold(FormatSet::EMPTY, |acc, s| acc.union(s.formats));
-            for format in wanted.iter() {
-                cached_frame(&mut cached, &key, format, &self.metrics);
-            }
-            let frames = cached.frames.clone();
-            self.fan_out(&topic, &frames);
-        }
+        self.fan_out_value(&topic, &mut cached, &key);
         let patterns: Vec<Bytes> = self
             .key_patterns
             .iter()
@@ -540,18 +528,7 @@ impl Hub {
             .map(|(_, p)| p.clone())
             .collect();
         for pattern in patterns {
-            let topic = (source, TopicKind::KeyPattern, pattern);
-            let Some(subs) = self.topics.get(&topic) else {
-                continue;
-            };
-            let wanted = subs
-                .iter()
-                .fold(FormatSet::EMPTY, |acc, s| acc.union(s.formats));
-            for format in wanted.iter() {
-                cached_frame(&mut cached, &key, format, &self.metrics);
-            }
-            let frames = cached.frames.clone();
-            self.fan_out(&topic, &frames);
+            self.fan_out_value(&(source, TopicKind::KeyPattern, pattern), &mut cached, &key);
         }
         for (shard, conn, format) in self
             .waiting
@@ -619,6 +596,27 @@ impl Hub {
                 self.start_index_read(source, set);
             }
         }
+    }
+
+    /// The formats some subscriber of `topic` wants; `None` without subscribers.
+    fn wanted(&self, topic: &TopicKey) -> Option<FormatSet> {
+        let subs = self.topics.get(topic)?;
+        Some(
+            subs.iter()
+                .fold(FormatSet::EMPTY, |a, s| a.union(s.formats)),
+        )
+    }
+
+    /// Renders a key value in every format `topic` wants (memoised in `cached`) and fans it out.
+    fn fan_out_value(&mut self, topic: &TopicKey, cached: &mut CachedKey, key: &Bytes) {
+        let Some(wanted) = self.wanted(topic) else {
+            return;
+        };
+        for format in wanted.iter() {
+            cached_frame(cached, key, format, &self.metrics);
+        }
+        let frames = cached.frames.clone();
+        self.fan_out(topic, &frames);
     }
 
     fn fan_out(&mut self, topic: &TopicKey, frames: &Frames) {
