@@ -14,17 +14,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::{Semaphore, watch};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::latency::Recorder;
 use crate::payload::{now_ns, parse_ts};
 use crate::settings::SubscribeMode;
 use crate::sys;
+use crate::ws::{Frame, RawWs};
 
 /// How long one client may take to connect, upgrade and get its subscribe ack.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -170,37 +167,41 @@ pub async fn run(
 
 async fn read_events(
     plan: Plan,
-    mut ws: WebSocketStream<TcpStream>,
+    mut ws: RawWs,
     live: &Live,
     stop: &mut watch::Receiver<bool>,
     out: &mut Outcome,
 ) {
     let mut next_seq: Option<u64> = None;
+    // One stop future for the whole loop: building and registering a fresh `wait_for` per
+    // message cost about a fifth of this thread's CPU (perf, fanout-throughput), which made
+    // the load test, not the gateway, the bottleneck.
+    let stopped = stop.wait_for(|&s| s);
+    tokio::pin!(stopped);
     loop {
         let msg = tokio::select! {
             biased;
-            _ = stop.wait_for(|&s| s) => return,
+            _ = &mut stopped => return,
             msg = ws.next() => msg,
         };
-        let text = match msg {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Binary(_))) => {
+        match msg {
+            Ok(Some(Frame::Text)) => {}
+            Ok(Some(Frame::Other)) => {
                 out.other += 1;
                 continue;
             }
-            Some(Ok(Message::Close(frame))) => {
-                out.close_code = frame.map(|f| u16::from(f.code));
-                continue; // tungstenite answers; the stream ends next
+            Ok(Some(Frame::Close(code))) => {
+                out.close_code = code;
+                continue; // answered; the stream ends next
             }
-            Some(Ok(_)) => continue, // ping, pong (answered by tungstenite), raw frame
-            Some(Err(_)) | None => {
+            Err(_) | Ok(None) => {
                 out.dropped = true;
                 return;
             }
-        };
+        }
         let now = now_ns();
         live.received.fetch_add(1, Ordering::Relaxed);
-        let Some((t, s)) = parse_ts(text.as_bytes()) else {
+        let Some((t, s)) = parse_ts(ws.payload()) else {
             out.other += 1;
             continue;
         };
@@ -222,7 +223,7 @@ async fn read_events(
 }
 
 /// TCP connect (bound to `plan.source_ip` if set), WebSocket upgrade, subscribe, ack.
-async fn connect(plan: &Plan, setup: &ClientSetup) -> anyhow::Result<WebSocketStream<TcpStream>> {
+async fn connect(plan: &Plan, setup: &ClientSetup) -> anyhow::Result<RawWs> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .context("socket")?;
     socket.set_nonblocking(true)?;
@@ -240,34 +241,37 @@ async fn connect(plan: &Plan, setup: &ClientSetup) -> anyhow::Result<WebSocketSt
     stream.set_nodelay(true)?;
 
     let channel = &setup.channels[plan.channel];
-    let url = match setup.subscribe {
-        SubscribeMode::Url => format!("ws://{}{}?subscribe={channel}", setup.host, setup.path),
-        SubscribeMode::Command => format!("ws://{}{}", setup.host, setup.path),
+    let path = match setup.subscribe {
+        SubscribeMode::Url => format!("{}?subscribe={channel}", setup.path),
+        SubscribeMode::Command => setup.path.clone(),
     };
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_message_size(Some(1 << 20))
-        .max_frame_size(Some(1 << 20));
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+    let mut ws = RawWs::handshake(stream, &setup.host, &path)
         .await
         .context("WebSocket handshake")?;
     if setup.subscribe == SubscribeMode::Command {
         let cmd = format!("{{\"op\":\"subscribe\",\"channel\":\"{channel}\",\"id\":1}}");
-        ws.send(Message::text(cmd))
+        ws.send_text(cmd.as_bytes())
             .await
             .context("sending subscribe")?;
     }
     loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains("\"op\":\"subscribed\"") => return Ok(ws),
-            Some(Ok(Message::Text(t))) if t.contains("\"op\":\"error\"") => {
-                bail!("subscribe refused: {t}")
+        match ws.next().await.context("waiting for the subscribe ack")? {
+            Some(Frame::Text) => {
+                let text = ws.payload();
+                if contains(text, b"\"op\":\"subscribed\"") {
+                    return Ok(ws);
+                }
+                if contains(text, b"\"op\":\"error\"") {
+                    bail!("subscribe refused: {}", String::from_utf8_lossy(text));
+                }
             }
-            Some(Ok(Message::Close(frame))) => bail!("closed before the ack: {frame:?}"),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e).context("waiting for the subscribe ack"),
+            Some(Frame::Close(code)) => bail!("closed before the ack: {code:?}"),
+            Some(Frame::Other) => {}
             None => bail!("closed before the subscribe ack"),
         }
     }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
 }

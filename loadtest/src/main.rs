@@ -23,6 +23,7 @@ mod settings;
 mod sys;
 mod url;
 mod wire;
+mod ws;
 
 use clap::{Parser, Subcommand};
 
