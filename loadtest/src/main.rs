@@ -1,7 +1,7 @@
 //! `ringcast-loadtest`: the end-to-end load generator for ringcast.
 //!
-//! `run` drives one scenario against a running gateway: N WebSocket clients (tokio +
-//! tokio-tungstenite) subscribed over M channels, publishers on Redis (`PUBLISH`, RESP by hand)
+//! `run` drives one scenario against a running gateway: N WebSocket clients (tokio tasks, a
+//! lean hand-written client in `ws.rs`) subscribed over M channels, publishers on Redis (`PUBLISH`, RESP by hand)
 //! or HTTP (`POST /api/publish`), HDR latency histograms from a send timestamp in each payload,
 //! loss per channel from sequence numbers, and the gateway's CPU time and RSS from `/proc`.
 //! `floor` measures the kernel's cost of the write path alone (see `floor.rs`). `plot` draws
