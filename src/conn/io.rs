@@ -461,10 +461,13 @@ async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
         };
         if let Some(notify) = notify {
             notify.notified().await;
-            // Cork: let the tasks already scheduled on this shard (the inbox drain, other
-            // requests) run once more before flushing, so one writev carries every frame they
-            // queue. Under load this multiplies frames per write; idle, it costs one poll.
-            tokio::task::yield_now().await;
+            // Cork under load: let the tasks already scheduled on this shard (the inbox drain,
+            // other requests) run once more before flushing, so one writev carries every frame
+            // they queue; this multiplies frames per write. A lone event is written at once.
+            let cork = shard.borrow().cork;
+            if cork {
+                tokio::task::yield_now().await;
+            }
             continue;
         }
         // Boxed: the in-flight write's state (about 130 bytes) then lives only while a write

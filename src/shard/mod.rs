@@ -65,6 +65,9 @@ pub struct Shard {
     pub route_listeners: Vec<usize>,
     /// Set once graceful shutdown started.
     pub shutting_down: bool,
+    /// Events are arriving in bursts (the last inbox turn found several): a woken writer waits
+    /// one scheduler round before flushing, so one `writev` carries more frames.
+    pub cork: bool,
     /// Most connections this shard accepts.
     pub max_conns: usize,
     /// Source of [`Conn::id`]s.
@@ -102,6 +105,7 @@ impl Shard {
             )),
             route_listeners,
             shutting_down: false,
+            cork: false,
             max_conns,
             next_conn_id: 0,
             drained: Rc::new(tokio::sync::Notify::new()),

@@ -123,10 +123,16 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
         }
         handled += 1;
         if handled % INBOX_BUDGET == 0 {
+            shard.borrow_mut().cork = true;
             tokio::task::yield_now().await;
         }
     }
-    shard.borrow_mut().flush_backlog();
+    let mut s = shard.borrow_mut();
+    // A turn that found several messages means events are arriving faster than one per wake:
+    // writers then cork (wait one scheduler round for more frames). A lone event goes out at
+    // once.
+    s.cork = handled > 1;
+    s.flush_backlog();
 }
 
 async fn accept_loop(shard: ShardRef, listener: TcpListener, index: u8, stop: Rc<Notify>) {
