@@ -396,3 +396,44 @@ fn bad_route_values_and_unknown_presets_exit_2_with_one_line() {
     // Not only --print-config: a server start fails the same way, before listening.
     fails_with_one_line(&["--preset", "nope"], &[], &["preset", "nope"]);
 }
+
+/// `deploy/weppcloud.toml` and `deploy/bess.toml` (shown in docs/MIGRATING.md) are what the
+/// presets expand to: loading either file without a preset gives the preset's routes and sources.
+#[test]
+fn deploy_examples_match_their_presets() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for (preset, file, routes) in [
+        (
+            "weppcloud",
+            "deploy/weppcloud.toml",
+            &["preflight", "status"][..],
+        ),
+        ("bess", "deploy/bess.toml", &["bess"][..]),
+    ] {
+        let path = format!("{root}/{file}");
+        let from_file = print_config(&["--config", &path], &[]);
+        let from_preset = print_config(&["--preset", preset], &[]);
+        for name in routes {
+            for key in [
+                "listen",
+                "path",
+                "profile",
+                "sources",
+                "heartbeat",
+                "ping_interval",
+            ] {
+                assert_eq!(
+                    route_key(&from_file, name, key),
+                    route_key(&from_preset, name, key),
+                    "{file}: route {name} key {key}"
+                );
+            }
+        }
+        let source = routes[0];
+        assert_eq!(
+            source_url(&from_file, source),
+            source_url(&from_preset, source),
+            "{file}: source {source}"
+        );
+    }
+}
