@@ -229,6 +229,7 @@ impl RawRoute {
 }
 
 /// An error about one route key.
+#[derive(Debug)]
 pub struct RouteError {
     /// Where the bad value came from.
     pub origin: Origin,
@@ -373,159 +374,99 @@ fn resolve_one(
     d: &RouteDefaults,
 ) -> Result<RouteConfig, RouteError> {
     let name = &r.name;
-    let missing = |key: &str| RouteError {
-        origin: r
-            .values
-            .first()
-            .map_or(Origin::Default, |(_, _, o)| o.clone()),
-        reason: format!("route {name:?} has no {key}"),
-    };
-    let field = |key: &str| r.get(key).map(|(v, o)| (Raw::Toml(v), o));
-    let parse = |key: &str, f: &dyn Fn(Raw<'_>) -> Result<(), String>| -> Result<(), RouteError> {
-        if let Some((raw, origin)) = field(key) {
-            f(raw).map_err(|reason| err(origin, format!("route {name:?} {key}: {reason}")))?;
-        }
-        Ok(())
-    };
-    let (raw, _) = field("profile").ok_or_else(|| missing("profile"))?;
-    let profile = raw.text().and_then(Profile::parse).ok_or_else(|| {
-        let origin = r.get("profile").map_or(Origin::Default, |(_, o)| o.clone());
-        err(
-            &origin,
-            format!(
-                "route {name:?} profile: {} is not native, preflight, status or bess",
-                raw.shown()
-            ),
-        )
+    let profile = required(r, "profile", |raw| {
+        raw.text()
+            .and_then(Profile::parse)
+            .ok_or_else(|| format!("{} is not native, preflight, status or bess", raw.shown()))
     })?;
-    let (raw, origin) = field("listen").ok_or_else(|| missing("listen"))?;
-    let listen = super::socket_addr(raw)
-        .map_err(|reason| err(origin, format!("route {name:?} listen: {reason}")))?;
-    let json_default = matches!(profile, Profile::Preflight | Profile::Status);
-    let mut route = RouteConfig {
+    let listen = required(r, "listen", super::socket_addr)?;
+    let json = matches!(profile, Profile::Preflight | Profile::Status);
+    let heartbeat = optional(r, "heartbeat", |raw| match raw.text() {
+        Some("json") => Ok(Heartbeat::Json),
+        Some("ws") => Ok(Heartbeat::Ws),
+        _ => Err(format!("{} is not json or ws", raw.shown())),
+    })?;
+    let route = RouteConfig {
         name: name.clone(),
         listen,
-        path: "/*".to_owned(),
+        path: optional(r, "path", |raw| {
+            let p = raw.text().ok_or("is not a string")?;
+            if p.starts_with('/') {
+                Ok(p.to_owned())
+            } else {
+                Err(format!("{p:?} must start with /"))
+            }
+        })?
+        .unwrap_or_else(|| "/*".to_owned()),
         profile,
-        sources: Vec::new(),
-        heartbeat: if json_default {
-            Heartbeat::Json
-        } else {
-            Heartbeat::Ws
-        },
-        ping_interval: if json_default {
+        sources: optional(r, "sources", |raw| source_ids(raw, sources))?.unwrap_or_default(),
+        heartbeat: heartbeat.unwrap_or(if json { Heartbeat::Json } else { Heartbeat::Ws }),
+        ping_interval: optional(r, "ping_interval", |raw| {
+            super::duration(
+                raw,
+                Duration::from_millis(100),
+                Duration::MAX,
+                Duration::from_secs(30),
+            )
+        })?
+        .unwrap_or(if json {
             Duration::from_secs(30)
         } else {
             d.ping_interval
-        },
-        pong_timeout: if json_default {
+        }),
+        pong_timeout: optional(r, "pong_timeout", |raw| {
+            super::duration(
+                raw,
+                Duration::from_millis(200),
+                Duration::MAX,
+                Duration::from_secs(65),
+            )
+        })?
+        .unwrap_or(if json {
             Duration::from_secs(65)
         } else {
             d.idle_timeout
+        }),
+        hangup: optional(r, "hangup", super::boolean)?.unwrap_or(false),
+        preflight: PreflightOptions {
+            extended: optional(r, "checklist", |raw| match raw.text() {
+                Some("legacy") => Ok(false),
+                Some("extended") => Ok(true),
+                _ => Err(format!("{} is not legacy or extended", raw.shown())),
+            })?
+            .unwrap_or(false),
+            dynamic_locks: optional(r, "locks", |raw| match raw.text() {
+                Some("legacy") => Ok(false),
+                Some("dynamic") => Ok(true),
+                _ => Err(format!("{} is not legacy or dynamic", raw.shown())),
+            })?
+            .unwrap_or(false),
         },
-        hangup: false,
-        preflight: PreflightOptions::default(),
-        origins: Vec::new(),
-        max_outbox_bytes: d.max_outbox_bytes,
+        origins: optional(r, "origins", string_list)?.unwrap_or_default(),
+        max_outbox_bytes: optional(r, "max_outbox_bytes", |raw| {
+            super::size(raw, 4 * 1024, u64::MAX, 1 << 20)
+        })?
+        .unwrap_or(d.max_outbox_bytes),
     };
-    let cell = std::cell::RefCell::new(&mut route);
-    parse("path", &|raw| {
-        let p = raw.text().ok_or("is not a string")?;
-        if !p.starts_with('/') {
-            return Err(format!("{p:?} must start with /"));
-        }
-        cell.borrow_mut().path = p.to_owned();
-        Ok(())
-    })?;
-    parse("heartbeat", &|raw| {
-        cell.borrow_mut().heartbeat = match raw.text() {
-            Some("json") => Heartbeat::Json,
-            Some("ws") => Heartbeat::Ws,
-            _ => return Err(format!("{} is not json or ws", raw.shown())),
-        };
-        Ok(())
-    })?;
-    parse("ping_interval", &|raw| {
-        cell.borrow_mut().ping_interval = super::duration(
-            raw,
-            Duration::from_millis(100),
-            Duration::MAX,
-            Duration::from_secs(30),
-        )?;
-        Ok(())
-    })?;
-    parse("pong_timeout", &|raw| {
-        cell.borrow_mut().pong_timeout = super::duration(
-            raw,
-            Duration::from_millis(200),
-            Duration::MAX,
-            Duration::from_secs(65),
-        )?;
-        Ok(())
-    })?;
-    parse("hangup", &|raw| {
-        cell.borrow_mut().hangup = super::boolean(raw)?;
-        Ok(())
-    })?;
-    parse("checklist", &|raw| {
-        cell.borrow_mut().preflight.extended = match raw.text() {
-            Some("legacy") => false,
-            Some("extended") => true,
-            _ => return Err(format!("{} is not legacy or extended", raw.shown())),
-        };
-        Ok(())
-    })?;
-    parse("locks", &|raw| {
-        cell.borrow_mut().preflight.dynamic_locks = match raw.text() {
-            Some("legacy") => false,
-            Some("dynamic") => true,
-            _ => return Err(format!("{} is not legacy or dynamic", raw.shown())),
-        };
-        Ok(())
-    })?;
-    parse("origins", &|raw| {
-        cell.borrow_mut().origins = string_list(raw)?;
-        Ok(())
-    })?;
-    parse("max_outbox_bytes", &|raw| {
-        cell.borrow_mut().max_outbox_bytes = super::size(raw, 4 * 1024, u64::MAX, 1 << 20)?;
-        Ok(())
-    })?;
-    parse("sources", &|raw| {
-        let names = string_list(raw)?;
-        let mut ids = Vec::new();
-        for n in names {
-            let i = sources.iter().position(|s| s.name == n).ok_or_else(|| {
-                let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
-                format!("no source named {n:?} (known: {})", known.join(", "))
-            })?;
-            ids.push(i);
-        }
-        cell.borrow_mut().sources = ids;
-        Ok(())
-    })?;
-    let _ = cell.into_inner();
-    if route.pong_timeout <= route.ping_interval {
-        let origin = r
-            .get("pong_timeout")
-            .or(r.get("ping_interval"))
-            .map_or(Origin::Default, |(_, o)| o.clone());
-        // Protocol pings are answered at once; JSON pongs need the full interval.
-        if route.heartbeat == Heartbeat::Json || route.pong_timeout < route.ping_interval {
-            return Err(err(
-                &origin,
-                format!(
-                    "route {name:?}: pong_timeout ({}) must be more than ping_interval ({})",
-                    super::duration_text(route.pong_timeout),
-                    super::duration_text(route.ping_interval)
-                ),
-            ));
-        }
+    // Protocol pings are answered at once; a JSON pong needs the full interval.
+    let too_short = match route.heartbeat {
+        Heartbeat::Json => route.pong_timeout <= route.ping_interval,
+        Heartbeat::Ws => route.pong_timeout < route.ping_interval,
+    };
+    if too_short {
+        let origin = origin_of(r, "pong_timeout").or_else(|| origin_of(r, "ping_interval"));
+        return Err(err(
+            &origin.unwrap_or(Origin::Default),
+            format!(
+                "route {name:?}: pong_timeout ({}) must be more than ping_interval ({})",
+                super::duration_text(route.pong_timeout),
+                super::duration_text(route.ping_interval)
+            ),
+        ));
     }
     if matches!(profile, Profile::Preflight | Profile::Bess) && sources.is_empty() {
-        let origin = r.get("profile").map_or(Origin::Default, |(_, o)| o.clone());
         return Err(err(
-            &origin,
+            &origin_of(r, "profile").unwrap_or(Origin::Default),
             format!(
                 "route {name:?}: the {} profile reads Redis keys: configure --redis or a [[source]]",
                 profile.as_str()
@@ -533,6 +474,53 @@ fn resolve_one(
         ));
     }
     Ok(route)
+}
+
+/// Where the route's `key` came from, if it is set.
+fn origin_of(r: &RawRoute, key: &str) -> Option<Origin> {
+    r.get(key).map(|(_, o)| o.clone())
+}
+
+/// Parses the route's `key` when set; an error names the route, the key and the value's origin.
+fn optional<T>(
+    r: &RawRoute,
+    key: &str,
+    parse: impl FnOnce(Raw<'_>) -> Result<T, String>,
+) -> Result<Option<T>, RouteError> {
+    let Some((value, origin)) = r.get(key) else {
+        return Ok(None);
+    };
+    parse(Raw::Toml(value))
+        .map(Some)
+        .map_err(|reason| err(origin, format!("route {:?} {key}: {reason}", r.name)))
+}
+
+/// [`optional`] for a key the route must have.
+fn required<T>(
+    r: &RawRoute,
+    key: &str,
+    parse: impl FnOnce(Raw<'_>) -> Result<T, String>,
+) -> Result<T, RouteError> {
+    optional(r, key, parse)?.ok_or_else(|| RouteError {
+        origin: r
+            .values
+            .first()
+            .map_or(Origin::Default, |(_, _, o)| o.clone()),
+        reason: format!("route {:?} has no {key}", r.name),
+    })
+}
+
+/// Source names to indexes into `sources`.
+fn source_ids(raw: Raw<'_>, sources: &[SourceConfig]) -> Result<Vec<usize>, String> {
+    string_list(raw)?
+        .into_iter()
+        .map(|n| {
+            sources.iter().position(|s| s.name == n).ok_or_else(|| {
+                let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+                format!("no source named {n:?} (known: {})", known.join(", "))
+            })
+        })
+        .collect()
 }
 
 /// A TOML array of strings, or a comma-separated string (from a flag or a variable).
@@ -652,4 +640,118 @@ pub fn to_toml(routes: &[RouteConfig], sources: &[SourceConfig]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> RouteDefaults {
+        RouteDefaults {
+            ping_interval: Duration::from_secs(25),
+            idle_timeout: Duration::from_secs(60),
+            max_outbox_bytes: 1 << 20,
+        }
+    }
+
+    fn redis_source(name: &str) -> SourceConfig {
+        SourceConfig::catch_all(name, RedisUrl::parse("redis://h:1/0").expect("url"))
+    }
+
+    fn tables(text: &str) -> Vec<toml::Table> {
+        #[derive(serde::Deserialize)]
+        struct F {
+            route: Vec<toml::Table>,
+        }
+        toml::from_str::<F>(text).expect("toml").route
+    }
+
+    #[test]
+    fn defaults_follow_the_profile() {
+        let mut raw = Vec::new();
+        let file = Origin::File("f.toml".into());
+        let t = tables(
+            "[[route]]\nname = \"p\"\nlisten = \"127.0.0.1:1\"\nprofile = \"preflight\"\n\
+             [[route]]\nname = \"n\"\nlisten = \"127.0.0.1:2\"\nprofile = \"native\"\n",
+        );
+        merge_tables(&mut raw, &t, &file).expect("valid");
+        let routes = resolve(&raw, &[redis_source("r")], &defaults()).expect("valid");
+        assert_eq!(routes[0].heartbeat, Heartbeat::Json);
+        assert_eq!(routes[0].ping_interval, Duration::from_secs(30));
+        assert_eq!(routes[0].pong_timeout, Duration::from_secs(65));
+        assert_eq!(routes[0].path, "/*");
+        assert_eq!(routes[1].heartbeat, Heartbeat::Ws);
+        assert_eq!(
+            routes[1].pong_timeout,
+            Duration::from_secs(60),
+            "idle-timeout"
+        );
+    }
+
+    #[test]
+    fn later_layers_override_key_by_key() {
+        let mut raw = Vec::new();
+        let preset = Origin::Flag("preset");
+        merge_tables(&mut raw, &preset_routes(Preset::Weppcloud), &preset).expect("preset");
+        let file = Origin::File("f.toml".into());
+        let t = tables("[[route]]\nname = \"preflight\"\nping_interval = \"5s\"\n");
+        merge_tables(&mut raw, &t, &file).expect("file");
+        merge_flags(&mut raw, &["preflight.hangup=true".to_owned()]).expect("flag");
+        let sources = preset_sources(Preset::Weppcloud, None);
+        let routes = resolve(&raw, &sources, &defaults()).expect("valid");
+        let p = &routes[0];
+        assert_eq!(p.listen.port(), 9001, "untouched preset key");
+        assert_eq!(p.ping_interval, Duration::from_secs(5), "file over preset");
+        assert!(p.hangup, "flag over everything");
+        assert_eq!(p.sources, vec![0]);
+        assert_eq!(routes[1].sources, vec![1], "status reads the second source");
+    }
+
+    #[test]
+    fn bad_routes_name_the_route_key_and_origin() {
+        let reason = |text: &str, sources: &[SourceConfig]| {
+            let mut raw = Vec::new();
+            let file = Origin::File("f.toml".into());
+            match merge_tables(&mut raw, &tables(text), &file) {
+                Err(e) => e.reason,
+                Ok(()) => match resolve(&raw, sources, &defaults()) {
+                    Err(e) => {
+                        assert_eq!(e.origin, file);
+                        e.reason
+                    }
+                    Ok(_) => String::new(),
+                },
+            }
+        };
+        let r = [redis_source("r")];
+        let base = "[[route]]\nname = \"x\"\nlisten = \"127.0.0.1:1\"\n";
+        assert!(reason(&format!("{base}profile = \"nope\"\n"), &r).contains("\"x\" profile"));
+        assert!(
+            reason(&format!("{base}profile = \"status\"\nfoo = 1\n"), &r).contains("unknown key")
+        );
+        assert!(reason(base, &r).contains("has no profile"));
+        let short = format!("{base}profile = \"status\"\nping_interval = 5\npong_timeout = 5\n");
+        assert!(reason(&short, &r).contains("must be more than ping_interval"));
+        let unknown = format!("{base}profile = \"status\"\nsources = [\"zz\"]\n");
+        assert!(reason(&unknown, &r).contains("no source named \"zz\""));
+        let no_redis = format!("{base}profile = \"bess\"\n");
+        assert!(reason(&no_redis, &[]).contains("reads Redis keys"));
+        assert!(
+            reason(&format!("{base}profile = \"status\"\n"), &[]).is_empty(),
+            "status needs no Redis"
+        );
+    }
+
+    #[test]
+    fn a_preset_redis_url_keeps_each_source_db() {
+        let url = RedisUrl::parse("redis://:pw@10.0.0.9:6400/7").expect("url");
+        let w = preset_sources(Preset::Weppcloud, Some(&url));
+        assert_eq!((w[0].url.db, w[1].url.db), (0, 2));
+        assert!(
+            w.iter()
+                .all(|s| s.url.host == "10.0.0.9" && s.url.port == 6400)
+        );
+        assert_eq!(w[0].url.password.as_deref(), Some("pw"));
+        assert_eq!(preset_sources(Preset::Bess, Some(&url))[0].url.db, 7);
+    }
 }
