@@ -644,6 +644,19 @@ pub struct SourceConfig {
 }
 
 impl SourceConfig {
+    /// A source from a `[[source]]` table's fields: with neither `channels` nor `keys` it
+    /// serves everything.
+    pub fn new(name: String, url: RedisUrl, channels: Vec<String>, keys: Vec<String>) -> Self {
+        let everything = channels.is_empty() && keys.is_empty();
+        let all = || vec!["*".to_owned()];
+        SourceConfig {
+            name,
+            url,
+            channels: if everything { all() } else { channels },
+            keys: if everything { all() } else { keys },
+        }
+    }
+
     /// A catch-all source (the `--redis` one).
     pub fn catch_all(name: &str, url: RedisUrl) -> SourceConfig {
         SourceConfig {
@@ -686,17 +699,12 @@ fn sources(
             }
             let url = RedisUrl::parse(&t.redis)
                 .map_err(|e| invalid(format!("source {:?}: bad redis URL: {e}", t.name)))?;
-            let (channels, keys) = if t.channels.is_empty() && t.keys.is_empty() {
-                (vec!["*".to_string()], vec!["*".to_string()])
-            } else {
-                (t.channels.clone(), t.keys.clone())
-            };
-            out.push(SourceConfig {
-                name: t.name.clone(),
+            out.push(SourceConfig::new(
+                t.name.clone(),
                 url,
-                channels,
-                keys,
-            });
+                t.channels.clone(),
+                t.keys.clone(),
+            ));
         }
     }
     if preset.is_some() {

@@ -566,17 +566,7 @@ pub fn preset_sources(preset: Preset, redis: Option<&RedisUrl>) -> Vec<SourceCon
                     url.db = r.db;
                 }
             }
-            let (channels, keys) = if t.channels.is_empty() && t.keys.is_empty() {
-                (vec!["*".to_owned()], vec!["*".to_owned()])
-            } else {
-                (t.channels, t.keys)
-            };
-            Some(SourceConfig {
-                name: t.name,
-                url,
-                channels,
-                keys,
-            })
+            Some(SourceConfig::new(t.name, url, t.channels, t.keys))
         })
         .collect()
 }
@@ -588,22 +578,13 @@ pub fn preset_routes(preset: Preset) -> Vec<toml::Table> {
         .unwrap_or_default()
 }
 
+/// A preset's TOML: the same `[[source]]` and `[[route]]` tables as a config file.
 #[derive(serde::Deserialize)]
 struct PresetFile {
     #[serde(default)]
-    source: Vec<PresetSource>,
+    source: Vec<super::SourceTable>,
     #[serde(default)]
     route: Vec<toml::Table>,
-}
-
-#[derive(serde::Deserialize)]
-struct PresetSource {
-    name: String,
-    redis: String,
-    #[serde(default)]
-    channels: Vec<String>,
-    #[serde(default)]
-    keys: Vec<String>,
 }
 
 /// Renders routes back as `[[route]]` tables (for `--print-config`).
