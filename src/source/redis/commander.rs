@@ -138,47 +138,43 @@ fn execute(
         }
     }
     while let Some(cmd) = pending.first() {
-        let key = match cmd {
-            Cmd::Read { key } => key.clone(),
-            Cmd::ReadIndex {
-                set,
-                prefix,
-                suffix,
-            } => {
-                let (set, prefix, suffix) = (set.clone(), prefix.clone(), suffix.clone());
-                let input = match read_index(conn, &set, &prefix, &suffix) {
-                    Ok(items) => Input::IndexValue { set, items },
-                    Err(RedisError::Reply(e)) => {
-                        tracing::warn!(set = %String::from_utf8_lossy(&set), error = %e, "index read refused");
-                        Input::IndexValue {
-                            set,
-                            items: Vec::new(),
-                        }
-                    }
-                    Err(e) => return Err(e),
-                };
-                metrics.redis[index].key_reads.inc();
-                pending.remove(0);
-                let _ = hub.send(UpstreamMsg::Source(SourceInput::Redis {
-                    source: index,
-                    input,
-                }));
-                continue;
-            }
+        // An error reply (a WRONGTYPE race, NOPERM...) is about this read, not the connection:
+        // report it and move on instead of retrying forever.
+        let input = match cmd {
             Cmd::Publish { .. } => {
                 pending.remove(0);
                 continue;
             }
-        };
-        let input = match read_key(conn, &key) {
-            Ok((json, hash)) => Input::KeyValue { key, json, hash },
-            // An error reply (a WRONGTYPE race, NOPERM...) is about this key, not the
-            // connection: report it and move on instead of retrying forever.
-            Err(RedisError::Reply(e)) => {
-                tracing::warn!(key = %String::from_utf8_lossy(&key), error = %e, "key read refused");
-                Input::ReadFailed { key }
-            }
-            Err(e) => return Err(e),
+            Cmd::Read { key } => match read_key(conn, key) {
+                Ok((json, hash)) => Input::KeyValue {
+                    key: key.clone(),
+                    json,
+                    hash,
+                },
+                Err(RedisError::Reply(e)) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(key), error = %e, "key read refused");
+                    Input::ReadFailed { key: key.clone() }
+                }
+                Err(e) => return Err(e),
+            },
+            Cmd::ReadIndex {
+                set,
+                prefix,
+                suffix,
+            } => match read_index(conn, set, prefix, suffix) {
+                Ok(items) => Input::IndexValue {
+                    set: set.clone(),
+                    items,
+                },
+                Err(RedisError::Reply(e)) => {
+                    tracing::warn!(set = %String::from_utf8_lossy(set), error = %e, "index read refused");
+                    Input::IndexValue {
+                        set: set.clone(),
+                        items: Vec::new(),
+                    }
+                }
+                Err(e) => return Err(e),
+            },
         };
         metrics.redis[index].key_reads.inc();
         pending.remove(0);
