@@ -155,7 +155,7 @@ fn init_unknown_and_bad_json_are_ignored_and_pong_keeps_a_client_alive() {
             "--route",
             "preflight.ping_interval=100ms",
             "--route",
-            "preflight.pong_timeout=600ms",
+            "preflight.pong_timeout=1500ms",
         ],
     );
     let mut live = preflight(&gw, "hb");
