@@ -5,14 +5,19 @@
 #   loadtest/compare.sh SCENARIO [ringcast-loadtest run flags...]
 #
 # 1. `ringcast-loadtest floor --connections N --json` with N = the scenario's clients (or the
-#    --clients flag given here; 1000 if neither says), its sender on the gateway's core and
-#    its reader on the load test's core.
+#    --clients flag given here; 1000 if neither says; fewer, in whole channels, when two
+#    descriptors per connection do not fit under the hard limit), its sender on the gateway's
+#    core and its reader on the load test's core, rounds back to back.
+# 1b. For a paced scenario (rate > 0), the floor again at the scenario's pace: one channel's
+#    subscribers (clients / channels connections) written per round, a round every
+#    1/rate seconds (--group, --interval-us), for about 5 s.
 # 2. loadtest/run.sh SCENARIO --target ringcast [flags...]
 # 3. loadtest/run.sh SCENARIO --target baseline [flags...]
 # 4. A table: ringcast, baseline, ringcast/baseline, and ringcast against the floor:
 #    p99 latency / floor last_completion_us at 1 frame per write (the soonest one core can
-#    reach the last of N clients), and delivered msgs per gateway CPU-s / (1 / floor
-#    cost_per_message_us at 64 frames per write, the most batched setting).
+#    reach the last of N clients), the same against the paced floor (median and p99 over its
+#    rounds), and delivered msgs per gateway CPU-s / (1 / floor cost_per_message_us at 64
+#    frames per write, the most batched setting).
 # The combined result goes to reports/compare-SCENARIO.json (one JSON line: scenario, floor,
 # ringcast, baseline, ratios); the runs' own lines stay in reports/SCENARIO-TARGET.json.
 #
@@ -21,7 +26,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -51,20 +56,39 @@ fi
 scenario=$(basename "$scenario_file" .toml)
 command -v python3 >/dev/null || die "python3 not found"
 
-# Clients: a --clients flag here, else the scenario's `clients`, else 1000.
-clients=
-args=("$@")
-for i in "${!args[@]}"; do
-    case "${args[$i]}" in
-        --clients) clients=${args[$((i + 1))]:-} ;;
-        --clients=*) clients=${args[$i]#--clients=} ;;
-    esac
-done
-if [ -z "$clients" ]; then
-    clients=$(sed -n 's/^[[:space:]]*clients[[:space:]]*=[[:space:]]*\([0-9_]*\).*/\1/p' \
-        "$scenario_file" | head -1 | tr -d _)
-fi
-clients=${clients:-1000}
+# A scenario setting: the --NAME flag given here, else the scenario file's NAME, else $2.
+setting() {
+    local name=$1 fallback=$2 value= i
+    local args=("${run_args[@]}")
+    for i in "${!args[@]}"; do
+        case "${args[$i]}" in
+            "--$name") value=${args[$((i + 1))]:-} ;;
+            "--$name="*) value=${args[$i]#--"$name"=} ;;
+        esac
+    done
+    if [ -z "$value" ]; then
+        value=$(sed -n "s/^[[:space:]]*$name[[:space:]]*=[[:space:]]*\([0-9_]*\).*/\1/p" \
+            "$scenario_file" | head -1 | tr -d _)
+    fi
+    echo "${value:-$fallback}"
+}
+run_args=("$@")
+clients=$(setting clients 1000)
+channels=$(setting channels 1)
+rate=$(setting rate 0)
+case "$clients$channels$rate" in
+    *[!0-9]*) die "clients, channels and rate must be whole numbers" ;;
+esac
+[ "$channels" -ge 1 ] || channels=1
+# The floor's connections: the scenario's clients, as many as two descriptors each fit under
+# the hard limit, in whole channels (the paced floor writes one channel's subscribers a round).
+group=$(( clients / channels ))
+[ "$group" -ge 1 ] || group=1
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ]; then hard=$(( 2 * clients + 64 )); fi
+floor_conns=$(( (hard - 64) / 2 ))
+[ "$floor_conns" -le "$clients" ] || floor_conns=$clients
+floor_conns=$(( floor_conns / group * group ))
 
 cd "$root"
 reports=${REPORTS_DIR:-$root/reports}
@@ -83,6 +107,8 @@ export RINGCAST_SKIP_BUILD=1
 # The floor, pinned like the gateway: its sender on the gateway's first CPU, its reader on the
 # load test's first CPU (it pins its own threads).
 floor_json=$tmp/floor.json
+paced_json=$tmp/paced.json
+echo null >"$paced_json"
 if [ "${SKIP_FLOOR:-}" = 1 ]; then
     echo null >"$floor_json"
 else
@@ -93,11 +119,30 @@ else
         reader_core=$sender_core
     fi
     loadtest_bin=${CARGO_TARGET_DIR:-$root/target}/release/ringcast-loadtest
-    echo "compare.sh: floor over $clients connections (sender CPU $sender_core, reader CPU $reader_core)" >&2
-    "$loadtest_bin" floor --connections "$clients" --sender-core "$sender_core" \
+    [ "$floor_conns" -ge 1 ] || die "no room for floor connections under the descriptor limit $hard"
+    if [ "$floor_conns" -lt "$clients" ]; then
+        echo "compare.sh: the floor gets $floor_conns connections, not $clients: two descriptors each must fit under the hard limit of $hard" >&2
+    fi
+    echo "compare.sh: floor over $floor_conns connections, back to back (sender CPU $sender_core, reader CPU $reader_core)" >&2
+    "$loadtest_bin" floor --connections "$floor_conns" --sender-core "$sender_core" \
         --reader-core "$reader_core" --json >"$tmp/floor.out"
     grep '^{' "$tmp/floor.out" | tail -1 >"$floor_json"
     [ -s "$floor_json" ] || die "floor printed no JSON line"
+    if [ "$rate" -gt 0 ]; then
+        # The same sends at the scenario's pace: one channel's subscribers per round, a round
+        # per published message. A send after an idle gap costs more than back to back, so
+        # this is the floor a paced scenario is held to. About 5 s of rounds, 200 at least.
+        interval_us=$(( 1000000 / rate ))
+        rounds=$(( rate * 5 ))
+        [ "$rounds" -ge 200 ] || rounds=200
+        [ "$rounds" -le 20000 ] || rounds=20000
+        echo "compare.sh: floor at the scenario's pace: $group of $floor_conns connections a round, a round every $interval_us µs, $rounds rounds" >&2
+        "$loadtest_bin" floor --connections "$floor_conns" --group "$group" \
+            --interval-us "$interval_us" --frames-per-write 1 --rounds "$rounds" \
+            --sender-core "$sender_core" --reader-core "$reader_core" --json >"$tmp/paced.out"
+        grep '^{' "$tmp/paced.out" | tail -1 >"$paced_json"
+        [ -s "$paced_json" ] || die "paced floor printed no JSON line"
+    fi
 fi
 
 for target in ringcast baseline; do
@@ -105,15 +150,19 @@ for target in ringcast baseline; do
     "$root/loadtest/run.sh" "$scenario_file" --target "$target" "$@"
 done
 
-python3 - "$scenario" "$floor_json" "$reports/$scenario-ringcast.json" \
+python3 - "$scenario" "$floor_json" "$paced_json" "$reports/$scenario-ringcast.json" \
     "$reports/$scenario-baseline.json" "$reports/compare-$scenario.json" <<'EOF'
 import json, sys
 
-scenario, floor_path, rc_path, bl_path, out_path = sys.argv[1:]
+scenario, floor_path, paced_path, rc_path, bl_path, out_path = sys.argv[1:]
 def last_line(path):
     lines = [l for l in open(path).read().splitlines() if l.strip()]
     return json.loads(lines[-1])
 floor = last_line(floor_path)
+paced = last_line(paced_path)
+paced_one = paced["results"][0] if paced and paced.get("results") else None
+paced_last_us = paced_one["last_completion_us"] if paced_one else None
+paced_last_p99_us = paced_one.get("last_completion_p99_us") if paced_one else None
 rc, bl = last_line(rc_path), last_line(bl_path)
 
 def ratio(a, b):
@@ -136,6 +185,9 @@ ratios = {
     "gateway_rss_after_kib": ratio(rc.get("gateway_rss_after_kib"), bl.get("gateway_rss_after_kib")),
     "ringcast_p99_vs_floor_last_completion": ratio(rc.get("latency_p99_us"), floor_last_us),
     "baseline_p99_vs_floor_last_completion": ratio(bl.get("latency_p99_us"), floor_last_us),
+    "ringcast_p99_vs_paced_floor_last_completion": ratio(rc.get("latency_p99_us"), paced_last_us),
+    "baseline_p99_vs_paced_floor_last_completion": ratio(bl.get("latency_p99_us"), paced_last_us),
+    "ringcast_p99_vs_paced_floor_last_completion_p99": ratio(rc.get("latency_p99_us"), paced_last_p99_us),
     "ringcast_per_cpu_vs_floor": ratio(rc.get("delivered_per_gateway_cpu_s"), floor_rate),
     "baseline_per_cpu_vs_floor": ratio(bl.get("delivered_per_gateway_cpu_s"), floor_rate),
 }
@@ -143,6 +195,9 @@ combined = {
     "scenario": scenario,
     "floor": floor,
     "floor_last_completion_us_1_frame": floor_last_us,
+    "paced_floor": paced,
+    "paced_floor_last_completion_us": paced_last_us,
+    "paced_floor_last_completion_p99_us": paced_last_p99_us,
     "floor_msgs_per_cpu_s_batched": floor_rate,
     "floor_batched_frames_per_write": batched["frames_per_write"] if batched else None,
     "ringcast": rc,
@@ -166,6 +221,8 @@ rows = [
     ("latency p50 µs", "latency_p50_us", 0, None, None),
     ("latency p90 µs", "latency_p90_us", 0, None, None),
     ("latency p99 µs", "latency_p99_us", 0, floor_last_us, ratios["ringcast_p99_vs_floor_last_completion"]),
+    ("latency p99 µs (paced floor)", "latency_p99_us", 0, paced_last_us, ratios["ringcast_p99_vs_paced_floor_last_completion"]),
+    ("latency p99 µs (paced floor p99)", "latency_p99_us", 0, paced_last_p99_us, ratios["ringcast_p99_vs_paced_floor_last_completion_p99"]),
     ("latency p99.9 µs", "latency_p999_us", 0, None, None),
     ("latency max µs", "latency_max_us", 0, None, None),
     ("gateway CPU-s", "gateway_cpu_s", 2, None, None),
@@ -181,6 +238,8 @@ for label, key, digits, fl, rf in rows:
     a, b = rc.get(key), bl.get(key)
     if a is None and b is None:
         continue
+    if "paced" in label and fl is None:
+        continue
     table.append((label, fmt(a, digits), fmt(b, digits), fr(ratio(a, b)),
                   fmt(fl, 1 if fl is not None and fl < 100 else 0), fr(rf)))
 widths = [max(len(row[i]) for row in table) for i in range(len(head))]
@@ -193,6 +252,10 @@ if floor:
     print(f"  floor p99 row: last_completion_us at 1 frame/write over {floor['connections']} "
           f"connections; floor per-CPU row: 1 / cost_per_message_us at "
           f"{batched['frames_per_write']} frames/write")
+if paced:
+    print(f"  paced floor rows: last_completion_us (median; p99 over {paced_one['rounds']} rounds) "
+          f"writing {paced['group']} of {paced['connections']} connections a round, a round every "
+          f"{paced['interval_us']} µs (the scenario's publish interval)")
 for name, r in (("ringcast", rc), ("baseline", bl)):
     for w in r.get("warnings", []):
         print(f"  WARNING ({name}): {w}")

@@ -141,12 +141,24 @@ pub struct FloorArgs {
     /// Core to pin the draining reader to
     #[arg(long, default_value_t = 1)]
     pub reader_core: usize,
+    /// Microseconds from the start of one round to the start of the next; 0 runs rounds back to
+    /// back. Give it a scenario's publish interval to measure the floor at that scenario's pace
+    #[arg(long, default_value_t = 0)]
+    pub interval_us: u64,
+    /// Connections written per round; 0 = all. Rounds take consecutive groups in turn, as a
+    /// many-channels event reaches one channel's subscribers
+    #[arg(long, default_value_t = 0)]
+    pub group: usize,
 }
 
 #[derive(Debug, serde::Serialize)]
 pub struct FloorReport {
     pub connections: usize,
     pub message_bytes: usize,
+    /// Connections written per round (all of them unless `--group` said otherwise).
+    pub group: usize,
+    /// Round start to round start, µs; 0 = back to back.
+    pub interval_us: u64,
     pub results: Vec<FloorResult>,
 }
 
@@ -156,41 +168,59 @@ pub struct FloorResult {
     pub cost_per_send_us: f64,
     pub cost_per_message_us: f64,
     pub last_completion_us: f64,
+    /// The 99th percentile of the rounds' last completions (the slowest rounds on a noisy host).
+    pub last_completion_p99_us: f64,
     pub rounds: usize,
+    /// Rounds that started late because the one before overran `interval_us`.
+    pub late_rounds: usize,
 }
 
 impl FloorReport {
     /// Prints the report as a table on stdout.
     pub fn print_human(&self) {
+        let pace = if self.interval_us == 0 {
+            "back to back".to_string()
+        } else {
+            format!("a round every {} µs", self.interval_us)
+        };
         println!(
-            "floor: {} loopback TCP connections, {}-byte messages, one writev per connection per round",
-            self.connections, self.message_bytes
+            "floor: {} loopback TCP connections, {} written per round ({pace}), {}-byte messages, \
+             one writev per connection per round",
+            self.connections, self.group, self.message_bytes
         );
         println!(
-            "{:>6} {:>16} {:>19} {:>18} {:>14} {:>7}",
+            "{:>6} {:>16} {:>19} {:>18} {:>14} {:>14} {:>7}",
             "frames",
             "cost/send (µs)",
             "cost/message (µs)",
             "last done (µs)",
+            "last p99 (µs)",
             "last/N (µs)",
             "rounds"
         );
         for r in &self.results {
-            let wall_per_send = r.last_completion_us / self.connections.max(1) as f64;
+            let wall_per_send = r.last_completion_us / self.group.max(1) as f64;
             println!(
-                "{:>6} {:>16.3} {:>19.3} {:>18.1} {:>14.3} {:>7}",
+                "{:>6} {:>16.3} {:>19.3} {:>18.1} {:>14.1} {:>14.3} {:>7}",
                 r.frames_per_write,
                 r.cost_per_send_us,
                 r.cost_per_message_us,
                 r.last_completion_us,
+                r.last_completion_p99_us,
                 wall_per_send,
                 r.rounds
             );
+            if r.late_rounds > 0 {
+                println!(
+                    "       ({} of {} rounds started late: the round before overran the interval)",
+                    r.late_rounds, r.rounds
+                );
+            }
         }
         println!(
             "cost/send, cost/message: CPU work on the sender core per writev and per frame; \
-             last done: first submission to last completion; all medians. last/N: last done / \
-             connections."
+             last done: first submission to last completion; medians (last p99: 99th percentile \
+             over the rounds). last/N: last done / connections written per round."
         );
     }
 }
@@ -260,6 +290,8 @@ pub fn run(args: FloorArgs) -> anyhow::Result<FloorReport> {
     Ok(FloorReport {
         connections: args.connections,
         message_bytes: args.message_bytes,
+        group: group_size(&args),
+        interval_us: args.interval_us,
         results,
     })
 }
@@ -268,6 +300,12 @@ fn validate(args: &FloorArgs) -> anyhow::Result<()> {
     ensure!(args.connections > 0, "--connections must be at least 1");
     ensure!(args.message_bytes > 0, "--message-bytes must be at least 1");
     ensure!(args.rounds > 0, "--rounds must be at least 1");
+    ensure!(
+        args.group <= args.connections,
+        "--group {} is more than --connections {}",
+        args.group,
+        args.connections
+    );
     ensure!(
         !args.frames_per_write.is_empty(),
         "--frames-per-write needs at least one value"
@@ -279,6 +317,15 @@ fn validate(args: &FloorArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Connections written per round: `--group`, or all of them when it is 0.
+fn group_size(args: &FloorArgs) -> usize {
+    if args.group == 0 {
+        args.connections
+    } else {
+        args.group
+    }
 }
 
 /// File descriptors the run needs: two per connection plus spares (listener, epoll, io_uring,
@@ -576,8 +623,16 @@ fn sender_main(
                 .with_context(|| format!("connection warm-up round {round}"))?;
         }
 
+        let groups: Vec<&[Rc<tokio_uring::net::TcpStream>]> =
+            streams.chunks(group_size(args).max(1)).collect();
+        let interval = Duration::from_micros(args.interval_us);
+        // One lap over the groups (one round when every connection is written each round) at
+        // the measured pace, so that every measured send follows the same idle gap.
+        let warmup_rounds = WARMUP_ROUNDS.max(groups.len());
+
         for &k in &args.frames_per_write {
-            let round_bytes = (n * k * args.message_bytes) as u64;
+            let mut next_start: Option<Instant> = None;
+            let mut late_rounds = 0usize;
             let mut per_send = Vec::with_capacity(args.rounds);
             let mut per_message = Vec::with_capacity(args.rounds);
             let mut last = Vec::with_capacity(args.rounds);
@@ -586,10 +641,29 @@ fn sender_main(
             let mut extra_submissions = 0u64;
             let mut preempted_rounds = 0usize;
 
-            for round in 0..WARMUP_ROUNDS + args.rounds {
+            for round in 0..warmup_rounds + args.rounds {
+                if !interval.is_zero() {
+                    let now = Instant::now();
+                    let start = match next_start {
+                        Some(at) if at > now => {
+                            thread::sleep(at - now);
+                            at
+                        }
+                        Some(_) => {
+                            if round >= warmup_rounds {
+                                late_rounds += 1;
+                            }
+                            now
+                        }
+                        None => now,
+                    };
+                    next_start = Some(start + interval);
+                }
+                let conns = groups[round % groups.len()];
+                let n = conns.len();
                 let ks0 = ksoftirqd.as_ref().and_then(Ksoftirqd::cpu_ns);
-                let sample = run_round(&streams, &message, k).await?;
-                expected += round_bytes;
+                let sample = run_round(conns, &message, k).await?;
+                expected += (n * k * args.message_bytes) as u64;
                 wait_drained(received, expected, reader_done)
                     .with_context(|| format!("frames_per_write {k}, round {round}"))?;
                 // Until the reader has every byte, all of the round's receive processing is done.
@@ -597,7 +671,7 @@ fn sender_main(
                     (Some(a), Some(b)) => b.saturating_sub(a),
                     _ => 0,
                 };
-                if round < WARMUP_ROUNDS {
+                if round < warmup_rounds {
                     continue;
                 }
                 extra_submissions += sample.submissions.saturating_sub(n as u64);
@@ -653,7 +727,9 @@ fn sender_main(
                 cost_per_send_us: median(&mut per_send).unwrap_or(f64::NAN),
                 cost_per_message_us: median(&mut per_message).unwrap_or(f64::NAN),
                 last_completion_us: median(&mut last).unwrap_or(f64::NAN),
+                last_completion_p99_us: percentile(&mut last, 0.99).unwrap_or(f64::NAN),
                 rounds: args.rounds,
+                late_rounds,
             });
         }
         Ok(results)
@@ -771,6 +847,16 @@ fn wait_drained(
     }
 }
 
+/// The `q` quantile of `values` (nearest rank), sorting them in place. `None` when empty.
+fn percentile(values: &mut [f64], q: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let rank = (q.clamp(0.0, 1.0) * values.len() as f64).ceil() as usize;
+    Some(values[rank.clamp(1, values.len()) - 1])
+}
+
 /// The median of `values` (the mean of the middle two for an even count), sorting them in
 /// place. `None` when empty. NaNs sort last.
 fn median(values: &mut [f64]) -> Option<f64> {
@@ -809,6 +895,31 @@ mod tests {
     #[test]
     fn median_ignores_one_outlier() {
         assert_eq!(median(&mut [5.0, 5.1, 4.9, 500.0, 5.0]), Some(5.0));
+    }
+
+    #[test]
+    fn percentile_is_nearest_rank() {
+        let mut v: Vec<f64> = (1..=200).map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 0.99), Some(198.0));
+        assert_eq!(percentile(&mut v, 0.5), Some(100.0));
+        assert_eq!(percentile(&mut [3.0], 0.99), Some(3.0));
+        assert_eq!(percentile(&mut [], 0.99), None);
+    }
+
+    #[test]
+    fn group_size_zero_means_all() {
+        let args = FloorArgs {
+            connections: 30,
+            message_bytes: 200,
+            frames_per_write: vec![1],
+            rounds: 3,
+            sender_core: 0,
+            reader_core: 1,
+            interval_us: 0,
+            group: 0,
+        };
+        assert_eq!(group_size(&args), 30);
+        assert_eq!(group_size(&FloorArgs { group: 10, ..args }), 10);
     }
 
     #[test]
@@ -860,8 +971,17 @@ mod tests {
             rounds: 3,
             sender_core: 0,
             reader_core: 1,
+            interval_us: 0,
+            group: 0,
         };
         assert!(validate(&ok).is_ok());
+        assert!(
+            validate(&FloorArgs {
+                group: 11,
+                ..ok.clone()
+            })
+            .is_err()
+        );
         assert!(
             validate(&FloorArgs {
                 connections: 0,
