@@ -11,6 +11,8 @@
 # 1b. For a paced scenario (rate > 0), the floor again at the scenario's pace: one channel's
 #    subscribers (clients / channels connections) written per round, a round every
 #    1/rate seconds (--group, --interval-us), for about 5 s.
+# 1c. For a paced one-channel scenario, ringcast's run below also runs the floor halfway
+#    between its publishes (run --floor-cores), so the gateway and that floor share the host.
 # 2. loadtest/run.sh SCENARIO --target ringcast [flags...]
 # 3. loadtest/run.sh SCENARIO --target baseline [flags...]
 # 4. A table: ringcast, baseline, ringcast/baseline, and ringcast against the floor:
@@ -26,7 +28,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -145,10 +147,18 @@ else
     fi
 fi
 
-for target in ringcast baseline; do
-    echo "compare.sh: == $scenario against $target" >&2
-    "$root/loadtest/run.sh" "$scenario_file" --target "$target" "$@"
-done
+# A paced one-channel scenario also runs the floor inside ringcast's run, halfway between
+# publishes (run --floor-cores): the gateway and the floor then see the same host, interleaved
+# in time. Not in the baseline's run: its fan-outs outlast half an interval, so the floor's
+# rounds would overlap them and slow it down.
+interleave=()
+if [ "${SKIP_FLOOR:-}" != 1 ] && [ "$rate" -gt 0 ] && [ "$channels" -eq 1 ]; then
+    interleave=(--floor-cores "$sender_core,$reader_core")
+fi
+echo "compare.sh: == $scenario against ringcast" >&2
+"$root/loadtest/run.sh" "$scenario_file" --target ringcast "${interleave[@]}" "$@"
+echo "compare.sh: == $scenario against baseline" >&2
+"$root/loadtest/run.sh" "$scenario_file" --target baseline "$@"
 
 python3 - "$scenario" "$floor_json" "$paced_json" "$reports/$scenario-ringcast.json" \
     "$reports/$scenario-baseline.json" "$reports/compare-$scenario.json" <<'EOF'
@@ -176,6 +186,9 @@ batched = floor_at.get(64) or (floor_at[max(floor_at)] if floor_at else None)
 floor_last_us = one["last_completion_us"] if one else None
 floor_rate = 1e6 / batched["cost_per_message_us"] if batched and batched["cost_per_message_us"] else None
 
+inter = rc.get("floor_interleaved")
+inter_last_us = inter["last_completion_us"] if inter else None
+
 ratios = {
     "delivered_per_s": ratio(rc.get("delivered_per_s"), bl.get("delivered_per_s")),
     "latency_p50_us": ratio(rc.get("latency_p50_us"), bl.get("latency_p50_us")),
@@ -188,6 +201,7 @@ ratios = {
     "ringcast_p99_vs_paced_floor_last_completion": ratio(rc.get("latency_p99_us"), paced_last_us),
     "baseline_p99_vs_paced_floor_last_completion": ratio(bl.get("latency_p99_us"), paced_last_us),
     "ringcast_p99_vs_paced_floor_last_completion_p99": ratio(rc.get("latency_p99_us"), paced_last_p99_us),
+    "ringcast_p99_vs_interleaved_floor": rc.get("latency_p99_vs_interleaved_floor"),
     "ringcast_per_cpu_vs_floor": ratio(rc.get("delivered_per_gateway_cpu_s"), floor_rate),
     "baseline_per_cpu_vs_floor": ratio(bl.get("delivered_per_gateway_cpu_s"), floor_rate),
 }
@@ -223,6 +237,7 @@ rows = [
     ("latency p99 µs", "latency_p99_us", 0, floor_last_us, ratios["ringcast_p99_vs_floor_last_completion"]),
     ("latency p99 µs (paced floor)", "latency_p99_us", 0, paced_last_us, ratios["ringcast_p99_vs_paced_floor_last_completion"]),
     ("latency p99 µs (paced floor p99)", "latency_p99_us", 0, paced_last_p99_us, ratios["ringcast_p99_vs_paced_floor_last_completion_p99"]),
+    ("latency p99 µs (interleaved floor)", "latency_p99_us", 0, inter_last_us, ratios["ringcast_p99_vs_interleaved_floor"]),
     ("latency p99.9 µs", "latency_p999_us", 0, None, None),
     ("latency max µs", "latency_max_us", 0, None, None),
     ("gateway CPU-s", "gateway_cpu_s", 2, None, None),
@@ -238,7 +253,7 @@ for label, key, digits, fl, rf in rows:
     a, b = rc.get(key), bl.get(key)
     if a is None and b is None:
         continue
-    if "paced" in label and fl is None:
+    if ("paced" in label or "interleaved" in label) and fl is None:
         continue
     table.append((label, fmt(a, digits), fmt(b, digits), fr(ratio(a, b)),
                   fmt(fl, 1 if fl is not None and fl < 100 else 0), fr(rf)))
@@ -256,6 +271,10 @@ if paced:
     print(f"  paced floor rows: last_completion_us (median; p99 over {paced_one['rounds']} rounds) "
           f"writing {paced['group']} of {paced['connections']} connections a round, a round every "
           f"{paced['interval_us']} µs (the scenario's publish interval)")
+if inter:
+    print(f"  interleaved floor row: the ringcast run's own floor, {inter['connections']} sends "
+          f"halfway between publishes, median over {inter['rounds']} rounds (p99 "
+          f"{inter['last_completion_p99_us']:,.0f} µs)")
 for name, r in (("ringcast", rc), ("baseline", bl)):
     for w in r.get("warnings", []):
         print(f"  WARNING ({name}): {w}")

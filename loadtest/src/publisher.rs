@@ -72,6 +72,9 @@ pub struct Job {
     /// Window by send time, ns since the epoch: stop publishing at `window_end_ns`.
     pub window_start_ns: u64,
     pub window_end_ns: u64,
+    /// The pacing clock: send k is due at `origin + (k + 1) / rate` (shared by all publishers
+    /// and the interleaved floor, which runs halfway between sends).
+    pub origin: Instant,
 }
 
 /// What the reader needs to know about each request, in send order.
@@ -116,7 +119,7 @@ pub async fn run(job: Job, stats: Arc<PubStats>) -> anyhow::Result<()> {
     let mut seq = vec![0u64; job.owned.len()];
     let mut next = 0usize; // index into owned, round robin
     let mut sent: u64 = 0;
-    let started = Instant::now();
+    let started = job.origin;
     let mut payload = Vec::with_capacity(job.payload_bytes + 64);
     let mut metas = Vec::with_capacity(BATCH_MAX);
     loop {

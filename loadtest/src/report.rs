@@ -68,6 +68,10 @@ pub struct Report {
     /// `[latency_us, quantile]` pairs from the histogram, quantile ascending from 0 (the
     /// minimum) to 1 (the maximum), denser in the tail; `null` when nothing was received.
     pub latency_cdf: Option<Vec<(u64, f64)>>,
+    /// The floor run during the window, halfway between publishes (`--floor-cores`).
+    pub floor_interleaved: Option<crate::floor::InterleavedFloor>,
+    /// `latency_p99_us` / the interleaved floor's median last completion.
+    pub latency_p99_vs_interleaved_floor: Option<f64>,
 
     // The gateway (with --server-pid; counters from GET /metrics).
     pub gateway_pid: Option<u32>,
@@ -205,6 +209,23 @@ impl Report {
                     ),
                 ),
                 None => line("latency (µs)", "no events received".to_string()),
+            }
+            if let Some(f) = &self.floor_interleaved {
+                line(
+                    "floor (interleaved)",
+                    format!(
+                        "{} sends a round over {} rounds between publishes: last completion \
+                         median {:.0} µs, p99 {:.0} µs, {:.2} µs per send; latency p99 / floor \
+                         = {}",
+                        f.connections,
+                        f.rounds,
+                        f.last_completion_us,
+                        f.last_completion_p99_us,
+                        f.cost_per_send_us,
+                        self.latency_p99_vs_interleaved_floor
+                            .map_or("-".to_string(), |r| format!("{r:.2}x"))
+                    ),
+                );
             }
         } else if self.dropped_clients > 0 {
             line("dropped", format!("{} clients", self.dropped_clients));

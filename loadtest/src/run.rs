@@ -19,6 +19,7 @@ use anyhow::Context;
 use tokio::sync::{Semaphore, watch};
 
 use crate::clients::{self, ClientSetup, Live, Outcome, Plan};
+use crate::floor;
 use crate::latency;
 use crate::payload::now_ns;
 use crate::procfs::{self, Pid, Sample};
@@ -37,6 +38,8 @@ const CONTENDED_SHARE: f64 = 0.1;
 const FRESH_BYTES_IN: u64 = 16 * 1024;
 /// The drain ends when no event arrived for this long.
 const DRAIN_QUIET: Duration = Duration::from_secs(1);
+/// How far ahead of the publishers' start their pacing clock begins.
+const PACING_LEAD: Duration = Duration::from_millis(100);
 /// The drain ends after this long in any case.
 const DRAIN_MAX: Duration = Duration::from_secs(15);
 
@@ -193,6 +196,13 @@ async fn execute(cfg: &Config, nofile: u64) -> anyhow::Result<Report> {
     if !cfg.idle {
         let hist = live.latency.merged();
         report.set_latency(latency::summarize(&hist));
+        report.latency_p99_vs_interleaved_floor =
+            match (&report.floor_interleaved, report.latency_p99_us) {
+                (Some(f), Some(p99)) if f.last_completion_us > 0.0 => {
+                    Some(p99 as f64 / f.last_completion_us)
+                }
+                _ => None,
+            };
         report.set_latency_cdf(&hist);
     }
     finish(cfg, &mut report, &window, &outcomes);
@@ -244,6 +254,26 @@ async fn publish(
         .context("no publish endpoint resolved")?;
     let stats = Arc::new(PubStats::new(cfg.channels));
     let p = cfg.publishers.min(cfg.channels);
+    // Every publisher paces from one clock, a little ahead so that all have connected.
+    let origin = Instant::now() + PACING_LEAD;
+    let floor = match cfg.floor_cores {
+        Some((sender_core, reader_core)) => Some(
+            floor::Interleaved::start(
+                cfg.clients.div_ceil(cfg.channels),
+                cfg.payload_bytes,
+                sender_core,
+                reader_core,
+                floor::Schedule {
+                    origin,
+                    interval: Duration::from_secs_f64(p as f64 / cfg.rate as f64),
+                    window_start_ns: start_ns,
+                    window_end_ns: end_ns,
+                },
+            )
+            .context("starting the interleaved floor")?,
+        ),
+        None => None,
+    };
     let pubs: Vec<_> = (0..p)
         .map(|j| {
             let job = Job {
@@ -256,6 +286,7 @@ async fn publish(
                 pipeline: cfg.pipeline,
                 window_start_ns: start_ns,
                 window_end_ns: end_ns,
+                origin,
             };
             tokio::spawn(publisher::run(job, stats.clone()))
         })
@@ -286,6 +317,18 @@ async fn publish(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bar.finish();
+    if let Some(floor) = floor {
+        // The sender stops at the window's end, which has passed: this joins at once.
+        match tokio::task::spawn_blocking(move || floor.finish()).await {
+            Ok(Ok(f)) => report.floor_interleaved = Some(f),
+            Ok(Err(e)) => report
+                .warnings
+                .push(format!("the interleaved floor failed: {e:#}")),
+            Err(e) => report
+                .warnings
+                .push(format!("the interleaved floor panicked: {e}")),
+        }
+    }
     for (j, h) in pubs.into_iter().enumerate() {
         let err = match h.await {
             Ok(Ok(())) => continue,

@@ -123,6 +123,11 @@ pub struct Settings {
     /// Unanswered publishes allowed per publisher connection (pipelining depth). [default: 256]
     #[arg(long, value_name = "N")]
     pub pipeline: Option<usize>,
+    /// Run the floor during the scenario, halfway between publishes: `SENDER,READER` cores
+    /// (the gateway's and the load test's), one send to each of clients/channels loopback
+    /// connections a round. Paced scenarios only.
+    #[arg(long, value_name = "SENDER,READER")]
+    pub floor_cores: Option<String>,
 }
 
 impl Settings {
@@ -163,6 +168,7 @@ impl Settings {
             connect_concurrency: self.connect_concurrency.or(file.connect_concurrency),
             publishers: self.publishers.or(file.publishers),
             pipeline: self.pipeline.or(file.pipeline),
+            floor_cores: self.floor_cores.or(file.floor_cores),
         }
     }
 }
@@ -234,6 +240,8 @@ pub struct Config {
     pub connect_concurrency: usize,
     pub publishers: usize,
     pub pipeline: usize,
+    /// `--floor-cores`: (sender core, reader core) of the interleaved floor.
+    pub floor_cores: Option<(usize, usize)>,
 }
 
 impl Config {
@@ -303,12 +311,16 @@ impl Config {
             connect_concurrency: s.connect_concurrency.unwrap_or(512),
             publishers: s.publishers.unwrap_or(1),
             pipeline: s.pipeline.unwrap_or(256),
+            floor_cores: s.floor_cores.as_deref().map(parse_core_pair).transpose()?,
         };
         config.check()?;
         Ok(config)
     }
 
     fn check(&self) -> anyhow::Result<()> {
+        if self.floor_cores.is_some() && (self.idle || self.rate == 0) {
+            bail!("--floor-cores needs a paced publishing scenario (rate > 0, not idle)");
+        }
         if self.clients == 0 {
             bail!("--clients must be at least 1");
         }
@@ -366,6 +378,16 @@ pub fn parse_cpu_list(list: &str) -> anyhow::Result<Vec<usize>> {
     Ok(cpus)
 }
 
+/// Parses `--floor-cores SENDER,READER`.
+fn parse_core_pair(text: &str) -> anyhow::Result<(usize, usize)> {
+    let bad = || format!("--floor-cores {text:?}: expected two CPUs like 0,1");
+    let (a, b) = text.split_once(',').with_context(bad)?;
+    Ok((
+        a.trim().parse().with_context(bad)?,
+        b.trim().parse().with_context(bad)?,
+    ))
+}
+
 /// Whether client `i` of `clients` is one of the `slow` slow ones: exactly `slow` of them,
 /// spread evenly (and so over every channel when there are enough).
 pub fn is_slow(i: usize, clients: usize, slow: usize) -> bool {
@@ -375,6 +397,14 @@ pub fn is_slow(i: usize, clients: usize, slow: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floor_cores_are_two_cpus() {
+        assert_eq!(parse_core_pair("0,1").unwrap(), (0, 1));
+        assert_eq!(parse_core_pair(" 3 , 2 ").unwrap(), (3, 2));
+        assert!(parse_core_pair("0").is_err());
+        assert!(parse_core_pair("0,x").is_err());
+    }
 
     #[test]
     fn flags_beat_file_beat_defaults() {
