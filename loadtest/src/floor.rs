@@ -86,7 +86,6 @@
 //! - Each connection takes two file descriptors; the soft `RLIMIT_NOFILE` is raised to fit when
 //!   the hard limit allows, and the run fails with a clear message when it does not.
 
-use std::cell::Cell;
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -578,10 +577,12 @@ fn parse_schedstat_runtime(line: &str) -> Option<u64> {
 }
 
 /// One measured round.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct RoundSample {
     cpu_ns: u64,
     last_completion_ns: u64,
+    /// Each connection's write completion, ns after the round's start.
+    completions_ns: Vec<u64>,
     submissions: u64,
     /// Times the sender was preempted during the round (its wall time then includes other work).
     preemptions: u64,
@@ -744,7 +745,6 @@ async fn run_round(
 ) -> anyhow::Result<RoundSample> {
     // Build the batches outside the timed region (the gateway's outbox has them queued already).
     let batches: Vec<Vec<Bytes>> = streams.iter().map(|_| vec![message.clone(); k]).collect();
-    let last_done: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
 
     let preempt0 = thread_preemptions()?;
     let cpu0 = thread_cpu_ns()?;
@@ -754,33 +754,33 @@ async fn run_round(
         .zip(batches)
         .map(|(stream, frames)| {
             let stream = Rc::clone(stream);
-            let last_done = Rc::clone(&last_done);
             tokio_uring::spawn(async move {
                 let res = write_frames(&stream, frames).await;
-                let now = Instant::now();
-                if last_done.get().is_none_or(|t| now > t) {
-                    last_done.set(Some(now));
-                }
-                res
+                res.map(|submissions| (submissions, Instant::now()))
             })
         })
         .collect();
     let mut submissions = 0u64;
+    let mut done = Vec::with_capacity(streams.len());
     for (i, h) in handles.into_iter().enumerate() {
-        submissions += h
+        let (n, at) = h
             .await
             .map_err(|e| anyhow::anyhow!("write task {i} failed: {e}"))?
             .with_context(|| format!("connection {i}"))?;
+        submissions += n;
+        done.push(at);
     }
     let cpu1 = thread_cpu_ns()?;
     let preempt1 = thread_preemptions()?;
 
-    let last = last_done
-        .get()
-        .map_or(Duration::ZERO, |t| t.duration_since(t0));
+    let completions_ns: Vec<u64> = done
+        .iter()
+        .map(|t| u64::try_from(t.duration_since(t0).as_nanos()).unwrap_or(u64::MAX))
+        .collect();
     Ok(RoundSample {
         cpu_ns: cpu1.saturating_sub(cpu0),
-        last_completion_ns: u64::try_from(last.as_nanos()).unwrap_or(u64::MAX),
+        last_completion_ns: completions_ns.iter().copied().max().unwrap_or(0),
+        completions_ns,
         submissions,
         preemptions: preempt1.saturating_sub(preempt0),
     })
@@ -871,6 +871,9 @@ pub struct InterleavedFloor {
     pub last_completion_p99_us: f64,
     /// CPU work on the sender core per send, median over the rounds, µs.
     pub cost_per_send_us: f64,
+    /// The 99th percentile over every send of every round of its completion after the round's
+    /// start, µs: what a gateway with no cost of its own would score as its latency p99.
+    pub send_p99_us: f64,
 }
 
 /// The floor running beside a scenario: N loopback pairs, a sender pinned to the gateway's core
@@ -879,7 +882,7 @@ pub struct InterleavedFloor {
 /// apart takes the host's drift out of the ratio: on the 2-vCPU VM the back-to-back floor for
 /// 1k connections moved between 5.0 and 9.7 ms within five minutes.
 pub struct Interleaved {
-    sender: thread::JoinHandle<anyhow::Result<Vec<(f64, f64)>>>,
+    sender: thread::JoinHandle<anyhow::Result<InterleavedSamples>>,
     reader: thread::JoinHandle<anyhow::Result<()>>,
     stop: Arc<AtomicBool>,
     connections: usize,
@@ -956,7 +959,7 @@ impl Interleaved {
             .reader
             .join()
             .map_err(|_| anyhow::anyhow!("the floor's reader thread panicked"));
-        let samples = sent.and_then(|r| r)?;
+        let (samples, mut sends) = sent.and_then(|r| r)?;
         read.and_then(|r| r).context("the floor's reader failed")?;
         let (mut last, mut cost): (Vec<f64>, Vec<f64>) = samples.into_iter().unzip();
         ensure!(
@@ -969,11 +972,16 @@ impl Interleaved {
             last_completion_us: median(&mut last).unwrap_or(f64::NAN),
             last_completion_p99_us: percentile(&mut last, 0.99).unwrap_or(f64::NAN),
             cost_per_send_us: median(&mut cost).unwrap_or(f64::NAN),
+            send_p99_us: percentile(&mut sends, 0.99).unwrap_or(f64::NAN),
         })
     }
 }
 
-/// The interleaved floor's sender: (last completion µs, CPU µs per send) per in-window round.
+/// What the interleaved floor's sender collects: (last completion µs, CPU µs per send) per
+/// in-window round, and every in-window send's completion after its round's start, µs.
+type InterleavedSamples = (Vec<(f64, f64)>, Vec<f64>);
+
+/// The interleaved floor's sender.
 fn interleaved_sender(
     streams: Vec<TcpStream>,
     message_bytes: usize,
@@ -982,7 +990,7 @@ fn interleaved_sender(
     received: &AtomicU64,
     reader_done: &AtomicBool,
     stop: &AtomicBool,
-) -> anyhow::Result<Vec<(f64, f64)>> {
+) -> anyhow::Result<InterleavedSamples> {
     pin_current_thread(core).context("floor sender")?;
     let rt = tokio_uring::Runtime::new(tokio_uring::builder().entries(RING_ENTRIES))
         .context("starting io_uring (is io_uring allowed here?)")?;
@@ -1001,6 +1009,7 @@ fn interleaved_sender(
                 .with_context(|| format!("floor warm-up round {round}"))?;
         }
         let mut samples = Vec::new();
+        let mut sends = Vec::new();
         for slot in 0u32.. {
             if stop.load(Ordering::Acquire) {
                 break;
@@ -1024,9 +1033,10 @@ fn interleaved_sender(
                     sample.last_completion_ns as f64 / 1_000.0,
                     sample.cpu_ns as f64 / 1_000.0 / streams.len() as f64,
                 ));
+                sends.extend(sample.completions_ns.iter().map(|&ns| ns as f64 / 1_000.0));
             }
         }
-        Ok(samples)
+        Ok((samples, sends))
     })
 }
 
@@ -1109,6 +1119,7 @@ mod tests {
         assert!(f.last_completion_us > 0.0 && f.last_completion_us.is_finite());
         assert!(f.last_completion_p99_us >= f.last_completion_us);
         assert!(f.cost_per_send_us > 0.0);
+        assert!(f.send_p99_us > 0.0 && f.send_p99_us <= f.last_completion_p99_us);
     }
 
     #[test]

@@ -215,12 +215,13 @@ impl Report {
                     "floor (interleaved)",
                     format!(
                         "{} sends a round over {} rounds between publishes: last completion \
-                         median {:.0} µs, p99 {:.0} µs, {:.2} µs per send; latency p99 / floor \
-                         = {}",
+                         median {:.0} µs, p99 {:.0} µs; sends p99 {:.0} µs; {:.2} µs per send; \
+                         latency p99 / floor = {}",
                         f.connections,
                         f.rounds,
                         f.last_completion_us,
                         f.last_completion_p99_us,
+                        f.send_p99_us,
                         f.cost_per_send_us,
                         self.latency_p99_vs_interleaved_floor
                             .map_or("-".to_string(), |r| format!("{r:.2}x"))
