@@ -237,28 +237,10 @@ pub fn run(args: FloorArgs) -> anyhow::Result<FloorReport> {
 
     let (senders, receivers) = connect_pairs(args.connections)?;
 
-    let received = Arc::new(AtomicU64::new(0));
-    let reader_done = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-
-    let reader = {
-        let received = Arc::clone(&received);
-        let reader_done = Arc::clone(&reader_done);
-        let stop = Arc::clone(&stop);
-        let core = args.reader_core;
-        thread::Builder::new()
-            .name("floor-reader".into())
-            .spawn(move || {
-                let res = reader_loop(receivers, core, &received, &stop);
-                reader_done.store(true, Ordering::Release);
-                res
-            })
-            .context("spawning the reader thread")?
-    };
-
+    let reader = Reader::spawn(receivers, args.reader_core)?;
     let sender = {
-        let received = Arc::clone(&received);
-        let reader_done = Arc::clone(&reader_done);
+        let received = Arc::clone(&reader.received);
+        let reader_done = Arc::clone(&reader.done);
         let args = args.clone();
         thread::Builder::new()
             .name("floor-sender".into())
@@ -273,11 +255,7 @@ pub fn run(args: FloorArgs) -> anyhow::Result<FloorReport> {
             .and_then(|r| r),
         Err(e) => Err(e),
     };
-    stop.store(true, Ordering::Release);
-    let read = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("the reader thread panicked"))
-        .and_then(|r| r);
+    let read = reader.stop();
 
     let results = match (sent, read) {
         (Ok(results), Ok(())) => results,
@@ -423,6 +401,50 @@ fn thread_cpu_ns() -> anyhow::Result<u64> {
         return Err(io::Error::last_os_error()).context("clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
     }
     Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+/// The draining reader's thread and what it shares with a sender: the bytes it has counted,
+/// whether it has ended, and the flag that ends it.
+struct Reader {
+    handle: thread::JoinHandle<anyhow::Result<()>>,
+    received: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Reader {
+    /// Starts [`reader_loop`] over `receivers` on a thread pinned to `core`.
+    fn spawn(receivers: Vec<TcpStream>, core: usize) -> anyhow::Result<Reader> {
+        let received = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (received, done, stop) = (received.clone(), done.clone(), stop.clone());
+            thread::Builder::new()
+                .name("floor-reader".into())
+                .spawn(move || {
+                    let res = reader_loop(receivers, core, &received, &stop);
+                    done.store(true, Ordering::Release);
+                    res
+                })
+                .context("spawning the floor's reader thread")?
+        };
+        Ok(Reader {
+            handle,
+            received,
+            done,
+            stop,
+        })
+    }
+
+    /// Tells the reader to stop and waits for it.
+    fn stop(self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Release);
+        self.handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("the floor's reader thread panicked"))
+            .and_then(|r| r)
+    }
 }
 
 /// The reader: drains every receiving socket until `stop`, counting bytes into `received`.
@@ -883,8 +905,7 @@ pub struct InterleavedFloor {
 /// 1k connections moved between 5.0 and 9.7 ms within five minutes.
 pub struct Interleaved {
     sender: thread::JoinHandle<anyhow::Result<InterleavedSamples>>,
-    reader: thread::JoinHandle<anyhow::Result<()>>,
-    stop: Arc<AtomicBool>,
+    reader: Reader,
     connections: usize,
 }
 
@@ -907,24 +928,12 @@ impl Interleaved {
             "the interleaved floor needs a paced scenario"
         );
         let (senders, receivers) = connect_pairs(connections)?;
-        let received = Arc::new(AtomicU64::new(0));
-        let reader_done = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let reader = {
-            let received = Arc::clone(&received);
-            let reader_done = Arc::clone(&reader_done);
-            let stop = Arc::clone(&stop);
-            thread::Builder::new()
-                .name("floor-reader".into())
-                .spawn(move || {
-                    let res = reader_loop(receivers, reader_core, &received, &stop);
-                    reader_done.store(true, Ordering::Release);
-                    res
-                })
-                .context("spawning the floor's reader thread")?
-        };
+        let reader = Reader::spawn(receivers, reader_core)?;
         let sender = {
-            let stop = Arc::clone(&stop);
+            let received = Arc::clone(&reader.received);
+            let reader_done = Arc::clone(&reader.done);
+            // The sender stops on its own at the window's end; this flag only cuts it short.
+            let stop = Arc::clone(&reader.stop);
             thread::Builder::new()
                 .name("floor-sender".into())
                 .spawn(move || {
@@ -943,7 +952,6 @@ impl Interleaved {
         Ok(Interleaved {
             sender,
             reader,
-            stop,
             connections,
         })
     }
@@ -954,13 +962,9 @@ impl Interleaved {
             .sender
             .join()
             .map_err(|_| anyhow::anyhow!("the floor's sender thread panicked"));
-        self.stop.store(true, Ordering::Release);
-        let read = self
-            .reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("the floor's reader thread panicked"));
+        let read = self.reader.stop();
         let (samples, mut sends) = sent.and_then(|r| r)?;
-        read.and_then(|r| r).context("the floor's reader failed")?;
+        read.context("the floor's reader failed")?;
         let (mut last, mut cost): (Vec<f64>, Vec<f64>) = samples.into_iter().unzip();
         ensure!(
             !last.is_empty(),
