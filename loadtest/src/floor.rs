@@ -629,22 +629,10 @@ fn sender_main(
     let rt = tokio_uring::Runtime::new(tokio_uring::builder().entries(RING_ENTRIES))
         .context("starting io_uring (is io_uring allowed here?)")?;
     rt.block_on(async {
-        let streams: Vec<Rc<tokio_uring::net::TcpStream>> = streams
-            .into_iter()
-            .map(|s| Rc::new(tokio_uring::net::TcpStream::from_std(s)))
-            .collect();
+        let streams = uring_streams(streams);
         let message = Bytes::from(vec![b'x'; args.message_bytes]);
-        let n = streams.len();
-        let mut expected: u64 = 0;
+        let mut expected = warm_up(&streams, &message, received, reader_done).await?;
         let mut results = Vec::with_capacity(args.frames_per_write.len());
-
-        // Take every connection past TCP's quick-ACK start before anything is measured.
-        for round in 0..CONNECTION_WARMUP_ROUNDS {
-            run_round(&streams, &message, 1).await?;
-            expected += (n * args.message_bytes) as u64;
-            wait_drained(received, expected, reader_done)
-                .with_context(|| format!("connection warm-up round {round}"))?;
-        }
 
         let groups: Vec<&[Rc<tokio_uring::net::TcpStream>]> =
             streams.chunks(group_size(args).max(1)).collect();
@@ -757,6 +745,32 @@ fn sender_main(
         }
         Ok(results)
     })
+}
+
+/// The senders' ends on the runtime of the calling thread.
+fn uring_streams(streams: Vec<TcpStream>) -> Vec<Rc<tokio_uring::net::TcpStream>> {
+    streams
+        .into_iter()
+        .map(|s| Rc::new(tokio_uring::net::TcpStream::from_std(s)))
+        .collect()
+}
+
+/// Takes every connection past TCP's quick-ACK start before anything is measured: untimed
+/// one-frame rounds over all of them. Returns the bytes the reader has counted so far.
+async fn warm_up(
+    streams: &[Rc<tokio_uring::net::TcpStream>],
+    message: &Bytes,
+    received: &AtomicU64,
+    reader_done: &AtomicBool,
+) -> anyhow::Result<u64> {
+    let mut expected = 0u64;
+    for round in 0..CONNECTION_WARMUP_ROUNDS {
+        run_round(streams, message, 1).await?;
+        expected += (streams.len() * message.len()) as u64;
+        wait_drained(received, expected, reader_done)
+            .with_context(|| format!("connection warm-up round {round}"))?;
+    }
+    Ok(expected)
 }
 
 /// One round: one `writev` of `k` frames on every connection, all in flight together.
@@ -999,19 +1013,10 @@ fn interleaved_sender(
     let rt = tokio_uring::Runtime::new(tokio_uring::builder().entries(RING_ENTRIES))
         .context("starting io_uring (is io_uring allowed here?)")?;
     rt.block_on(async {
-        let streams: Vec<Rc<tokio_uring::net::TcpStream>> = streams
-            .into_iter()
-            .map(|s| Rc::new(tokio_uring::net::TcpStream::from_std(s)))
-            .collect();
+        let streams = uring_streams(streams);
         let message = Bytes::from(vec![b'x'; message_bytes]);
         let round_bytes = (streams.len() * message_bytes) as u64;
-        let mut expected = 0u64;
-        for round in 0..CONNECTION_WARMUP_ROUNDS {
-            run_round(&streams, &message, 1).await?;
-            expected += round_bytes;
-            wait_drained(received, expected, reader_done)
-                .with_context(|| format!("floor warm-up round {round}"))?;
-        }
+        let mut expected = warm_up(&streams, &message, received, reader_done).await?;
         let mut samples = Vec::new();
         let mut sends = Vec::new();
         for slot in 0u32.. {
