@@ -122,8 +122,12 @@ pub struct ShardStats {
     pub writes: Counter,
     /// Connections closed because their outbox passed `max-outbox-bytes`.
     pub slow_consumer_closes: Counter,
-    /// Connections closed after `idle-timeout` of silence.
+    /// Connections cut off in the HTTP phase after `idle-timeout` of silence.
     pub idle_closes: Counter,
+    /// Pings sent (protocol pings, or `{"type":"ping"}` on JSON-heartbeat routes).
+    pub pings: Counter,
+    /// WebSockets closed (4001) because a ping went unanswered for the pong timeout.
+    pub pong_timeout_closes: Counter,
     /// Connections closed for a protocol error, bad UTF-8 or an oversized message.
     pub protocol_closes: Counter,
     /// Connections refused because the shard was at its connection cap.
@@ -228,7 +232,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         type Field = fn(&ShardStats) -> &Counter;
-        let shard_metrics: [(&str, &str, &str, Field); 15] = [
+        let shard_metrics: [(&str, &str, &str, Field); 17] = [
             ("connections", "gauge", "Open TCP connections.", |s| {
                 &s.connections
             }),
@@ -286,8 +290,20 @@ impl Metrics {
             (
                 "idle_closes_total",
                 "counter",
-                "Connections closed by idle-timeout.",
+                "Connections cut off in the HTTP phase by idle-timeout.",
                 |s| &s.idle_closes,
+            ),
+            (
+                "pings_total",
+                "counter",
+                "Pings sent to WebSocket clients.",
+                |s| &s.pings,
+            ),
+            (
+                "pong_timeout_closes_total",
+                "counter",
+                "WebSockets closed (4001) after a ping went unanswered for the pong timeout.",
+                |s| &s.pong_timeout_closes,
             ),
             (
                 "protocol_closes_total",

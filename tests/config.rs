@@ -105,9 +105,11 @@ fn bad_file_value_and_unknown_file_key_exit_2() {
 }
 
 #[test]
-fn idle_timeout_not_above_ping_interval_exits_2() {
-    let output = run(ringcast().args(["--ping-interval", "30s", "--idle-timeout", "30s"]));
-    assert_one_line_error(&output, &["idle-timeout"]);
+fn a_heartbeat_timeout_below_the_sweep_floor_exits_2() {
+    let output = run(ringcast().args(["--pong-timeout", "50ms"]));
+    assert_one_line_error(&output, &["pong-timeout", "100ms"]);
+    let output = run(ringcast().args(["--preset", "bess", "--route", "bess.pong_timeout=10ms"]));
+    assert_one_line_error(&output, &["bess", "pong_timeout", "100ms"]);
 }
 
 #[test]
@@ -131,6 +133,7 @@ fn help_documents_every_knob() {
         "max-message-bytes",
         "max-outbox-bytes",
         "ping-interval",
+        "pong-timeout",
         "idle-timeout",
         "api-key",
         "echo-path",

@@ -382,11 +382,11 @@ fn bad_route_values_and_unknown_presets_exit_2_with_one_line() {
         &[],
         &["colour"],
     );
-    // A JSON heartbeat needs the timeout past the interval.
+    // A timeout the sweep could not enforce.
     fails_with_one_line(
-        &with(&["--route", "preflight.ping_interval=70s", "--print-config"]),
+        &with(&["--route", "preflight.pong_timeout=20ms", "--print-config"]),
         &[],
-        &["preflight", "pong_timeout", "ping_interval"],
+        &["preflight", "pong_timeout", "100ms"],
     );
     fails_with_one_line(
         &["--preset", "nope", "--print-config"],

@@ -26,7 +26,8 @@
 //! here runs on a shard.
 //!
 //! Invariants of a `Config` returned by [`Config::try_parse_from`]:
-//! - every knob is inside the range its field documents, and `idle_timeout > ping_interval`;
+//! - every knob is inside the range its field documents; every interval and timeout the sweep
+//!   enforces is at least [`MIN_HEARTBEAT`];
 //! - `ws_path` and `echo_path` start with `/`, differ, and are not one of the built-in HTTP routes;
 //! - the API key never appears in `Debug` output, in [`Config::to_toml`] or in an error, and
 //!   the Redis password never appears in `Debug` output or in [`Config::to_toml`];
@@ -69,7 +70,11 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1_024;
 pub const DEFAULT_MAX_OUTBOX_BYTES: usize = 1_024 * 1_024;
 /// Default [`Config::ping_interval`]: 25 s, under the 30 s idle cut of common proxies.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(25);
-/// Default [`Config::idle_timeout`]: 60 s, more than two ping intervals.
+/// Default [`Config::pong_timeout`]: 20 s, uvicorn's (and the `websockets` library's) default.
+/// A protocol pong comes back in one round trip, even from a background browser tab.
+pub const DEFAULT_PONG_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default [`Config::idle_timeout`]: 60 s for a client to finish its HTTP request (or to send
+/// the next one on a keep-alive connection).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default [`Config::ws_path`].
 pub const DEFAULT_WS_PATH: &str = "/ws";
@@ -95,7 +100,10 @@ pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 const MAX_SHARDS: usize = 1_024;
 const MAX_SHARD_INBOX: usize = 1 << 24;
-const MIN_PING_INTERVAL: Duration = Duration::from_millis(100);
+/// The shortest ping interval, pong timeout or idle timeout, native or per route. The sweep that
+/// enforces them runs every quarter of the shortest one, so a shorter value would mostly measure
+/// the sweep (and ping a whole shard every few milliseconds).
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 const MAX_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_REDIS_BACKOFF_MAX: Duration = Duration::from_millis(100);
 const MAX_REDIS_BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
@@ -147,8 +155,13 @@ pub struct Config {
     /// How often the server sends a WebSocket ping, at least 100 ms. Default 25 s. Shorter finds
     /// dead peers sooner and costs a frame per connection per interval.
     pub ping_interval: Duration,
-    /// A connection that received nothing (pongs count) for longer than this is closed (close
-    /// code 4001). Must be greater than `ping_interval`. Default 60 s.
+    /// A WebSocket that leaves a ping unanswered for this long is closed (close code 4001); a
+    /// client that answers pings may stay silent for ever. At least 100 ms. Default 20 s.
+    /// Shorter finds dead peers sooner but closes clients on a slow or lossy network.
+    pub pong_timeout: Duration,
+    /// A connection still in the HTTP phase (an unfinished request, an idle keep-alive) is cut
+    /// off after this long without input. At least 100 ms. Default 60 s. WebSockets are not
+    /// subject to it.
     pub idle_timeout: Duration,
     /// When set, `POST /api/publish` needs `Authorization: Bearer KEY`. Default none (no key
     /// needed). Non-empty printable ASCII without spaces; never printed.
@@ -222,6 +235,7 @@ impl Default for Config {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_outbox_bytes: DEFAULT_MAX_OUTBOX_BYTES,
             ping_interval: DEFAULT_PING_INTERVAL,
+            pong_timeout: DEFAULT_PONG_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             api_key: None,
             echo_path: None,
@@ -256,6 +270,7 @@ impl fmt::Debug for Config {
             .field("max_message_bytes", &self.max_message_bytes)
             .field("max_outbox_bytes", &self.max_outbox_bytes)
             .field("ping_interval", &self.ping_interval)
+            .field("pong_timeout", &self.pong_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("api_key", &self.api_key.as_ref().map(|_| REDACTED))
             .field("echo_path", &self.echo_path)
@@ -390,6 +405,7 @@ knobs! {
     MAX_MESSAGE_BYTES = "max-message-bytes", "RINGCAST_MAX_MESSAGE_BYTES", max_message_bytes;
     MAX_OUTBOX_BYTES = "max-outbox-bytes", "RINGCAST_MAX_OUTBOX_BYTES", max_outbox_bytes;
     PING_INTERVAL = "ping-interval", "RINGCAST_PING_INTERVAL", ping_interval;
+    PONG_TIMEOUT = "pong-timeout", "RINGCAST_PONG_TIMEOUT", pong_timeout;
     IDLE_TIMEOUT = "idle-timeout", "RINGCAST_IDLE_TIMEOUT", idle_timeout;
     API_KEY = "api-key", "RINGCAST_API_KEY", api_key;
     ECHO_PATH = "echo-path", "RINGCAST_ECHO_PATH", echo_path;
@@ -482,8 +498,12 @@ struct Cli {
     /// seconds), at least 100ms [default: 25s]
     #[arg(long, env = "RINGCAST_PING_INTERVAL", value_name = "DURATION")]
     ping_interval: Option<String>,
-    /// Close a client that sent nothing, pongs included, for this long (code 4001); must be
-    /// more than --ping-interval [default: 60s]
+    /// Close a WebSocket that leaves a ping unanswered for this long (code 4001); a client
+    /// that answers pings may stay silent for ever; at least 100ms [default: 20s]
+    #[arg(long, env = "RINGCAST_PONG_TIMEOUT", value_name = "DURATION")]
+    pong_timeout: Option<String>,
+    /// Cut off a connection still in the HTTP phase (unfinished request, idle keep-alive)
+    /// after this long without input; at least 100ms [default: 60s]
     #[arg(long, env = "RINGCAST_IDLE_TIMEOUT", value_name = "DURATION")]
     idle_timeout: Option<String>,
     /// Bearer key that POST /api/publish requires; never printed [default: none, no key
@@ -592,6 +612,7 @@ struct FileConfig {
     max_message_bytes: Option<toml::Value>,
     max_outbox_bytes: Option<toml::Value>,
     ping_interval: Option<toml::Value>,
+    pong_timeout: Option<toml::Value>,
     idle_timeout: Option<toml::Value>,
     api_key: Option<toml::Value>,
     echo_path: Option<toml::Value>,
@@ -925,23 +946,14 @@ impl Layers<'_> {
     /// ties each field to its default, parser and range.
     fn merge(&self, print_config: bool) -> Result<Config, ConfigError> {
         let ping_interval = self.resolve(&PING_INTERVAL, DEFAULT_PING_INTERVAL, |r| {
-            duration(r, MIN_PING_INTERVAL, Duration::MAX, DEFAULT_PING_INTERVAL)
+            duration(r, MIN_HEARTBEAT, Duration::MAX, DEFAULT_PING_INTERVAL)
         })?;
-        let idle_timeout = self.resolve(&IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, |r| {
-            duration(r, Duration::ZERO, Duration::MAX, DEFAULT_IDLE_TIMEOUT)
+        let pong_timeout = self.value(&PONG_TIMEOUT, DEFAULT_PONG_TIMEOUT, |r| {
+            duration(r, MIN_HEARTBEAT, Duration::MAX, DEFAULT_PONG_TIMEOUT)
         })?;
-        if idle_timeout.value <= ping_interval.value {
-            return Err(ConfigError::Invalid {
-                knob: IDLE_TIMEOUT.name,
-                reason: format!(
-                    "{} must be more than ping-interval ({}, from {})",
-                    duration_text(idle_timeout.value),
-                    duration_text(ping_interval.value),
-                    ping_interval.origin
-                ),
-                origin: idle_timeout.origin,
-            });
-        }
+        let idle_timeout = self.value(&IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, |r| {
+            duration(r, MIN_HEARTBEAT, Duration::MAX, DEFAULT_IDLE_TIMEOUT)
+        })?;
         let ws_path = self.resolve(&WS_PATH, DEFAULT_WS_PATH.to_owned(), url_path)?;
         let echo_path = self.resolve(&ECHO_PATH, None, |r| url_path(r).map(Some))?;
         if echo_path.value.as_deref() == Some(ws_path.value.as_str()) {
@@ -978,7 +990,8 @@ impl Layers<'_> {
                 size(r, 4 * KIB, u64::MAX, DEFAULT_MAX_OUTBOX_BYTES)
             })?,
             ping_interval: ping_interval.value,
-            idle_timeout: idle_timeout.value,
+            pong_timeout,
+            idle_timeout,
             api_key: self.value(&API_KEY, None, |r| api_key(r).map(Some))?,
             echo_path: echo_path.value,
             ws_path: ws_path.value,
@@ -1085,7 +1098,7 @@ impl Layers<'_> {
         routes::merge_flags(&mut raw, self.route_flags).map_err(invalid)?;
         let defaults = routes::RouteDefaults {
             ping_interval: config.ping_interval,
-            idle_timeout: config.idle_timeout,
+            pong_timeout: config.pong_timeout,
             max_outbox_bytes: config.max_outbox_bytes,
         };
         routes::resolve(&raw, &config.sources, &defaults).map_err(invalid)
@@ -1136,6 +1149,7 @@ impl Config {
             (MAX_MESSAGE_BYTES.key, size(self.max_message_bytes)),
             (MAX_OUTBOX_BYTES.key, size(self.max_outbox_bytes)),
             (PING_INTERVAL.key, time(self.ping_interval)),
+            (PONG_TIMEOUT.key, time(self.pong_timeout)),
             (IDLE_TIMEOUT.key, time(self.idle_timeout)),
             (
                 API_KEY.key,
@@ -1778,6 +1792,7 @@ mod tests {
         (&MAX_MESSAGE_BYTES, "1MiB"),
         (&MAX_OUTBOX_BYTES, "8MiB"),
         (&PING_INTERVAL, "500ms"),
+        (&PONG_TIMEOUT, "3s"),
         (&IDLE_TIMEOUT, "2s"),
         (&API_KEY, "sekrit-123"),
         (&ECHO_PATH, "/echo"),
@@ -1826,6 +1841,7 @@ mod tests {
             max_message_bytes: 1_048_576,
             max_outbox_bytes: 8 * 1_048_576,
             ping_interval: Duration::from_millis(500),
+            pong_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(2),
             api_key: Some("sekrit-123".to_owned()),
             echo_path: Some("/echo".to_owned()),
@@ -2007,18 +2023,28 @@ mod tests {
     }
 
     #[test]
-    fn idle_timeout_must_exceed_ping_interval() {
-        let (knob, origin, message) = invalid(parse(&["--ping-interval", "60s"], &[]));
-        assert_eq!((knob, origin), ("idle-timeout", Origin::Default));
-        assert!(
-            message.contains("ping-interval (60s, from flag --ping-interval)"),
-            "{message}"
-        );
-        let (knob, origin, _) = invalid(parse(&[], &[("RINGCAST_IDLE_TIMEOUT", "25")]));
-        assert_eq!(
-            (knob, origin),
-            ("idle-timeout", Origin::Env("RINGCAST_IDLE_TIMEOUT"))
-        );
+    fn heartbeat_knobs_have_a_floor_and_no_longer_depend_on_each_other() {
+        // A pong timeout shorter than the ping interval is fine (uvicorn's 20 s / 20 s is
+        // equal); the idle timeout is for the HTTP phase and unrelated to pings.
+        let config = parse(
+            &[
+                "--ping-interval",
+                "60s",
+                "--pong-timeout",
+                "5s",
+                "--idle-timeout",
+                "1s",
+            ],
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(config.pong_timeout, Duration::from_secs(5));
+        for knob in ["ping-interval", "pong-timeout", "idle-timeout"] {
+            let flag = format!("--{knob}");
+            let (name, _, message) = invalid(parse(&[&flag, "50ms"], &[]));
+            assert_eq!(name, knob, "{message}");
+            assert!(message.contains("100ms"), "{message}");
+        }
     }
 
     #[test]
@@ -2075,7 +2101,7 @@ mod tests {
 
     #[test]
     fn to_toml_reads_back_as_the_same_config() {
-        let (_, key) = EVERY_KNOB[7];
+        let (_, key) = EVERY_KNOB[8];
         assert_eq!(key, "sekrit-123");
         let vars: Vec<(&str, &str)> = EVERY_KNOB.iter().map(|(k, v)| (k.env, *v)).collect();
         for config in [Config::default(), parse(&[], &vars).expect("valid")] {

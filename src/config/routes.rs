@@ -15,7 +15,8 @@
 //! while each keeps its own database (the bess source takes the URL's database).
 //!
 //! The result is a list of [`RouteConfig`]s, validated: unique names, known sources, a Redis
-//! source for the profiles that read keys, `pong_timeout > ping_interval`.
+//! source for the profiles that read keys, heartbeat knobs of at least
+//! [`super::MIN_HEARTBEAT`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -59,13 +60,33 @@ impl Profile {
     }
 }
 
-/// How a route checks that clients are alive.
+/// How a route checks that clients are alive. Either way the rule is the same: a ping every
+/// `ping_interval`, and a close (4001) once a ping has gone unanswered for `pong_timeout`; a
+/// client that answers pings may stay silent for ever. The styles differ in what a ping is and
+/// what answers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Heartbeat {
-    /// WebSocket ping frames; any input counts as life.
+    /// WebSocket ping frames (uvicorn's, Centrifugo's and uWS's); any input answers them.
     Ws,
-    /// Text `{"type":"ping"}`; only `{"type":"pong"}` (or `init`) counts as life.
+    /// Text `{"type":"ping"}` (the weppcloud services'); only `{"type":"pong"}` (or `init`)
+    /// answers it.
     Json,
+}
+
+impl Heartbeat {
+    /// The rule in one line, for `--print-config`.
+    pub fn rule(self, ping_interval: Duration, pong_timeout: Duration) -> String {
+        let (ping, answer) = match self {
+            Heartbeat::Ws => ("a WebSocket ping", "any frame"),
+            Heartbeat::Json => ("{\"type\":\"ping\"}", "only {\"type\":\"pong\"} or init"),
+        };
+        format!(
+            "{ping} every {}; closed (4001) when one stays unanswered for {} ({answer} \
+             answers); a client that answers may stay silent for ever",
+            super::duration_text(ping_interval),
+            super::duration_text(pong_timeout),
+        )
+    }
 }
 
 /// One validated route.
@@ -85,7 +106,7 @@ pub struct RouteConfig {
     pub heartbeat: Heartbeat,
     /// How often to ping.
     pub ping_interval: Duration,
-    /// Close a client silent (or pong-less, for JSON heartbeats) for this long.
+    /// Close a client that leaves a ping unanswered for this long.
     pub pong_timeout: Duration,
     /// Send `{"type":"hangup"}` before the server closes a connection.
     pub hangup: bool,
@@ -351,8 +372,8 @@ pub fn merge_flags(routes: &mut Vec<RawRoute>, flags: &[String]) -> Result<(), R
 pub struct RouteDefaults {
     /// The native listener's ping interval (for `heartbeat = "ws"`).
     pub ping_interval: Duration,
-    /// The native listener's idle timeout.
-    pub idle_timeout: Duration,
+    /// The native listener's pong timeout (for `heartbeat = "ws"`).
+    pub pong_timeout: Duration,
     /// The process-wide outbox cap.
     pub max_outbox_bytes: usize,
 }
@@ -404,7 +425,7 @@ fn resolve_one(
         ping_interval: optional(r, "ping_interval", |raw| {
             super::duration(
                 raw,
-                Duration::from_millis(100),
+                super::MIN_HEARTBEAT,
                 Duration::MAX,
                 Duration::from_secs(30),
             )
@@ -417,7 +438,7 @@ fn resolve_one(
         pong_timeout: optional(r, "pong_timeout", |raw| {
             super::duration(
                 raw,
-                Duration::from_millis(200),
+                super::MIN_HEARTBEAT,
                 Duration::MAX,
                 Duration::from_secs(65),
             )
@@ -425,7 +446,7 @@ fn resolve_one(
         .unwrap_or(if json {
             Duration::from_secs(65)
         } else {
-            d.idle_timeout
+            d.pong_timeout
         }),
         hangup: optional(r, "hangup", super::boolean)?.unwrap_or(false),
         preflight: PreflightOptions {
@@ -448,22 +469,6 @@ fn resolve_one(
         })?
         .unwrap_or(d.max_outbox_bytes),
     };
-    // Protocol pings are answered at once; a JSON pong needs the full interval.
-    let too_short = match route.heartbeat {
-        Heartbeat::Json => route.pong_timeout <= route.ping_interval,
-        Heartbeat::Ws => route.pong_timeout < route.ping_interval,
-    };
-    if too_short {
-        let origin = origin_of(r, "pong_timeout").or_else(|| origin_of(r, "ping_interval"));
-        return Err(err(
-            &origin.unwrap_or(Origin::Default),
-            format!(
-                "route {name:?}: pong_timeout ({}) must be more than ping_interval ({})",
-                super::duration_text(route.pong_timeout),
-                super::duration_text(route.ping_interval)
-            ),
-        ));
-    }
     if matches!(profile, Profile::Preflight | Profile::Bess) && sources.is_empty() {
         return Err(err(
             &origin_of(r, "profile").unwrap_or(Origin::Default),
@@ -600,13 +605,14 @@ pub fn to_toml(routes: &[RouteConfig], sources: &[SourceConfig]) -> String {
         let origins: Vec<String> = r.origins.iter().map(|o| format!("{o:?}")).collect();
         out.push_str(&format!(
             "\n[[route]]\nname = {:?}\nlisten = \"{}\"\npath = {:?}\nprofile = \"{}\"\nsources = [{}]\n\
-             heartbeat = \"{}\"\nping_interval = \"{}\"\npong_timeout = \"{}\"\nhangup = {}\n\
+             # heartbeat: {}\nheartbeat = \"{}\"\nping_interval = \"{}\"\npong_timeout = \"{}\"\nhangup = {}\n\
              checklist = \"{}\"\nlocks = \"{}\"\norigins = [{}]\nmax_outbox_bytes = {}\n",
             r.name,
             r.listen,
             r.path,
             r.profile.as_str(),
             names.join(", "),
+            r.heartbeat.rule(r.ping_interval, r.pong_timeout),
             match r.heartbeat {
                 Heartbeat::Ws => "ws",
                 Heartbeat::Json => "json",
@@ -630,7 +636,7 @@ mod tests {
     fn defaults() -> RouteDefaults {
         RouteDefaults {
             ping_interval: Duration::from_secs(25),
-            idle_timeout: Duration::from_secs(60),
+            pong_timeout: Duration::from_secs(20),
             max_outbox_bytes: 1 << 20,
         }
     }
@@ -664,8 +670,8 @@ mod tests {
         assert_eq!(routes[1].heartbeat, Heartbeat::Ws);
         assert_eq!(
             routes[1].pong_timeout,
-            Duration::from_secs(60),
-            "idle-timeout"
+            Duration::from_secs(20),
+            "--pong-timeout"
         );
     }
 
@@ -711,8 +717,13 @@ mod tests {
             reason(&format!("{base}profile = \"status\"\nfoo = 1\n"), &r).contains("unknown key")
         );
         assert!(reason(base, &r).contains("has no profile"));
-        let short = format!("{base}profile = \"status\"\nping_interval = 5\npong_timeout = 5\n");
-        assert!(reason(&short, &r).contains("must be more than ping_interval"));
+        let short = format!("{base}profile = \"status\"\npong_timeout = \"50ms\"\n");
+        assert!(reason(&short, &r).contains("below the minimum, 100ms"));
+        let equal = format!("{base}profile = \"status\"\nping_interval = 5\npong_timeout = 5\n");
+        assert!(
+            reason(&equal, &r).is_empty(),
+            "a timeout may equal the interval"
+        );
         let unknown = format!("{base}profile = \"status\"\nsources = [\"zz\"]\n");
         assert!(reason(&unknown, &r).contains("no source named \"zz\""));
         let no_redis = format!("{base}profile = \"bess\"\n");

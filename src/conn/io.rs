@@ -22,8 +22,9 @@ use crate::ws::handshake;
 
 /// What the HTTP phase decided.
 pub(super) enum Next {
-    /// Upgrade to a WebSocket of this kind; `leftover` bytes followed the request head.
-    Upgrade(ConnKind, Vec<u8>),
+    /// The connection was upgraded to a WebSocket (its kind is set and it is counted);
+    /// `leftover` bytes followed the request head.
+    Upgrade(Vec<u8>),
     /// The connection is done.
     Done,
 }
@@ -33,14 +34,7 @@ pub async fn serve(shard: ShardRef, key: ConnKey, stream: TcpStream) {
     // Boxed: its state (request parsing, headers) is dropped at the upgrade instead of
     // sizing this connection's task for its whole life.
     let next = Box::pin(http_phase(&shard, key, &stream)).await;
-    if let Next::Upgrade(kind, leftover) = next {
-        {
-            let mut s = shard.borrow_mut();
-            s.stats().websockets.inc();
-            if let Some(conn) = s.conns.get_mut(key) {
-                conn.kind = kind;
-            }
-        }
+    if let Next::Upgrade(leftover) = next {
         let reader = read_loop(&shard, key, &stream, leftover);
         let writer = write_loop(&shard, key, &stream);
         tokio::join!(reader, writer);
@@ -150,11 +144,10 @@ async fn respond(
         // URL subscriptions are made now and acknowledged in the same write as the 101, so the
         // acks need no outbox; events queued meanwhile go out after it, from the outbox.
         let mut out = response.to_vec();
+        // Counted as a WebSocket before anything is written to it.
+        shard.borrow_mut().upgraded(key, kind);
         if let ConnKind::Native(format) = kind {
             let mut s = shard.borrow_mut();
-            if let Some(conn) = s.conns.get_mut(key) {
-                conn.kind = kind;
-            }
             let acks = format == Format::Json;
             if let Some(list) = subscribe {
                 native::subscribe_from_url(&mut s, key, TopicKind::Channel, &list, acks, &mut out);
@@ -171,7 +164,7 @@ async fn respond(
         if stream.write_all(Bytes::from(out)).await.is_err() {
             return Step::Finish(Next::Done);
         }
-        return Step::Finish(Next::Upgrade(kind, leftover));
+        return Step::Finish(Next::Upgrade(leftover));
     }
     // Plain HTTP: wait for the whole body first.
     let Some(body_len) = req.content_length() else {
@@ -356,11 +349,12 @@ fn on_input(
         .route()
         .and_then(|r| s.config.routes.get(r))
         .map(|r| (r.profile, r.heartbeat));
-    // On JSON-heartbeat routes only a pong (or init) proves the client alive.
+    // With protocol pings any input answers them; on JSON-heartbeat routes only a pong (or
+    // init) does.
     if profile.is_none_or(|(_, hb)| hb == Heartbeat::Ws)
         && let Some(conn) = s.conns.get_mut(key)
     {
-        conn.last_seen = Instant::now();
+        conn.answered();
     }
     if *discard {
         return true;
@@ -404,7 +398,7 @@ fn on_input(
                         if crate::profile::classify(&t) == crate::profile::ClientMessage::Alive
                             && let Some(conn) = s.conns.get_mut(key)
                         {
-                            conn.last_seen = Instant::now();
+                            conn.answered();
                         }
                     }
                     (_, Some((Profile::Bess, _))) => {}

@@ -76,10 +76,17 @@ pub struct Conn {
     pub socket: SocketHandle,
     /// Channels and patterns this connection is subscribed to, for cleanup on close.
     pub subscriptions: Vec<LocalTopicId>,
-    /// When the client last sent anything (data, ping, pong). Drives `idle-timeout`.
+    /// When the client last sent anything in the HTTP phase. Drives `idle-timeout`, which
+    /// applies to that phase only.
     pub last_seen: Instant,
     /// When the shard last pinged it. Drives `ping-interval`.
     pub last_ping: Instant,
+    /// When the oldest ping the client has not answered yet was sent, or `None` when every
+    /// ping was answered. The sweep closes the connection once this is `pong_timeout` old; a
+    /// client that answers pings can stay silent for ever. What counts as an answer depends
+    /// on the heartbeat style ([`crate::config::Heartbeat`]): any frame for protocol pings,
+    /// `pong` or `init` for JSON pings.
+    pub unanswered_ping: Option<Instant>,
     /// Snapshots requested and not yet delivered. While non-zero, events are held in `held`
     /// so the client sees the snapshot before any update.
     pub snapshots_pending: u32,
@@ -113,10 +120,16 @@ impl Conn {
             subscriptions: Vec::new(),
             last_seen: now,
             last_ping: now,
+            unanswered_ping: None,
             snapshots_pending: 0,
             held: Vec::new(),
             probe: None,
         }
+    }
+
+    /// The client answered our pings: the pong timeout stops running.
+    pub fn answered(&mut self) {
+        self.unanswered_ping = None;
     }
 
     /// True while the connection serves normally.

@@ -96,8 +96,9 @@ pub(super) async fn upgrade(
     let mut out = response.to_vec();
     let refused = {
         let mut s = shard.borrow_mut();
+        // Counted as a WebSocket before anything is written to it.
+        s.upgraded(key, kind);
         if let Some(conn) = s.conns.get_mut(key) {
-            conn.kind = kind;
             conn.outbox.set_cap(route.max_outbox_bytes);
         }
         match &action {
@@ -162,7 +163,7 @@ pub(super) async fn upgrade(
     if let Some(code) = code {
         shard.borrow_mut().close(key, code, CLOSE_GRACE);
     }
-    Step::Finish(Next::Upgrade(kind, leftover))
+    Step::Finish(Next::Upgrade(leftover))
 }
 
 /// Plain HTTP on a route listener: `GET /health` (any prefix) answers `OK`; a path some route

@@ -42,9 +42,10 @@ pub enum CloseCode {
     /// 4000: the client read too slowly and its outbox went over the limit, so events would
     /// have been lost. Reconnect with backoff, and read faster or subscribe to less.
     SlowConsumer = 4000,
-    /// 4001: nothing was heard from the client for the idle timeout. Reconnect when needed,
-    /// and send pings to keep an idle connection open.
-    IdleTimeout = 4001,
+    /// 4001: the client did not answer a ping within the pong timeout (a protocol pong or any
+    /// frame, or `{"type":"pong"}` on JSON-heartbeat routes), so it is taken for dead. A client
+    /// that answers pings is never closed for being quiet. Reconnect when needed.
+    PongTimeout = 4001,
 }
 
 impl CloseCode {
@@ -58,7 +59,7 @@ impl CloseCode {
         CloseCode::MessageTooBig,
         CloseCode::InternalError,
         CloseCode::SlowConsumer,
-        CloseCode::IdleTimeout,
+        CloseCode::PongTimeout,
     ];
 
     /// The numeric code for the close frame.
@@ -82,7 +83,7 @@ impl CloseCode {
             CloseCode::MessageTooBig => "message too big",
             CloseCode::InternalError => "internal server error",
             CloseCode::SlowConsumer => "slow consumer: outbox limit exceeded",
-            CloseCode::IdleTimeout => "idle timeout",
+            CloseCode::PongTimeout => "pong timeout",
         }
     }
 
@@ -98,7 +99,7 @@ impl CloseCode {
             CloseCode::SlowConsumer => {
                 "reconnect with backoff; read faster or subscribe to fewer channels"
             }
-            CloseCode::IdleTimeout => "reconnect when needed; send pings to stay connected",
+            CloseCode::PongTimeout => "reconnect when needed; answer pings to stay connected",
         }
     }
 
@@ -187,6 +188,6 @@ mod tests {
 
     #[test]
     fn display() {
-        assert_eq!(CloseCode::IdleTimeout.to_string(), "4001 (idle timeout)");
+        assert_eq!(CloseCode::PongTimeout.to_string(), "4001 (pong timeout)");
     }
 }

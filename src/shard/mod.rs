@@ -36,6 +36,17 @@ use crate::ws::frame;
 /// How long a closing connection may take to flush and answer our close frame.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// The heartbeat that applies to one connection (see [`Shard::heartbeat`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Beat {
+    /// How often it is pinged.
+    pub ping_interval: Duration,
+    /// How long a ping may stay unanswered before the connection is closed (4001).
+    pub pong_timeout: Duration,
+    /// Protocol pings (any frame answers) or JSON pings (`pong` or `init` answers).
+    pub style: crate::config::Heartbeat,
+}
+
 /// Shared handle to a shard's state, for the tasks on its thread.
 pub type ShardRef = Rc<RefCell<Shard>>;
 
@@ -219,6 +230,20 @@ impl Shard {
         self.conns.insert(conn)
     }
 
+    /// Marks a connection in the HTTP phase as a WebSocket of `kind` and counts it. Called
+    /// before the 101 response (or anything else) is written, so a client that has read its
+    /// first frame always finds itself in `ringcast_shard_websockets`; [`remove`](Self::remove)
+    /// uncounts it.
+    pub fn upgraded(&mut self, key: ConnKey, kind: crate::conn::ConnKind) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.kind == crate::conn::ConnKind::Http && kind != crate::conn::ConnKind::Http {
+            conn.kind = kind;
+            self.stats().websockets.inc();
+        }
+    }
+
     /// The [`ConnRef`] of a live connection.
     pub fn conn_ref(&self, key: ConnKey) -> Option<ConnRef> {
         self.conns.get(key).map(|c| ConnRef { key, id: c.id })
@@ -340,14 +365,16 @@ impl Shard {
         let Some(kind) = self.conns.get(key).map(|c| c.kind) else {
             return;
         };
-        let ping = match self.heartbeat(kind).2 {
+        let ping = match self.heartbeat(kind).style {
             crate::config::Heartbeat::Ws => self.ping.clone(),
             crate::config::Heartbeat::Json => self.json_ping.clone(),
         };
+        self.stats().pings.inc();
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         conn.last_ping = now;
+        conn.unanswered_ping.get_or_insert(now);
         if let SendStatus::Queued { wake_writer: true } = conn.outbox.push_control(ping) {
             conn.writer.notify_one();
         }
@@ -404,28 +431,26 @@ impl Shard {
         SourceId::try_from(self.config.source_for(route, name, key)).unwrap_or(0)
     }
 
-    /// Ping interval, silence timeout and heartbeat style for connections of `kind`.
-    pub fn heartbeat(
-        &self,
-        kind: crate::conn::ConnKind,
-    ) -> (Duration, Duration, crate::config::Heartbeat) {
-        match kind {
+    /// The heartbeat of connections of `kind`: their route's, or the native listener's.
+    pub fn heartbeat(&self, kind: crate::conn::ConnKind) -> Beat {
+        let route = match kind {
             crate::conn::ConnKind::Route { route, .. } => {
-                match self.config.routes.get(usize::from(route)) {
-                    Some(r) => (r.ping_interval, r.pong_timeout, r.heartbeat),
-                    None => self.native_heartbeat(),
-                }
+                self.config.routes.get(usize::from(route))
             }
-            _ => self.native_heartbeat(),
+            _ => None,
+        };
+        match route {
+            Some(r) => Beat {
+                ping_interval: r.ping_interval,
+                pong_timeout: r.pong_timeout,
+                style: r.heartbeat,
+            },
+            None => Beat {
+                ping_interval: self.config.ping_interval,
+                pong_timeout: self.config.pong_timeout,
+                style: crate::config::Heartbeat::Ws,
+            },
         }
-    }
-
-    fn native_heartbeat(&self) -> (Duration, Duration, crate::config::Heartbeat) {
-        (
-            self.config.ping_interval,
-            self.config.idle_timeout,
-            crate::config::Heartbeat::Ws,
-        )
     }
 
     /// Subscribes `key` to a channel or pattern; `Err` with an error code when refused.

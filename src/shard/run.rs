@@ -162,14 +162,22 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, index: u8, stop: Rc
     }
 }
 
-/// Period of the sweep: often enough for the shortest ping interval, at most once a second.
-fn sweep_period(config: &Config) -> Duration {
+/// Period of the sweep: a quarter of the shortest interval or timeout it enforces, at most once
+/// a second. Every such knob is at least [`crate::config::MIN_HEARTBEAT`] (100 ms), so the
+/// period is at least 25 ms and a deadline is missed by at most a quarter of itself.
+pub fn sweep_period(config: &Config) -> Duration {
     let shortest = config
         .routes
         .iter()
         .map(|r| r.ping_interval.min(r.pong_timeout))
-        .fold(config.ping_interval, Duration::min);
-    (shortest / 4).clamp(Duration::from_millis(20), Duration::from_secs(1))
+        .fold(
+            config
+                .ping_interval
+                .min(config.pong_timeout)
+                .min(config.idle_timeout),
+            Duration::min,
+        );
+    (shortest / 4).min(Duration::from_secs(1))
 }
 
 async fn sweep_loop(shard: ShardRef) {
@@ -180,11 +188,15 @@ async fn sweep_loop(shard: ShardRef) {
     }
 }
 
-/// Pings, idle timeouts and closing deadlines for every connection.
+/// Pings, pong timeouts, HTTP idle timeouts and closing deadlines for every connection.
+///
+/// The heartbeat rule (PROTOCOL.md, "Liveness"): a WebSocket is pinged every ping interval and
+/// closed with 4001 once the oldest ping it has not answered is `pong_timeout` old. A client that
+/// answers pings may stay silent for ever. `idle-timeout` applies to the HTTP phase only.
 fn sweep(s: &mut Shard, now: Instant) {
     s.flush_backlog();
     let idle = s.config.idle_timeout;
-    let mut idle_keys = Vec::new();
+    let mut timed_out = Vec::new();
     let mut ping_keys = Vec::new();
     for (key, conn) in s.conns.iter() {
         match conn.state {
@@ -193,14 +205,18 @@ fn sweep(s: &mut Shard, now: Instant) {
             // A client that never finishes its request (or idles on keep-alive) is cut off.
             ConnState::Open if conn.kind == ConnKind::Http => {
                 if now.duration_since(conn.last_seen) > idle {
+                    s.stats().idle_closes.inc();
                     conn.socket.shutdown();
                 }
             }
             ConnState::Open => {
-                let (ping_every, timeout, _) = s.heartbeat(conn.kind);
-                if now.duration_since(conn.last_seen) > timeout {
-                    idle_keys.push(key);
-                } else if now.duration_since(conn.last_ping) >= ping_every {
+                let beat = s.heartbeat(conn.kind);
+                if conn
+                    .unanswered_ping
+                    .is_some_and(|sent| now.duration_since(sent) >= beat.pong_timeout)
+                {
+                    timed_out.push(key);
+                } else if now.duration_since(conn.last_ping) >= beat.ping_interval {
                     ping_keys.push(key);
                 }
             }
@@ -209,9 +225,9 @@ fn sweep(s: &mut Shard, now: Instant) {
     for key in ping_keys {
         s.ping(key, now);
     }
-    for key in idle_keys {
-        s.stats().idle_closes.inc();
-        s.close(key, CloseCode::IdleTimeout, super::CLOSE_GRACE);
+    for key in timed_out {
+        s.stats().pong_timeout_closes.inc();
+        s.close(key, CloseCode::PongTimeout, super::CLOSE_GRACE);
     }
 }
 
