@@ -151,6 +151,9 @@ pub struct HubStats {
     pub frames_encoded: Counter,
     /// BESS battery re-reads skipped because the command queue was full.
     pub bess_reads_skipped: Counter,
+    /// Key-watch frames not sent because they were byte-identical to the frame the key's
+    /// watchers were last sent in that format (one per watched key and format).
+    pub key_frames_suppressed: Counter,
     /// Channels and patterns with at least one subscriber anywhere. Gauge.
     pub topics: Counter,
     /// Sampled: read from the source → the hub started routing it.
@@ -218,6 +221,7 @@ impl Metrics {
                 publishes: Counter::default(),
                 frames_encoded: Counter::default(),
                 bess_reads_skipped: Counter::default(),
+                key_frames_suppressed: Counter::default(),
                 topics: Counter::default(),
                 stage_hub: Histogram::default(),
                 inbox_drops: (0..shards).map(|_| Counter::default()).collect(),
@@ -377,6 +381,13 @@ impl Metrics {
             "counter",
             "BESS battery re-reads skipped because the Redis command queue was full.",
             &[("", hub.bess_reads_skipped.get())],
+        );
+        family(
+            &mut out,
+            "ringcast_key_frames_suppressed_total",
+            "counter",
+            "Key-watch frames not sent: identical to the last frame sent for that key and format.",
+            &[("", hub.key_frames_suppressed.get())],
         );
         family(
             &mut out,

@@ -211,6 +211,9 @@ fn weppcloud_print_config_points_each_source_at_redis_keeping_its_db() {
     assert_eq!(route_key(&config, "status", "sources"), r#"["status"]"#);
     assert_eq!(route_key(&config, "preflight", "profile"), "preflight");
     assert_eq!(route_key(&config, "status", "profile"), "status");
+    // One lock_statuses for the old page (fixed keys) and today's preflight.js (*.nodb names).
+    assert_eq!(route_key(&config, "preflight", "locks"), "both");
+    assert_eq!(route_key(&config, "preflight", "checklist"), "legacy");
     for route in ["preflight", "status"] {
         assert_eq!(route_key(&config, route, "heartbeat"), "json");
         assert_eq!(route_key(&config, route, "ping_interval"), "30s");
@@ -421,6 +424,8 @@ fn deploy_examples_match_their_presets() {
                 "sources",
                 "heartbeat",
                 "ping_interval",
+                "checklist",
+                "locks",
             ] {
                 assert_eq!(
                     route_key(&from_file, name, key),

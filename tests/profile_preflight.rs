@@ -1,7 +1,8 @@
 //! Preflight profile (COMPAT.md P1–P9, H1, R1) against a real redis-server with keyspace
-//! notifications: the checklist snapshot on open, an update per keyspace change, lock styles,
-//! `/health` over HTTP and WebSocket, the JSON heartbeat, 1,000 clients on one run with one
-//! render per event, and a Redis restart.
+//! notifications: the checklist snapshot on open, an update per keyspace change, lock styles
+//! (the default serves the old page's fixed keys and preflight.js's file names; `legacy` and
+//! `dynamic` stay byte-exact), `/health` over HTTP and WebSocket, the JSON heartbeat, 1,000
+//! clients on one run with one render per event, and a Redis restart.
 
 mod common;
 
@@ -128,6 +129,71 @@ fn dynamic_locks_and_extended_checklist_are_options() {
             "missing {key} in {checklist:?}"
         );
     }
+}
+
+/// The legacy checklist with every key false, then `lock_statuses` as given (already JSON).
+fn all_false_with_locks(locks: &str) -> String {
+    let checklist = LEGACY_ALL_FALSE
+        .split(r#", "lock_statuses": "#)
+        .next()
+        .expect("checklist part");
+    format!(r#"{checklist}, "lock_statuses": {locks}}}"#)
+}
+
+#[test]
+fn the_default_locks_serve_the_old_page_and_the_current_preflight_js() {
+    let redis = RedisServer::start();
+    let gw = Gateway::weppcloud(&redis, &[]);
+    let mut c = preflight(&gw, "locks");
+    assert_eq!(c.recv_text(), LEGACY_ALL_FALSE);
+    // Today's publisher writes file names: preflight.js finds `wepp.nodb`, the old page `wepp`.
+    redis.cmd(&["HSET", "locks", "locked:wepp.nodb", "true"]);
+    assert_eq!(
+        c.recv_text(),
+        all_false_with_locks(
+            r#"{"watershed": false, "climate": false, "wepp": true, "soils": false, "landuse": false, "disturbed": false, "wepp.nodb": true}"#
+        )
+    );
+    redis.cmd(&["HSET", "locks", "locked:wepp.nodb", "false"]);
+    assert_eq!(
+        c.recv_text(),
+        all_false_with_locks(
+            r#"{"watershed": false, "climate": false, "wepp": false, "soils": false, "landuse": false, "disturbed": false, "wepp.nodb": false}"#
+        )
+    );
+    // The 2024 publisher's fixed name: one `wepp` key, true.
+    redis.cmd(&["HSET", "locks", "locked:wepp", "true"]);
+    assert_eq!(
+        c.recv_text(),
+        all_false_with_locks(
+            r#"{"watershed": false, "climate": false, "wepp": true, "soils": false, "landuse": false, "disturbed": false, "wepp.nodb": false}"#
+        )
+    );
+}
+
+#[test]
+fn explicit_legacy_and_dynamic_locks_stay_byte_exact() {
+    let redis = RedisServer::start();
+    redis.cmd(&[
+        "HSET",
+        "styles",
+        "locked:wepp.nodb",
+        "true",
+        "locked:climate",
+        "true",
+    ]);
+    let legacy = Gateway::weppcloud(&redis, &["--route", "preflight.locks=legacy"]);
+    assert_eq!(
+        preflight(&legacy, "styles").recv_text(),
+        all_false_with_locks(
+            r#"{"watershed": false, "climate": true, "wepp": false, "soils": false, "landuse": false, "disturbed": false}"#
+        )
+    );
+    let dynamic = Gateway::weppcloud(&redis, &["--route", "preflight.locks=dynamic"]);
+    assert_eq!(
+        preflight(&dynamic, "styles").recv_text(),
+        all_false_with_locks(r#"{"wepp.nodb": true, "climate": true}"#)
+    );
 }
 
 #[test]

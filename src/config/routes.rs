@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{Origin, Raw, SourceConfig};
-use crate::profile::preflight::PreflightOptions;
+use crate::profile::preflight::{LockStyle, PreflightOptions};
 use crate::source::redis::RedisUrl;
 
 /// What a route serves.
@@ -175,7 +175,7 @@ ping_interval = "30s"
 pong_timeout = "65s"
 hangup = false
 checklist = "legacy"
-locks = "legacy"
+locks = "both"
 
 [[route]]
 name = "status"
@@ -456,12 +456,12 @@ fn resolve_one(
                 _ => Err(format!("{} is not legacy or extended", raw.shown())),
             })?
             .unwrap_or(false),
-            dynamic_locks: optional(r, "locks", |raw| match raw.text() {
-                Some("legacy") => Ok(false),
-                Some("dynamic") => Ok(true),
-                _ => Err(format!("{} is not legacy or dynamic", raw.shown())),
+            locks: optional(r, "locks", |raw| {
+                raw.text()
+                    .and_then(LockStyle::parse)
+                    .ok_or_else(|| format!("{} is not both, legacy or dynamic", raw.shown()))
             })?
-            .unwrap_or(false),
+            .unwrap_or_default(),
         },
         origins: optional(r, "origins", string_list)?.unwrap_or_default(),
         max_outbox_bytes: optional(r, "max_outbox_bytes", |raw| {
@@ -621,7 +621,7 @@ pub fn to_toml(routes: &[RouteConfig], sources: &[SourceConfig]) -> String {
             super::duration_text(r.pong_timeout),
             r.hangup,
             if r.preflight.extended { "extended" } else { "legacy" },
-            if r.preflight.dynamic_locks { "dynamic" } else { "legacy" },
+            r.preflight.locks.as_str(),
             origins.join(", "),
             r.max_outbox_bytes,
         ));
@@ -667,6 +667,12 @@ mod tests {
         assert_eq!(routes[0].ping_interval, Duration::from_secs(30));
         assert_eq!(routes[0].pong_timeout, Duration::from_secs(65));
         assert_eq!(routes[0].path, "/*");
+        assert!(!routes[0].preflight.extended);
+        assert_eq!(
+            routes[0].preflight.locks,
+            LockStyle::Both,
+            "the fixed keys and every locked:* field"
+        );
         assert_eq!(routes[1].heartbeat, Heartbeat::Ws);
         assert_eq!(
             routes[1].pong_timeout,
@@ -690,6 +696,11 @@ mod tests {
         assert_eq!(p.listen.port(), 9001, "untouched preset key");
         assert_eq!(p.ping_interval, Duration::from_secs(5), "file over preset");
         assert!(p.hangup, "flag over everything");
+        assert_eq!(
+            p.preflight.locks,
+            LockStyle::Both,
+            "the preset's lock style"
+        );
         assert_eq!(p.sources, vec![0]);
         assert_eq!(routes[1].sources, vec![1], "status reads the second source");
     }
@@ -732,6 +743,28 @@ mod tests {
             reason(&format!("{base}profile = \"status\"\n"), &[]).is_empty(),
             "status needs no Redis"
         );
+    }
+
+    #[test]
+    fn locks_takes_each_style_by_name_and_refuses_others() {
+        let locks = |value: &str| {
+            let mut raw = Vec::new();
+            let text = format!(
+                "[[route]]\nname = \"p\"\nlisten = \"127.0.0.1:1\"\nprofile = \"preflight\"\n\
+                 locks = \"{value}\"\n"
+            );
+            merge_tables(&mut raw, &tables(&text), &Origin::File("f.toml".into()))
+                .expect("known keys");
+            resolve(&raw, &[redis_source("r")], &defaults())
+                .map(|routes| routes[0].preflight.locks)
+                .map_err(|e| e.reason)
+        };
+        for style in LockStyle::ALL {
+            assert_eq!(locks(style.as_str()).ok(), Some(style));
+        }
+        let refused = locks("fixed").expect_err("not a style");
+        assert!(refused.contains("\"p\" locks"), "{refused}");
+        assert!(refused.contains("both, legacy or dynamic"), "{refused}");
     }
 
     #[test]

@@ -26,22 +26,78 @@
 //!   reject whitespace, underscores and values beyond `i64`.
 //! - Fields are looked up as a Python dict built from the HGETALL pairs would: if a name
 //!   repeats (Redis never does this), the last value wins.
+//! - `lock_statuses` follows the route's [`LockStyle`]: `legacy` is the legacy six keys byte
+//!   for byte, `dynamic` is preflight2's key set, `both` (the default) is the six keys followed
+//!   by every other `locked:<name>` field. A key never appears twice in the object.
 //! - Pure: no I/O, appends to the caller's buffer, never panics on any bytes.
+//!
+//! The file is past the 300-line soft ceiling because most of it is unit tests of the rules;
+//! the rules themselves are one table and the lock styles.
 
 use bytes::Bytes;
 use indexmap::IndexMap;
 
 use super::pyjson::{self, ITEM_SEP, KEY_SEP};
 
-/// Which flavour of the preflight frame to produce.
+/// Which flavour of the preflight frame to produce. The default is the route default: the
+/// legacy checklist and [`LockStyle::Both`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct PreflightOptions {
     /// Adds preflight2's extra checklist keys and uses its variants of the shared rules
     /// (COMPAT 1.3). Off: the legacy checklist, byte for byte.
     pub extended: bool,
-    /// `lock_statuses` holds every `locked:<name>` field as `name: value == "true"` (preflight2
-    /// and the current preflight.js) instead of the legacy six fixed keys.
-    pub dynamic_locks: bool,
+    /// Which keys `lock_statuses` carries.
+    pub locks: LockStyle,
+}
+
+/// Which keys `lock_statuses` carries (route key `locks`).
+///
+/// The two weppcloud pages look locks up differently: the older class-based page reads the six
+/// fixed legacy keys, the current `preflight.js` reads `*.nodb` file names (its
+/// `LOCKABLE_FILES`). Browsers ignore keys they do not look up, so [`LockStyle::Both`] serves
+/// both pages and is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LockStyle {
+    /// The legacy Tornado server's six fixed keys `watershed, climate, wepp, soils, landuse,
+    /// disturbed`, in that order, each `locked:<key> == "true"`. Byte-identical to legacy.
+    Legacy,
+    /// Every `locked:<name>` field as `name: value == "true"`, in hash order (preflight2).
+    Dynamic,
+    /// The six fixed keys first, in the legacy order, each true when `locked:<key>` or
+    /// `locked:<key>.nodb` is `"true"` (so the old page also works with today's publisher);
+    /// then every `locked:<name>` field in hash order, as [`LockStyle::Dynamic`] has it, except
+    /// a field whose name is itself a fixed key: that key is already there (its value folded
+    /// in), so no key ever appears twice.
+    #[default]
+    Both,
+}
+
+impl LockStyle {
+    /// Every style, in [`LockStyle::index`] order.
+    pub const ALL: [LockStyle; 3] = [LockStyle::Legacy, LockStyle::Dynamic, LockStyle::Both];
+
+    /// Parses the config value (`legacy`, `dynamic`, `both`).
+    pub fn parse(s: &str) -> Option<LockStyle> {
+        LockStyle::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    /// The style's name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockStyle::Legacy => "legacy",
+            LockStyle::Dynamic => "dynamic",
+            LockStyle::Both => "both",
+        }
+    }
+
+    /// The style's position in [`LockStyle::ALL`] (for [`crate::router::Format`] bits).
+    pub fn index(self) -> usize {
+        match self {
+            LockStyle::Legacy => 0,
+            LockStyle::Dynamic => 1,
+            LockStyle::Both => 2,
+        }
+    }
 }
 
 /// The legacy lock keys, in the legacy order. Each is `locked:<key> == "true"`.
@@ -60,6 +116,10 @@ const TIMESTAMP_PREFIX: &[u8] = b"timestamps:";
 /// The hash field prefix of the NoDb lock flags.
 const LOCK_PREFIX: &[u8] = b"locked:";
 
+/// The suffix of a NoDb file name (`locked:wepp.nodb`), which [`LockStyle::Both`] folds into
+/// the fixed key (`wepp`).
+const NODB_SUFFIX: &[u8] = b".nodb";
+
 /// Computes the checklist, in the legacy key order, with preflight2's extra keys appended in
 /// preflight2's order when `extended` is set.
 ///
@@ -74,35 +134,42 @@ pub fn checklist(fields: &[(Bytes, Bytes)], extended: bool) -> Vec<(&'static str
     list
 }
 
-/// Computes `lock_statuses`.
+/// Computes `lock_statuses` in `style` (see [`LockStyle`] for the keys and their order).
 ///
-/// Legacy: the six keys `watershed, climate, wepp, soils, landuse, disturbed`, each
-/// `locked:<key> == "true"`. Dynamic: every `locked:<name>` field in hash order, names decoded
-/// lossily; like preflight2, a bare `locked:` with an empty name is skipped. Names that repeat
-/// (only possible after lossy decoding) keep their first position and their last value, as a
-/// Python dict would.
-pub fn lock_statuses(fields: &[(Bytes, Bytes)], dynamic: bool) -> Vec<(String, bool)> {
+/// Dynamic names are decoded lossily; like preflight2, a bare `locked:` with an empty name is
+/// skipped. Names that repeat (only possible after lossy decoding) keep their first position
+/// and their last value, as a Python dict would.
+pub fn lock_statuses(fields: &[(Bytes, Bytes)], style: LockStyle) -> Vec<(String, bool)> {
     let run = RunHash { fields };
-    if !dynamic {
-        return LEGACY_LOCKS
-            .iter()
-            .map(|&key| (key.to_owned(), run.locked(key)))
-            .collect();
-    }
     let mut locks = IndexMap::new();
-    for (name, value) in fields {
-        if let Some(lock) = name.strip_prefix(LOCK_PREFIX).filter(|n| !n.is_empty()) {
-            locks.insert(String::from_utf8_lossy(lock).into_owned(), is_true(value));
+    if style != LockStyle::Dynamic {
+        for key in LEGACY_LOCKS {
+            let nodb = style == LockStyle::Both && run.locked_nodb(key);
+            locks.insert(key.to_owned(), run.locked(key) || nodb);
+        }
+    }
+    if style != LockStyle::Legacy {
+        for (name, value) in fields {
+            let Some(lock) = name.strip_prefix(LOCK_PREFIX).filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            let lock = String::from_utf8_lossy(lock);
+            if style == LockStyle::Both && LEGACY_LOCKS.contains(&lock.as_ref()) {
+                // Already a fixed key, whose value includes this field's.
+                continue;
+            }
+            locks.insert(lock.into_owned(), is_true(value));
         }
     }
     locks.into_iter().collect()
 }
 
 /// Appends the full preflight frame (checklist and lock statuses) in `json.dumps` default
-/// style. An empty `fields` is a missing run: all `false`, and `{}` for dynamic locks.
+/// style. An empty `fields` is a missing run: all `false`, and `{}` for dynamic locks (the
+/// legacy and the both styles then render the same six `false` keys).
 pub fn render(out: &mut Vec<u8>, fields: &[(Bytes, Bytes)], opts: PreflightOptions) {
     let list = checklist(fields, opts.extended);
-    let locks = lock_statuses(fields, opts.dynamic_locks);
+    let locks = lock_statuses(fields, opts.locks);
     out.extend_from_slice(b"{\"type\": \"preflight\", \"checklist\": ");
     write_bool_object(out, list.iter().map(|&(k, v)| (k.as_bytes(), v)));
     out.extend_from_slice(b", \"lock_statuses\": ");
@@ -241,6 +308,15 @@ impl<'a> RunHash<'a> {
     fn locked(&self, key: &str) -> bool {
         self.find(|field| field.strip_prefix(LOCK_PREFIX) == Some(key.as_bytes()))
             .is_some_and(is_true)
+    }
+
+    /// Whether `locked:<key>.nodb == "true"` (the NoDb file name today's publisher uses).
+    fn locked_nodb(&self, key: &str) -> bool {
+        self.find(|field| {
+            let name = field.strip_prefix(LOCK_PREFIX);
+            name.and_then(|n| n.strip_prefix(key.as_bytes())) == Some(NODB_SUFFIX)
+        })
+        .is_some_and(is_true)
     }
 
     /// The value of the last field whose name satisfies `matches`.
@@ -390,10 +466,16 @@ mod tests {
             r#"{"watershed": false, "climate": false, "wepp": false, "soils": false, "#,
             r#""landuse": false, "disturbed": false}}"#
         );
+        let legacy = PreflightOptions {
+            extended: false,
+            locks: LockStyle::Legacy,
+        };
+        assert_eq!(rendered(&[], legacy), expected);
+        // Without lock fields the default (both) style is the legacy one.
         assert_eq!(rendered(&[], PreflightOptions::default()), expected);
         let dynamic = PreflightOptions {
             extended: false,
-            dynamic_locks: true,
+            locks: LockStyle::Dynamic,
         };
         assert!(rendered(&[], dynamic).ends_with(r#""lock_statuses": {}}"#));
     }
@@ -657,7 +739,7 @@ mod tests {
             ("locked:soils", "TRUE"),
             ("locked:wepp.nodb", "true"),
         ]);
-        let locks = lock_statuses(&run, false);
+        let locks = lock_statuses(&run, LockStyle::Legacy);
         let expected: Vec<(String, bool)> = [
             ("watershed", false),
             ("climate", false),
@@ -682,13 +764,109 @@ mod tests {
             ("locked:soils.nodb", "true"),
             ("locked:wepp.nodb", "false"),
         ]);
-        let locks = lock_statuses(&run, true);
+        let locks = lock_statuses(&run, LockStyle::Dynamic);
         let expected: Vec<(String, bool)> = vec![
             ("wepp.nodb".to_owned(), false),
             ("climate.nodb".to_owned(), false),
             ("soils.nodb".to_owned(), true),
         ];
         assert_eq!(locks, expected);
+    }
+
+    /// `(name, value)` pairs as [`lock_statuses`] returns them.
+    fn owned(pairs: &[(&str, bool)]) -> Vec<(String, bool)> {
+        pairs.iter().map(|&(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    #[test]
+    fn both_locks_are_the_fixed_keys_then_every_other_field() {
+        let run = hash(&[
+            ("locked:wepp.nodb", "true"),
+            ("locked:soils", "true"),
+            ("locked:climate.nodb", "false"),
+            ("locked:", "true"),
+            ("locked:landuse", "false"),
+            ("locked:landuse.nodb", "true"),
+            ("locked:omni.nodb", "true"),
+        ]);
+        let expected = owned(&[
+            ("watershed", false),
+            ("climate", false),
+            ("wepp", true),
+            ("soils", true),
+            ("landuse", true),
+            ("disturbed", false),
+            ("wepp.nodb", true),
+            ("climate.nodb", false),
+            ("landuse.nodb", true),
+            ("omni.nodb", true),
+        ]);
+        assert_eq!(lock_statuses(&run, LockStyle::Both), expected);
+    }
+
+    #[test]
+    fn both_locks_fold_a_fixed_name_field_into_its_key_once() {
+        // `locked:wepp` is a fixed key: it appears once, true when either field is "true".
+        let run = hash(&[
+            ("locked:wepp", "false"),
+            ("locked:wepp.nodb", "true"),
+            ("locked:wepp", "false"),
+        ]);
+        let locks = lock_statuses(&run, LockStyle::Both);
+        let wepp: Vec<&(String, bool)> = locks.iter().filter(|(k, _)| k == "wepp").collect();
+        assert_eq!(wepp, [&("wepp".to_owned(), true)]);
+        assert_eq!(locks.len(), 7, "{locks:?}");
+        let only_fixed = hash(&[("locked:disturbed", "true")]);
+        assert_eq!(
+            lock_statuses(&only_fixed, LockStyle::Both),
+            lock_statuses(&only_fixed, LockStyle::Legacy),
+        );
+        // Only `<key>.nodb` counts, not any name that starts with the key.
+        let near = hash(&[("locked:wepp.nodbx", "true"), ("locked:wepp_nodb", "true")]);
+        let locks = lock_statuses(&near, LockStyle::Both);
+        assert_eq!(locks[2], ("wepp".to_owned(), false));
+    }
+
+    #[test]
+    fn lock_styles_render_byte_exact() {
+        let run = hash(&[("locked:wepp.nodb", "true"), ("locked:climate", "true")]);
+        let locks = |style| {
+            let opts = PreflightOptions {
+                extended: false,
+                locks: style,
+            };
+            let text = rendered(&run, opts);
+            let start = text.find(r#""lock_statuses": "#).expect("lock_statuses");
+            text[start..].to_owned()
+        };
+        assert_eq!(
+            locks(LockStyle::Legacy),
+            concat!(
+                r#""lock_statuses": {"watershed": false, "climate": true, "wepp": false, "#,
+                r#""soils": false, "landuse": false, "disturbed": false}}"#
+            )
+        );
+        assert_eq!(
+            locks(LockStyle::Dynamic),
+            r#""lock_statuses": {"wepp.nodb": true, "climate": true}}"#
+        );
+        assert_eq!(
+            locks(LockStyle::Both),
+            concat!(
+                r#""lock_statuses": {"watershed": false, "climate": true, "wepp": true, "#,
+                r#""soils": false, "landuse": false, "disturbed": false, "wepp.nodb": true}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn lock_style_names_round_trip() {
+        for style in LockStyle::ALL {
+            assert_eq!(LockStyle::parse(style.as_str()), Some(style));
+            assert_eq!(LockStyle::ALL[style.index()], style);
+        }
+        assert_eq!(LockStyle::parse("Both"), None);
+        assert_eq!(PreflightOptions::default().locks, LockStyle::Both);
     }
 
     #[test]
@@ -700,7 +878,7 @@ mod tests {
         ));
         let opts = PreflightOptions {
             extended: true,
-            dynamic_locks: true,
+            locks: LockStyle::Dynamic,
         };
         let text = rendered(&run, opts);
         assert!(text.starts_with(r#"{"type": "preflight", "checklist": {"sbs_map": true, "#));
@@ -724,13 +902,14 @@ mod tests {
             )])
             .collect();
         for extended in [false, true] {
-            for dynamic_locks in [false, true] {
-                let opts = PreflightOptions {
-                    extended,
-                    dynamic_locks,
-                };
+            for locks in LockStyle::ALL {
+                let opts = PreflightOptions { extended, locks };
                 let text = rendered(&junk, opts);
                 assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());
+                let names = lock_statuses(&junk, locks);
+                let unique: std::collections::HashSet<&String> =
+                    names.iter().map(|(k, _)| k).collect();
+                assert_eq!(unique.len(), names.len(), "a lock key repeats: {names:?}");
             }
         }
     }

@@ -9,6 +9,17 @@
 //! It never waits on a shard: deliveries use `try_send`, and when a shard's inbox is full the
 //! event is dropped for that shard and counted in `ringcast_shard_queue_drops_total{shard="i"}` (the same
 //! at-most-once contract as Redis pub/sub). Blocking on its own inbox is fine: it is not a shard.
+//!
+//! A watched key's value is not sent again in a format whose frame is byte-identical to the one
+//! the key's watchers were last sent (a coalesced re-read after the last change, a write that
+//! does not change the value, a re-read after a Redis reconnect, a hash change the checklist
+//! does not show). The comparison reuses the frames `key_cache` already holds for late watchers,
+//! so it costs no memory; it is skipped after a frame of the previous value was dropped on a
+//! full shard inbox, and never applies to key globs, whose watchers may not have the previous
+//! value. Suppressed frames are counted in `ringcast_key_frames_suppressed_total`.
+//!
+//! The file is past the 300-line soft ceiling: topics, the key cache, waiting snapshots and
+//! BESS reads are one state machine over the same maps, and its unit tests sit at the bottom.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,11 +72,18 @@ type TopicKey = (SourceId, TopicKind, Bytes);
 type Waiter = (ShardId, ConnRef, Format);
 
 /// The last value read of a watched key: the snapshot for late watchers, rendered lazily once
-/// per format.
+/// per format, and what the key's watchers were last sent, to suppress an identical next frame.
 struct CachedKey {
+    /// The native rendering, `{"key":…,"type":…,"value":…}`.
     json: Bytes,
+    /// A hash's pairs, for the profiles that render hashes their own way.
     hash: Option<Hash>,
+    /// The frames rendered so far, at most one per format.
     frames: Frames,
+    /// False once a frame of this value (its fan-out or a watcher's cached snapshot) was dropped
+    /// on a full shard inbox: some watcher may lack it, so the next value is sent even when
+    /// identical.
+    complete: bool,
 }
 
 /// A BESS re-read of one battery hash, triggered by a channel message (coalesced: one read in
@@ -270,7 +288,12 @@ impl Hub {
                 releases_held: !watcher,
                 watch,
             };
-            self.send(usize::from(shard.0), msg);
+            if !self.send(usize::from(shard.0), msg)
+                && let Some(c) = self.key_cache.get_mut(&(source, key))
+            {
+                // That watcher lacks the value: do not suppress it if it comes again.
+                c.complete = false;
+            }
         } else if !watcher {
             // Every request triggers a read: one dropped on a full command queue must not leave
             // later requests waiting forever. Concurrent requests all get the first result.
@@ -336,13 +359,14 @@ impl Hub {
         self.send(usize::from(shard.0), msg);
     }
 
-    fn send(&mut self, shard: usize, msg: ShardMsg) {
+    /// Queues `msg` for `shard`; false when its full inbox dropped it.
+    fn send(&mut self, shard: usize, msg: ShardMsg) -> bool {
         send(
             &self.shards[shard],
             &mut self.to_wake[shard],
             &self.metrics.hub.inbox_drops[shard],
             msg,
-        );
+        )
     }
 
     fn handle_interest(&mut self, i: Interest) {
@@ -518,9 +542,12 @@ impl Hub {
             json,
             hash,
             frames: Frames::new(),
+            complete: true,
         };
         let topic = (source, TopicKind::Key, key.clone());
-        self.fan_out_value(&topic, &mut cached, &key);
+        // What the key's watchers were last sent; none for a new watch (see `flush_edges`).
+        let previous = self.key_cache.remove(&(source, key.clone()));
+        self.fan_out_changed(&topic, &mut cached, previous.as_ref(), &key);
         let patterns: Vec<Bytes> = self
             .key_patterns
             .iter()
@@ -607,6 +634,38 @@ impl Hub {
         )
     }
 
+    /// Renders a key value in every format its watch `topic` wants (memoised in `cached`) and
+    /// fans out the frames that differ from `previous`, the value the watchers were last sent.
+    /// A frame byte-identical to the previous one in its format is counted, not sent; nothing
+    /// is suppressed when `previous` is missing or lost a frame on a full inbox.
+    fn fan_out_changed(
+        &mut self,
+        topic: &TopicKey,
+        cached: &mut CachedKey,
+        previous: Option<&CachedKey>,
+        key: &Bytes,
+    ) {
+        let Some(wanted) = self.wanted(topic) else {
+            return;
+        };
+        let previous = previous.filter(|p| p.complete);
+        let mut changed = Frames::new();
+        for format in wanted.iter() {
+            let Some(frame) = cached_frame(cached, key, format, &self.metrics) else {
+                continue;
+            };
+            let last = previous.and_then(|p| p.frames.get(format));
+            if last.is_some_and(|last| same_frame(last, &frame)) {
+                self.metrics.hub.key_frames_suppressed.inc();
+            } else {
+                changed.push(format, frame);
+            }
+        }
+        if !changed.is_empty() {
+            cached.complete = self.fan_out(topic, &changed);
+        }
+    }
+
     /// Renders a key value in every format `topic` wants (memoised in `cached`) and fans it out.
     fn fan_out_value(&mut self, topic: &TopicKey, cached: &mut CachedKey, key: &Bytes) {
         let Some(wanted) = self.wanted(topic) else {
@@ -619,10 +678,13 @@ impl Hub {
         self.fan_out(topic, &frames);
     }
 
-    fn fan_out(&mut self, topic: &TopicKey, frames: &Frames) {
+    /// Sends `frames` to every shard with subscribers of `topic`; false when a full inbox
+    /// dropped them for some shard.
+    fn fan_out(&mut self, topic: &TopicKey, frames: &Frames) -> bool {
         let Some(subs) = self.topics.get(topic) else {
-            return;
+            return true;
         };
+        let mut all_queued = true;
         for sub in subs {
             let subset = frames.subset(sub.formats);
             if subset.is_empty() {
@@ -634,14 +696,21 @@ impl Hub {
                 frames: subset,
             };
             let shard = usize::from(sub.shard.0);
-            send(
+            all_queued &= send(
                 &self.shards[shard],
                 &mut self.to_wake[shard],
                 &self.metrics.hub.inbox_drops[shard],
                 msg,
             );
         }
+        all_queued
     }
+}
+
+/// Whether two frames carry the same bytes (the same `Bytes` is equal without a look; lengths
+/// differ for most changes, so most comparisons stop there).
+fn same_frame(a: &Bytes, b: &Bytes) -> bool {
+    a.len() == b.len() && (a.as_ptr() == b.as_ptr() || a[..] == b[..])
 }
 
 /// The frame of a key value in `format`, rendered at most once per cached value (BESS frames,
@@ -692,13 +761,169 @@ fn render(cached: &CachedKey, key: &Bytes, format: Format, metrics: &Metrics) ->
 }
 
 /// Queues `msg` for a shard without ever waiting: a full inbox drops it and counts the drop.
-fn send(link: &ShardLink, to_wake: &mut bool, drops: &crate::metrics::Counter, msg: ShardMsg) {
+/// False only for that drop (a shard that is gone has no watchers left to miss anything).
+fn send(
+    link: &ShardLink,
+    to_wake: &mut bool,
+    drops: &crate::metrics::Counter,
+    msg: ShardMsg,
+) -> bool {
     match link.tx.try_send(msg) {
-        Ok(()) => *to_wake = true,
+        Ok(()) => {
+            *to_wake = true;
+            true
+        }
         Err(TrySendError::Full(_)) => {
             drops.inc();
             *to_wake = true;
+            false
         }
-        Err(TrySendError::Disconnected(_)) => {}
+        Err(TrySendError::Disconnected(_)) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::{Interest, LocalTopicId};
+    use crate::source::memory::MemorySource;
+
+    /// A hub over one memory source and one shard whose inbox holds `inbox` messages, and that
+    /// inbox's receiving end.
+    fn hub(inbox: usize) -> (Hub, Receiver<ShardMsg>) {
+        let (tx, rx) = crossbeam_channel::bounded(inbox);
+        let (wake, _unused_receiver) = crate::rt::wake_pair().expect("eventfd");
+        let sources: Vec<Box<dyn Source>> = vec![Box::new(MemorySource::new())];
+        let metrics = Arc::new(Metrics::new(1));
+        (Hub::new(sources, vec![ShardLink { tx, wake }], metrics), rx)
+    }
+
+    /// Shard 0 watches `name` as `kind` in `formats`, interned to slot `slot`.
+    fn watch(hub: &mut Hub, kind: TopicKind, name: &'static [u8], slot: u32, formats: &[Format]) {
+        hub.handle(UpstreamMsg::Interest(Interest {
+            shard: ShardId(0),
+            source: 0,
+            kind,
+            name: Bytes::from_static(name),
+            target: LocalTopicId {
+                slot,
+                generation: 0,
+            },
+            formats: formats.iter().fold(FormatSet::EMPTY, |s, &f| s.with(f)),
+        }));
+        hub.finish_batch();
+    }
+
+    /// A read of the key `run` that found the string `value`.
+    fn read(hub: &mut Hub, value: &str) {
+        let json = format!(r#"{{"key":"run","type":"string","value":"{value}"}}"#);
+        let ev = SourceEvent::Key {
+            key: Bytes::from_static(b"run"),
+            json: Bytes::from(json),
+            hash: None,
+        };
+        hub.route(0, ev);
+    }
+
+    /// Per delivery queued since the last call: its topic's slot and its formats.
+    fn delivered(rx: &Receiver<ShardMsg>) -> Vec<(u32, Vec<Format>)> {
+        rx.try_iter()
+            .map(|msg| match msg {
+                ShardMsg::Deliver { target, frames, .. } => {
+                    (target.slot, frames.iter().map(|(f, _)| f).collect())
+                }
+                ShardMsg::DeliverTo { .. } => (u32::MAX, Vec::new()),
+            })
+            .collect()
+    }
+
+    fn suppressed(hub: &Hub) -> u64 {
+        hub.metrics.hub.key_frames_suppressed.get()
+    }
+
+    const PREFLIGHT: Format = Format::Preflight(crate::profile::preflight::PreflightOptions {
+        extended: false,
+        locks: crate::profile::preflight::LockStyle::Both,
+    });
+
+    #[test]
+    fn an_identical_frame_is_not_sent_again_format_by_format() {
+        let (mut hub, rx) = hub(16);
+        watch(
+            &mut hub,
+            TopicKind::Key,
+            b"run",
+            1,
+            &[Format::Json, PREFLIGHT],
+        );
+        read(&mut hub, "a");
+        assert_eq!(delivered(&rx), [(1, vec![Format::Json, PREFLIGHT])]);
+        read(&mut hub, "a");
+        assert_eq!(delivered(&rx), []);
+        assert_eq!(suppressed(&hub), 2, "one per format");
+        // A string is no hash: the checklist stays all false while the JSON changes.
+        read(&mut hub, "b");
+        assert_eq!(delivered(&rx), [(1, vec![Format::Json])]);
+        assert_eq!(suppressed(&hub), 3);
+    }
+
+    #[test]
+    fn a_new_watch_and_a_key_glob_always_get_the_value() {
+        let (mut hub, rx) = hub(16);
+        watch(&mut hub, TopicKind::Key, b"run", 1, &[Format::Json]);
+        watch(&mut hub, TopicKind::KeyPattern, b"r*", 2, &[Format::Json]);
+        read(&mut hub, "a");
+        assert_eq!(delivered(&rx).len(), 2);
+        // Glob watchers may have joined since: they always get the value.
+        read(&mut hub, "a");
+        assert_eq!(delivered(&rx), [(2, vec![Format::Json])]);
+        assert_eq!(suppressed(&hub), 1);
+        // The last watcher leaves and a new one comes: the value read for it is sent.
+        watch(&mut hub, TopicKind::Key, b"run", 1, &[]);
+        watch(&mut hub, TopicKind::Key, b"run", 3, &[Format::Json]);
+        read(&mut hub, "a");
+        let got = delivered(&rx);
+        assert!(got.contains(&(3, vec![Format::Json])), "{got:?}");
+        assert_eq!(suppressed(&hub), 1);
+    }
+
+    #[test]
+    fn a_value_dropped_on_a_full_inbox_is_sent_again() {
+        let (mut hub, rx) = hub(1);
+        watch(&mut hub, TopicKind::Key, b"run", 1, &[Format::Json]);
+        read(&mut hub, "a");
+        read(&mut hub, "b"); // The inbox still holds "a": dropped.
+        assert_eq!(hub.metrics.hub.inbox_drops[0].get(), 1);
+        assert_eq!(delivered(&rx).len(), 1);
+        read(&mut hub, "b");
+        assert_eq!(delivered(&rx).len(), 1, "the dropped value, sent again");
+        read(&mut hub, "b");
+        assert_eq!(delivered(&rx), []);
+        assert_eq!(suppressed(&hub), 1);
+    }
+
+    #[test]
+    fn a_cached_value_a_watcher_missed_is_sent_again() {
+        let (mut hub, rx) = hub(1);
+        watch(&mut hub, TopicKind::Key, b"run", 1, &[Format::Json]);
+        read(&mut hub, "a");
+        // A second watcher on the shard asks for the cached value while the inbox is full.
+        hub.handle(UpstreamMsg::Snapshot {
+            shard: ShardId(0),
+            conn: ConnRef { key: 7, id: 7 },
+            source: 0,
+            format: Format::Json,
+            key: Bytes::from_static(b"run"),
+            watcher: true,
+        });
+        assert_eq!(hub.metrics.hub.inbox_drops[0].get(), 1);
+        assert_eq!(delivered(&rx).len(), 1);
+        read(&mut hub, "a");
+        assert_eq!(
+            delivered(&rx).len(),
+            1,
+            "sent again for the watcher that missed it"
+        );
+        assert_eq!(suppressed(&hub), 0);
     }
 }

@@ -21,6 +21,7 @@ pub mod topic;
 
 use bytes::Bytes;
 
+use crate::profile::preflight::LockStyle;
 pub use topic::{LocalTopicId, ShardId, TopicKind};
 
 /// How a connection wants events rendered. The hub renders each event once per format that
@@ -40,8 +41,9 @@ pub enum Format {
 }
 
 impl Format {
-    /// How many formats there are (the width of a [`FormatSet`]).
-    pub const COUNT: usize = 8;
+    /// How many formats there are (the width of a [`FormatSet`]): four, plus one Preflight
+    /// format per checklist style (2) and lock style (3).
+    pub const COUNT: usize = 10;
 
     /// The format's bit in a [`FormatSet`].
     pub fn index(self) -> usize {
@@ -50,7 +52,9 @@ impl Format {
             Format::Raw => 1,
             Format::Status => 2,
             Format::Bess => 3,
-            Format::Preflight(o) => 4 + usize::from(o.extended) * 2 + usize::from(o.dynamic_locks),
+            Format::Preflight(o) => {
+                4 + usize::from(o.extended) * LockStyle::ALL.len() + o.locks.index()
+            }
         }
     }
 
@@ -62,10 +66,13 @@ impl Format {
             1 => Format::Raw,
             2 => Format::Status,
             3 => Format::Bess,
-            4..=7 => Format::Preflight(PreflightOptions {
-                extended: i >= 6,
-                dynamic_locks: i % 2 == 1,
-            }),
+            4..Format::COUNT => {
+                let styles = LockStyle::ALL.len();
+                Format::Preflight(PreflightOptions {
+                    extended: (i - 4) / styles == 1,
+                    locks: *LockStyle::ALL.get((i - 4) % styles)?,
+                })
+            }
             _ => return None,
         })
     }
@@ -74,6 +81,9 @@ impl Format {
 /// A set of [`Format`]s, as a bitmask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct FormatSet(u16);
+
+// Every format needs a bit of the mask.
+const _: () = assert!(Format::COUNT <= u16::BITS as usize);
 
 impl FormatSet {
     /// No format: the shard has no subscriber left for the topic.
@@ -256,4 +266,19 @@ pub enum UpstreamMsg {
     },
     /// Stop the hub thread.
     Shutdown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_format_index_round_trips_and_fits_a_format_set() {
+        for i in 0..Format::COUNT {
+            let f = Format::from_index(i).expect("a format per index");
+            assert_eq!(f.index(), i, "{f:?}");
+            assert!(FormatSet::EMPTY.with(f).contains(f));
+        }
+        assert_eq!(Format::from_index(Format::COUNT), None);
+    }
 }
