@@ -395,6 +395,16 @@ fn bad_route_values_and_unknown_presets_exit_2_with_one_line() {
     );
     // Not only --print-config: a server start fails the same way, before listening.
     fails_with_one_line(&["--preset", "nope"], &[], &["preset", "nope"]);
+    // A preset route's override without the preset names the flag and the missing preset.
+    fails_with_one_line(
+        &["--route", "preflight.listen=127.0.0.1:0"],
+        &[],
+        &[
+            "--route preflight.listen=",
+            "has no profile",
+            "add --preset weppcloud",
+        ],
+    );
 }
 
 /// `deploy/weppcloud.toml` and `deploy/bess.toml` (shown in docs/MIGRATING.md) are what the

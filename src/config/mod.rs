@@ -621,10 +621,42 @@ struct FileConfig {
 struct SourceTable {
     name: String,
     redis: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "channel_globs")]
     channels: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "key_globs")]
     keys: Vec<String>,
+}
+
+fn channel_globs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    glob_list(d, "channels")
+}
+
+fn key_globs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    glob_list(d, "keys")
+}
+
+/// A `[[source]]` list of globs under `key`. A bare string (`keys = "*"`) is a common slip;
+/// its error shows the list form to write instead of serde's "expected a sequence".
+fn glob_list<'de, D: serde::Deserializer<'de>>(d: D, key: &str) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error;
+    match toml::Value::deserialize(d)? {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                toml::Value::String(glob) => Ok(glob),
+                other => Err(D::Error::custom(format!(
+                    "{key} must be a list of strings (globs); {other} is not a string"
+                ))),
+            })
+            .collect(),
+        toml::Value::String(glob) => Err(D::Error::custom(format!(
+            "{key} is a list of globs: write {key} = [{glob:?}], not {key} = {glob:?}"
+        ))),
+        other => Err(D::Error::custom(format!(
+            "{key} is a list of globs, e.g. {key} = [\"*\"], not {}",
+            other.type_str()
+        ))),
+    }
 }
 
 /// A named Redis source from a `[[source]]` table. Channels (and patterns) whose name matches
@@ -688,17 +720,16 @@ fn sources(
                 reason,
             };
             from_preset.retain(|s| s.name != t.name);
-            if t.name.is_empty()
-                || t.name == CATCH_ALL_SOURCE
-                || out.iter().any(|s| s.name == t.name)
-            {
-                return Err(invalid(format!(
-                    "source name {:?} is empty, reserved ({CATCH_ALL_SOURCE:?} is --redis) or used twice",
-                    t.name
-                )));
+            if let Some(reason) = bad_source_name(&t.name, &out) {
+                return Err(invalid(reason));
             }
-            let url = RedisUrl::parse(&t.redis)
-                .map_err(|e| invalid(format!("source {:?}: bad redis URL: {e}", t.name)))?;
+            let url = RedisUrl::parse(t.redis.trim()).map_err(|e| {
+                invalid(format!(
+                    "[[source]] {:?} redis: not a Redis URL: {e} (use \
+                     redis://[user:pass@]host[:port][/db]; value not shown)",
+                    t.name
+                ))
+            })?;
             out.push(SourceConfig::new(
                 t.name.clone(),
                 url,
@@ -716,6 +747,23 @@ fn sources(
         out.push(SourceConfig::catch_all(CATCH_ALL_SOURCE, url.clone()));
     }
     Ok(out)
+}
+
+/// Why a `[[source]]` name cannot be used, given the tables before it; `None` when it can.
+fn bad_source_name(name: &str, earlier: &[SourceConfig]) -> Option<String> {
+    if name.is_empty() {
+        Some("a [[source]] table has an empty name; give it one (name = \"status\")".to_owned())
+    } else if name == CATCH_ALL_SOURCE {
+        Some(format!(
+            "source name {name:?} is reserved: it names the --redis source; pick another name"
+        ))
+    } else if earlier.iter().any(|s| s.name == name) {
+        Some(format!(
+            "source name {name:?} is used by two [[source]] tables; names must be unique"
+        ))
+    } else {
+        None
+    }
 }
 
 /// A config file that was read and parsed.
@@ -1556,7 +1604,7 @@ fn redis_url(raw: Raw<'_>) -> Result<RedisUrl, String> {
     })?;
     RedisUrl::parse(text.trim()).map_err(|reason| {
         format!(
-            "is not a Redis URL: {} (use redis://[user:pass@]host[:port][/db]; value not shown)",
+            "not a Redis URL: {} (use redis://[user:pass@]host[:port][/db]; value not shown)",
             reason.replace('\n', " ")
         )
     })
@@ -1930,6 +1978,62 @@ mod tests {
         assert!(!parse(&[], &[]).expect("valid").redis_set_notify);
     }
 
+    /// The one-line message for a config file `text` that fails to load.
+    fn file_error(tag: &str, text: &str) -> String {
+        let file = TempToml::new(tag, text);
+        match parse(&["--config", file.arg()], &[]) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{text:?} was accepted"),
+        }
+    }
+
+    #[test]
+    fn bad_source_tables_say_exactly_what_is_wrong() {
+        let table = |name: &str| format!("[[source]]\nname = {name:?}\nredis = \"redis://h\"\n");
+        let message = file_error("src-empty", &table(""));
+        assert!(message.contains("has an empty name"), "{message}");
+        assert!(!message.contains("reserved"), "{message}");
+
+        let message = file_error("src-reserved", &table("redis"));
+        assert!(
+            message.contains("\"redis\" is reserved: it names the --redis source"),
+            "{message}"
+        );
+        assert!(!message.contains("twice"), "{message}");
+
+        let message = file_error("src-twice", &format!("{}{}", table("a"), table("a")));
+        assert!(
+            message.contains("\"a\" is used by two [[source]] tables"),
+            "{message}"
+        );
+        assert!(!message.contains("reserved"), "{message}");
+
+        let message = file_error("src-keys", &format!("{}keys = \"*\"\n", table("a")));
+        assert!(
+            message.contains("write keys = [\"*\"], not keys = \"*\""),
+            "{message}"
+        );
+        assert!(message.contains(", line 4:"), "{message}");
+        assert!(!message.contains("expected a sequence"), "{message}");
+        let message = file_error("src-chan", &format!("{}channels = 3\n", table("a")));
+        assert!(
+            message.contains("channels = [\"*\"], not integer"),
+            "{message}"
+        );
+
+        let tls = "[[source]]\nname = \"a\"\nredis = \"rediss://u:sekrit@h\"\n";
+        let message = file_error("src-tls", tls);
+        assert!(
+            message.contains("[[source]] \"a\" redis: not a Redis URL"),
+            "{message}"
+        );
+        assert!(
+            message.contains("rediss:// (TLS) is not supported yet"),
+            "{message}"
+        );
+        assert!(!message.contains("sekrit"), "{message}");
+    }
+
     #[test]
     fn a_bad_value_names_the_knob_and_its_source() {
         let (knob, origin, message) = invalid(parse(&["--max-outbox-bytes", "12x"], &[]));
@@ -2197,6 +2301,16 @@ mod tests {
 
         let (knob, origin, message) = invalid(parse(&[], &[("REDIS_URL", "http://sekrit@h")]));
         assert_eq!((knob, origin), ("redis", Origin::Env("REDIS_URL")));
+        assert!(!message.contains("sekrit"), "{message}");
+
+        let (_, _, message) = invalid(parse(&[], &[("REDIS_URL", "rediss://:sekrit@h")]));
+        assert!(
+            message.starts_with(
+                "invalid value for redis (env REDIS_URL): not a Redis URL: \
+                 rediss:// (TLS) is not supported yet"
+            ),
+            "{message}"
+        );
         assert!(!message.contains("sekrit"), "{message}");
 
         let file = TempToml::new("bad-redis", "redis = 6379\n");
