@@ -38,6 +38,30 @@ pub enum ServerError {
          forbidden by a seccomp profile (e.g. a container's default)"
     )]
     IoUringUnavailable(std::io::Error),
+    /// Another process already listens on the address: a second ringcast, or anything else.
+    /// The operator's: stop the other process or choose another address. Without this check
+    /// a second ringcast would join the first one's `SO_REUSEPORT` group and the kernel would
+    /// split new clients between two separate brokers.
+    #[error("{addr} is already in use by another process ({listener})")]
+    AddrInUse {
+        /// The address as configured.
+        addr: SocketAddr,
+        /// Which knob asked for it: `--listen` or `route "NAME"`.
+        listener: String,
+    },
+    /// Two of this process's own listeners overlap (same port, one of them on all interfaces).
+    /// The operator's: give them different ports.
+    #[error(
+        "cannot listen on {addr} ({listener}): it overlaps another ringcast listener on {other}"
+    )]
+    Overlap {
+        /// The address as configured.
+        addr: SocketAddr,
+        /// Which knob asked for it.
+        listener: String,
+        /// The listener it collides with.
+        other: SocketAddr,
+    },
     /// The listening address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -61,8 +85,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let mut per_shard: Vec<Vec<std::net::TcpListener>> =
         (0..config.shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
-    for want in config.listeners() {
-        let sockets = bind(want, config.shards)?;
+    let names = listener_names(&config);
+    for (want, name) in config.listeners().into_iter().zip(names) {
+        let sockets = bind(want, config.shards, &bound, name)?;
         let addr = sockets[0].local_addr().map_err(|e| ServerError::Bind {
             addr: want,
             source: e,
@@ -197,33 +222,82 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     }
 }
 
-/// One `SO_REUSEPORT` socket per shard on the same address. With port 0 the first socket picks
-/// the port and the others join it.
-fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<std::net::TcpListener>, ServerError> {
+/// Who asked for each of [`Config::listeners`], for errors: `--listen` for the native one,
+/// `route "NAME"` (names joined when routes share it) for the others.
+fn listener_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<Vec<String>> = config.listeners().iter().map(|_| Vec::new()).collect();
+    names[0].push("--listen".to_owned());
+    for (route, &l) in config.routes.iter().zip(&config.route_listeners()) {
+        if let Some(n) = names.get_mut(l) {
+            n.push(format!("route {:?}", route.name));
+        }
+    }
+    names.into_iter().map(|n| n.join(", ")).collect()
+}
+
+/// One socket per shard on `addr`, all in one `SO_REUSEPORT` group; with port 0 the first
+/// socket picks the port and the others join it. `earlier` holds the addresses this process
+/// already listens on; `listener` names who asked for `addr`, for errors.
+///
+/// The first socket binds and listens *without* `SO_REUSEPORT`. Linux refuses that when any
+/// other socket listens on the address, with `SO_REUSEPORT` or not, so another process there
+/// (a second ringcast above all) is [`ServerError::AddrInUse`] instead of a silent split of
+/// clients between two gateways. The check and the claim are one `listen(2)`: two gateways
+/// starting at once cannot both pass it. Only then is `SO_REUSEPORT` turned on for that socket,
+/// and the other shards' sockets join its group (Linux forms the group when the second socket
+/// listens). A process of the same user that sets `SO_REUSEPORT` itself could still join
+/// later; a second ringcast cannot, since its own first socket is plain. `SO_REUSEADDR` stays
+/// on, so connections in `TIME_WAIT` from a previous run do not count as "in use".
+fn bind(
+    addr: SocketAddr,
+    shards: usize,
+    earlier: &[SocketAddr],
+    listener: String,
+) -> Result<Vec<std::net::TcpListener>, ServerError> {
+    let in_use = |source: std::io::Error| {
+        if source.kind() != std::io::ErrorKind::AddrInUse {
+            return ServerError::Bind { addr, source };
+        }
+        match earlier.iter().find(|e| e.port() == addr.port()) {
+            Some(&other) => ServerError::Overlap {
+                addr,
+                listener: listener.clone(),
+                other,
+            },
+            None => ServerError::AddrInUse {
+                addr,
+                listener: listener.clone(),
+            },
+        }
+    };
+    let first = listen_socket(addr, false).map_err(in_use)?;
+    first
+        .set_reuse_port(true)
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let first: std::net::TcpListener = first.into();
+    let actual = first
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
     let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(shards);
-    let mut actual = addr;
-    for _ in 0..shards {
-        let err = |source| ServerError::Bind {
+    out.push(first);
+    for _ in 1..shards {
+        let socket = listen_socket(actual, true).map_err(|source| ServerError::Bind {
             addr: actual,
             source,
-        };
-        let socket = Socket::new(
-            Domain::for_address(actual),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )
-        .map_err(err)?;
-        socket.set_reuse_address(true).map_err(err)?;
-        socket.set_reuse_port(true).map_err(err)?;
-        socket.bind(&actual.into()).map_err(err)?;
-        socket.listen(BACKLOG).map_err(err)?;
-        let listener: std::net::TcpListener = socket.into();
-        if out.is_empty() {
-            actual = listener.local_addr().map_err(err)?;
-        }
-        out.push(listener);
+        })?;
+        out.push(socket.into());
     }
     Ok(out)
+}
+
+/// A listening TCP socket on `addr` with `SO_REUSEADDR`, and `SO_REUSEPORT` when `reuse_port`.
+fn listen_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket)
 }
 
 /// A channel that yields SIGINT/SIGTERM, fed by a small thread.

@@ -128,8 +128,9 @@ impl LogFormat {
 /// Every knob of the gateway. See the module docs for where values come from.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Address the listeners bind (each shard binds its own with `SO_REUSEPORT`). Default
-    /// `127.0.0.1:8080`; port 0 asks the kernel for a free port (tests use this).
+    /// Address the listeners bind (each shard binds its own with `SO_REUSEPORT`; an address
+    /// another process listens on is refused at start). Default `127.0.0.1:8080`; port 0 asks
+    /// the kernel for a free port (tests use this).
     pub listen: SocketAddr,
     /// Number of shard threads, 1..=1024. Default: the number of available CPUs (1 if unknown).
     /// More shards than cores only adds context switches; fewer leaves cores idle.
