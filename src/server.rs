@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use crossbeam_channel::{Receiver, bounded, select};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -21,11 +20,12 @@ use crate::shard::run::ShardSetup;
 use crate::source::memory::MemorySource;
 use crate::source::redis::resp::Proto;
 use crate::source::redis::{RedisSettings, RedisSource};
+use listen::{bind, listener_names};
+
+mod listen;
 
 /// Capacity of the shard → hub channel (interest changes and publishes).
 pub const HUB_CHANNEL: usize = 65_536;
-/// Listen backlog per shard socket.
-const BACKLOG: i32 = 4096;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -220,84 +220,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         }
         Some(e) => Err(ServerError::Thread(e)),
     }
-}
-
-/// Who asked for each of [`Config::listeners`], for errors: `--listen` for the native one,
-/// `route "NAME"` (names joined when routes share it) for the others.
-fn listener_names(config: &Config) -> Vec<String> {
-    let mut names: Vec<Vec<String>> = config.listeners().iter().map(|_| Vec::new()).collect();
-    names[0].push("--listen".to_owned());
-    for (route, &l) in config.routes.iter().zip(&config.route_listeners()) {
-        if let Some(n) = names.get_mut(l) {
-            n.push(format!("route {:?}", route.name));
-        }
-    }
-    names.into_iter().map(|n| n.join(", ")).collect()
-}
-
-/// One socket per shard on `addr`, all in one `SO_REUSEPORT` group; with port 0 the first
-/// socket picks the port and the others join it. `earlier` holds the addresses this process
-/// already listens on; `listener` names who asked for `addr`, for errors.
-///
-/// The first socket binds and listens *without* `SO_REUSEPORT`. Linux refuses that when any
-/// other socket listens on the address, with `SO_REUSEPORT` or not, so another process there
-/// (a second ringcast above all) is [`ServerError::AddrInUse`] instead of a silent split of
-/// clients between two gateways. The check and the claim are one `listen(2)`: two gateways
-/// starting at once cannot both pass it. Only then is `SO_REUSEPORT` turned on for that socket,
-/// and the other shards' sockets join its group (Linux forms the group when the second socket
-/// listens). A process of the same user that sets `SO_REUSEPORT` itself could still join
-/// later; a second ringcast cannot, since its own first socket is plain. `SO_REUSEADDR` stays
-/// on, so connections in `TIME_WAIT` from a previous run do not count as "in use".
-fn bind(
-    addr: SocketAddr,
-    shards: usize,
-    earlier: &[SocketAddr],
-    listener: String,
-) -> Result<Vec<std::net::TcpListener>, ServerError> {
-    let in_use = |source: std::io::Error| {
-        if source.kind() != std::io::ErrorKind::AddrInUse {
-            return ServerError::Bind { addr, source };
-        }
-        match earlier.iter().find(|e| e.port() == addr.port()) {
-            Some(&other) => ServerError::Overlap {
-                addr,
-                listener: listener.clone(),
-                other,
-            },
-            None => ServerError::AddrInUse {
-                addr,
-                listener: listener.clone(),
-            },
-        }
-    };
-    let first = listen_socket(addr, false).map_err(in_use)?;
-    first
-        .set_reuse_port(true)
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    let first: std::net::TcpListener = first.into();
-    let actual = first
-        .local_addr()
-        .map_err(|source| ServerError::Bind { addr, source })?;
-    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(shards);
-    out.push(first);
-    for _ in 1..shards {
-        let socket = listen_socket(actual, true).map_err(|source| ServerError::Bind {
-            addr: actual,
-            source,
-        })?;
-        out.push(socket.into());
-    }
-    Ok(out)
-}
-
-/// A listening TCP socket on `addr` with `SO_REUSEADDR`, and `SO_REUSEPORT` when `reuse_port`.
-fn listen_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(reuse_port)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket)
 }
 
 /// A channel that yields SIGINT/SIGTERM, fed by a small thread.
