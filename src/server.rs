@@ -20,7 +20,7 @@ use crate::shard::run::ShardSetup;
 use crate::source::memory::MemorySource;
 use crate::source::redis::resp::Proto;
 use crate::source::redis::{RedisSettings, RedisSource};
-use listen::{bind, listener_names};
+use listen::{all_interfaces_note, bind, demo_url, listener_names};
 
 mod listen;
 
@@ -189,7 +189,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             bound[l],
             route.path
         );
+        if bound[l].ip().is_unspecified() {
+            tracing::info!("{}", all_interfaces_note(&route.name, bound[l]));
+        }
     }
+    tracing::info!("demo page: {}", demo_url(addr));
     tracing::info!("listening addr={addr} shards={}", config.shards);
 
     let failure = select! {

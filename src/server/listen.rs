@@ -1,5 +1,6 @@
 //! The listening sockets: one `SO_REUSEPORT` group per address that only this process's
-//! shards join, and how the listeners are named in errors and in the start-up log.
+//! shards join, and how the listeners are named in errors and in the start-up log (the demo
+//! page's URL, a note for routes on all interfaces).
 //!
 //! Thread: main, at start-up only ([`super::run`]); the sockets then move to the shards.
 //!
@@ -96,4 +97,59 @@ fn listen_socket(addr: SocketAddr, reuse_port: bool) -> std::io::Result<Socket> 
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket)
+}
+
+/// The demo page's URL on the native listener `addr` (as bound, so port 0 shows the real
+/// port); an all-interfaces address shows as loopback, which a browser on this host can open.
+pub(super) fn demo_url(addr: SocketAddr) -> String {
+    let mut shown = addr;
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            shown.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            shown.set_ip(std::net::Ipv6Addr::LOCALHOST.into());
+        }
+        _ => {}
+    }
+    format!("http://{shown}/")
+}
+
+/// The start-up note for a route listening on all interfaces (the presets do, as the originals
+/// did), since the native listener's default is loopback only.
+pub(super) fn all_interfaces_note(route: &str, addr: SocketAddr) -> String {
+    let loopback = match addr {
+        SocketAddr::V4(a) => SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, a.port())),
+        SocketAddr::V6(a) => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port())),
+    };
+    format!(
+        "route {route:?} listens on {addr} (all interfaces, as the original did; set \
+         --route {route}.listen={loopback} for loopback only)"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_url_is_one_a_local_browser_can_open() {
+        let url = |a: &str| demo_url(a.parse().expect("addr"));
+        assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080/");
+        assert_eq!(url("0.0.0.0:8080"), "http://127.0.0.1:8080/");
+        assert_eq!(url("[::]:8080"), "http://[::1]:8080/");
+        assert_eq!(url("10.1.2.3:80"), "http://10.1.2.3:80/");
+    }
+
+    #[test]
+    fn an_all_interfaces_route_says_how_to_keep_it_local() {
+        let note = all_interfaces_note("preflight", "0.0.0.0:9001".parse().expect("addr"));
+        assert_eq!(
+            note,
+            "route \"preflight\" listens on 0.0.0.0:9001 (all interfaces, as the original did; \
+             set --route preflight.listen=127.0.0.1:9001 for loopback only)"
+        );
+        let v6 = all_interfaces_note("bess", "[::]:8001".parse().expect("addr"));
+        assert!(v6.contains("--route bess.listen=[::1]:8001"), "{v6}");
+    }
 }
