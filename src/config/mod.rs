@@ -184,9 +184,10 @@ pub struct Config {
     /// `REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`/`REDIS_PASS` are tried. The password is never
     /// printed (`Debug` and [`Config::to_toml`] show the URL's `Display`, with `***`).
     pub redis: Option<RedisUrl>,
-    /// Set `notify-keyspace-events` to include `KA` at startup when keyspace watches need it.
-    /// Default false: the server's setting is left alone, and watches only see changes if an
-    /// operator enabled the notifications. True needs `CONFIG SET` rights and changes the server
+    /// Set `notify-keyspace-events` to include `KA` at startup, and again after every reconnect,
+    /// on each source that serves keyspace watches. Default false: the server's setting is left
+    /// alone (a warning names the source), and watches only see changes if an operator enabled
+    /// the notifications. True needs `CONFIG SET` rights and changes the server
     /// for every client.
     pub redis_set_notify: bool,
     /// RESP protocol version, 2 or 3. Default 3, which falls back to 2 on servers without
@@ -539,8 +540,8 @@ struct Cli {
         hide_env_values = true
     )]
     redis: Option<String>,
-    /// Set notify-keyspace-events to include KA at startup when keyspace watches need it
-    /// (true/false/1/0; the bare flag means true) [default: false]
+    /// Set notify-keyspace-events to include KA at startup and after every reconnect when
+    /// keyspace watches need it (true/false/1/0; the bare flag means true) [default: false]
     #[arg(long, env = "RINGCAST_REDIS_SET_NOTIFY", value_name = "BOOL")]
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     redis_set_notify: Option<String>,
@@ -1316,6 +1317,42 @@ impl Config {
             })
     }
 
+    /// Whether source `index` may serve keyspace watches, so it needs `notify-keyspace-events`:
+    /// it has key globs, or [`Config::source_for`] falls back to it for a key no glob takes
+    /// (the last source for the native listener, a native or Preflight route's first source).
+    /// A source that only serves channels and patterns is false.
+    pub fn source_serves_watches(&self, index: usize) -> bool {
+        let Some(source) = self.sources.get(index) else {
+            return false;
+        };
+        if !source.keys.is_empty() {
+            return true;
+        }
+        // A source whose key globs include `*` takes every key before any fallback.
+        let catches_all = |ids: &[usize]| {
+            ids.iter().any(|&i| {
+                self.sources
+                    .get(i)
+                    .is_some_and(|s| s.keys.iter().any(|g| g == "*"))
+            })
+        };
+        let all: Vec<usize> = (0..self.sources.len()).collect();
+        if all.last() == Some(&index) && !catches_all(&all) {
+            return true;
+        }
+        self.routes
+            .iter()
+            .filter(|r| matches!(r.profile, Profile::Native | Profile::Preflight))
+            .any(|r| {
+                let ids = if r.sources.is_empty() {
+                    &all
+                } else {
+                    &r.sources
+                };
+                ids.first() == Some(&index) && !catches_all(ids)
+            })
+    }
+
     /// [`Config::try_parse_from`] with `env` as the whole environment, so tests need not touch
     /// the real one. clap may still read the real environment, but only values it took from
     /// the command line are used.
@@ -1986,6 +2023,31 @@ mod tests {
             Err(e) => e.to_string(),
             Ok(_) => panic!("{text:?} was accepted"),
         }
+    }
+
+    #[test]
+    fn only_sources_that_can_serve_watches_need_keyspace_events() {
+        let file = TempToml::new(
+            "watch-sources",
+            "[[source]]\nname = \"keys\"\nredis = \"redis://h/0\"\nkeys = [\"run:*\"]\n\n\
+             [[source]]\nname = \"pubsub\"\nredis = \"redis://h/2\"\nchannels = [\"*\"]\n",
+        );
+        // No glob takes every key: a native watch of `other` falls back to the last source.
+        let config = parse(&["--config", file.arg()], &[]).expect("valid");
+        assert!(config.source_serves_watches(0));
+        assert!(config.source_serves_watches(1));
+        // With --redis as the catch-all (keys = ["*"]), the pub/sub source never gets a key.
+        let config = parse(&["--config", file.arg(), "--redis", "redis://h"], &[]).expect("valid");
+        assert_eq!(config.sources.len(), 3);
+        assert!(config.source_serves_watches(0));
+        assert!(!config.source_serves_watches(1));
+        assert!(config.source_serves_watches(2));
+        // The weppcloud preset: Preflight watches, Status is pub/sub only.
+        let config = parse(&["--preset", "weppcloud"], &[]).expect("valid");
+        assert_eq!(config.sources[1].name, "status");
+        assert!(config.source_serves_watches(0));
+        assert!(!config.source_serves_watches(1));
+        assert!(!config.source_serves_watches(9));
     }
 
     #[test]
