@@ -4,7 +4,8 @@
 //!
 //! - [`config`]: every knob, from CLI, `RINGCAST_*` environment variables, a TOML file, defaults.
 //! - [`server`]: process lifecycle: binds listeners, starts the hub thread and the shards, waits
-//!   for a signal, shuts down.
+//!   for a signal, shuts down. `server/listen.rs` binds each address as one `SO_REUSEPORT`
+//!   group that only this process joins.
 //! - [`rt`]: the thin seam over the io_uring runtime (tokio-uring). Nothing else names it.
 //! - [`shard`]: one OS thread per core; owns a listener, a `Slab` of connections and a
 //!   subscriber table. Shards share nothing but messages on bounded channels.

@@ -15,11 +15,15 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
+    let log_format = config.log_format;
     match ringcast::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("ringcast: {e}");
+            // Said once: as a JSON log line when logs are JSON, else as one plain line.
+            match log_format {
+                LogFormat::Json => tracing::error!("{e}"),
+                LogFormat::Text => eprintln!("ringcast: {e}"),
+            }
             ExitCode::FAILURE
         }
     }

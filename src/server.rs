@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use crossbeam_channel::{Receiver, bounded, select};
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -21,11 +20,12 @@ use crate::shard::run::ShardSetup;
 use crate::source::memory::MemorySource;
 use crate::source::redis::resp::Proto;
 use crate::source::redis::{RedisSettings, RedisSource};
+use listen::{all_interfaces_note, bind, demo_url, listener_names};
+
+mod listen;
 
 /// Capacity of the shard → hub channel (interest changes and publishes).
 pub const HUB_CHANNEL: usize = 65_536;
-/// Listen backlog per shard socket.
-const BACKLOG: i32 = 4096;
 
 /// Why the server could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +38,30 @@ pub enum ServerError {
          forbidden by a seccomp profile (e.g. a container's default)"
     )]
     IoUringUnavailable(std::io::Error),
+    /// Another process already listens on the address: a second ringcast, or anything else.
+    /// The operator's: stop the other process or choose another address. Without this check
+    /// a second ringcast would join the first one's `SO_REUSEPORT` group and the kernel would
+    /// split new clients between two separate brokers.
+    #[error("{addr} is already in use by another process ({listener})")]
+    AddrInUse {
+        /// The address as configured.
+        addr: SocketAddr,
+        /// Which knob asked for it: `--listen` or `route "NAME"`.
+        listener: String,
+    },
+    /// Two of this process's own listeners overlap (same port, one of them on all interfaces).
+    /// The operator's: give them different ports.
+    #[error(
+        "cannot listen on {addr} ({listener}): it overlaps another ringcast listener on {other}"
+    )]
+    Overlap {
+        /// The address as configured.
+        addr: SocketAddr,
+        /// Which knob asked for it.
+        listener: String,
+        /// The listener it collides with.
+        other: SocketAddr,
+    },
     /// The listening address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -61,8 +85,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let mut per_shard: Vec<Vec<std::net::TcpListener>> =
         (0..config.shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
-    for want in config.listeners() {
-        let sockets = bind(want, config.shards)?;
+    let names = listener_names(&config);
+    for (want, name) in config.listeners().into_iter().zip(names) {
+        let sockets = bind(want, config.shards, &bound, name)?;
         let addr = sockets[0].local_addr().map_err(|e| ServerError::Bind {
             addr: want,
             source: e,
@@ -137,6 +162,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             connect_timeout: config.redis_connect_timeout,
             backoff_max: config.redis_backoff_max,
             set_notify: config.redis_set_notify,
+            serves_watches: config.source_serves_watches(index),
         };
         let redis = RedisSource::start(settings, hub_tx.clone(), metrics.clone())
             .map_err(|e| ServerError::Thread(e.to_string()))?;
@@ -164,7 +190,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             bound[l],
             route.path
         );
+        if bound[l].ip().is_unspecified() {
+            tracing::info!("{}", all_interfaces_note(&route.name, bound[l]));
+        }
     }
+    tracing::info!("demo page: {}", demo_url(addr));
     tracing::info!("listening addr={addr} shards={}", config.shards);
 
     let failure = select! {
@@ -195,35 +225,6 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         }
         Some(e) => Err(ServerError::Thread(e)),
     }
-}
-
-/// One `SO_REUSEPORT` socket per shard on the same address. With port 0 the first socket picks
-/// the port and the others join it.
-fn bind(addr: SocketAddr, shards: usize) -> Result<Vec<std::net::TcpListener>, ServerError> {
-    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(shards);
-    let mut actual = addr;
-    for _ in 0..shards {
-        let err = |source| ServerError::Bind {
-            addr: actual,
-            source,
-        };
-        let socket = Socket::new(
-            Domain::for_address(actual),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )
-        .map_err(err)?;
-        socket.set_reuse_address(true).map_err(err)?;
-        socket.set_reuse_port(true).map_err(err)?;
-        socket.bind(&actual.into()).map_err(err)?;
-        socket.listen(BACKLOG).map_err(err)?;
-        let listener: std::net::TcpListener = socket.into();
-        if out.is_empty() {
-            actual = listener.local_addr().map_err(err)?;
-        }
-        out.push(listener);
-    }
-    Ok(out)
 }
 
 /// A channel that yields SIGINT/SIGTERM, fed by a small thread.

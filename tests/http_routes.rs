@@ -1,5 +1,6 @@
-//! Plain HTTP on the WebSocket port: health, metrics and demo page, 404/405/426 errors, the
-//! publish API's bearer key and body checks (401/400/413), and keep-alive.
+//! Plain HTTP on the WebSocket port: health, metrics and demo page (whose URL the start-up log
+//! prints), 404/405/426 errors, the publish API's bearer key and body checks (401/400/413), and
+//! keep-alive.
 
 mod common;
 
@@ -77,6 +78,12 @@ fn healthz_metrics_and_demo_page() {
         Some("text/html; charset=utf-8")
     );
     assert!(String::from_utf8_lossy(&page.body).contains("<html"));
+    // The start-up log says where the demo page is, with the port actually bound.
+    let want = format!("demo page: http://{}/", gw.addr);
+    assert!(
+        gw.log.lock().unwrap().iter().any(|l| l.ends_with(&want)),
+        "no {want:?} line"
+    );
     assert_eq!(gw.metric("ringcast_http_errors_total"), 0);
 }
 

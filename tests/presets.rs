@@ -2,7 +2,8 @@
 //! starts and serves its routes against a real redis-server, and `--print-config` shows how
 //! the route layers merge: preset < `[[route]]` in the file < `RINGCAST_ROUTE_<NAME>_<KEY>` <
 //! `--route NAME.KEY=VALUE`, with `--redis` (or the seed services' `REDIS_*`, `WS_HOST`,
-//! `WS_PORT`) pointing the preset's sources and listener. Bad values exit 2 with one line.
+//! `WS_PORT`) pointing the preset's sources and listener. A route on all interfaces (the
+//! presets' default) is noted at start. Bad values exit 2 with one line.
 
 mod common;
 
@@ -173,6 +174,30 @@ fn weppcloud_starts_and_serves_preflight_and_status() {
     redis.wait_numsub("run1:wepp", 1);
     redis.cmd(&["PUBLISH", "run1:wepp", "hello"]);
     assert_eq!(s.recv_text(), r#"{"type": "status", "data": "hello"}"#);
+}
+
+#[test]
+fn a_route_on_all_interfaces_is_noted_at_start() {
+    let redis = RedisServer::start();
+    // Status on all interfaces, as the preset's 0.0.0.0:9002 (on a free port); Preflight on
+    // loopback.
+    let gw = Gateway::weppcloud(&redis, &["--route", "status.listen=0.0.0.0:0"]);
+    let port = gw.route_addr("status").port();
+    let log = gw.log.lock().unwrap();
+    let want = format!(
+        "route \"status\" listens on 0.0.0.0:{port} (all interfaces, as the original did; set \
+         --route status.listen=127.0.0.1:{port} for loopback only)"
+    );
+    assert_eq!(
+        log.iter().filter(|l| l.ends_with(&want)).count(),
+        1,
+        "{log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("route \"preflight\" listens on")),
+        "{log:?}"
+    );
 }
 
 #[test]
@@ -398,6 +423,16 @@ fn bad_route_values_and_unknown_presets_exit_2_with_one_line() {
     );
     // Not only --print-config: a server start fails the same way, before listening.
     fails_with_one_line(&["--preset", "nope"], &[], &["preset", "nope"]);
+    // A preset route's override without the preset names the flag and the missing preset.
+    fails_with_one_line(
+        &["--route", "preflight.listen=127.0.0.1:0"],
+        &[],
+        &[
+            "--route preflight.listen=",
+            "has no profile",
+            "add --preset weppcloud",
+        ],
+    );
 }
 
 /// `deploy/weppcloud.toml` and `deploy/bess.toml` (shown in docs/MIGRATING.md) are what the

@@ -304,6 +304,17 @@ fn other_paths_are_refused_with_403_at_the_handshake() {
     for path in ["/", "/other", "/ws/", "/ws/1", "/wss", "/WS", "/docs"] {
         assert_eq!(handshake_status(addr, path), 403, "path {path}");
     }
+    // With its standard reason phrase, as every status ringcast sends.
+    let req = format!(
+        "GET /other HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let raw = common::http_raw(addr, req.as_bytes());
+    assert!(
+        raw.starts_with(b"HTTP/1.1 403 Forbidden\r\n"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
     // The query is not part of the path.
     let mut ws = common::RawWs::connect(addr, "/ws?battery=1");
     assert_eq!(ws.read_frame().expect("snapshot").payload, b"{}");

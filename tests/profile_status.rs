@@ -1,7 +1,8 @@
 //! Status profile (COMPAT.md S1–S4, H1–H2) against a real redis-server: the status envelope with
 //! the message byte for byte, percent-decoded `<runid>:<channel>` paths, malformed paths
-//! accepted and closed, one Redis subscription per channel for all its clients (released when
-//! the last one leaves), and `hangup` off by default.
+//! accepted and closed (1000, with a reason saying what the path lacks), one Redis subscription
+//! per channel for all its clients (released when the last one leaves), and `hangup` off by
+//! default.
 
 mod common;
 
@@ -53,7 +54,18 @@ fn a_malformed_path_is_accepted_then_closed() {
     let gw = Gateway::weppcloud(&redis, &[]);
     for bad in ["no-colon", "a:b:c", ""] {
         let mut c = status(&gw, bad);
-        assert_eq!(c.expect_close(), 1000, "path segment {bad:?}");
+        // Code 1000 as the original, with a reason that says what is wrong with the URL.
+        match c.ws.read() {
+            Ok(tungstenite::Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1000, "path segment {bad:?}");
+                assert_eq!(
+                    frame.reason.as_str(),
+                    "status path must end in <runid>:<channel>",
+                    "path segment {bad:?}"
+                );
+            }
+            other => panic!("path segment {bad:?}: expected a close frame, got {other:?}"),
+        }
     }
     // The listener still serves good paths.
     let mut ok = status(&gw, "r:climate");

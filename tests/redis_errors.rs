@@ -71,9 +71,13 @@ fn garbage_from_redis_resets_the_connection_and_recovers() {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { return };
             count.fetch_add(1, Ordering::SeqCst);
-            let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(b"?this is not RESP\r\n\x00\xff");
+            // One thread per connection: the command connection (RESP2, no password, db 0)
+            // sends nothing until it has a command, and must not hold up the others.
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"?this is not RESP\r\n\x00\xff");
+            });
         }
     });
     let url = format!("redis://127.0.0.1:{port}/0");

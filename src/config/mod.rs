@@ -136,8 +136,9 @@ impl LogFormat {
 /// Every knob of the gateway. See the module docs for where values come from.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Address the listeners bind (each shard binds its own with `SO_REUSEPORT`). Default
-    /// `127.0.0.1:8080`; port 0 asks the kernel for a free port (tests use this).
+    /// Address the listeners bind (each shard binds its own with `SO_REUSEPORT`; an address
+    /// another process listens on is refused at start). Default `127.0.0.1:8080`; port 0 asks
+    /// the kernel for a free port (tests use this).
     pub listen: SocketAddr,
     /// Number of shard threads, 1..=1024. Default: the number of available CPUs (1 if unknown).
     /// More shards than cores only adds context switches; fewer leaves cores idle.
@@ -196,9 +197,10 @@ pub struct Config {
     /// `REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`/`REDIS_PASS` are tried. The password is never
     /// printed (`Debug` and [`Config::to_toml`] show the URL's `Display`, with `***`).
     pub redis: Option<RedisUrl>,
-    /// Set `notify-keyspace-events` to include `KA` at startup when keyspace watches need it.
-    /// Default false: the server's setting is left alone, and watches only see changes if an
-    /// operator enabled the notifications. True needs `CONFIG SET` rights and changes the server
+    /// Set `notify-keyspace-events` to include `KA` at startup, and again after every reconnect,
+    /// on each source that serves keyspace watches. Default false: the server's setting is left
+    /// alone (a warning names the source), and watches only see changes if an operator enabled
+    /// the notifications. True needs `CONFIG SET` rights and changes the server
     /// for every client.
     pub redis_set_notify: bool,
     /// RESP protocol version, 2 or 3. Default 3, which falls back to 2 on servers without
@@ -558,8 +560,8 @@ struct Cli {
         hide_env_values = true
     )]
     redis: Option<String>,
-    /// Set notify-keyspace-events to include KA at startup when keyspace watches need it
-    /// (true/false/1/0; the bare flag means true) [default: false]
+    /// Set notify-keyspace-events to include KA at startup and after every reconnect when
+    /// keyspace watches need it (true/false/1/0; the bare flag means true) [default: false]
     #[arg(long, env = "RINGCAST_REDIS_SET_NOTIFY", value_name = "BOOL")]
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     redis_set_notify: Option<String>,
@@ -642,10 +644,42 @@ struct FileConfig {
 struct SourceTable {
     name: String,
     redis: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "channel_globs")]
     channels: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "key_globs")]
     keys: Vec<String>,
+}
+
+fn channel_globs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    glob_list(d, "channels")
+}
+
+fn key_globs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    glob_list(d, "keys")
+}
+
+/// A `[[source]]` list of globs under `key`. A bare string (`keys = "*"`) is a common slip;
+/// its error shows the list form to write instead of serde's "expected a sequence".
+fn glob_list<'de, D: serde::Deserializer<'de>>(d: D, key: &str) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error;
+    match toml::Value::deserialize(d)? {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                toml::Value::String(glob) => Ok(glob),
+                other => Err(D::Error::custom(format!(
+                    "{key} must be a list of strings (globs); {other} is not a string"
+                ))),
+            })
+            .collect(),
+        toml::Value::String(glob) => Err(D::Error::custom(format!(
+            "{key} is a list of globs: write {key} = [{glob:?}], not {key} = {glob:?}"
+        ))),
+        other => Err(D::Error::custom(format!(
+            "{key} is a list of globs, e.g. {key} = [\"*\"], not {}",
+            other.type_str()
+        ))),
+    }
 }
 
 /// A named Redis source from a `[[source]]` table. Channels (and patterns) whose name matches
@@ -709,17 +743,16 @@ fn sources(
                 reason,
             };
             from_preset.retain(|s| s.name != t.name);
-            if t.name.is_empty()
-                || t.name == CATCH_ALL_SOURCE
-                || out.iter().any(|s| s.name == t.name)
-            {
-                return Err(invalid(format!(
-                    "source name {:?} is empty, reserved ({CATCH_ALL_SOURCE:?} is --redis) or used twice",
-                    t.name
-                )));
+            if let Some(reason) = bad_source_name(&t.name, &out) {
+                return Err(invalid(reason));
             }
-            let url = RedisUrl::parse(&t.redis)
-                .map_err(|e| invalid(format!("source {:?}: bad redis URL: {e}", t.name)))?;
+            let url = RedisUrl::parse(t.redis.trim()).map_err(|e| {
+                invalid(format!(
+                    "[[source]] {:?} redis: not a Redis URL: {e} (use \
+                     redis://[user:pass@]host[:port][/db]; value not shown)",
+                    t.name
+                ))
+            })?;
             out.push(SourceConfig::new(
                 t.name.clone(),
                 url,
@@ -737,6 +770,23 @@ fn sources(
         out.push(SourceConfig::catch_all(CATCH_ALL_SOURCE, url.clone()));
     }
     Ok(out)
+}
+
+/// Why a `[[source]]` name cannot be used, given the tables before it; `None` when it can.
+fn bad_source_name(name: &str, earlier: &[SourceConfig]) -> Option<String> {
+    if name.is_empty() {
+        Some("a [[source]] table has an empty name; give it one (name = \"status\")".to_owned())
+    } else if name == CATCH_ALL_SOURCE {
+        Some(format!(
+            "source name {name:?} is reserved: it names the --redis source; pick another name"
+        ))
+    } else if earlier.iter().any(|s| s.name == name) {
+        Some(format!(
+            "source name {name:?} is used by two [[source]] tables; names must be unique"
+        ))
+    } else {
+        None
+    }
 }
 
 /// A config file that was read and parsed.
@@ -1281,6 +1331,42 @@ impl Config {
             })
     }
 
+    /// Whether source `index` may serve keyspace watches, so it needs `notify-keyspace-events`:
+    /// it has key globs, or [`Config::source_for`] falls back to it for a key no glob takes
+    /// (the last source for the native listener, a native or Preflight route's first source).
+    /// A source that only serves channels and patterns is false.
+    pub fn source_serves_watches(&self, index: usize) -> bool {
+        let Some(source) = self.sources.get(index) else {
+            return false;
+        };
+        if !source.keys.is_empty() {
+            return true;
+        }
+        // A source whose key globs include `*` takes every key before any fallback.
+        let catches_all = |ids: &[usize]| {
+            ids.iter().any(|&i| {
+                self.sources
+                    .get(i)
+                    .is_some_and(|s| s.keys.iter().any(|g| g == "*"))
+            })
+        };
+        let all: Vec<usize> = (0..self.sources.len()).collect();
+        if all.last() == Some(&index) && !catches_all(&all) {
+            return true;
+        }
+        self.routes
+            .iter()
+            .filter(|r| matches!(r.profile, Profile::Native | Profile::Preflight))
+            .any(|r| {
+                let ids = if r.sources.is_empty() {
+                    &all
+                } else {
+                    &r.sources
+                };
+                ids.first() == Some(&index) && !catches_all(ids)
+            })
+    }
+
     /// [`Config::try_parse_from`] with `env` as the whole environment, so tests need not touch
     /// the real one. clap may still read the real environment, but only values it took from
     /// the command line are used.
@@ -1570,7 +1656,7 @@ fn redis_url(raw: Raw<'_>) -> Result<RedisUrl, String> {
     })?;
     RedisUrl::parse(text.trim()).map_err(|reason| {
         format!(
-            "is not a Redis URL: {} (use redis://[user:pass@]host[:port][/db]; value not shown)",
+            "not a Redis URL: {} (use redis://[user:pass@]host[:port][/db]; value not shown)",
             reason.replace('\n', " ")
         )
     })
@@ -1946,6 +2032,87 @@ mod tests {
         assert!(!parse(&[], &[]).expect("valid").redis_set_notify);
     }
 
+    /// The one-line message for a config file `text` that fails to load.
+    fn file_error(tag: &str, text: &str) -> String {
+        let file = TempToml::new(tag, text);
+        match parse(&["--config", file.arg()], &[]) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{text:?} was accepted"),
+        }
+    }
+
+    #[test]
+    fn only_sources_that_can_serve_watches_need_keyspace_events() {
+        let file = TempToml::new(
+            "watch-sources",
+            "[[source]]\nname = \"keys\"\nredis = \"redis://h/0\"\nkeys = [\"run:*\"]\n\n\
+             [[source]]\nname = \"pubsub\"\nredis = \"redis://h/2\"\nchannels = [\"*\"]\n",
+        );
+        // No glob takes every key: a native watch of `other` falls back to the last source.
+        let config = parse(&["--config", file.arg()], &[]).expect("valid");
+        assert!(config.source_serves_watches(0));
+        assert!(config.source_serves_watches(1));
+        // With --redis as the catch-all (keys = ["*"]), the pub/sub source never gets a key.
+        let config = parse(&["--config", file.arg(), "--redis", "redis://h"], &[]).expect("valid");
+        assert_eq!(config.sources.len(), 3);
+        assert!(config.source_serves_watches(0));
+        assert!(!config.source_serves_watches(1));
+        assert!(config.source_serves_watches(2));
+        // The weppcloud preset: Preflight watches, Status is pub/sub only.
+        let config = parse(&["--preset", "weppcloud"], &[]).expect("valid");
+        assert_eq!(config.sources[1].name, "status");
+        assert!(config.source_serves_watches(0));
+        assert!(!config.source_serves_watches(1));
+        assert!(!config.source_serves_watches(9));
+    }
+
+    #[test]
+    fn bad_source_tables_say_exactly_what_is_wrong() {
+        let table = |name: &str| format!("[[source]]\nname = {name:?}\nredis = \"redis://h\"\n");
+        let message = file_error("src-empty", &table(""));
+        assert!(message.contains("has an empty name"), "{message}");
+        assert!(!message.contains("reserved"), "{message}");
+
+        let message = file_error("src-reserved", &table("redis"));
+        assert!(
+            message.contains("\"redis\" is reserved: it names the --redis source"),
+            "{message}"
+        );
+        assert!(!message.contains("twice"), "{message}");
+
+        let message = file_error("src-twice", &format!("{}{}", table("a"), table("a")));
+        assert!(
+            message.contains("\"a\" is used by two [[source]] tables"),
+            "{message}"
+        );
+        assert!(!message.contains("reserved"), "{message}");
+
+        let message = file_error("src-keys", &format!("{}keys = \"*\"\n", table("a")));
+        assert!(
+            message.contains("write keys = [\"*\"], not keys = \"*\""),
+            "{message}"
+        );
+        assert!(message.contains(", line 4:"), "{message}");
+        assert!(!message.contains("expected a sequence"), "{message}");
+        let message = file_error("src-chan", &format!("{}channels = 3\n", table("a")));
+        assert!(
+            message.contains("channels = [\"*\"], not integer"),
+            "{message}"
+        );
+
+        let tls = "[[source]]\nname = \"a\"\nredis = \"rediss://u:sekrit@h\"\n";
+        let message = file_error("src-tls", tls);
+        assert!(
+            message.contains("[[source]] \"a\" redis: not a Redis URL"),
+            "{message}"
+        );
+        assert!(
+            message.contains("rediss:// (TLS) is not supported yet"),
+            "{message}"
+        );
+        assert!(!message.contains("sekrit"), "{message}");
+    }
+
     #[test]
     fn a_bad_value_names_the_knob_and_its_source() {
         let (knob, origin, message) = invalid(parse(&["--max-outbox-bytes", "12x"], &[]));
@@ -2223,6 +2390,16 @@ mod tests {
 
         let (knob, origin, message) = invalid(parse(&[], &[("REDIS_URL", "http://sekrit@h")]));
         assert_eq!((knob, origin), ("redis", Origin::Env("REDIS_URL")));
+        assert!(!message.contains("sekrit"), "{message}");
+
+        let (_, _, message) = invalid(parse(&[], &[("REDIS_URL", "rediss://:sekrit@h")]));
+        assert!(
+            message.starts_with(
+                "invalid value for redis (env REDIS_URL): not a Redis URL: \
+                 rediss:// (TLS) is not supported yet"
+            ),
+            "{message}"
+        );
         assert!(!message.contains("sekrit"), "{message}");
 
         let file = TempToml::new("bad-redis", "redis = 6379\n");

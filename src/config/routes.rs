@@ -395,11 +395,12 @@ fn resolve_one(
     d: &RouteDefaults,
 ) -> Result<RouteConfig, RouteError> {
     let name = &r.name;
-    let profile = required(r, "profile", |raw| {
+    let profile = optional(r, "profile", |raw| {
         raw.text()
             .and_then(Profile::parse)
             .ok_or_else(|| format!("{} is not native, preflight, status or bess", raw.shown()))
-    })?;
+    })?
+    .ok_or_else(|| missing_profile(r))?;
     let listen = required(r, "listen", super::socket_addr)?;
     let json = matches!(profile, Profile::Preflight | Profile::Status);
     let heartbeat = optional(r, "heartbeat", |raw| match raw.text() {
@@ -513,6 +514,38 @@ fn required<T>(
             .map_or(Origin::Default, |(_, _, o)| o.clone()),
         reason: format!("route {:?} has no {key}", r.name),
     })
+}
+
+/// The error for a route with no profile. Such a route is almost always a `--route NAME.KEY=…`
+/// override of a preset route given without its `--preset`, so the error names the setting
+/// that created the route and the preset that defines it, if any.
+fn missing_profile(r: &RawRoute) -> RouteError {
+    let name = &r.name;
+    let (origin, subject) = match r.values.first() {
+        Some((key, _, origin @ Origin::Flag(_))) => (
+            origin.clone(),
+            format!("--route {name}.{key}=… names route {name:?}, which has"),
+        ),
+        Some((_, _, origin)) => (origin.clone(), format!("route {name:?} has")),
+        None => (Origin::Default, format!("route {name:?} has")),
+    };
+    let preset = [Preset::Weppcloud, Preset::Bess].into_iter().find(|&p| {
+        preset_routes(p)
+            .iter()
+            .any(|t| t.get("name").and_then(|v| v.as_str()) == Some(name.as_str()))
+    });
+    let fix = match preset {
+        Some(p) => format!("add --preset {}, or set {name}.profile", p.as_str()),
+        None => format!("set {name}.profile"),
+    };
+    err(
+        &origin,
+        format!(
+            "{subject} no profile: no --preset given defines this \
+             route and no [[route]] table sets its profile ({fix} to native, preflight, status \
+             or bess)"
+        ),
+    )
 }
 
 /// Source names to indexes into `sources`.
@@ -728,6 +761,33 @@ mod tests {
             reason(&format!("{base}profile = \"status\"\nfoo = 1\n"), &r).contains("unknown key")
         );
         assert!(reason(base, &r).contains("has no profile"));
+        // A `--route` override of a preset route given without its preset.
+        let mut raw = Vec::new();
+        merge_flags(&mut raw, &["preflight.listen=127.0.0.1:9001".to_owned()]).expect("merge");
+        let e = resolve(&raw, &r, &defaults()).expect_err("no profile");
+        assert_eq!(e.origin, Origin::Flag("route"));
+        assert!(
+            e.reason.starts_with(
+                "--route preflight.listen=… names route \"preflight\", which has no profile: no \
+                 --preset given defines this route"
+            ),
+            "{}",
+            e.reason
+        );
+        assert!(
+            e.reason
+                .contains("add --preset weppcloud, or set preflight.profile"),
+            "{}",
+            e.reason
+        );
+        let mut raw = Vec::new();
+        merge_flags(&mut raw, &["mine.listen=127.0.0.1:9001".to_owned()]).expect("merge");
+        let e = resolve(&raw, &r, &defaults()).expect_err("no profile");
+        assert!(
+            e.reason.contains("(set mine.profile to native"),
+            "{}",
+            e.reason
+        );
         let short = format!("{base}profile = \"status\"\npong_timeout = \"50ms\"\n");
         assert!(reason(&short, &r).contains("below the minimum, 100ms"));
         let equal = format!("{base}profile = \"status\"\nping_interval = 5\npong_timeout = 5\n");

@@ -6,8 +6,9 @@
 //!   that key of the route's source, rendered as a checklist, and the current checklist is
 //!   its first frame. `…/health` answers the text `OK` and closes.
 //! - **status**: the last segment must be `<runid>:<channel>` (exactly one `:`); the
-//!   connection subscribes to that channel. Anything else is accepted and closed at once, as
-//!   the original did. `…/health` answers `OK` and closes.
+//!   connection subscribes to that channel. Anything else is accepted and closed at once
+//!   (1000, with the reason [`STATUS_PATH_REASON`]), as the original did. `…/health` answers
+//!   `OK` and closes.
 //! - **bess**: the connection subscribes to `battery:*:data` and gets the snapshot of every
 //!   battery first (its updates are held until the snapshot arrives).
 //! - **native**: the native protocol, with `?subscribe=` and `?format=raw`.
@@ -27,6 +28,11 @@ use crate::rt::TcpStream;
 use crate::shard::{CLOSE_GRACE, ShardRef};
 use crate::ws::frame::{self, OpCode};
 use crate::ws::handshake;
+
+/// The close reason for a Status path whose last segment is not `<runid>:<channel>`. The code is
+/// 1000 (the original closed such sockets normally); [`CloseCode::Normal`]'s generic reason
+/// would not tell the client what was wrong with its URL.
+pub const STATUS_PATH_REASON: &str = "status path must end in <runid>:<channel>";
 
 /// What the upgrade leads to.
 enum Action {
@@ -155,8 +161,13 @@ pub(super) async fn upgrade(
     if stream.write_all(Bytes::from(out)).await.is_err() {
         return Step::Finish(Next::Done);
     }
+    if let Action::CloseNow = action {
+        let close = frame::close(CloseCode::Normal.code(), STATUS_PATH_REASON);
+        shard.borrow_mut().close_quietly(key, Some(close));
+        return Step::Finish(Next::Upgrade(kind, leftover));
+    }
     let code = match action {
-        Action::Health | Action::CloseNow => Some(CloseCode::Normal),
+        Action::Health => Some(CloseCode::Normal),
         _ if refused => Some(CloseCode::PolicyViolation),
         _ => None,
     };

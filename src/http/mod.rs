@@ -215,21 +215,14 @@ pub fn json_error(status: u16, message: &str, keep_alive: bool) -> Bytes {
     response(status, "application/json", &body, keep_alive)
 }
 
+/// The standard reason phrase for `status` (RFC 9110 and its registry), from the `http` crate,
+/// so every status ringcast sends reads as the code means (`403 Forbidden`). A code without a
+/// registered phrase (none is sent today) gets an empty one, which HTTP/1.1 allows.
 fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        202 => "Accepted",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        426 => "Upgrade Required",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Unknown",
-    }
+    ::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("")
 }
 
 #[cfg(test)]
@@ -277,6 +270,31 @@ mod tests {
             hostile.matches("</script>").count(),
             page.matches("</script>").count()
         );
+    }
+
+    #[test]
+    fn every_status_sent_has_its_standard_reason() {
+        let cases = [
+            (200, "OK"),
+            (400, "Bad Request"),
+            (401, "Unauthorized"),
+            (403, "Forbidden"),
+            (404, "Not Found"),
+            (405, "Method Not Allowed"),
+            (411, "Length Required"),
+            (413, "Payload Too Large"),
+            (426, "Upgrade Required"),
+            (429, "Too Many Requests"),
+            (431, "Request Header Fields Too Large"),
+            (500, "Internal Server Error"),
+            (503, "Service Unavailable"),
+        ];
+        for (status, phrase) in cases {
+            let head = response(status, "text/plain", b"", false);
+            let want = format!("HTTP/1.1 {status} {phrase}\r\n");
+            assert!(head.starts_with(want.as_bytes()), "{status}: {head:?}");
+        }
+        assert_eq!(reason(599), "");
     }
 
     #[test]

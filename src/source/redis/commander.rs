@@ -58,7 +58,6 @@ pub fn run(
 ) {
     let mut backoff = Backoff::new(settings.backoff_max);
     let mut pending: Vec<Cmd> = Vec::new();
-    let mut first = true;
     loop {
         let Some(mut conn) = super::connect_or_wait(&settings, &mut backoff, "command") else {
             // Publishes waiting while Redis is down are dropped; reads are kept.
@@ -69,10 +68,6 @@ pub fn run(
             continue;
         };
         backoff.reset();
-        if first {
-            check_notify_flags(&mut conn, &settings);
-            first = false;
-        }
         loop {
             if pending.is_empty() {
                 match rx.recv() {
@@ -313,50 +308,5 @@ fn strings(v: &Value) -> Vec<Bytes> {
     match v {
         Value::Array(items) => items.iter().filter_map(|i| i.as_bytes().cloned()).collect(),
         _ => Vec::new(),
-    }
-}
-
-/// Warns when keyspace notifications are off; sets them with `--redis-set-notify`.
-fn check_notify_flags(conn: &mut RedisConn, settings: &RedisSettings) {
-    let current = match conn.call(&[b"CONFIG", b"GET", b"notify-keyspace-events"]) {
-        Ok(v) => pairs(&v)
-            .into_iter()
-            .next()
-            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
-            .unwrap_or_default(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read notify-keyspace-events (CONFIG disabled?); keyspace watches need K plus the event classes (e.g. KA)");
-            return;
-        }
-    };
-    if super::notify_flags_ok(&current) {
-        return;
-    }
-    if settings.set_notify {
-        let wanted = super::merged_notify_flags(&current);
-        match conn.call(&[
-            b"CONFIG",
-            b"SET",
-            b"notify-keyspace-events",
-            wanted.as_bytes(),
-        ]) {
-            Ok(_) => tracing::info!(from = %current, to = %wanted, "set notify-keyspace-events"),
-            Err(e) => tracing::warn!(error = %e, "could not set notify-keyspace-events"),
-        }
-    } else if current.contains('K') && (current.contains('h') || current.contains('A')) {
-        // `Kh` (weppcloud's own setting) is all Preflight needs: hash changes.
-        tracing::info!(
-            current = %current,
-            "Redis keyspace notifications cover hash changes (enough for Preflight) but not \
-             every type: watches of other types miss changes. `CONFIG SET \
-             notify-keyspace-events KA` or --redis-set-notify covers all"
-        );
-    } else {
-        tracing::warn!(
-            current = %current,
-            "Redis keyspace notifications are off or incomplete: watches will not see changes. \
-             Run `CONFIG SET notify-keyspace-events KA` (Kh is enough for Preflight) or start \
-             ringcast with --redis-set-notify"
-        );
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Threads (none of them a shard):
 //! - the subscriber thread ([`subscriber`]) owns the pub/sub connection, drains it at once, and
-//!   passes each push to the hub as [`Input`]; it reconnects and resubscribes by itself;
+//!   passes each push to the hub as [`Input`]; it reconnects and resubscribes by itself, and
+//!   checks `notify-keyspace-events` on each connection of a source that serves watches
+//!   ([`notify`]);
 //! - the command thread ([`commander`]) owns a second connection for `PUBLISH` and key reads;
 //! - [`RedisSource`] itself lives on the hub thread: it turns interest edges into shared
 //!   subscriptions and runs the keyspace **coalescing rule**: at most one read in flight per
@@ -15,6 +17,7 @@
 
 pub mod commander;
 pub mod conn;
+pub mod notify;
 pub mod resp;
 pub mod subscriber;
 mod url;
@@ -55,8 +58,12 @@ pub struct RedisSettings {
     pub connect_timeout: Duration,
     /// Cap of the reconnect backoff.
     pub backoff_max: Duration,
-    /// Set `notify-keyspace-events` at startup when flags are missing.
+    /// Set `notify-keyspace-events` after every (re)connect when flags are missing.
     pub set_notify: bool,
+    /// The source may serve keyspace watches, so its subscriber checks
+    /// `notify-keyspace-events` after every (re)connect ([`notify`]); false for a source that
+    /// only serves pub/sub, which needs no server setting.
+    pub serves_watches: bool,
 }
 
 /// What the Redis threads tell the hub.
@@ -398,20 +405,6 @@ fn connect_or_wait(
     }
 }
 
-/// True when `flags` (a `notify-keyspace-events` value) enables keyspace events for the
-/// classes a watch needs: `K` plus `A`, or `K` plus generic, string, list, set, hash, zset,
-/// expired and evicted (`g$lshzxe`).
-pub fn notify_flags_ok(flags: &str) -> bool {
-    flags.contains('K') && (flags.contains('A') || "g$lshzxe".chars().all(|c| flags.contains(c)))
-}
-
-/// `flags` with `K` and `A` added.
-pub fn merged_notify_flags(flags: &str) -> String {
-    let mut out: String = flags.chars().filter(|c| *c != 'K' && *c != 'A').collect();
-    out.push_str("KA");
-    out
-}
-
 /// Capped exponential backoff with ±25 % jitter.
 #[derive(Debug)]
 pub struct Backoff {
@@ -465,15 +458,5 @@ mod tests {
         assert!(delays[9] >= Duration::from_millis(1500));
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(125));
-    }
-
-    #[test]
-    fn notify_flags() {
-        assert!(!notify_flags_ok(""));
-        assert!(!notify_flags_ok("Ex"));
-        assert!(notify_flags_ok("KA"));
-        assert!(notify_flags_ok("AKE"));
-        assert!(notify_flags_ok("Kg$lshzxe"));
-        assert_eq!(merged_notify_flags("Ex"), "ExKA");
     }
 }

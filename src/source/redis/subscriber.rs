@@ -1,5 +1,6 @@
 //! The subscriber thread: owns the pub/sub connection to Redis, drains it at once, and hands
-//! every push to the hub. Reconnects with capped exponential backoff and jitter, then
+//! every push to the hub. Reconnects with capped exponential backoff and jitter, checks
+//! `notify-keyspace-events` when the source serves watches ([`super::notify`]), then
 //! resubscribes everything.
 //!
 //! Shared with the hub thread (through [`SubShared`], one mutex): the set of Redis channels and
@@ -145,6 +146,15 @@ pub fn run(
         let Some(mut conn) = super::connect_or_wait(&settings, &mut backoff, "subscriber") else {
             continue;
         };
+        // Before resubscribing: the flags must be in place before the confirmations that
+        // trigger the watches' snapshot reads. A Redis restart loses a `CONFIG SET`.
+        if settings.serves_watches
+            && let Err(e) = super::notify::check(&mut conn, &settings)
+        {
+            tracing::warn!(redis = %settings.url, error = %e, "redis notify-keyspace-events check failed");
+            std::thread::sleep(backoff.next_delay());
+            continue;
+        }
         if let Err(e) = resubscribe(&mut conn, &shared) {
             tracing::warn!(redis = %settings.url, error = %e, "redis resubscribe failed");
             std::thread::sleep(backoff.next_delay());

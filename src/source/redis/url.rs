@@ -38,6 +38,9 @@ impl fmt::Display for RedisUrl {
 impl RedisUrl {
     /// Parses `redis://[user:pass@]host[:port][/db]`.
     pub fn parse(s: &str) -> Result<RedisUrl, String> {
+        if s.starts_with("rediss://") {
+            return Err("rediss:// (TLS) is not supported yet, only plain redis://".into());
+        }
         let rest = s
             .strip_prefix("redis://")
             .ok_or("must start with redis://")?;
@@ -139,6 +142,11 @@ mod tests {
         );
         assert!(RedisUrl::parse("http://x").is_err());
         assert!(RedisUrl::parse("redis://h:notaport").is_err());
+        let tls = RedisUrl::parse("rediss://h:6380").unwrap_err();
+        assert!(
+            tls.contains("rediss:// (TLS) is not supported yet"),
+            "{tls}"
+        );
         assert_eq!(u.to_string(), "redis://:***@localhost:6379/0");
     }
 
