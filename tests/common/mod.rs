@@ -5,6 +5,8 @@
 //! `listening addr=` log line; clients wait for acks or markers, never for time to pass.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
