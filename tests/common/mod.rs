@@ -5,6 +5,8 @@
 //! `listening addr=` log line; clients wait for acks or markers, never for time to pass.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -516,19 +518,23 @@ pub fn read_http_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Response {
 /// Waits for `child` to exit, at most `within`; panics if it is still running. Blocks on a
 /// pidfd (no polling); falls back to polling `try_wait` where pidfds are unavailable.
 pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    try_wait_exit(child, within).unwrap_or_else(|| panic!("process still running after {within:?}"))
+}
+
+/// [`wait_exit`] without the panic: `None` if `child` is still running after `within` (for
+/// clean-ups in `Drop`, which must not panic).
+pub fn try_wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + within;
     // SAFETY: pidfd_open(2) on our own child's pid; it returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) } as i32;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            if fd >= 0 {
-                // SAFETY: closing the pidfd we opened above.
-                unsafe { libc::close(fd) };
-            }
-            return status;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "process still running after {within:?}");
+        if left.is_zero() {
+            break None;
+        }
         if fd >= 0 {
             let mut pfd = libc::pollfd {
                 fd,
@@ -540,7 +546,12 @@ pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatu
         } else {
             std::thread::yield_now();
         }
+    };
+    if fd >= 0 {
+        // SAFETY: closing the pidfd we opened above.
+        unsafe { libc::close(fd) };
     }
+    status
 }
 
 impl Client {
