@@ -164,7 +164,7 @@ pub(super) async fn upgrade(
     if let Action::CloseNow = action {
         let close = frame::close(CloseCode::Normal.code(), STATUS_PATH_REASON);
         shard.borrow_mut().close_quietly(key, Some(close));
-        return Step::Finish(Next::Upgrade(kind, leftover));
+        return Step::Finish(Next::Upgrade(leftover));
     }
     let code = match action {
         Action::Health => Some(CloseCode::Normal),
