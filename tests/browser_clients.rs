@@ -327,23 +327,9 @@ fn silent_bess_dashboard_stays_connected_through_pings_and_shows_a_later_update(
         ("state_of_health", "49"),
     ];
     hset(&redis, "battery:1:data", &battery);
-    let url = format!("redis://127.0.0.1:{}", redis.port);
     let ping = format!("bess.ping_interval={}ms", BESS_PING.as_millis());
     let pong = format!("bess.pong_timeout={}ms", BESS_PING.as_millis());
-    let gw = Gateway::start(&[
-        "--shards",
-        "2",
-        "--preset",
-        "bess",
-        "--redis",
-        &url,
-        "--route",
-        "bess.listen=127.0.0.1:0",
-        "--route",
-        &ping,
-        "--route",
-        &pong,
-    ]);
+    let gw = Gateway::bess(&redis, &["--route", &ping, "--route", &pong]);
     let addr = gw.route_addr("bess");
     let mut page = Page::open("bess.html", &format!("http://{addr}/dashboard/"));
     let voltage = "document.querySelector('tr[data-battery=\"battery:1:data\"] \

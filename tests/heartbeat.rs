@@ -126,21 +126,15 @@ fn an_unanswered_ping_closes_after_the_pong_timeout_while_a_quiet_answering_clie
 /// `--preset bess` with its default's shape (pong timeout equal to the ping interval, as
 /// uvicorn's 20 s / 20 s), scaled down.
 fn bess(redis: &RedisServer) -> Gateway {
-    let url = format!("redis://127.0.0.1:{}", redis.port);
-    Gateway::start(&[
-        "--shards",
-        "2",
-        "--preset",
-        "bess",
-        "--redis",
-        &url,
-        "--route",
-        "bess.listen=127.0.0.1:0",
-        "--route",
-        "bess.ping_interval=1500ms",
-        "--route",
-        "bess.pong_timeout=1500ms",
-    ])
+    Gateway::bess(
+        redis,
+        &[
+            "--route",
+            "bess.ping_interval=1500ms",
+            "--route",
+            "bess.pong_timeout=1500ms",
+        ],
+    )
 }
 
 #[test]

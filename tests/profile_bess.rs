@@ -16,23 +16,7 @@ use tungstenite::Message;
 
 /// ringcast with the bess preset, its route on a free port, against `redis`.
 fn bess(redis: &RedisServer) -> Gateway {
-    bess_with(redis, &[])
-}
-
-fn bess_with(redis: &RedisServer, extra: &[&str]) -> Gateway {
-    let url = format!("redis://127.0.0.1:{}", redis.port);
-    let mut args = vec![
-        "--shards",
-        "2",
-        "--preset",
-        "bess",
-        "--redis",
-        &url,
-        "--route",
-        "bess.listen=127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    Gateway::start(&args)
+    Gateway::bess(redis, &[])
 }
 
 fn connect(gw: &Gateway) -> Client {
@@ -131,7 +115,7 @@ fn snapshot_and_update_are_byte_exact(extra: &[&str]) {
     redis.cmd(&["SADD", "info:batteries:ids", "2", "1"]);
     hset_battery(&redis, "1", BATTERY_1);
     hset_battery(&redis, "2", BATTERY_2);
-    let gw = bess_with(&redis, extra);
+    let gw = Gateway::bess(&redis, extra);
     let mut c = connect(&gw);
     let expected = format!(
         "{{\"battery:1:data\":{},\"battery:2:data\":{}}}",

@@ -91,6 +91,24 @@ impl Gateway {
         Gateway::start(&args)
     }
 
+    /// `--preset bess` against `redis` (its URL's db 0), the route on a free loopback port, two
+    /// shards, then `extra`.
+    pub fn bess(redis: &RedisServer, extra: &[&str]) -> Gateway {
+        let url = format!("redis://127.0.0.1:{}", redis.port);
+        let mut args = vec![
+            "--shards",
+            "2",
+            "--preset",
+            "bess",
+            "--redis",
+            &url,
+            "--route",
+            "bess.listen=127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        Gateway::start(&args)
+    }
+
     /// The address route `name` listens on, from its `route ready` log line (logged before
     /// `listening addr=`, so it is there once `start` returned).
     pub fn route_addr(&self, name: &str) -> SocketAddr {
