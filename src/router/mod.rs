@@ -203,6 +203,13 @@ pub enum ShardMsg {
         /// frame if the connection already got a newer one for that topic.
         watch: Option<LocalTopicId>,
     },
+    /// A replay source's output for the one connection it serves (see [`crate::source::replay`]).
+    Replay {
+        /// The connection.
+        conn: ConnRef,
+        /// Frames, or the end of the consumer.
+        event: crate::source::replay::ReplayEvent,
+    },
     /// Deliver `frames` to every local subscriber of `target`.
     Deliver {
         /// The shard-local topic the frames belong to.

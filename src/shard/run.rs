@@ -107,6 +107,8 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
                 frames,
                 stamp,
             } => shard.borrow_mut().deliver(target, frames, stamp),
+            // TODO(squonk2 profile): hand frames to the connection, close it on End.
+            ShardMsg::Replay { .. } => {}
             ShardMsg::DeliverTo {
                 conn,
                 frame,

@@ -12,6 +12,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod replay;
 
 use bytes::Bytes;
 
