@@ -162,7 +162,9 @@ impl Rig {
                     frames,
                     stamp,
                 } => self.shard.deliver(target, frames, stamp),
-                ShardMsg::DeliverTo { .. } => unreachable!("no snapshot is ever requested here"),
+                ShardMsg::DeliverTo { .. } | ShardMsg::Replay { .. } => {
+                    unreachable!("no snapshot or replay is ever requested here")
+                }
             }
         }
     }

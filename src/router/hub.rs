@@ -832,7 +832,7 @@ mod tests {
                 ShardMsg::Deliver { target, frames, .. } => {
                     (target.slot, frames.iter().map(|(f, _)| f).collect())
                 }
-                ShardMsg::DeliverTo { .. } => (u32::MAX, Vec::new()),
+                ShardMsg::DeliverTo { .. } | ShardMsg::Replay { .. } => (u32::MAX, Vec::new()),
             })
             .collect()
     }
