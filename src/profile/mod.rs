@@ -7,7 +7,9 @@
 //!
 //! - [`preflight`]: weppcloud Preflight, a run's readiness checklist from its Redis hash;
 //! - [`status`]: weppcloud Status, Redis pub/sub messages wrapped in `{"type": "status", …}`;
-//! - [`bess`]: WebsocketServerMS, battery hashes as integer JSON objects.
+//! - [`bess`]: WebsocketServerMS, battery hashes as integer JSON objects;
+//! - [`squonk2`]: the Squonk2 Event Stream Service's public WebSocket (its messages come from a
+//!   replay source, [`crate::source::replay`]).
 //!
 //! Everything here is pure rendering and parsing; the hub renders each event once per
 //! profile format ([`crate::router::Format`]), and the shard hands the frame to every client.
@@ -15,6 +17,7 @@
 pub mod bess;
 pub mod preflight;
 pub mod pyjson;
+pub mod squonk2;
 pub mod status;
 
 /// The JSON heartbeat the weppcloud clients answer: sent as is, compact, as the originals did.
