@@ -126,6 +126,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             hub: hub_tx.clone(),
             metrics: metrics.clone(),
             shutdown,
+            // TODO(squonk2 wiring): the RabbitMQ stream source's command channel.
+            replay: None,
         };
         let done = done_tx.clone();
         let pin = config.pin_cores.then_some(i);

@@ -36,6 +36,8 @@ pub enum Profile {
     Status,
     /// WebsocketServerMS: battery snapshot and updates.
     Bess,
+    /// Squonk2 ESS public WebSocket: one RabbitMQ stream per socket, from a chosen offset.
+    Ess,
 }
 
 impl Profile {
@@ -45,6 +47,7 @@ impl Profile {
             "preflight" => Profile::Preflight,
             "status" => Profile::Status,
             "bess" => Profile::Bess,
+            "ess" => Profile::Ess,
             _ => return None,
         })
     }
@@ -56,6 +59,7 @@ impl Profile {
             Profile::Preflight => "preflight",
             Profile::Status => "status",
             Profile::Bess => "bess",
+            Profile::Ess => "ess",
         }
     }
 }

@@ -401,7 +401,7 @@ fn on_input(
                             conn.answered();
                         }
                     }
-                    (_, Some((Profile::Bess, _))) => {}
+                    (_, Some((Profile::Bess | Profile::Ess, _))) => {}
                 }
             }
             Incoming::Binary(b) => {
@@ -479,6 +479,9 @@ async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
                 }
                 if let Some(conn) = s.conns.get_mut(key) {
                     conn.outbox.complete(&mut batch, n);
+                    if conn.outbox.is_empty() && !s.replays.is_empty() {
+                        s.replay_written(key);
+                    }
                 }
             }
             Err(_) => {

@@ -12,6 +12,7 @@
 //! write loop flushes what is left and half-closes, and the read loop stops at the peer's close,
 //! at EOF, or when the shard's sweep passes the closing deadline and shuts the socket down.
 
+mod ess;
 pub mod io;
 pub mod native;
 pub mod outbox;

@@ -81,6 +81,7 @@ pub(super) async fn upgrade(
         }
         Profile::Status => Action::CloseNow,
         Profile::Bess => Action::Bess,
+        Profile::Ess => return super::ess::upgrade(shard, key, stream, req, index, pending).await,
         Profile::Native => Action::Native,
     };
     let response = match handshake::accept(req) {
@@ -92,7 +93,7 @@ pub(super) async fn upgrade(
         Profile::Status => Format::Status,
         Profile::Bess => Format::Bess,
         Profile::Native if req.query_param("format").is_some_and(|f| f == "raw") => Format::Raw,
-        Profile::Native => Format::Json,
+        Profile::Native | Profile::Ess => Format::Json,
     };
     let kind = ConnKind::Route {
         route: u16::try_from(index).unwrap_or(u16::MAX),

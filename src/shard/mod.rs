@@ -10,6 +10,7 @@
 //! - the hub learns of every interest edge, in order (a local backlog absorbs a full channel);
 //! - one connection's trouble (overflow, silence) closes that connection, never stalls the shard.
 
+pub mod replay;
 pub mod run;
 
 use std::cell::RefCell;
@@ -85,6 +86,8 @@ pub struct Shard {
     next_conn_id: u64,
     /// Notified when the last connection leaves during shutdown.
     pub drained: Rc<tokio::sync::Notify>,
+    /// Connections served by a replay source, and the channel to it.
+    pub replays: replay::Replays,
 }
 
 impl Shard {
@@ -120,6 +123,7 @@ impl Shard {
             max_conns,
             next_conn_id: 0,
             drained: Rc::new(tokio::sync::Notify::new()),
+            replays: replay::Replays::default(),
         }
     }
 
@@ -383,6 +387,11 @@ impl Shard {
     /// Starts closing `key` with `code`: queues the close frame as the last frame and gives the
     /// peer `grace` to read it and answer before the socket is shut down.
     pub fn close(&mut self, key: ConnKey, code: CloseCode, grace: Duration) {
+        self.close_frame(key, frame::close(code.code(), code.reason()), grace);
+    }
+
+    /// [`close`](Self::close) with a close frame built by the caller (a profile's own code).
+    pub fn close_frame(&mut self, key: ConnKey, close: Bytes, grace: Duration) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -399,8 +408,7 @@ impl Shard {
         {
             let _ = conn.outbox.push_control(self.hangup.clone());
         }
-        let frame = OutFrame::new(frame::close(code.code(), code.reason()));
-        conn.outbox.push_last(frame);
+        conn.outbox.push_last(OutFrame::new(close));
         conn.writer.notify_one();
         self.unsubscribe_all(key);
     }
@@ -534,6 +542,9 @@ impl Shard {
     }
 
     fn unsubscribe_all(&mut self, key: ConnKey) {
+        if !self.replays.is_empty() {
+            self.end_replay(key);
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };

@@ -47,6 +47,8 @@ pub struct ShardSetup {
     pub metrics: Arc<Metrics>,
     /// Set by the main thread to start graceful shutdown (followed by a wake-up).
     pub shutdown: Arc<AtomicBool>,
+    /// Shard → replay source commands, when a route uses one.
+    pub replay: Option<Sender<crate::source::replay::ReplayCmd>>,
 }
 
 /// Runs a shard on the current thread until graceful shutdown completes.
@@ -60,11 +62,14 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
         hub,
         metrics,
         shutdown,
+        replay,
     } = setup;
     crate::rt::set_read_size(config.read_buffer_bytes);
     runtime.block_on(async move {
         let mut wake = wake.into_listener();
-        let shard = Rc::new(RefCell::new(Shard::new(id, config, hub, metrics)));
+        let mut state = Shard::new(id, config, hub, metrics);
+        state.replays = super::replay::Replays::new(replay);
+        let shard = Rc::new(RefCell::new(state));
         let stops: Vec<Rc<Notify>> = listeners
             .into_iter()
             .enumerate()
@@ -107,8 +112,7 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
                 frames,
                 stamp,
             } => shard.borrow_mut().deliver(target, frames, stamp),
-            // TODO(squonk2 profile): hand frames to the connection, close it on End.
-            ShardMsg::Replay { .. } => {}
+            ShardMsg::Replay { conn, event } => shard.borrow_mut().handle_replay(conn, event),
             ShardMsg::DeliverTo {
                 conn,
                 frame,
@@ -135,6 +139,7 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
     // once.
     s.cork = handled > 1;
     s.flush_backlog();
+    s.flush_replay();
 }
 
 async fn accept_loop(shard: ShardRef, listener: TcpListener, index: u8, stop: Rc<Notify>) {
@@ -197,6 +202,7 @@ async fn sweep_loop(shard: ShardRef) {
 /// answers pings may stay silent for ever. `idle-timeout` applies to the HTTP phase only.
 fn sweep(s: &mut Shard, now: Instant) {
     s.flush_backlog();
+    s.flush_replay();
     let idle = s.config.idle_timeout;
     let mut timed_out = Vec::new();
     let mut ping_keys = Vec::new();
