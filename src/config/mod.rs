@@ -112,7 +112,7 @@ const MAX_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// HTTP routes served on the same port; `ws_path` and `echo_path` must not shadow them.
 const RESERVED_PATHS: [&str; 3] = ["/healthz", "/metrics", "/api/publish"];
 /// What `Debug` and [`Config::to_toml`] show instead of the API key.
-const REDACTED: &str = "<redacted>";
+pub(crate) const REDACTED: &str = "<redacted>";
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1029,8 +1029,11 @@ impl Layers<'_> {
                 origin: debug_stall_shard.origin,
             });
         }
+        let preset = self.value(&PRESET, None, |r| Preset::parse(r).map(Some))?;
+        // A preset whose routes take 8080 moves the native listener out of their way.
+        let default_listen = preset.map_or(DEFAULT_LISTEN, Preset::native_listen);
         Ok(Config {
-            listen: self.value(&LISTEN, DEFAULT_LISTEN, socket_addr)?,
+            listen: self.value(&LISTEN, default_listen, socket_addr)?,
             shards: shards.value,
             pin_cores: self.value(&PIN_CORES, false, boolean)?,
             max_message_bytes: self.value(&MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES, |r| {
@@ -1093,7 +1096,7 @@ impl Layers<'_> {
             debug_stall_shard: debug_stall_shard.value,
             print_config,
             sources: Vec::new(),
-            preset: self.value(&PRESET, None, |r| Preset::parse(r).map(Some))?,
+            preset,
             routes: Vec::new(),
         })
         .and_then(|mut config| {
@@ -1141,6 +1144,21 @@ impl Layers<'_> {
                     toml::Value::String(addr),
                     Origin::Env("WS_PORT"),
                 ));
+            }
+        }
+        if config.preset == Some(Preset::Squonk2) {
+            // The original's own variables, below RINGCAST_ROUTE_* and flags.
+            for (var, route, key) in [
+                ("ESS_AMPQ_URL", "ess", "amqp"),
+                ("ESS_MESSAGE_STATS_INTERVAL", "ess", "stats_interval"),
+            ] {
+                if let Some(value) = self.env_var("route", var)?
+                    && let Some(r) = raw.iter_mut().find(|r| r.name == route)
+                {
+                    r.values.retain(|(k, _, _)| k != key);
+                    r.values
+                        .push((key.into(), toml::Value::String(value), Origin::Env(var)));
+                }
             }
         }
         let env = |var: &'static str| self.env_var("route", var).ok().flatten();

@@ -120,6 +120,14 @@ pub struct RouteConfig {
     pub origins: Vec<String>,
     /// Per-connection outbox cap.
     pub max_outbox_bytes: usize,
+    /// `ess`: the RabbitMQ URL (`ESS_AMPQ_URL`): host, user, password and vhost; its port is
+    /// ignored, streams use `stream_port`.
+    pub amqp: Option<String>,
+    /// `ess`: the RabbitMQ stream-protocol port. Default 5552.
+    pub stream_port: u16,
+    /// `ess`: log a stats line every this many messages (`ESS_MESSAGE_STATS_INTERVAL`).
+    /// Default 800, as the original.
+    pub stats_interval: u64,
 }
 
 /// A built-in set of routes and sources.
@@ -129,6 +137,9 @@ pub enum Preset {
     Weppcloud,
     /// WebsocketServerMS on :8001 at `/ws`.
     Bess,
+    /// Squonk2 ESS: the public WebSocket on :8080 (`/event-stream/*`) and the internal REST
+    /// API on :8081; RabbitMQ from `ESS_AMPQ_URL`.
+    Squonk2,
 }
 
 impl Preset {
@@ -137,8 +148,9 @@ impl Preset {
         match raw.text().map(str::trim) {
             Some("weppcloud") => Ok(Preset::Weppcloud),
             Some("bess") => Ok(Preset::Bess),
+            Some("squonk2") => Ok(Preset::Squonk2),
             _ => Err(format!(
-                "{} is not a preset (use weppcloud or bess)",
+                "{} is not a preset (use weppcloud, bess or squonk2)",
                 raw.shown()
             )),
         }
@@ -149,6 +161,16 @@ impl Preset {
         match self {
             Preset::Weppcloud => "weppcloud",
             Preset::Bess => "bess",
+            Preset::Squonk2 => "squonk2",
+        }
+    }
+
+    /// The native listener's default with this preset: 127.0.0.1:9090 for squonk2, whose
+    /// public WebSocket takes 8080 (the native default), else [`super::DEFAULT_LISTEN`].
+    pub fn native_listen(self) -> SocketAddr {
+        match self {
+            Preset::Squonk2 => SocketAddr::from(([127, 0, 0, 1], 9_090)),
+            _ => super::DEFAULT_LISTEN,
         }
     }
 }
@@ -210,6 +232,26 @@ ping_interval = "20s"
 pong_timeout = "20s"
 "#
         }
+        Preset::Squonk2 => {
+            r#"
+[[route]]
+name = "ess"
+listen = "0.0.0.0:8080"
+path = "/event-stream/*"
+profile = "ess"
+heartbeat = "ws"
+ping_interval = "20s"
+pong_timeout = "20s"
+stream_port = 5552
+stats_interval = 800
+
+[[route]]
+name = "ess_api"
+listen = "0.0.0.0:8081"
+path = "/*"
+profile = "ess_api"
+"#
+        }
     }
 }
 
@@ -228,6 +270,9 @@ pub const ROUTE_KEYS: &[&str] = &[
     "locks",
     "origins",
     "max_outbox_bytes",
+    "amqp",
+    "stream_port",
+    "stats_interval",
 ];
 
 /// A route's raw settings, each with where it came from.
@@ -473,7 +518,46 @@ fn resolve_one(
             super::size(raw, 4 * 1024, u64::MAX, 1 << 20)
         })?
         .unwrap_or(d.max_outbox_bytes),
+        amqp: optional(r, "amqp", |raw| {
+            let url = raw.text().ok_or("is not a string")?.trim();
+            if url.starts_with("amqp://") || url.starts_with("amqps://") {
+                Ok(url.to_owned())
+            } else {
+                Err(
+                    "is not an AMQP URL: use amqp://user:pass@host[:port][/vhost] (value not \
+                     shown)"
+                        .to_owned(),
+                )
+            }
+        })?,
+        stream_port: optional(r, "stream_port", |raw| {
+            let port = match raw {
+                Raw::Toml(toml::Value::Integer(n)) => u16::try_from(*n).ok(),
+                _ => raw.text().and_then(|t| t.trim().parse().ok()),
+            };
+            port.filter(|&p| p != 0)
+                .ok_or_else(|| format!("{} is not a port (1 to 65535)", raw.shown()))
+        })?
+        .unwrap_or(5_552),
+        stats_interval: optional(r, "stats_interval", |raw| {
+            let n = match raw {
+                Raw::Toml(toml::Value::Integer(n)) => u64::try_from(*n).ok(),
+                _ => raw.text().and_then(|t| t.trim().parse().ok()),
+            };
+            n.filter(|&n| n > 0)
+                .ok_or_else(|| format!("{} is not a positive number of messages", raw.shown()))
+        })?
+        .unwrap_or(800),
     };
+    if profile == Profile::Ess && route.amqp.is_none() {
+        return Err(err(
+            &origin_of(r, "profile").unwrap_or(Origin::Default),
+            format!(
+                "route {name:?} (profile ess) needs a RabbitMQ URL: set ESS_AMPQ_URL \
+                 (amqp://user:pass@host/vhost) or {name}.amqp"
+            ),
+        ));
+    }
     if matches!(profile, Profile::Preflight | Profile::Bess) && sources.is_empty() {
         return Err(err(
             &origin_of(r, "profile").unwrap_or(Origin::Default),
@@ -662,8 +746,32 @@ pub fn to_toml(routes: &[RouteConfig], sources: &[SourceConfig]) -> String {
             origins.join(", "),
             r.max_outbox_bytes,
         ));
+        if r.profile == Profile::Ess {
+            if let Some(url) = &r.amqp {
+                out.push_str(&format!("amqp = {:?}\n", mask_password(url)));
+            }
+            out.push_str(&format!(
+                "stream_port = {}\nstats_interval = {}\n",
+                r.stream_port, r.stats_interval
+            ));
+        }
     }
     out
+}
+
+/// `url` with the password of its userinfo replaced, for printing.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:{}@{host}{path}", super::REDACTED)
+        }
+        _ => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
