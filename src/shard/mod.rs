@@ -85,6 +85,9 @@ pub struct Shard {
     next_conn_id: u64,
     /// Notified when the last connection leaves during shutdown.
     pub drained: Rc<tokio::sync::Notify>,
+    /// The event-stream registry of each route (parallel to `config.routes`; `None` for routes
+    /// without one), set from [`run::ShardSetup`]. See [`Shard::registry`].
+    pub registries: Vec<Option<crate::store::registry::Registry>>,
 }
 
 impl Shard {
@@ -120,7 +123,16 @@ impl Shard {
             max_conns,
             next_conn_id: 0,
             drained: Rc::new(tokio::sync::Notify::new()),
+            registries: Vec::new(),
         }
+    }
+
+    /// Route `route`'s event-stream registry (`ess_api` routes; `None` otherwise). Clone it out
+    /// in its own `let` and await the request after the borrow is gone:
+    /// `let pending = shard.borrow().registry(i).cloned()?.lookup(uuid);` then
+    /// `pending?.await`.
+    pub fn registry(&self, route: usize) -> Option<&crate::store::registry::Registry> {
+        self.registries.get(route)?.as_ref()
     }
 
     /// This shard's counters.

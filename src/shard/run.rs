@@ -47,6 +47,8 @@ pub struct ShardSetup {
     pub metrics: Arc<Metrics>,
     /// Set by the main thread to start graceful shutdown (followed by a wake-up).
     pub shutdown: Arc<AtomicBool>,
+    /// Each route's event-stream registry handle (parallel to `config.routes`).
+    pub registries: Vec<Option<crate::store::registry::Registry>>,
 }
 
 /// Runs a shard on the current thread until graceful shutdown completes.
@@ -60,11 +62,13 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
         hub,
         metrics,
         shutdown,
+        registries,
     } = setup;
     crate::rt::set_read_size(config.read_buffer_bytes);
     runtime.block_on(async move {
         let mut wake = wake.into_listener();
         let shard = Rc::new(RefCell::new(Shard::new(id, config, hub, metrics)));
+        shard.borrow_mut().registries = registries;
         let stops: Vec<Rc<Notify>> = listeners
             .into_iter()
             .enumerate()
