@@ -208,7 +208,7 @@ pub struct Metrics {
     pub redis_configured: bool,
     /// One entry per event-stream registry, in start order (empty without `ess_api` routes).
     pub registries: Vec<RegistryStats>,
-    /// The registries' database files, for the `registry` label.
+    /// The registries' database files, for the `file` label.
     pub registry_paths: Vec<String>,
 }
 
@@ -497,8 +497,8 @@ impl Metrics {
         if !self.registries.is_empty() {
             for (name, help, field) in registry {
                 let per = self.registries.iter().zip(&self.registry_paths);
-                let per = per.map(|(r, p)| (format!("registry=\"{}\"", label(p)), field(r).get()));
-                total_and_split(&mut out, name, "registry", "counter", help, per);
+                let per = per.map(|(r, p)| (format!("file=\"{}\"", label(p)), field(r).get()));
+                total_and_split(&mut out, name, "file", "counter", help, per);
             }
         }
         let stages: [(&str, &str, Vec<&Histogram>); 4] = [
