@@ -18,6 +18,8 @@
 //! - [`source`]: where events come from, behind one interface. `memory` is the embedded broker.
 //! - [`protocol`]: the native protocol v1: client commands, replies, event envelopes, close codes.
 //! - [`metrics`]: single-writer per-shard counters and the Prometheus rendering.
+//! - [`store`]: state persisted off the shards: the Squonk2 event-stream registry (SQLite on a
+//!   thread of its own) and its shortuuid ids.
 
 pub mod config;
 pub mod conn;
@@ -30,4 +32,5 @@ pub mod rt;
 pub mod server;
 pub mod shard;
 pub mod source;
+pub mod store;
 pub mod ws;

@@ -1,7 +1,7 @@
 //! Counters and their Prometheus rendering.
 //!
 //! Every counter has exactly one writing thread: a shard writes its own [`ShardStats`], the hub
-//! thread writes [`HubStats`]. A single writer needs no atomic read-modify-write, so
+//! thread writes [`HubStats`], each registry thread its [`RegistryStats`]. A single writer needs no atomic read-modify-write, so
 //! [`Counter::add`] is a relaxed load plus a relaxed store (two plain `mov`s on x86), and any
 //! thread may read a snapshot at any time. This keeps the hot path free of locked instructions
 //! while `/metrics`, served by whichever shard got the request, still sees every shard.
@@ -136,6 +136,8 @@ pub struct ShardStats {
     pub http_errors: Counter,
     /// Interest updates waiting because the hub channel was full. Gauge.
     pub hub_backlog: Counter,
+    /// Event-stream API requests answered 503 because a registry queue was full.
+    pub registry_busy: Counter,
     /// Sampled stage timings of events this shard delivered.
     pub stages: StageTimes,
 }
@@ -181,6 +183,16 @@ pub struct RedisStats {
     pub publish_errors: Counter,
 }
 
+/// What one event-stream registry thread counts ([`crate::store::registry`]). Written only by
+/// that registry's thread.
+#[derive(Debug, Default)]
+pub struct RegistryStats {
+    /// Requests handled (create, list, delete, lookup).
+    pub requests: Counter,
+    /// Requests that failed in SQLite (each also logged) and were answered 500.
+    pub errors: Counter,
+}
+
 /// All counters of the process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -194,6 +206,10 @@ pub struct Metrics {
     pub redis_names: Vec<String>,
     /// True when a Redis source is configured (health reports it).
     pub redis_configured: bool,
+    /// One entry per event-stream registry, in start order (empty without `ess_api` routes).
+    pub registries: Vec<RegistryStats>,
+    /// The registries' database files, for the `file` label.
+    pub registry_paths: Vec<String>,
 }
 
 impl Metrics {
@@ -204,6 +220,15 @@ impl Metrics {
             redis_configured: !names.is_empty(),
             redis_names: names,
             ..Metrics::new(shards)
+        }
+    }
+
+    /// These counters plus one [`RegistryStats`] per registry file in `paths`.
+    pub fn with_registries(self, paths: Vec<String>) -> Self {
+        Metrics {
+            registries: paths.iter().map(|_| RegistryStats::default()).collect(),
+            registry_paths: paths,
+            ..self
         }
     }
 
@@ -229,6 +254,8 @@ impl Metrics {
             redis: Vec::new(),
             redis_names: Vec::new(),
             redis_configured: false,
+            registries: Vec::new(),
+            registry_paths: Vec::new(),
         }
     }
 
@@ -236,7 +263,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         type Field = fn(&ShardStats) -> &Counter;
-        let shard_metrics: [(&str, &str, &str, Field); 17] = [
+        let shard_metrics: [(&str, &str, &str, Field); 18] = [
             ("connections", "gauge", "Open TCP connections.", |s| {
                 &s.connections
             }),
@@ -332,6 +359,12 @@ impl Metrics {
                 "gauge",
                 "Interest updates waiting for the hub.",
                 |s| &s.hub_backlog,
+            ),
+            (
+                "registry_busy_total",
+                "counter",
+                "Event-stream API requests answered 503: registry queue full (policy: refuse).",
+                |s| &s.registry_busy,
             ),
         ];
         for (name, kind, help, field) in shard_metrics {
@@ -448,6 +481,26 @@ impl Metrics {
                 total_and_split(&mut out, name, "source", kind, help, per);
             }
         }
+        type RegistryField = fn(&RegistryStats) -> &Counter;
+        let registry: [(&str, &str, RegistryField); 2] = [
+            (
+                "registry_requests_total",
+                "Event-stream registry requests handled.",
+                |r| &r.requests,
+            ),
+            (
+                "registry_errors_total",
+                "Event-stream registry requests that failed in SQLite (answered 500).",
+                |r| &r.errors,
+            ),
+        ];
+        if !self.registries.is_empty() {
+            for (name, help, field) in registry {
+                let per = self.registries.iter().zip(&self.registry_paths);
+                let per = per.map(|(r, p)| (format!("file=\"{}\"", label(p)), field(r).get()));
+                total_and_split(&mut out, name, "file", "counter", help, per);
+            }
+        }
         let stages: [(&str, &str, Vec<&Histogram>); 4] = [
             (
                 "hub",
@@ -478,6 +531,13 @@ impl Metrics {
         }
         out
     }
+}
+
+/// `text` as a Prometheus label value: backslash, quote and newline escaped.
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Writes one Prometheus histogram `ringcast_stage_<stage>_seconds`, summing `hists`.

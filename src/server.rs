@@ -5,6 +5,7 @@
 //! signal-listening thread. The main thread owns the join handles and the exit status.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -20,6 +21,7 @@ use crate::shard::run::ShardSetup;
 use crate::source::memory::MemorySource;
 use crate::source::redis::resp::Proto;
 use crate::source::redis::{RedisSettings, RedisSource};
+use crate::store::registry::Registry;
 use listen::{all_interfaces_note, bind, demo_url, listener_names};
 
 mod listen;
@@ -70,6 +72,10 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// An `ess_api` route's registry file cannot be opened, created or written. The
+    /// operator's: fix the path or its permissions.
+    #[error(transparent)]
+    Registry(#[from] crate::store::registry::OpenError),
     /// A thread could not be started or failed.
     #[error("{0}")]
     Thread(String),
@@ -81,6 +87,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     drop(Runtime::new().map_err(ServerError::IoUringUnavailable)?);
     let signals = listen_for_signals()?;
     let config = Arc::new(config);
+    // Before any listener: a registry file that cannot be used stops the start (exit 1).
+    let databases = open_registries(&config)?;
     // One SO_REUSEPORT socket per shard per listening address; `per_shard[i]` is shard i's.
     let mut per_shard: Vec<Vec<std::net::TcpListener>> =
         (0..config.shards).map(|_| Vec::new()).collect();
@@ -99,7 +107,15 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     }
     let addr = bound[0];
     let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
-    let metrics = Arc::new(Metrics::with_redis(config.shards, names));
+    let paths = databases
+        .iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    let metrics = Arc::new(Metrics::with_redis(config.shards, names).with_registries(paths));
+    let RegistryHandles {
+        per_route: registries,
+        threads: registry_threads,
+    } = start_registries(&config, databases, &metrics)?;
     let (hub_tx, hub_rx) = bounded::<UpstreamMsg>(HUB_CHANNEL);
     // Shards report here when they stop; the hub reports as index `usize::MAX`.
     let (done_tx, done_rx) = bounded::<(usize, Result<(), String>)>(config.shards + 1);
@@ -128,6 +144,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             shutdown,
             // TODO(squonk2 wiring): the RabbitMQ stream source's command channel.
             replay: None,
+            registries: registries.clone(),
         };
         let done = done_tx.clone();
         let pin = config.pin_cores.then_some(i);
@@ -150,6 +167,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         shards.push(handle);
     }
 
+    // The shards hold the only handles now: each registry thread ends after the last shard.
+    drop(registries);
     let mut sources = Vec::new();
     for (index, sc) in config.sources.iter().enumerate() {
         let settings = RedisSettings {
@@ -218,6 +237,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     for handle in shards {
         let _ = handle.join();
     }
+    for handle in registry_threads {
+        let _ = handle.join();
+    }
     let _ = hub_tx.send(UpstreamMsg::Shutdown);
     let _ = hub_thread.join();
     match failure {
@@ -227,6 +249,51 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         }
         Some(e) => Err(ServerError::Thread(e)),
     }
+}
+
+/// Opens each distinct `registry` file of the routes, on this thread.
+fn open_registries(config: &Config) -> Result<Vec<(PathBuf, rusqlite::Connection)>, ServerError> {
+    let mut out: Vec<(PathBuf, rusqlite::Connection)> = Vec::new();
+    for path in config.routes.iter().filter_map(|r| r.registry.as_ref()) {
+        if !out.iter().any(|(p, _)| p == path) {
+            out.push((path.clone(), Registry::open(path)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Starts one thread per opened registry; returns each route's handle (parallel to
+/// `config.routes`) and the threads.
+fn start_registries(
+    config: &Config,
+    databases: Vec<(PathBuf, rusqlite::Connection)>,
+    metrics: &Arc<Metrics>,
+) -> Result<RegistryHandles, ServerError> {
+    let mut started = Vec::new();
+    let mut threads = Vec::new();
+    for (index, (path, db)) in databases.into_iter().enumerate() {
+        let (registry, thread) = Registry::start(db, &path, index, metrics.clone())
+            .map_err(|e| ServerError::Thread(e.to_string()))?;
+        started.push(registry);
+        threads.push(thread);
+    }
+    let per_route = config
+        .routes
+        .iter()
+        .map(|r| {
+            let path = r.registry.as_ref()?;
+            started.iter().find(|reg| reg.path() == path).cloned()
+        })
+        .collect();
+    Ok(RegistryHandles { per_route, threads })
+}
+
+/// What [`start_registries`] started.
+struct RegistryHandles {
+    /// Each route's registry handle, parallel to `config.routes`.
+    per_route: Vec<Option<Registry>>,
+    /// The registry threads, joined after the shards.
+    threads: Vec<thread::JoinHandle<()>>,
 }
 
 /// A channel that yields SIGINT/SIGTERM, fed by a small thread.

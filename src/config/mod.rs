@@ -1168,6 +1168,11 @@ impl Layers<'_> {
             ping_interval: config.ping_interval,
             pong_timeout: config.pong_timeout,
             max_outbox_bytes: config.max_outbox_bytes,
+            // The Squonk2 ESS's own variables, read as the original did (for ess_api routes).
+            ingress: routes::Ingress::from_env(
+                self.env_var("route", "ESS_INGRESS_LOCATION")?,
+                self.env_var("route", "ESS_INGRESS_SECURE")?,
+            ),
         };
         routes::resolve(&raw, &config.sources, &defaults).map_err(invalid)
     }

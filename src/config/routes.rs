@@ -1,7 +1,7 @@
 //! Routes, listeners and presets.
 //!
-//! A *route* binds a listener address and a path glob to a profile (native, preflight, status
-//! or bess), the sources it reads, a heartbeat style and limits. Routes come from four layers,
+//! A *route* binds a listener address and a path glob to a profile (native, preflight, status,
+//! bess or ess_api), the sources it reads, a heartbeat style and limits. Routes come from four layers,
 //! merged key by key, highest first:
 //!
 //! 1. `--route NAME.KEY=VALUE` flags (repeatable);
@@ -17,8 +17,14 @@
 //! The result is a list of [`RouteConfig`]s, validated: unique names, known sources, a Redis
 //! source for the profiles that read keys, heartbeat knobs of at least
 //! [`super::MIN_HEARTBEAT`].
+//!
+//! The `ess_api` profile (the Squonk2 ESS internal REST API) also takes a `registry` key (its
+//! SQLite file, default [`DEFAULT_REGISTRY`]) and the original's `ESS_INGRESS_LOCATION` and
+//! `ESS_INGRESS_SECURE` variables ([`Ingress`]), read by the caller through its environment
+//! lookup and passed in [`RouteDefaults`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Origin, Raw, SourceConfig};
@@ -38,6 +44,9 @@ pub enum Profile {
     Bess,
     /// Squonk2 ESS public WebSocket: one RabbitMQ stream per socket, from a chosen offset.
     Ess,
+    /// Squonk2 ESS internal REST API (`/event-stream/…`): plain HTTP over the route's
+    /// registry, no WebSocket.
+    EssApi,
 }
 
 impl Profile {
@@ -48,6 +57,7 @@ impl Profile {
             "status" => Profile::Status,
             "bess" => Profile::Bess,
             "ess" => Profile::Ess,
+            "ess_api" => Profile::EssApi,
             _ => return None,
         })
     }
@@ -60,6 +70,7 @@ impl Profile {
             Profile::Status => "status",
             Profile::Bess => "bess",
             Profile::Ess => "ess",
+            Profile::EssApi => "ess_api",
         }
     }
 }
@@ -90,6 +101,46 @@ impl Heartbeat {
             super::duration_text(ping_interval),
             super::duration_text(pong_timeout),
         )
+    }
+}
+
+/// The registry file of an `ess_api` route without a `registry` key, relative to the working
+/// directory.
+pub const DEFAULT_REGISTRY: &str = "event-streams.db";
+
+/// The WebSocket address the ESS API hands out (`location`), from the original's variables:
+/// `ESS_INGRESS_LOCATION` (default [`Ingress::DEFAULT_LOCATION`]) and `ESS_INGRESS_SECURE`
+/// (`yes` means `wss`, anything else `ws`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingress {
+    /// `host[:port]` as clients reach the public WebSocket listener.
+    pub location: String,
+    /// `wss` rather than `ws`.
+    pub secure: bool,
+}
+
+impl Ingress {
+    /// The original's default location.
+    pub const DEFAULT_LOCATION: &str = "localhost:8080";
+
+    /// From the two variables' values (unset: `None`).
+    pub fn from_env(location: Option<String>, secure: Option<String>) -> Ingress {
+        Ingress {
+            location: location.unwrap_or_else(|| Ingress::DEFAULT_LOCATION.to_owned()),
+            secure: secure.as_deref() == Some("yes"),
+        }
+    }
+
+    /// `ws[s]://<location>/event-stream/<uuid>`.
+    pub fn url(&self, uuid: &str) -> String {
+        let scheme = if self.secure { "wss" } else { "ws" };
+        format!("{scheme}://{}/event-stream/{uuid}", self.location)
+    }
+}
+
+impl Default for Ingress {
+    fn default() -> Ingress {
+        Ingress::from_env(None, None)
     }
 }
 
@@ -128,6 +179,11 @@ pub struct RouteConfig {
     /// `ess`: log a stats line every this many messages (`ESS_MESSAGE_STATS_INTERVAL`).
     /// Default 800, as the original.
     pub stats_interval: u64,
+    /// `ess_api` only: the event-stream registry's SQLite file (`registry` key, default
+    /// [`DEFAULT_REGISTRY`]); `None` for the other profiles.
+    pub registry: Option<PathBuf>,
+    /// `ess_api` only: how the streams' WebSocket `location` is written.
+    pub ingress: Option<Ingress>,
 }
 
 /// A built-in set of routes and sources.
@@ -273,6 +329,7 @@ pub const ROUTE_KEYS: &[&str] = &[
     "amqp",
     "stream_port",
     "stats_interval",
+    "registry",
 ];
 
 /// A route's raw settings, each with where it came from.
@@ -425,6 +482,8 @@ pub struct RouteDefaults {
     pub pong_timeout: Duration,
     /// The process-wide outbox cap.
     pub max_outbox_bytes: usize,
+    /// `ESS_INGRESS_LOCATION` and `ESS_INGRESS_SECURE`, for `ess_api` routes.
+    pub ingress: Ingress,
 }
 
 /// Turns merged raw routes into validated [`RouteConfig`]s.
@@ -445,9 +504,12 @@ fn resolve_one(
 ) -> Result<RouteConfig, RouteError> {
     let name = &r.name;
     let profile = optional(r, "profile", |raw| {
-        raw.text()
-            .and_then(Profile::parse)
-            .ok_or_else(|| format!("{} is not native, preflight, status or bess", raw.shown()))
+        raw.text().and_then(Profile::parse).ok_or_else(|| {
+            format!(
+                "{} is not native, preflight, status, bess, ess or ess_api",
+                raw.shown()
+            )
+        })
     })?
     .ok_or_else(|| missing_profile(r))?;
     let listen = required(r, "listen", super::socket_addr)?;
@@ -548,6 +610,8 @@ fn resolve_one(
                 .ok_or_else(|| format!("{} is not a positive number of messages", raw.shown()))
         })?
         .unwrap_or(800),
+        registry: None,
+        ingress: None,
     };
     if profile == Profile::Ess && route.amqp.is_none() {
         return Err(err(
@@ -556,6 +620,24 @@ fn resolve_one(
                 "route {name:?} (profile ess) needs a RabbitMQ URL: set ESS_AMPQ_URL \
                  (amqp://user:pass@host/vhost) or {name}.amqp"
             ),
+        ));
+    }
+    let mut route = route;
+    let registry = optional(r, "registry", |raw| match raw.text() {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => Err(format!("{} is not a file path", raw.shown())),
+    })?;
+    // The WebSocket route reads the registry the API route writes: the same file by default.
+    let set = registry.is_some();
+    if matches!(profile, Profile::EssApi | Profile::Ess) {
+        route.registry = Some(registry.unwrap_or_else(|| PathBuf::from(DEFAULT_REGISTRY)));
+    }
+    if profile == Profile::EssApi {
+        route.ingress = Some(d.ingress.clone());
+    } else if set && profile != Profile::Ess {
+        return Err(err(
+            &origin_of(r, "registry").unwrap_or(Origin::Default),
+            format!("route {name:?} registry: only the ess and ess_api profiles have a registry"),
         ));
     }
     if matches!(profile, Profile::Preflight | Profile::Bess) && sources.is_empty() {
@@ -630,8 +712,8 @@ fn missing_profile(r: &RawRoute) -> RouteError {
         &origin,
         format!(
             "{subject} no profile: no --preset given defines this \
-             route and no [[route]] table sets its profile ({fix} to native, preflight, status \
-             or bess)"
+             route and no [[route]] table sets its profile ({fix} to native, preflight, status, \
+             bess or ess_api)"
         ),
     )
 }
@@ -755,6 +837,18 @@ pub fn to_toml(routes: &[RouteConfig], sources: &[SourceConfig]) -> String {
                 r.stream_port, r.stats_interval
             ));
         }
+        if let Some(registry) = &r.registry {
+            out.push_str(&format!(
+                "registry = {:?}\n",
+                registry.display().to_string()
+            ));
+        }
+        if let Some(ingress) = &r.ingress {
+            out.push_str(&format!(
+                "# location: {} (ESS_INGRESS_LOCATION, ESS_INGRESS_SECURE)\n",
+                ingress.url("<uuid>"),
+            ));
+        }
     }
     out
 }
@@ -783,6 +877,7 @@ mod tests {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(20),
             max_outbox_bytes: 1 << 20,
+            ingress: Ingress::default(),
         }
     }
 
@@ -937,6 +1032,45 @@ mod tests {
         let refused = locks("fixed").expect_err("not a style");
         assert!(refused.contains("\"p\" locks"), "{refused}");
         assert!(refused.contains("both, legacy or dynamic"), "{refused}");
+    }
+
+    #[test]
+    fn ess_api_routes_get_a_registry_and_the_ingress() {
+        let resolve_text = |text: &str, ingress: Ingress| {
+            let mut raw = Vec::new();
+            merge_tables(&mut raw, &tables(text), &Origin::File("f.toml".into()))?;
+            let d = RouteDefaults {
+                ingress,
+                ..defaults()
+            };
+            resolve(&raw, &[], &d)
+        };
+        let base = "[[route]]\nname = \"api\"\nlisten = \"127.0.0.1:1\"\nprofile = \"ess_api\"\n";
+        let r = resolve_text(base, Ingress::default()).expect("valid")[0].clone();
+        assert_eq!(r.profile, Profile::EssApi);
+        assert_eq!(r.registry, Some(PathBuf::from(DEFAULT_REGISTRY)));
+        assert_eq!(
+            r.ingress.expect("ingress").url("u"),
+            "ws://localhost:8080/event-stream/u"
+        );
+        let secure = Ingress::from_env(Some("ess.example".into()), Some("yes".into()));
+        let r = resolve_text(&format!("{base}registry = \"/tmp/x.db\"\n"), secure).expect("valid")
+            [0]
+        .clone();
+        assert_eq!(r.registry, Some(PathBuf::from("/tmp/x.db")));
+        assert_eq!(
+            r.ingress.expect("ingress").url("u"),
+            "wss://ess.example/event-stream/u"
+        );
+        assert!(!Ingress::from_env(None, Some("true".into())).secure);
+        let native = "[[route]]\nname = \"n\"\nlisten = \"127.0.0.1:1\"\nprofile = \"native\"\n\
+                      registry = \"x.db\"\n";
+        let e = resolve_text(native, Ingress::default()).expect_err("not ess_api");
+        assert!(
+            e.reason.contains("only the ess and ess_api profiles"),
+            "{}",
+            e.reason
+        );
     }
 
     #[test]

@@ -74,12 +74,25 @@ pub(super) async fn upgrade(
             return Step::Finish(Next::Upgrade(leftover));
         }
     };
-    match lookup(shard, &uuid).await {
-        Ok(Some(routing_key)) => {
+    let pending = shard
+        .borrow()
+        .registry(index)
+        .cloned()
+        .map(|r| r.lookup(uuid.clone()));
+    let found = match pending {
+        Some(Ok(pending)) => pending.await,
+        Some(Err(e)) => Err(e),
+        None => {
             shard
                 .borrow_mut()
-                .replay_subscribe(key, routing_key, start, &uuid)
+                .close_with(key, 1011, "no event stream registry");
+            return Step::Finish(Next::Upgrade(leftover));
         }
+    };
+    match found {
+        Ok(Some(es)) => shard
+            .borrow_mut()
+            .replay_subscribe(key, es.routing_key, start, &uuid),
         Ok(None) => shard
             .borrow_mut()
             .close_with(key, 1000, &squonk2::unknown_reason(&uuid)),
@@ -91,10 +104,4 @@ pub(super) async fn upgrade(
         }
     }
     Step::Finish(Next::Upgrade(leftover))
-}
-
-/// The routing key of event stream `uuid`, from the registry.
-// TODO(ess_api registry): ask the registry thread; until it lands every lookup fails (1011).
-async fn lookup(_shard: &ShardRef, _uuid: &str) -> Result<Option<String>, &'static str> {
-    Err("no event stream registry is configured")
 }

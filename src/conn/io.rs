@@ -117,6 +117,24 @@ async fn respond(
         .conns
         .get(key)
         .map_or(0, |c| usize::from(c.listener));
+    // The Squonk2 ESS internal API answers every request on its route, upgrades included.
+    if let Some(index) = super::ess_api::route_of(shard, listener, req.path) {
+        let answer =
+            super::ess_api::respond(shard, &req, &pending[..], index, max_body, keep_alive);
+        let (response, used, keep) = match Box::pin(answer).await {
+            super::ess_api::Outcome::NeedMore => return Step::NeedMore,
+            super::ess_api::Outcome::Reply {
+                response,
+                used,
+                keep_alive,
+            } => (response, used, keep_alive),
+        };
+        pending.drain(..used.min(pending.len()));
+        if stream.write_all(response).await.is_err() || !keep {
+            return Step::Finish(Next::Done);
+        }
+        return Step::Continue;
+    }
     if req.is_websocket_upgrade() {
         let route = find_route(&shard.borrow(), listener, req.path);
         if let Some(route) = route {
@@ -401,7 +419,7 @@ fn on_input(
                             conn.answered();
                         }
                     }
-                    (_, Some((Profile::Bess | Profile::Ess, _))) => {}
+                    (_, Some((Profile::Bess | Profile::Ess | Profile::EssApi, _))) => {}
                 }
             }
             Incoming::Binary(b) => {

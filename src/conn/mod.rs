@@ -6,6 +6,8 @@
 //!   WebSocket read loop and write loop.
 //! - [`outbox`] is the bounded queue of shared frames that the write loop flushes with `writev`.
 //! - [`native`] executes native-protocol commands against the shard.
+//! - `ess_api` answers the Squonk2 ESS internal REST API on `ess_api` routes (the HTTP side of
+//!   [`crate::http::ess_api`], with the registry behind it).
 //!
 //! State machine: `Http` → (`Open` → `Closing`) → removed. A connection enters `Closing` when a
 //! close frame was queued (by either side) or the peer vanished; its outbox then refuses data, the
@@ -13,6 +15,7 @@
 //! at EOF, or when the shard's sweep passes the closing deadline and shuts the socket down.
 
 mod ess;
+pub mod ess_api;
 pub mod io;
 pub mod native;
 pub mod outbox;

@@ -4,6 +4,7 @@
 //! The connection task ([`crate::conn`]) reads, calls [`parse`], picks a route and writes the
 //! response bytes this module renders.
 
+pub mod ess_api;
 pub mod publish;
 
 use std::borrow::Cow;

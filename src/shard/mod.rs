@@ -88,6 +88,9 @@ pub struct Shard {
     pub drained: Rc<tokio::sync::Notify>,
     /// Connections served by a replay source, and the channel to it.
     pub replays: replay::Replays,
+    /// The event-stream registry of each route (parallel to `config.routes`; `None` for routes
+    /// without one), set from [`run::ShardSetup`]. See [`Shard::registry`].
+    pub registries: Vec<Option<crate::store::registry::Registry>>,
 }
 
 impl Shard {
@@ -124,7 +127,16 @@ impl Shard {
             next_conn_id: 0,
             drained: Rc::new(tokio::sync::Notify::new()),
             replays: replay::Replays::default(),
+            registries: Vec::new(),
         }
+    }
+
+    /// Route `route`'s event-stream registry (`ess_api` routes; `None` otherwise). Clone it out
+    /// in its own `let` and await the request after the borrow is gone:
+    /// `let pending = shard.borrow().registry(i).cloned()?.lookup(uuid);` then
+    /// `pending?.await`.
+    pub fn registry(&self, route: usize) -> Option<&crate::store::registry::Registry> {
+        self.registries.get(route)?.as_ref()
     }
 
     /// This shard's counters.

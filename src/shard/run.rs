@@ -49,6 +49,8 @@ pub struct ShardSetup {
     pub shutdown: Arc<AtomicBool>,
     /// Shard → replay source commands, when a route uses one.
     pub replay: Option<Sender<crate::source::replay::ReplayCmd>>,
+    /// Each route's event-stream registry handle (parallel to `config.routes`).
+    pub registries: Vec<Option<crate::store::registry::Registry>>,
 }
 
 /// Runs a shard on the current thread until graceful shutdown completes.
@@ -63,12 +65,14 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
         metrics,
         shutdown,
         replay,
+        registries,
     } = setup;
     crate::rt::set_read_size(config.read_buffer_bytes);
     runtime.block_on(async move {
         let mut wake = wake.into_listener();
         let mut state = Shard::new(id, config, hub, metrics);
         state.replays = super::replay::Replays::new(replay);
+        state.registries = registries;
         let shard = Rc::new(RefCell::new(state));
         let stops: Vec<Rc<Notify>> = listeners
             .into_iter()
