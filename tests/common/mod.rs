@@ -190,7 +190,8 @@ impl Drop for Gateway {
 pub fn hermetic(cmd: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with("RINGCAST_") || name.starts_with("REDIS_") || name.starts_with("WS_") {
+        let ours = ["RINGCAST_", "REDIS_", "WS_", "ESS_"];
+        if ours.iter().any(|prefix| name.starts_with(prefix)) {
             cmd.env_remove(name);
         }
     }
