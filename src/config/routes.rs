@@ -492,9 +492,22 @@ pub fn resolve(
     sources: &[SourceConfig],
     defaults: &RouteDefaults,
 ) -> Result<Vec<RouteConfig>, RouteError> {
-    raw.iter()
+    let mut routes = raw
+        .iter()
         .map(|r| resolve_one(r, sources, defaults))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    // An `ess` route reads the registry its `ess_api` route writes unless it names its own, so
+    // `--route ess_api.registry=/data/event-streams.db` moves both.
+    let api = routes
+        .iter()
+        .find(|r| r.profile == Profile::EssApi)
+        .and_then(|r| r.registry.clone());
+    for (route, r) in routes.iter_mut().zip(raw) {
+        if route.profile == Profile::Ess && r.get("registry").is_none() && api.is_some() {
+            route.registry.clone_from(&api);
+        }
+    }
+    Ok(routes)
 }
 
 fn resolve_one(
