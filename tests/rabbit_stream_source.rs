@@ -125,7 +125,10 @@ impl Rig {
             .as_nanos();
         let stream = format!("ringcast-test-{name}-{}-{nanos}", std::process::id());
         let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("stream".into()),
+        );
         self.rt.block_on(async {
             self.channel
                 .queue_declare(
@@ -288,7 +291,9 @@ fn now_ms() -> i64 {
 
 #[test]
 fn next_gets_only_messages_published_after_the_subscription() {
-    let Some(mut r) = rig("next", |_| {}) else { return };
+    let Some(mut r) = rig("next", |_| {}) else {
+        return;
+    };
     let s = r.stream("next");
     r.publish(&s, &bodies("old", 0..3));
     let t = target(1);
@@ -321,13 +326,19 @@ fn next_gets_only_messages_published_after_the_subscription() {
 
 #[test]
 fn offset_is_inclusive_and_zero_is_the_first_message() {
-    let Some(mut r) = rig("offset", |_| {}) else { return };
+    let Some(mut r) = rig("offset", |_| {}) else {
+        return;
+    };
     let s = r.stream("offset");
     r.publish(&s, &bodies("m", 0..6));
     let t3 = target(1);
     r.subscribe(t3, &s, StartAt::Offset(3));
     let got = r.texts(t3, 3);
-    let parsed: Vec<(&str, u64)> = got.iter().map(|t| split(t)).map(|(b, o, _)| (b, o)).collect();
+    let parsed: Vec<(&str, u64)> = got
+        .iter()
+        .map(|t| split(t))
+        .map(|(b, o, _)| (b, o))
+        .collect();
     assert_eq!(parsed, [("m3", 3), ("m4", 4), ("m5", 5)]);
     let t0 = target(2);
     let s0 = r.stream("offset0");
@@ -340,7 +351,9 @@ fn offset_is_inclusive_and_zero_is_the_first_message() {
 
 #[test]
 fn timestamp_starts_at_the_first_chunk_written_at_or_after_it() {
-    let Some(mut r) = rig("timestamp", |_| {}) else { return };
+    let Some(mut r) = rig("timestamp", |_| {}) else {
+        return;
+    };
     let s = r.stream("ts");
     r.publish(&s, &bodies("before", 0..3));
     let t_ms = now_ms() + 2;
@@ -359,34 +372,56 @@ fn timestamp_starts_at_the_first_chunk_written_at_or_after_it() {
 
 #[test]
 fn json_and_text_bodies_are_transformed_byte_for_byte() {
-    let Some(mut r) = rig("transform", |_| {}) else { return };
+    let Some(mut r) = rig("transform", |_| {}) else {
+        return;
+    };
     let s = r.stream("transform");
     let start = now_ms();
     let json = "{\"message_type\":\"accountserver.MerchantProcessingCharge\",\"message_body\":{\"z\":1,\"a\":{\"n\":[1.5,-0,1e16,true,null]},\"name\":\"caf\u{e9} \u{1f600} \\\"q\\\"\"}}";
     let protobuf = "accountserver.MerchantCharge|timestamp: \"2024-01-01T00:00:00Z\" merchant_kind: \"DATA_MANAGER\"";
-    r.publish(&s, &[json.as_bytes().to_vec(), protobuf.as_bytes().to_vec()]);
+    r.publish(
+        &s,
+        &[json.as_bytes().to_vec(), protobuf.as_bytes().to_vec()],
+    );
     let t = target(1);
     r.subscribe(t, &s, StartAt::Offset(0));
     let got = r.texts(t, 2);
     let (prefix, ts) = got[0]
         .rsplit_once(", \"ess_timestamp\": ")
         .expect("ess_timestamp last");
-    let ts: i64 = ts.strip_suffix('}').expect("closing brace").parse().unwrap();
-    assert!(ts >= start - 60_000 && ts <= now_ms() + 60_000, "timestamp {ts}");
+    let ts: i64 = ts
+        .strip_suffix('}')
+        .expect("closing brace")
+        .parse()
+        .unwrap();
+    assert!(
+        ts >= start - 60_000 && ts <= now_ms() + 60_000,
+        "timestamp {ts}"
+    );
     assert_eq!(
         prefix,
         "{\"message_type\": \"accountserver.MerchantProcessingCharge\", \"message_body\": {\"z\": 1, \"a\": {\"n\": [1.5, 0, 1e+16, true, null]}, \"name\": \"caf\\u00e9 \\ud83d\\ude00 \\\"q\\\"\"}, \"ess_ordinal\": 0"
     );
-    assert_eq!(got[1], format!("{protobuf}|ordinal: 1|timestamp: {}", split(&got[1]).2));
+    assert_eq!(
+        got[1],
+        format!("{protobuf}|ordinal: 1|timestamp: {}", split(&got[1]).2)
+    );
 }
 
 #[test]
 fn empty_invalid_json_and_invalid_utf8_bodies_are_dropped_and_counted() {
-    let Some(mut r) = rig("drops", |_| {}) else { return };
+    let Some(mut r) = rig("drops", |_| {}) else {
+        return;
+    };
     let s = r.stream("drops");
     r.publish(
         &s,
-        &[b"".to_vec(), b"{bad".to_vec(), b"\xff\xfe".to_vec(), b"ok".to_vec()],
+        &[
+            b"".to_vec(),
+            b"{bad".to_vec(),
+            b"\xff\xfe".to_vec(),
+            b"ok".to_vec(),
+        ],
     );
     let t = target(1);
     r.subscribe(t, &s, StartAt::Offset(0));
@@ -398,7 +433,9 @@ fn empty_invalid_json_and_invalid_utf8_bodies_are_dropped_and_counted() {
 
 #[test]
 fn poison_ends_the_consumer_with_deleted_and_nothing_after_it_is_sent() {
-    let Some(mut r) = rig("poison", |_| {}) else { return };
+    let Some(mut r) = rig("poison", |_| {}) else {
+        return;
+    };
     let s = r.stream("poison");
     r.publish(&s, &[b"a".to_vec(), b"POISON".to_vec(), b"b".to_vec()]);
     let t = target(1);
@@ -412,7 +449,9 @@ fn poison_ends_the_consumer_with_deleted_and_nothing_after_it_is_sent() {
 
 #[test]
 fn a_missing_stream_ends_with_not_found() {
-    let Some(r) = rig("missing", |_| {}) else { return };
+    let Some(r) = rig("missing", |_| {}) else {
+        return;
+    };
     let t = target(1);
     r.subscribe(t, "ringcast-test-no-such-stream", StartAt::Next);
     assert_eq!(r.end(t), (vec![], ReplayEnd::NotFound));
@@ -420,7 +459,9 @@ fn a_missing_stream_ends_with_not_found() {
 
 #[test]
 fn a_newer_subscriber_replaces_the_older_and_revoke_deletes() {
-    let Some(mut r) = rig("replace", |_| {}) else { return };
+    let Some(mut r) = rig("replace", |_| {}) else {
+        return;
+    };
     let s = r.stream("replace");
     r.publish(&s, &bodies("m", 0..2));
     let (old, new) = (target(1), target(2));
@@ -466,7 +507,7 @@ fn a_consumer_that_gives_no_credit_back_gets_a_bounded_number_of_frames() {
 }
 
 #[test]
-fn a_closed_connection_resumes_without_loss_or_duplicates() {
+fn a_dropped_connection_resumes_without_loss_or_duplicates() {
     let Some(mut r) = rig("reconnect", |s| s.backoff_max = Duration::from_millis(200)) else {
         return;
     };
@@ -475,7 +516,7 @@ fn a_closed_connection_resumes_without_loss_or_duplicates() {
     let t = target(1);
     r.subscribe(t, &s, StartAt::Offset(0));
     let mut got = r.texts(t, 100);
-    close_stream_connection(&r.connection_name);
+    kill_stream_connection(&r.connection_name);
     r.publish(&s, &bodies("b", 0..100));
     got.extend(r.texts(t, 100));
     for (i, t) in got.iter().enumerate() {
@@ -485,36 +526,42 @@ fn a_closed_connection_resumes_without_loss_or_duplicates() {
     assert!(r.metrics.rabbit_stream.reconnects.get() >= 1);
 }
 
-/// Closes the source's stream connection, found by its name among the connections
-/// `rabbitmqctl list_connections pid client_properties` shows, with `rabbitmqctl
-/// close_connection`.
-fn close_stream_connection(name: &str) {
+/// Kills the source's stream connection on the broker, found by the name it gives in its peer
+/// properties. On RabbitMQ 3.10 `rabbitmqctl list_connections` does not list stream
+/// connections and `rabbitmqctl close_connection` only logs "Asked to close connection ... but
+/// no running cluster node reported it as an active connection" for them, so the connection
+/// process is found among the node's non-AMQP connections and killed with `rabbitmqctl eval`:
+/// the broker drops the socket, as on a crash or a restart.
+fn kill_stream_connection(name: &str) {
+    let expr = format!(
+        "[exit(P, kill) || \
+         P <- rabbit_networking:local_non_amqp_connections(), \
+         string:find(lists:flatten(io_lib:format(\"~p\", \
+           [catch rabbit_stream_reader:info(P, [client_properties])])), \"{name}\") =/= nomatch]."
+    );
     let deadline = Instant::now() + TIMEOUT;
     loop {
         let out = std::process::Command::new("rabbitmqctl")
-            .args(["list_connections", "--silent", "pid", "client_properties"])
+            .args(["eval", &expr])
             .output()
-            .expect("rabbitmqctl list_connections");
-        let listing = String::from_utf8_lossy(&out.stdout).to_string();
-        if let Some(line) = listing.lines().find(|l| l.contains(name)) {
-            let pid = line.split_whitespace().next().expect("pid column");
-            let closed = std::process::Command::new("rabbitmqctl")
-                .args(["close_connection", pid, "ringcast test"])
-                .output()
-                .expect("rabbitmqctl close_connection");
-            assert!(closed.status.success(), "{closed:?}");
+            .expect("rabbitmqctl eval");
+        let result = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        eprintln!("killed {name}: {result}");
+        if out.status.success() && result != "[]" {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "connection {name} not listed: {listing}"
+            "connection {name} not found: {out:?}"
         );
     }
 }
 
 #[test]
 fn five_thousand_messages_a_second_arrive_in_order_without_loss() {
-    let Some(mut r) = rig("rate", |_| {}) else { return };
+    let Some(mut r) = rig("rate", |_| {}) else {
+        return;
+    };
     let s = r.stream("rate");
     let t = target(1);
     r.subscribe(t, &s, StartAt::Offset(0));
@@ -540,7 +587,8 @@ fn five_thousand_messages_a_second_arrive_in_order_without_loss() {
                 for i in 0..total {
                     // 5,000 a second: 50 per 10 ms tick.
                     if i % 50 == 0 {
-                        let due = started + Duration::from_millis(u64::try_from(i / 50 * 10).unwrap());
+                        let due =
+                            started + Duration::from_millis(u64::try_from(i / 50 * 10).unwrap());
                         tokio::time::sleep_until(due.into()).await;
                     }
                     let body = format!("{{\"i\": {i}}}");
@@ -566,7 +614,10 @@ fn five_thousand_messages_a_second_arrive_in_order_without_loss() {
     let got = r.texts(t, total);
     let elapsed = publisher.join().expect("publisher");
     for (i, t) in got.iter().enumerate() {
-        assert!(t.starts_with(&format!("{{\"i\": {i}, \"ess_ordinal\": {i}, ")), "{t}");
+        assert!(
+            t.starts_with(&format!("{{\"i\": {i}, \"ess_ordinal\": {i}, ")),
+            "{t}"
+        );
     }
     eprintln!("published {total} in {elapsed:?}");
 }
