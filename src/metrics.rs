@@ -193,6 +193,28 @@ pub struct RegistryStats {
     pub errors: Counter,
 }
 
+/// What the RabbitMQ stream replay source counts. Written only by its driver thread.
+#[derive(Debug, Default)]
+pub struct RabbitStreamStats {
+    /// Stream protocol connections up. Gauge.
+    pub connections_up: Counter,
+    /// Reconnects after a lost connection.
+    pub reconnects: Counter,
+    /// Live consumers (at most one per stream). Gauge.
+    pub consumers: Counter,
+    /// Chunks delivered by RabbitMQ.
+    pub chunks: Counter,
+    /// Messages transformed into frames and queued for a shard.
+    pub messages: Counter,
+    /// Bytes of those frames.
+    pub bytes: Counter,
+    /// Messages dropped: empty, not UTF-8, invalid JSON, unreadable or compressed.
+    pub dropped: Counter,
+    /// Deliveries refused by a full shard inbox and kept for a retry (policy: retry, never
+    /// drop).
+    pub inbox_full_retries: Counter,
+}
+
 /// All counters of the process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -210,6 +232,8 @@ pub struct Metrics {
     pub registries: Vec<RegistryStats>,
     /// The registries' database files, for the `file` label.
     pub registry_paths: Vec<String>,
+    /// The RabbitMQ stream replay source's counters (zero when it is not configured).
+    pub rabbit_stream: RabbitStreamStats,
 }
 
 impl Metrics {
@@ -256,6 +280,7 @@ impl Metrics {
             redis_configured: false,
             registries: Vec::new(),
             registry_paths: Vec::new(),
+            rabbit_stream: RabbitStreamStats::default(),
         }
     }
 
@@ -500,6 +525,66 @@ impl Metrics {
                 let per = per.map(|(r, p)| (format!("file=\"{}\"", label(p)), field(r).get()));
                 total_and_split(&mut out, name, "file", "counter", help, per);
             }
+        }
+        let r = &self.rabbit_stream;
+        let rabbit: [(&str, &str, &str, &Counter); 8] = [
+            (
+                "rabbit_stream_connections_up",
+                "gauge",
+                "RabbitMQ stream protocol connections up.",
+                &r.connections_up,
+            ),
+            (
+                "rabbit_stream_reconnects_total",
+                "counter",
+                "Reconnects to the RabbitMQ stream port.",
+                &r.reconnects,
+            ),
+            (
+                "rabbit_stream_consumers",
+                "gauge",
+                "Live stream replay consumers (one per stream).",
+                &r.consumers,
+            ),
+            (
+                "rabbit_stream_chunks_total",
+                "counter",
+                "Chunks delivered by RabbitMQ.",
+                &r.chunks,
+            ),
+            (
+                "rabbit_stream_messages_total",
+                "counter",
+                "Stream messages transformed and queued for a shard.",
+                &r.messages,
+            ),
+            (
+                "rabbit_stream_bytes_total",
+                "counter",
+                "Bytes of stream frames queued for shards.",
+                &r.bytes,
+            ),
+            (
+                "rabbit_stream_dropped_total",
+                "counter",
+                "Stream messages dropped (empty, not UTF-8, invalid JSON, unreadable).",
+                &r.dropped,
+            ),
+            (
+                "rabbit_stream_inbox_full_retries_total",
+                "counter",
+                "Stream deliveries refused by a full shard inbox and retried (never dropped).",
+                &r.inbox_full_retries,
+            ),
+        ];
+        for (name, kind, help, counter) in rabbit {
+            family(
+                &mut out,
+                &format!("ringcast_{name}"),
+                kind,
+                help,
+                &[("", counter.get())],
+            );
         }
         let stages: [(&str, &str, Vec<&Histogram>); 4] = [
             (

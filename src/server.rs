@@ -123,7 +123,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let mut links = Vec::new();
     let mut shards = Vec::new();
     let mut flags = Vec::new();
-    for (i, listeners) in per_shard.into_iter().enumerate() {
+    let mut ends = Vec::new();
+    for listeners in per_shard {
         let (tx, rx) = bounded(config.shard_inbox);
         let (wake, wake_listener) =
             rt::wake_pair().map_err(|e| ServerError::Thread(e.to_string()))?;
@@ -133,6 +134,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             wake: wake.clone(),
         });
         flags.push((shutdown.clone(), wake));
+        ends.push((listeners, rx, wake_listener, shutdown));
+    }
+    // The replay source delivers straight to the shards, so it starts before them.
+    let replay = start_replay(&config, &links, &metrics)?;
+    for (i, (listeners, rx, wake_listener, shutdown)) in ends.into_iter().enumerate() {
         let setup = ShardSetup {
             id: ShardId(i as u16),
             config: config.clone(),
@@ -142,8 +148,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             hub: hub_tx.clone(),
             metrics: metrics.clone(),
             shutdown,
-            // TODO(squonk2 wiring): the RabbitMQ stream source's command channel.
-            replay: None,
+            replay: replay.clone(),
             registries: registries.clone(),
         };
         let done = done_tx.clone();
@@ -167,8 +172,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         shards.push(handle);
     }
 
-    // The shards hold the only handles now: each registry thread ends after the last shard.
+    // The shards hold the only handles now: each registry thread, and the replay source, ends
+    // after the last shard.
     drop(registries);
+    drop(replay);
     let mut sources = Vec::new();
     for (index, sc) in config.sources.iter().enumerate() {
         let settings = RedisSettings {
@@ -328,4 +335,38 @@ fn pin_to_core(core: usize) {
     if rc != 0 {
         tracing::warn!(core, error = %std::io::Error::last_os_error(), "could not pin shard to core");
     }
+}
+
+/// Starts the RabbitMQ stream replay source when a route serves Squonk2 event streams (the
+/// first `ess` route's RabbitMQ; every `ess` route shares it); returns the shards' command
+/// channel.
+fn start_replay(
+    config: &Config,
+    links: &[ShardLink],
+    metrics: &Arc<Metrics>,
+) -> Result<Option<crossbeam_channel::Sender<crate::source::replay::ReplayCmd>>, ServerError> {
+    use crate::source::rabbit_stream::{RabbitStreamSettings, RabbitStreamSource};
+    let Some(route) = config
+        .routes
+        .iter()
+        .find(|r| r.profile == crate::config::Profile::Ess)
+    else {
+        return Ok(None);
+    };
+    let Some(url) = route.amqp.as_deref() else {
+        return Ok(None);
+    };
+    let mut settings = RabbitStreamSettings::from_url(url)
+        .map_err(|e| ServerError::Thread(format!("route {:?} amqp: {e}", route.name)))?;
+    settings.port = route.stream_port;
+    settings.stats_interval = route.stats_interval;
+    // The thread is detached: it ends when the last shard drops its sender.
+    let (tx, _thread) = RabbitStreamSource::start(settings, links.to_vec(), metrics.clone())
+        .map_err(|e| ServerError::Thread(e.to_string()))?;
+    tracing::info!(
+        route = route.name,
+        port = route.stream_port,
+        "RabbitMQ stream source started"
+    );
+    Ok(Some(tx))
 }

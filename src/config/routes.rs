@@ -595,7 +595,7 @@ fn resolve_one(
         .unwrap_or(d.max_outbox_bytes),
         amqp: optional(r, "amqp", |raw| {
             let url = raw.text().ok_or("is not a string")?.trim();
-            if url.starts_with("amqp://") || url.starts_with("amqps://") {
+            if crate::source::rabbit_stream::AmqpUrl::parse(url).is_ok() {
                 Ok(url.to_owned())
             } else {
                 Err(
