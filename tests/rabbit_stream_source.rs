@@ -6,58 +6,40 @@
 //! duplicates. Without a reachable RabbitMQ each test prints `SKIPPED` and passes, except
 //! under `CI=true`, where it fails.
 
-use std::net::TcpStream;
+#[path = "common/rabbit.rs"]
+mod rabbit;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use rabbit::{Publisher, amqp_url};
 use ringcast::metrics::Metrics;
 use ringcast::router::hub::ShardLink;
 use ringcast::router::{ConnRef, ShardId, ShardMsg};
-use ringcast::source::rabbit_stream::{AmqpUrl, RabbitStreamSettings, RabbitStreamSource};
+use ringcast::source::rabbit_stream::{RabbitStreamSettings, RabbitStreamSource};
 use ringcast::source::replay::{ReplayCmd, ReplayEnd, ReplayEvent, ReplayTarget, StartAt};
 
 /// How long a wait may take on a loaded machine before the test fails.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
-fn amqp_url() -> String {
-    std::env::var("RINGCAST_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
-}
-
 /// A running source with one shard inbox, and an AMQP 0-9-1 publisher.
 struct Rig {
-    rt: tokio::runtime::Runtime,
-    _amqp: Connection,
-    channel: Channel,
+    publisher: Publisher,
     cmd: Sender<ReplayCmd>,
     inbox: Receiver<ShardMsg>,
     _wake: ringcast::rt::WakeReceiver,
     metrics: Arc<Metrics>,
-    streams: Vec<String>,
     connection_name: String,
 }
 
 /// A rig, or `None` (test skipped) when RabbitMQ's stream port is not reachable.
 fn rig(name: &str, tweak: impl FnOnce(&mut RabbitStreamSettings)) -> Option<Rig> {
-    let url = amqp_url();
-    let parsed = AmqpUrl::parse(&url).expect("RINGCAST_TEST_AMQP_URL");
-    if TcpStream::connect((parsed.host.as_str(), 5552)).is_err() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "RabbitMQ stream port 5552 not reachable under CI"
-        );
-        eprintln!("SKIPPED: no RabbitMQ stream port at {}:5552", parsed.host);
+    if !rabbit::available(name) {
         return None;
     }
-    let mut settings = RabbitStreamSettings::from_url(&url).expect("settings");
+    let mut settings = RabbitStreamSettings::from_url(&amqp_url()).expect("settings");
     settings.connection_name = format!("ringcast-test-{name}-{}", std::process::id());
     tweak(&mut settings);
     let connection_name = settings.connection_name.clone();
@@ -67,41 +49,12 @@ fn rig(name: &str, tweak: impl FnOnce(&mut RabbitStreamSettings)) -> Option<Rig>
     let (cmd, _driver) =
         RabbitStreamSource::start(settings, vec![ShardLink { tx, wake }], metrics.clone())
             .expect("source starts");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let uri = url.replace("/%2f", "/%2F");
-    let (amqp, channel) = rt.block_on(async {
-        let c = Connection::connect(&uri, ConnectionProperties::default())
-            .await
-            .expect("AMQP connect");
-        let ch = c.create_channel().await.expect("channel");
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("confirms");
-        ch.exchange_declare(
-            "event-streams",
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("exchange");
-        (c, ch)
-    });
     Some(Rig {
-        rt,
-        _amqp: amqp,
-        channel,
+        publisher: Publisher::connect(),
         cmd,
         inbox,
         _wake: wake_rx,
         metrics,
-        streams: Vec::new(),
         connection_name,
     })
 }
@@ -119,65 +72,12 @@ fn target(id: u64) -> ReplayTarget {
 impl Rig {
     /// Declares a fresh stream queue bound to `event-streams`, as the Account Server does.
     fn stream(&mut self, name: &str) -> String {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let stream = format!("ringcast-test-{name}-{}-{nanos}", std::process::id());
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("stream".into()),
-        );
-        self.rt.block_on(async {
-            self.channel
-                .queue_declare(
-                    &stream,
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    args,
-                )
-                .await
-                .expect("declare stream");
-            self.channel
-                .queue_bind(
-                    &stream,
-                    "event-streams",
-                    &stream,
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .expect("bind");
-        });
-        self.streams.push(stream.clone());
-        stream
+        self.publisher.stream(name)
     }
 
     /// Publishes each body and waits for the broker's confirms.
     fn publish(&self, stream: &str, bodies: &[Vec<u8>]) {
-        self.rt.block_on(async {
-            let mut confirms = Vec::new();
-            for b in bodies {
-                let c = self
-                    .channel
-                    .basic_publish(
-                        "event-streams",
-                        stream,
-                        BasicPublishOptions::default(),
-                        b,
-                        BasicProperties::default(),
-                    )
-                    .await
-                    .expect("publish");
-                confirms.push(c);
-            }
-            for c in confirms {
-                c.await.expect("confirm");
-            }
-        });
+        self.publisher.publish(stream, bodies);
     }
 
     fn subscribe(&self, t: ReplayTarget, stream: &str, start: StartAt) {
@@ -242,20 +142,6 @@ impl Rig {
                 ReplayEvent::End(e) => return (seen, e),
             }
         }
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        let _ = self.rt.block_on(async {
-            for s in &self.streams {
-                let _ = self
-                    .channel
-                    .queue_delete(s, QueueDeleteOptions::default())
-                    .await;
-            }
-            Ok::<(), ()>(())
-        });
     }
 }
 
@@ -567,48 +453,22 @@ fn five_thousand_messages_a_second_arrive_in_order_without_loss() {
     r.subscribe(t, &s, StartAt::Offset(0));
     let total = 15_000;
     let publisher = {
-        let url = amqp_url().replace("/%2f", "/%2F");
         let s = s.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let c = Connection::connect(&url, ConnectionProperties::default())
-                    .await
-                    .expect("connect");
-                let ch = c.create_channel().await.expect("channel");
-                ch.confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .expect("confirms");
-                let started = Instant::now();
-                let mut confirms = Vec::new();
-                for i in 0..total {
-                    // 5,000 a second: 50 per 10 ms tick.
-                    if i % 50 == 0 {
-                        let due =
-                            started + Duration::from_millis(u64::try_from(i / 50 * 10).unwrap());
-                        tokio::time::sleep_until(due.into()).await;
-                    }
-                    let body = format!("{{\"i\": {i}}}");
-                    confirms.push(
-                        ch.basic_publish(
-                            "event-streams",
-                            &s,
-                            BasicPublishOptions::default(),
-                            body.as_bytes(),
-                            BasicProperties::default(),
-                        )
-                        .await
-                        .expect("publish"),
-                    );
+            let p = Publisher::connect();
+            let started = Instant::now();
+            // 5,000 a second: 50 per 10 ms tick, each tick confirmed.
+            for tick in 0..total / 50 {
+                let due = started + Duration::from_millis(u64::try_from(tick * 10).unwrap());
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait); // pacing the publisher, not synchronisation
                 }
-                for c in confirms {
-                    c.await.expect("confirm");
-                }
-                started.elapsed()
-            })
+                let bodies: Vec<Vec<u8>> = (tick * 50..(tick + 1) * 50)
+                    .map(|i| format!("{{\"i\": {i}}}").into_bytes())
+                    .collect();
+                p.publish(&s, &bodies);
+            }
+            started.elapsed()
         })
     };
     let got = r.texts(t, total);
