@@ -9,13 +9,19 @@
 //! - [`rt`]: the thin seam over the io_uring runtime (tokio-uring). Nothing else names it.
 //! - [`shard`]: one OS thread per core; owns a listener, a `Slab` of connections and a
 //!   subscriber table. Shards share nothing but messages on bounded channels.
-//! - [`conn`]: one client connection: its state, its outbox of shared frames, its I/O loops.
+//! - [`conn`]: one client connection: its state, its outbox of shared frames, its I/O loops,
+//!   and each route profile's upgrade (`route.rs`, `ess.rs`) or HTTP API (`ess_api.rs`).
 //! - [`ws`]: WebSocket pieces: handshake, the tungstenite codec driven over in-memory buffers,
 //!   encode-once server frames.
 //! - [`http`]: the plain HTTP routes on the same port (`/healthz`, `/metrics`, `/api/publish`, `/`).
 //! - [`router`]: topics and their interning, the hub (upstream side: interest and encode-once
 //!   routing) and the shard-side subscriber table.
-//! - [`source`]: where events come from, behind one interface. `memory` is the embedded broker.
+//! - [`source`]: where events come from. Pub/sub sources (`memory`, the embedded broker, and
+//!   `redis`) sit behind one trait driven by the hub; replay sources (`replay` is the seam,
+//!   `rabbit_stream` the RabbitMQ streams of Squonk2) serve one connection each from a chosen
+//!   offset, on threads of their own, straight to the shards.
+//! - [`profile`]: the drop-in wire contracts (Preflight, Status, BESS, Squonk2): pure rendering
+//!   and parsing.
 //! - [`protocol`]: the native protocol v1: client commands, replies, event envelopes, close codes.
 //! - [`metrics`]: single-writer per-shard counters and the Prometheus rendering.
 //! - [`store`]: state persisted off the shards: the Squonk2 event-stream registry (SQLite on a
