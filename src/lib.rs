@@ -16,6 +16,8 @@
 //! - [`router`]: topics and their interning, the hub (upstream side: interest and encode-once
 //!   routing) and the shard-side subscriber table.
 //! - [`source`]: where events come from, behind one interface. `memory` is the embedded broker.
+//!   `replay` is the seam for replay sources (`rabbit_stream`); `replay_lease` holds one live
+//!   consumer per stream across instances through a shared Redis (its own thread).
 //! - [`protocol`]: the native protocol v1: client commands, replies, event envelopes, close codes.
 //! - [`metrics`]: single-writer per-shard counters and the Prometheus rendering.
 //! - [`store`]: state persisted off the shards: the Squonk2 event-stream registry (SQLite on a
