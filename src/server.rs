@@ -376,7 +376,10 @@ fn start_replay(
     tracing::info!(
         route = route.name,
         port = route.stream_port,
-        lease = config.sources.first().map_or("none (this process only)", |s| &s.name),
+        lease = config
+            .sources
+            .first()
+            .map_or("none (this process only)", |s| &s.name),
         "RabbitMQ stream source started"
     );
     Ok(Some(tx))

@@ -2100,8 +2100,11 @@ mod tests {
     #[test]
     fn squonk2_takes_redis_as_the_catch_all_source_other_presets_address_theirs() {
         let amqp = ("ESS_AMPQ_URL", "amqp://u:p@r/v");
-        let config =
-            parse(&["--preset", "squonk2", "--redis", "redis://h:6400/3"], &[amqp]).expect("ok");
+        let config = parse(
+            &["--preset", "squonk2", "--redis", "redis://h:6400/3"],
+            &[amqp],
+        )
+        .expect("ok");
         assert_eq!(config.sources.len(), 1);
         assert_eq!(config.sources[0].name, CATCH_ALL_SOURCE);
         assert_eq!(config.sources[0].url.to_string(), "redis://h:6400/3");

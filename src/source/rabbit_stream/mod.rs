@@ -52,9 +52,9 @@ pub use url::{AmqpUrl, UrlError};
 use crate::metrics::Metrics;
 use crate::router::hub::ShardLink;
 use crate::source::replay::ReplayCmd;
-use crate::source::replay_lease::LeaseSettings;
 #[cfg(doc)]
 use crate::source::replay::ReplayEnd;
+use crate::source::replay_lease::LeaseSettings;
 
 /// Capacity of the shards → driver command channel. Shards use `try_send` and keep what does
 /// not fit in their own backlog.

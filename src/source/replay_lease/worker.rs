@@ -305,9 +305,12 @@ impl Worker {
                 }
                 LeaseCmd::Revoke { stream } => {
                     self.stats().errors.inc();
-                    tracing::warn!(source = self.settings.source, stream,
+                    tracing::warn!(
+                        source = self.settings.source,
+                        stream,
                         "replay lease: Redis unreachable; sockets on this stream in other \
-                         instances are not told it was deleted");
+                         instances are not told it was deleted"
+                    );
                 }
             }
         }
