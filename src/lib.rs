@@ -19,7 +19,8 @@
 //! - [`source`]: where events come from. Pub/sub sources (`memory`, the embedded broker, and
 //!   `redis`) sit behind one trait driven by the hub; replay sources (`replay` is the seam,
 //!   `rabbit_stream` the RabbitMQ streams of Squonk2) serve one connection each from a chosen
-//!   offset, on threads of their own, straight to the shards.
+//!   offset, on threads of their own, straight to the shards; `replay_lease` holds one live
+//!   consumer per stream across instances through a shared Redis (its own thread).
 //! - [`profile`]: the drop-in wire contracts (Preflight, Status, BESS, Squonk2): pure rendering
 //!   and parsing.
 //! - [`protocol`]: the native protocol v1: client commands, replies, event envelopes, close codes.

@@ -215,6 +215,30 @@ pub struct RabbitStreamStats {
     pub inbox_full_retries: Counter,
 }
 
+/// What the replay lease counts ([`crate::source::replay_lease`]): one live consumer per stream
+/// across instances that share a Redis. Each counter names its one writing thread.
+#[derive(Debug, Default)]
+pub struct ReplayLeaseStats {
+    /// The lease's Redis connection is up (0 or 1). Gauge. Written by the lease thread.
+    pub up: Counter,
+    /// Checks Redis answered (one `GET` per chunk about to be forwarded). Lease thread.
+    pub checks: Counter,
+    /// Checks that found another consumer's token or no key: that consumer ended and its
+    /// chunk was not forwarded. Lease thread.
+    pub knockouts: Counter,
+    /// `DEL`s of a deleted event stream's key that Redis confirmed. Lease thread.
+    pub revokes: Counter,
+    /// Redis failures: connects that failed, commands that failed or were refused, commands
+    /// lost while Redis was unreachable. Lease thread.
+    pub errors: Counter,
+    /// Checks answered without Redis (it was unreachable, or the consumer's `SET` never
+    /// reached it): the chunk was forwarded (fail open). Lease thread.
+    pub unchecked: Counter,
+    /// Lease commands refused by the full lease queue (a check is then skipped: fail open).
+    /// Written by the replay source's driver thread.
+    pub queue_full: Counter,
+}
+
 /// All counters of the process.
 #[derive(Debug)]
 pub struct Metrics {
@@ -234,6 +258,8 @@ pub struct Metrics {
     pub registry_paths: Vec<String>,
     /// The RabbitMQ stream replay source's counters (zero when it is not configured).
     pub rabbit_stream: RabbitStreamStats,
+    /// The replay lease's counters (zero when no Redis source is configured).
+    pub replay_lease: ReplayLeaseStats,
 }
 
 impl Metrics {
@@ -281,6 +307,7 @@ impl Metrics {
             registries: Vec::new(),
             registry_paths: Vec::new(),
             rabbit_stream: RabbitStreamStats::default(),
+            replay_lease: ReplayLeaseStats::default(),
         }
     }
 
@@ -577,7 +604,52 @@ impl Metrics {
                 &r.inbox_full_retries,
             ),
         ];
-        for (name, kind, help, counter) in rabbit {
+        let l = &self.replay_lease;
+        let lease: [(&str, &str, &str, &Counter); 7] = [
+            (
+                "replay_lease_up",
+                "gauge",
+                "The replay lease's Redis connection is up.",
+                &l.up,
+            ),
+            (
+                "replay_lease_checks_total",
+                "counter",
+                "Replay lease checks answered by Redis (one per chunk forwarded).",
+                &l.checks,
+            ),
+            (
+                "replay_lease_knockouts_total",
+                "counter",
+                "Replay consumers ended because Redis named another consumer or none.",
+                &l.knockouts,
+            ),
+            (
+                "replay_lease_revokes_total",
+                "counter",
+                "Replay lease keys deleted for a deleted event stream.",
+                &l.revokes,
+            ),
+            (
+                "replay_lease_errors_total",
+                "counter",
+                "Replay lease Redis failures (connects, commands, commands lost while down).",
+                &l.errors,
+            ),
+            (
+                "replay_lease_unchecked_total",
+                "counter",
+                "Replay chunks forwarded without a lease check (Redis unreachable: fail open).",
+                &l.unchecked,
+            ),
+            (
+                "replay_lease_queue_full_total",
+                "counter",
+                "Replay lease commands refused by the full lease queue (fail open).",
+                &l.queue_full,
+            ),
+        ];
+        for (name, kind, help, counter) in rabbit.into_iter().chain(lease) {
             family(
                 &mut out,
                 &format!("ringcast_{name}"),

@@ -338,8 +338,8 @@ fn pin_to_core(core: usize) {
 }
 
 /// Starts the RabbitMQ stream replay source when a route serves Squonk2 event streams (the
-/// first `ess` route's RabbitMQ; every `ess` route shares it); returns the shards' command
-/// channel.
+/// first `ess` route's RabbitMQ; every `ess` route shares it), with the first Redis source, if
+/// any, as its cross-instance lease; returns the shards' command channel.
 fn start_replay(
     config: &Config,
     links: &[ShardLink],
@@ -360,12 +360,26 @@ fn start_replay(
         .map_err(|e| ServerError::Thread(format!("route {:?} amqp: {e}", route.name)))?;
     settings.port = route.stream_port;
     settings.stats_interval = route.stats_interval;
+    // One live socket per stream across instances: the first Redis source holds the lease.
+    settings.lease = config
+        .sources
+        .first()
+        .map(|s| crate::source::replay_lease::LeaseSettings {
+            source: s.name.clone(),
+            url: s.url.clone(),
+            timeout: config.redis_connect_timeout,
+            backoff_max: config.redis_backoff_max,
+        });
     // The thread is detached: it ends when the last shard drops its sender.
     let (tx, _thread) = RabbitStreamSource::start(settings, links.to_vec(), metrics.clone())
         .map_err(|e| ServerError::Thread(e.to_string()))?;
     tracing::info!(
         route = route.name,
         port = route.stream_port,
+        lease = config
+            .sources
+            .first()
+            .map_or("none (this process only)", |s| &s.name),
         "RabbitMQ stream source started"
     );
     Ok(Some(tx))

@@ -218,7 +218,9 @@ pub struct Config {
     /// inbox, to prove a stalled shard delays no one else. Default none. Must be below `shards`.
     pub debug_stall_shard: Option<usize>,
     /// Every Redis source, in routing order: the file's `[[source]]` tables, then `--redis` as
-    /// the catch-all. Empty means the embedded broker. Derived; not a knob of its own.
+    /// the catch-all (with a preset: the preset's sources, addressed by `--redis`; squonk2 has
+    /// none, so there `--redis` is the catch-all, and the first source holds the replay lease).
+    /// Empty means the embedded broker. Derived; not a knob of its own.
     pub sources: Vec<SourceConfig>,
     /// `--preset`: a built-in set of routes and sources.
     pub preset: Option<Preset>,
@@ -761,9 +763,15 @@ fn sources(
             ));
         }
     }
-    if preset.is_some() {
-        // With a preset, `--redis` gave the preset's sources their address instead.
+    if let Some(p) = preset {
+        // With a preset, `--redis` gave the preset's sources their address instead, unless the
+        // preset has none (squonk2): then it is the catch-all, as without a preset (Squonk2
+        // uses the first source for its one-socket-per-stream lease across instances).
+        let own = !routes::preset_sources(p, None).is_empty();
         from_preset.append(&mut out);
+        if !own && let Some(url) = redis {
+            from_preset.push(SourceConfig::catch_all(CATCH_ALL_SOURCE, url.clone()));
+        }
         return Ok(from_preset);
     }
     if let Some(url) = redis {
@@ -2087,6 +2095,27 @@ mod tests {
         assert!(config.source_serves_watches(0));
         assert!(!config.source_serves_watches(1));
         assert!(!config.source_serves_watches(9));
+    }
+
+    #[test]
+    fn squonk2_takes_redis_as_the_catch_all_source_other_presets_address_theirs() {
+        let amqp = ("ESS_AMPQ_URL", "amqp://u:p@r/v");
+        let config = parse(
+            &["--preset", "squonk2", "--redis", "redis://h:6400/3"],
+            &[amqp],
+        )
+        .expect("ok");
+        assert_eq!(config.sources.len(), 1);
+        assert_eq!(config.sources[0].name, CATCH_ALL_SOURCE);
+        assert_eq!(config.sources[0].url.to_string(), "redis://h:6400/3");
+        let env = [amqp, ("REDIS_URL", "redis://e")];
+        let config = parse(&["--preset", "squonk2"], &env).expect("ok");
+        assert_eq!(config.sources[0].url.host, "e");
+        let config = parse(&["--preset", "squonk2"], &[amqp]).expect("ok");
+        assert!(config.sources.is_empty());
+        let config = parse(&["--preset", "bess", "--redis", "redis://h"], &[]).expect("valid");
+        assert_eq!(config.sources.len(), 1);
+        assert_eq!(config.sources[0].name, "bess");
     }
 
     #[test]

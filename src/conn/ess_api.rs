@@ -150,7 +150,9 @@ fn bad_request() -> api::ApiResponse {
 /// registry: the original then deleted the stream's memcached key, which told its live
 /// WebSocket (on any worker) to stop. Here the replay source ends the consumer of that routing
 /// key, whichever shard its socket is on, and that shard closes it (1000 `The stream has been
-/// deleted`) at once, not on the next message as the original did.
+/// deleted`) at once, not on the next message as the original did. With a Redis lease the
+/// source also deletes the stream's lease key, so a socket on another instance closes on its
+/// next chunk ([`crate::source::replay_lease`]).
 pub fn on_stream_deleted(shard: &mut Shard, routing_key: &str) {
     shard.replay_revoke(routing_key.to_owned());
 }

@@ -14,6 +14,7 @@ pub mod memory;
 pub mod rabbit_stream;
 pub mod redis;
 pub mod replay;
+pub mod replay_lease;
 
 use bytes::Bytes;
 

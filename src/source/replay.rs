@@ -15,7 +15,8 @@
 //!   [`ReplayEvent::End`], after which nothing more comes for that target;
 //! - at most one live consumer per stream name (the Squonk2 rule): a newer `Subscribe` on the same
 //!   stream ends the older one with [`ReplayEnd::Replaced`]; [`ReplayCmd::Revoke`] ends every
-//!   consumer of a stream (its registry entry was deleted).
+//!   consumer of a stream (its registry entry was deleted). Across instances that share a
+//!   Redis, [`super::replay_lease`] extends the rule (checked per chunk, fail open).
 //!
 //! Thread: the types are plain values, built on shards and read on the source's thread.
 

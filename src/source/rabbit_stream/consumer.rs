@@ -7,7 +7,10 @@
 //!   older records are skipped: nothing is lost or sent twice across reconnects;
 //! - `pending` holds events the shard's inbox refused, in order; nothing behind them is sent
 //!   first, and no credit is granted while it is not empty;
-//! - once `phase` is [`Phase::Closed`], only `pending` (ending with the `End`) is still sent.
+//! - once `phase` is [`Phase::Closed`], only `pending` (ending with the `End`) is still sent;
+//! - `held` holds frames waiting for a lease check (see [`crate::source::replay_lease`]); they
+//!   go to `pending` only when the check passes, and no credit is granted while any wait, so
+//!   they are bounded by [`MAX_CHUNK_CREDIT`] chunks.
 //!
 //! Thread: the stream source's driver thread.
 
@@ -16,6 +19,7 @@ use std::collections::VecDeque;
 use super::MAX_CHUNK_CREDIT;
 use super::codec::OffsetSpec;
 use crate::source::replay::{ReplayEvent, ReplayTarget, StartAt};
+use crate::source::replay_lease::LeaseToken;
 
 /// Where a consumer is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +62,12 @@ pub struct Consumer {
     pub in_flight_frames: u64,
     /// Events the shard's inbox refused, oldest first.
     pub pending: VecDeque<ReplayEvent>,
+    /// Its lease token, once its `SET` was queued (`None`: no lease, chunks are not checked).
+    pub lease: Option<LeaseToken>,
+    /// Events of delivered chunks waiting for a lease check, oldest first.
+    pub held: VecDeque<ReplayEvent>,
+    /// A check is in flight; it covers this many events at the front of `held`.
+    pub checking: Option<usize>,
 }
 
 impl Consumer {
@@ -78,6 +88,9 @@ impl Consumer {
             credit: 0,
             in_flight_frames: 0,
             pending: VecDeque::new(),
+            lease: None,
+            held: VecDeque::new(),
+            checking: None,
         }
     }
 
@@ -115,6 +128,7 @@ impl Consumer {
     /// Credits to grant RabbitMQ now (0 when the shard is behind).
     pub fn credit_to_grant(&self, max_in_flight_frames: u32) -> u16 {
         let behind = !self.pending.is_empty()
+            || !self.held.is_empty()
             || self.in_flight_frames >= u64::from(max_in_flight_frames)
             || self.phase == Phase::Closed;
         if behind {
@@ -176,6 +190,9 @@ mod tests {
         c.pending.push_back(ReplayEvent::Frames(vec![]));
         assert_eq!(c.credit_to_grant(10), 0);
         c.pending.clear();
+        c.held.push_back(ReplayEvent::Frames(vec![]));
+        assert_eq!(c.credit_to_grant(10), 0, "a lease check is in flight");
+        c.held.clear();
         c.phase = Phase::Closed;
         assert_eq!(c.credit_to_grant(10), 0);
     }

@@ -8,7 +8,12 @@
 //!   connection dropped): a late `Deliver` for an old id can never reach a new consumer;
 //! - a consumer's events reach its shard in order; a full inbox keeps them queued on the
 //!   consumer and they are retried every [`RETRY_INTERVAL`] (counted), never dropped;
-//! - every socket write happens here, so frames never interleave.
+//! - every socket write happens here, so frames never interleave;
+//! - with a lease ([`crate::source::replay_lease`]), a chunk's frames wait in the consumer's
+//!   `held` until a lease check passes; one check per consumer is in flight at a time and
+//!   covers every chunk held when it was asked, so each chunk is checked after it arrived and
+//!   before it is forwarded (cost: one Redis round trip per chunk, pipelined with the other
+//!   consumers' checks on the lease thread; the driver never waits for it).
 //!
 //! Thread: the `rabbit-stream` driver thread. This file is long because it is one state
 //! machine (commands, frames, deliveries, timers) over the same maps; the pure parts live in
@@ -35,6 +40,7 @@ use crate::metrics::{Metrics, RabbitStreamStats};
 use crate::router::ShardMsg;
 use crate::router::hub::ShardLink;
 use crate::source::replay::{ReplayCmd, ReplayEnd, ReplayEvent, ReplayTarget};
+use crate::source::replay_lease::{Lease, LeaseCmd, LeaseReply};
 
 /// How often events refused by a full shard inbox are retried.
 pub const RETRY_INTERVAL: Duration = Duration::from_millis(2);
@@ -53,7 +59,12 @@ pub fn spawn(
     commands: Receiver<ReplayCmd>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let (events_tx, events_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
+    let lease = match settings.lease.clone() {
+        Some(l) => Some(Lease::start(l, metrics.clone())?),
+        None => None,
+    };
     let mut driver = Driver {
+        lease,
         settings,
         links,
         metrics,
@@ -116,6 +127,8 @@ struct Conn {
 }
 
 struct Driver {
+    /// The cross-instance lease, when a Redis source is configured.
+    lease: Option<Lease>,
     settings: Arc<RabbitStreamSettings>,
     links: Vec<ShardLink>,
     metrics: Arc<Metrics>,
@@ -139,6 +152,10 @@ impl Driver {
     }
 
     fn run(mut self, commands: &Receiver<ReplayCmd>, events: &Receiver<ConnMsg>) {
+        let verdicts = self
+            .lease
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, |l| l.replies.clone());
         'outer: loop {
             let timeout = self.next_timeout(Instant::now());
             crossbeam_channel::select! {
@@ -147,7 +164,14 @@ impl Driver {
                     Err(_) => break 'outer,
                 },
                 recv(events) -> e => if let Ok(e) = e { self.handle_event(e) },
+                recv(verdicts) -> v => if let Ok(v) = v { self.on_verdict(v) },
                 default(timeout) => {}
+            }
+            for _ in 0..BATCH {
+                match verdicts.try_recv() {
+                    Ok(v) => self.on_verdict(v),
+                    Err(_) => break,
+                }
             }
             for _ in 0..BATCH {
                 match commands.try_recv() {
@@ -515,7 +539,10 @@ impl Driver {
             .find(|(s, _)| *s == c.stream)
             .map(|(_, code)| *code);
         match found.unwrap_or(code::STREAM_DOES_NOT_EXIST) {
-            code::OK => self.subscribe(id),
+            code::OK => {
+                self.acquire(id);
+                self.subscribe(id);
+            }
             code::STREAM_DOES_NOT_EXIST => self.end(id, ReplayEnd::NotFound),
             other => {
                 tracing::warn!(
@@ -625,14 +652,101 @@ impl Driver {
                     .map(|f| u64::try_from(f.len()).unwrap_or(0))
                     .sum(),
             );
-            c.pending.push_back(ReplayEvent::Frames(frames));
+            let event = ReplayEvent::Frames(frames);
+            if c.lease.is_some() {
+                c.held.push_back(event);
+            } else {
+                c.pending.push_back(event);
+            }
             self.count_stats(n);
         }
-        if poison {
+        let held = self.consumers.get(&id).is_some_and(|c| !c.held.is_empty());
+        if poison && held {
+            // The frames before POISON still need their check; the End follows them.
+            self.close(id);
+            if let Some(c) = self.consumers.get_mut(&id) {
+                c.held.push_back(ReplayEvent::End(ReplayEnd::Deleted));
+            }
+        } else if poison {
             return self.end(id, ReplayEnd::Deleted);
         }
+        self.check(id);
         self.flush(id);
         self.grant(id);
+    }
+
+    // --- the lease -----------------------------------------------------------------------
+
+    /// Takes the stream's lease for the consumer (its stream exists): `SET key token`.
+    fn acquire(&mut self, id: u64) {
+        let (Some(lease), Some(c)) = (self.lease.as_mut(), self.consumers.get_mut(&id)) else {
+            return;
+        };
+        if c.lease.is_some() {
+            return;
+        }
+        let token = lease.token();
+        let cmd = LeaseCmd::Acquire {
+            stream: c.stream.clone(),
+            token: token.clone(),
+        };
+        // A lost SET leaves the consumer unchecked (fail open), never knocked out by mistake.
+        if lease.tell(cmd) {
+            c.lease = Some(token);
+        }
+    }
+
+    /// Asks for a check of the consumer's held chunks unless one is in flight; when the
+    /// lease queue is full the chunks go unchecked (fail open, counted).
+    fn check(&mut self, id: u64) {
+        let Some(c) = self.consumers.get_mut(&id) else {
+            return;
+        };
+        if c.held.is_empty() || c.checking.is_some() {
+            return;
+        }
+        let (Some(lease), Some(token)) = (self.lease.as_ref(), c.lease.clone()) else {
+            c.pending.extend(c.held.drain(..));
+            return;
+        };
+        let cmd = LeaseCmd::Check {
+            consumer: id,
+            stream: c.stream.clone(),
+            token,
+        };
+        if lease.tell(cmd) {
+            c.checking = Some(c.held.len());
+        } else {
+            c.pending.extend(c.held.drain(..));
+        }
+    }
+
+    /// A check's verdict: forward the chunks it covered, or end the consumer without them.
+    fn on_verdict(&mut self, v: LeaseReply) {
+        let Some(c) = self.consumers.get_mut(&v.consumer) else {
+            return;
+        };
+        let Some(n) = c.checking.take() else { return };
+        let id = v.consumer;
+        match v.verdict.end() {
+            None => {
+                let n = n.min(c.held.len());
+                c.pending.extend(c.held.drain(..n));
+                self.check(id);
+                self.flush(id);
+                self.grant(id);
+            }
+            Some(reason) => {
+                tracing::debug!(
+                    stream = c.stream,
+                    ?reason,
+                    "rabbit stream: lease lost to another consumer or deleted"
+                );
+                // Another consumer holds it, or nobody: nothing to release.
+                c.lease = None;
+                self.end(id, reason);
+            }
+        }
     }
 
     /// Logs the stats line every `stats_interval` messages (the original's
@@ -711,7 +825,7 @@ impl Driver {
             return;
         }
         self.blocked.remove(&id);
-        if gone || c.phase == Phase::Closed {
+        if gone || (c.phase == Phase::Closed && c.held.is_empty()) {
             self.drop_consumer(id);
         }
     }
@@ -758,6 +872,13 @@ impl Driver {
                 }
             }
             ReplayCmd::Revoke { stream } => {
+                // `DEL` first: a consumer of the stream in another instance ends on its next
+                // chunk.
+                if let Some(lease) = &self.lease {
+                    lease.tell(LeaseCmd::Revoke {
+                        stream: stream.clone(),
+                    });
+                }
                 if let Some(&id) = self.by_stream.get(&stream) {
                     self.end(id, ReplayEnd::Deleted);
                 }
@@ -827,19 +948,29 @@ impl Driver {
         }
     }
 
-    /// Ends the consumer: closes it and queues `End(reason)` after its frames.
+    /// Ends the consumer: closes it and queues `End(reason)` after its frames; frames still
+    /// waiting for a lease check are not forwarded.
     fn end(&mut self, id: u64, reason: ReplayEnd) {
         self.close(id);
         if let Some(c) = self.consumers.get_mut(&id) {
+            c.held.clear();
             tracing::debug!(stream = c.stream, ?reason, "rabbit stream: consumer ended");
             c.pending.push_back(ReplayEvent::End(reason));
         }
         self.flush(id);
     }
 
+    /// Forgets the consumer and releases its lease (after any check of its held chunks, which
+    /// still needed the token).
     fn drop_consumer(&mut self, id: u64) {
         self.blocked.remove(&id);
-        if let Some(c) = self.consumers.remove(&id) {
+        if let Some(mut c) = self.consumers.remove(&id) {
+            if let (Some(token), Some(lease)) = (c.lease.take(), &self.lease) {
+                lease.tell(LeaseCmd::Release {
+                    stream: c.stream.clone(),
+                    token,
+                });
+            }
             if self.by_target.get(&c.target) == Some(&id) {
                 self.by_target.remove(&c.target);
             }

@@ -27,6 +27,9 @@
 //! offset after the last message it processed, and records below that offset in a re-sent
 //! chunk are skipped.
 //!
+//! One live consumer per stream across instances: with [`RabbitStreamSettings::lease`], every
+//! chunk is checked against a Redis key before it is forwarded ([`crate::source::replay_lease`]).
+//!
 //! Metrics (written by the driver thread only): [`crate::metrics::RabbitStreamStats`].
 
 pub mod amqp;
@@ -51,6 +54,7 @@ use crate::router::hub::ShardLink;
 use crate::source::replay::ReplayCmd;
 #[cfg(doc)]
 use crate::source::replay::ReplayEnd;
+use crate::source::replay_lease::LeaseSettings;
 
 /// Capacity of the shards → driver command channel. Shards use `try_send` and keep what does
 /// not fit in their own backlog.
@@ -100,6 +104,9 @@ pub struct RabbitStreamSettings {
     pub connect_timeout: Duration,
     /// Cap of the reconnect backoff (default 5 s); it starts at 100 ms with ±25 % jitter.
     pub backoff_max: Duration,
+    /// The Redis that holds one live consumer per stream across instances
+    /// ([`crate::source::replay_lease`]); default none: the rule holds within this process only.
+    pub lease: Option<LeaseSettings>,
 }
 
 impl RabbitStreamSettings {
@@ -115,6 +122,7 @@ impl RabbitStreamSettings {
             heartbeat: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             backoff_max: Duration::from_secs(5),
+            lease: None,
         })
     }
 }

@@ -167,6 +167,14 @@ impl RedisConn {
         }
     }
 
+    /// Bounds every later read and write by `timeout`, for a connection whose owner must not
+    /// wait long on a Redis that stopped answering (the replay lease); a timeout is an
+    /// [`RedisError::Io`], and the caller reconnects.
+    pub fn set_io_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.set_write_timeout(Some(timeout))
+    }
+
     /// A second handle on the socket for writing from another thread.
     pub fn writer(&self) -> io::Result<TcpStream> {
         self.stream.try_clone()
