@@ -102,6 +102,11 @@ main=$(sed -n 's/.*listening addr=\([0-9.]*:[0-9]*\).*/\1/p' "$log" | head -1)
 echo "ess.sh: ringcast pid $gw on CPU $gw_cores: ess $ess, ess_api $api, metrics $main;" \
     "load test on CPU $load_cores; loadavg $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
+# RabbitMQ's CPU too, when it runs here (read only; never signalled).
+broker=()
+beam=$(pgrep -o -x beam.smp || true)
+[ -n "$beam" ] && broker=(--broker-pid "$beam")
+
 for run in $(seq "$runs"); do
     for m in $modes; do
         mode=${m%-*}
@@ -110,7 +115,8 @@ for run in $(seq "$runs"); do
         [ "$mode" = slow ] && n=$slow_messages
         echo "ess.sh: run $run, $m, $n messages" >&2
         "${pin_load[@]}" "$bin/ringcast-loadtest" ess --amqp "$amqp" --api "http://$api" \
-            --ws "ws://$ess" --metrics "http://$main" --server-pid "$gw" --mode "$mode" \
+            --ws "ws://$ess" --metrics "http://$main" --server-pid "$gw" "${broker[@]}" \
+            --mode "$mode" \
             --body "$body" --messages "$n" --body-bytes "$body_bytes" \
             --read-rate "$read_rate" --json | jq -c --arg m "$m" --argjson r "$run" \
             '{name: $m, run: $r} + .' >>"$out"
@@ -128,13 +134,17 @@ jq -s -r '
   group_by(.name)[] as $g
   | ($g | map(.msgs_per_s) | median) as $rate
   | ($g | map(.msgs_per_gateway_cpu_s) | median) as $eff
+  | ($g | map(.msgs_per_gateway_sched_cpu_s) | median) as $seff
   | "\($g[0].name): \($g | length) runs, \($g | map(.frames) | min)/\($g[0].frames_expected) frames, "
     + "out of order \($g | map(.out_of_order) | add), closes \($g | map(select(.closed_early)) | length); "
     + "msgs/s \($rate | r(1)); gateway CPU \($g | map(.gateway_cpu_pct) | median | r(1)) % of a core; "
-    + "msgs per gateway CPU-s \($eff | r(1)) (\($eff / 6400 | r(10))x the original 6.4k); "
+    + "msgs per gateway CPU-s \($eff | r(1)) (\($eff / 6400 | r(10))x the original 6.4k; "
+    + "by schedstat \($seff | r(1)), \($seff / 6400 | r(10))x); "
+    + "msgs per chunk \($g | map(.msgs_per_chunk) | median | r(10)); "
+    + "broker CPU \($g | map(.broker_cpu_pct) | median | r(1)) %; "
     + "gateway RSS max \($g | map(.gateway_rss_max_kib) | median) KiB (before \($g | map(.gateway_rss_before_kib) | median)); "
     + "load test CPU \($g | map(.loadtest_cpu_pct) | median | r(1)) %; "
-    + "threads: " + ($g[0].gateway_threads | map("\(.thread) \(.share_pct | r(1))%") | join(", "))
+    + "threads (run 1): " + ($g[0].gateway_threads | map("\(.thread) \(.share_pct | r(1))%") | join(", "))
 ' "$out"
 echo "warnings:"
 jq -r '"  \(.name) run \(.run): " + (.warnings | join("; "))' "$out" | grep -v ': $' || echo "  none"

@@ -73,6 +73,10 @@ pub struct EssArgs {
     /// The gateway's pid: CPU per thread, RSS and peak RSS from `/proc/PID`.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// RabbitMQ's pid (`beam.smp`): its CPU over the same interval, to see whether the
+    /// broker set the pace.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
     /// The gateway's main listener (`http://IP:PORT`) for `GET /metrics` (slow-consumer closes).
     #[arg(long)]
     pub metrics: Option<String>,
@@ -129,7 +133,7 @@ async fn measure(
     let reading = if args.mode == Mode::Live {
         let mut c = connect(ws, &format!("/event-stream/{uuid}")).await?;
         let marker = until_live(&mut c, publisher, stream).await?;
-        let before = Reading::start(args.server_pid, RssWatch::start(args.server_pid))?;
+        let before = Reading::start(args, RssWatch::start(args.server_pid))?;
         let publish = publisher.publish(stream, args.messages, |i| ess_body::body(kind, i, size));
         let read = read_frames(&mut c, marker + 1, args.messages, None, deadline);
         let (published, read) = tokio::join!(publish, read);
@@ -141,7 +145,7 @@ async fn measure(
             .publish(stream, args.messages, |i| ess_body::body(kind, i, size))
             .await?;
         report.set_publish(t.elapsed().as_secs_f64());
-        let before = Reading::start(args.server_pid, RssWatch::start(args.server_pid))?;
+        let before = Reading::start(args, RssWatch::start(args.server_pid))?;
         let path = format!("/event-stream/{uuid}?stream_from_ordinal=1");
         let mut c = connect(ws, &path).await?;
         let pace = (args.mode == Mode::Slow).then_some(args.read_rate);
@@ -151,7 +155,7 @@ async fn measure(
     let counters_after = scrape_counters(args).await;
     report.set_reading(reading?);
     if let (Some(b), Some(a)) = (counters_before, counters_after) {
-        report.slow_consumer_closes = Some(a.since(&b).slow_consumer_closes);
+        report.set_counters(&a.since(&b));
     }
     report.finish();
     Ok(report)

@@ -26,6 +26,7 @@ struct GatewayStart {
 /// Samples taken at the start of the measured interval.
 pub struct Reading {
     gateway: Option<GatewayStart>,
+    broker: Option<(u32, Sample)>,
     me: Sample,
     my_threads: HashMap<u32, u64>,
     rss: Option<RssWatch>,
@@ -48,14 +49,21 @@ pub struct Measured {
     wall_s: f64,
     gateway: Option<(Sample, Sample, Vec<ThreadCpu>)>,
     rss_max_kib: Option<u64>,
+    /// The gateway's CPU seconds summed over its threads' `schedstat` (ns).
+    sched_cpu_s: Option<f64>,
+    broker_cpu_s: Option<f64>,
     me: (Sample, Sample),
     max_thread_pct: f64,
 }
 
 impl Reading {
-    /// Samples the gateway (`pid`), its threads and the load test now.
-    pub fn start(pid: Option<u32>, rss: Option<RssWatch>) -> anyhow::Result<Reading> {
-        let gateway = pid.and_then(|p| {
+    /// Samples the gateway (`--server-pid`), its threads, the broker (`--broker-pid`) and the
+    /// load test now.
+    pub fn start(args: &EssArgs, rss: Option<RssWatch>) -> anyhow::Result<Reading> {
+        let broker = args
+            .broker_pid
+            .and_then(|p| Some((p, Sample::take(Pid::Other(p)).ok()?)));
+        let gateway = args.server_pid.and_then(|p| {
             let s = Sample::take(Pid::Other(p)).ok()?;
             Some(GatewayStart {
                 pid: p,
@@ -65,6 +73,7 @@ impl Reading {
         });
         Ok(Reading {
             gateway,
+            broker,
             me: Sample::take(Pid::Me)?,
             my_threads: procfs::my_thread_ticks(),
             rss,
@@ -79,6 +88,10 @@ impl Reading {
         let max_thread_pct =
             procfs::busiest_thread_pct(&self.my_threads, &procfs::my_thread_ticks(), wall_s);
         let rss_max_kib = self.rss.map(RssWatch::finish);
+        let broker_cpu_s = self
+            .broker
+            .and_then(|(pid, before)| Some(before.cpu_since(&Sample::take(Pid::Other(pid)).ok()?)));
+        let mut sched_cpu_s = None;
         let gateway = match self.gateway {
             Some(GatewayStart {
                 pid,
@@ -88,6 +101,7 @@ impl Reading {
                 let after = Sample::take(Pid::Other(pid))?;
                 let per = procfs::thread_cpu_since(&threads, &procfs::thread_cpu_ns(pid));
                 let total = per.iter().map(|t| t.1).sum::<f64>().max(1e-9);
+                sched_cpu_s = Some(total);
                 let per = per
                     .into_iter()
                     .map(|(thread, cpu_s)| ThreadCpu {
@@ -105,6 +119,8 @@ impl Reading {
             wall_s,
             gateway,
             rss_max_kib,
+            sched_cpu_s,
+            broker_cpu_s,
             me: (self.me, me),
             max_thread_pct,
         })
@@ -139,8 +155,17 @@ pub struct Report {
     pub gateway_rss_max_kib: Option<u64>,
     pub gateway_rss_after_kib: Option<u64>,
     pub gateway_hwm_kib: Option<u64>,
+    pub gateway_sched_cpu_s: Option<f64>,
+    pub msgs_per_gateway_sched_cpu_s: Option<f64>,
     pub gateway_threads: Vec<ThreadCpu>,
+    pub broker_cpu_pct: Option<f64>,
     pub slow_consumer_closes: Option<u64>,
+    /// From `/metrics`, over the run (publish included): RabbitMQ chunks delivered, messages
+    /// turned into frames, their ratio, and shard-inbox-full retries.
+    pub rabbit_chunks: Option<u64>,
+    pub rabbit_messages: Option<u64>,
+    pub msgs_per_chunk: Option<f64>,
+    pub rabbit_inbox_full_retries: Option<u64>,
     pub loadtest_cpu_s: f64,
     pub loadtest_cpu_pct: f64,
     pub loadtest_max_thread_cpu_pct: f64,
@@ -180,8 +205,15 @@ impl Report {
             gateway_rss_max_kib: None,
             gateway_rss_after_kib: None,
             gateway_hwm_kib: None,
+            gateway_sched_cpu_s: None,
+            msgs_per_gateway_sched_cpu_s: None,
             gateway_threads: Vec::new(),
+            broker_cpu_pct: None,
             slow_consumer_closes: None,
+            rabbit_chunks: None,
+            rabbit_messages: None,
+            msgs_per_chunk: None,
+            rabbit_inbox_full_retries: None,
             loadtest_cpu_s: 0.0,
             loadtest_cpu_pct: 0.0,
             loadtest_max_thread_cpu_pct: 0.0,
@@ -219,10 +251,23 @@ impl Report {
             self.gateway_threads = threads;
         }
         self.gateway_rss_max_kib = m.rss_max_kib;
+        self.gateway_sched_cpu_s = m.sched_cpu_s;
+        self.msgs_per_gateway_sched_cpu_s = m.sched_cpu_s.map(|c| r.frames as f64 / c);
+        self.broker_cpu_pct = m.broker_cpu_s.map(|c| c / m.wall_s.max(1e-9) * 100.0);
         let (me0, me1) = m.me;
         self.loadtest_cpu_s = me0.cpu_since(&me1);
         self.loadtest_cpu_pct = self.loadtest_cpu_s / m.wall_s.max(1e-9) * 100.0;
         self.loadtest_max_thread_cpu_pct = m.max_thread_pct;
+    }
+
+    /// The gateway's counter increases over the run.
+    pub fn set_counters(&mut self, c: &crate::scrape::Counters) {
+        self.slow_consumer_closes = Some(c.slow_consumer_closes);
+        self.rabbit_chunks = Some(c.rabbit_chunks);
+        self.rabbit_messages = Some(c.rabbit_messages);
+        self.msgs_per_chunk =
+            (c.rabbit_chunks > 0).then(|| c.rabbit_messages as f64 / c.rabbit_chunks as f64);
+        self.rabbit_inbox_full_retries = Some(c.rabbit_inbox_full_retries);
     }
 
     /// Reads the load average and adds the warnings.
@@ -304,11 +349,18 @@ impl Report {
             self.close_code
         );
         s += &format!(
-            "gateway        {} CPU-s ({} % of a core), {} msgs per CPU-s, {} µs per msg\n",
+            "gateway        {} CPU-s ({} % of a core), {} msgs per CPU-s, {} µs per msg; \
+             by schedstat {} CPU-s, {} msgs per CPU-s\n",
             opt(self.gateway_cpu_s, 3),
             opt(self.gateway_cpu_pct, 0),
             opt(self.msgs_per_gateway_cpu_s, 0),
-            opt(self.gateway_us_per_msg, 2)
+            opt(self.gateway_us_per_msg, 2),
+            opt(self.gateway_sched_cpu_s, 3),
+            opt(self.msgs_per_gateway_sched_cpu_s, 0)
+        );
+        s += &format!(
+            "broker         {} % of a core\n",
+            opt(self.broker_cpu_pct, 0)
         );
         for t in &self.gateway_threads {
             s += &format!(
