@@ -4,11 +4,16 @@
 //! lean hand-written client in `ws.rs`) subscribed over M channels, publishers on Redis (`PUBLISH`, RESP by hand)
 //! or HTTP (`POST /api/publish`), HDR latency histograms from a send timestamp in each payload,
 //! loss per channel from sequence numbers, and the gateway's CPU time and RSS from `/proc`.
+//! `ess` drives one RabbitMQ stream to one socket through `--preset squonk2` (see `ess.rs`).
 //! `floor` measures the kernel's cost of the write path alone (see `floor.rs`). `plot` draws
 //! SVG charts from saved `run --json` reports (see `plot.rs`).
 //! Every flag, scenario key and JSON field is in `loadtest/README.md`.
 
+mod amqp;
 mod clients;
+mod ess;
+mod ess_body;
+mod ess_report;
 mod floor;
 mod latency;
 mod payload;
@@ -40,6 +45,9 @@ enum Command {
     Run(Box<settings::Settings>),
     /// Measure the floor: the kernel's cost of the gateway's write path alone.
     Floor(FloorCommand),
+    /// One RabbitMQ stream to one WebSocket through `ringcast --preset squonk2`: replay,
+    /// live or slow reader; msgs/s and gateway CPU per message.
+    Ess(Box<ess::EssArgs>),
     /// Draw SVG charts (latency CDF, delivered msgs/s) from saved `run --json` reports.
     Plot(plot::PlotArgs),
 }
@@ -67,6 +75,7 @@ fn main() {
                 report.print_human();
             }
         }),
+        Command::Ess(args) => ess::main(*args),
         Command::Plot(args) => plot::run(args),
     };
     if let Err(e) = result {

@@ -152,6 +152,63 @@ pub fn busiest_thread_pct(
     max_ticks as f64 / clock_ticks_per_s() / wall_s * 100.0
 }
 
+/// CPU time of each thread of process `pid`, in ns, with the thread's name (`comm`), by
+/// thread id: the first field of `/proc/PID/task/TID/schedstat` (exact), else utime + stime
+/// from its `stat` (clock ticks, usually 10 ms). Threads that ended between the listing and
+/// the read are left out.
+pub fn thread_cpu_ns(pid: u32) -> HashMap<u32, (String, u64)> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    let ns_per_tick = 1e9 / clock_ticks_per_s();
+    for entry in dir.flatten() {
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let name = std::fs::read_to_string(entry.path().join("comm"))
+            .map(|c| c.trim_end().to_owned())
+            .unwrap_or_default();
+        let exact = std::fs::read_to_string(entry.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_ascii_whitespace().next()?.parse::<u64>().ok());
+        let ns = exact.or_else(|| {
+            let ticks =
+                parse_stat_cpu_ticks(&std::fs::read_to_string(entry.path().join("stat")).ok()?)?;
+            Some((ticks as f64 * ns_per_tick) as u64)
+        });
+        if let Some(ns) = ns {
+            out.insert(tid, (name, ns));
+        }
+    }
+    out
+}
+
+/// CPU seconds per thread name between two [`thread_cpu_ns`] readings (threads of one name
+/// summed; threads that started in between count from 0), largest first.
+pub fn thread_cpu_since(
+    before: &HashMap<u32, (String, u64)>,
+    after: &HashMap<u32, (String, u64)>,
+) -> Vec<(String, f64)> {
+    let mut by_name: HashMap<&str, u64> = HashMap::new();
+    for (tid, (name, ns)) in after {
+        let start = before.get(tid).map_or(0, |b| b.1);
+        *by_name.entry(name.as_str()).or_default() += ns.saturating_sub(start);
+    }
+    let mut out: Vec<(String, f64)> = by_name
+        .into_iter()
+        .map(|(n, ns)| (n.to_owned(), ns as f64 / 1e9))
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}
+
+/// Resets the peak RSS (`VmHWM`) of `pid` to its current RSS (`echo 5 > clear_refs`, Linux
+/// 4.0+; needs the right to ptrace it). False when that was refused.
+pub fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
 /// `utime + stime`, in clock ticks, from the text of `/proc/PID/stat`.
 ///
 /// The second field (the command name, in parentheses) may contain spaces and `)`, so the
@@ -234,6 +291,22 @@ mod tests {
         let t = my_thread_ticks();
         assert!(!t.is_empty());
         assert!(busiest_thread_pct(&t, &t, 1.0) == 0.0);
+    }
+
+    #[test]
+    fn thread_cpu_by_name() {
+        let before = HashMap::from([(1, ("shard".to_owned(), 10)), (2, ("conn".to_owned(), 5))]);
+        let after = HashMap::from([
+            (1, ("shard".to_owned(), 10 + 300)),
+            (2, ("conn".to_owned(), 5 + 100)),
+            (3, ("conn".to_owned(), 100)),
+        ]);
+        let got = thread_cpu_since(&before, &after);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, "shard");
+        assert!((got[0].1 - 300e-9).abs() < 1e-15);
+        assert!((got[1].1 - 200e-9).abs() < 1e-15);
+        assert!(!thread_cpu_ns(std::process::id()).is_empty());
     }
 
     #[test]

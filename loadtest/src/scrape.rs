@@ -17,6 +17,12 @@ pub struct Counters {
     pub redis_events_dropped: u64,
     /// Bytes read from clients since the gateway started: near 0 on a fresh gateway.
     pub bytes_in: u64,
+    /// RabbitMQ stream source: chunks RabbitMQ delivered (the `ess` report's msgs per chunk).
+    pub rabbit_chunks: u64,
+    /// RabbitMQ stream source: messages turned into frames.
+    pub rabbit_messages: u64,
+    /// RabbitMQ stream source: deliveries retried because a shard inbox was full.
+    pub rabbit_inbox_full_retries: u64,
 }
 
 impl Counters {
@@ -31,6 +37,11 @@ impl Counters {
                 .redis_events_dropped
                 .saturating_sub(before.redis_events_dropped),
             bytes_in: self.bytes_in.saturating_sub(before.bytes_in),
+            rabbit_chunks: self.rabbit_chunks.saturating_sub(before.rabbit_chunks),
+            rabbit_messages: self.rabbit_messages.saturating_sub(before.rabbit_messages),
+            rabbit_inbox_full_retries: self
+                .rabbit_inbox_full_retries
+                .saturating_sub(before.rabbit_inbox_full_retries),
         }
     }
 }
@@ -72,6 +83,9 @@ pub fn parse(text: &str) -> Counters {
             "ringcast_slow_consumer_closes_total" => c.slow_consumer_closes = v,
             "ringcast_redis_events_dropped_total" => c.redis_events_dropped = v,
             "ringcast_bytes_in_total" => c.bytes_in = v,
+            "ringcast_rabbit_stream_chunks_total" => c.rabbit_chunks = v,
+            "ringcast_rabbit_stream_messages_total" => c.rabbit_messages = v,
+            "ringcast_rabbit_stream_inbox_full_retries_total" => c.rabbit_inbox_full_retries = v,
             _ => {}
         }
     }
@@ -96,6 +110,7 @@ mod tests {
                 slow_consumer_closes: 3,
                 redis_events_dropped: 0,
                 bytes_in: 1000,
+                ..Counters::default()
             }
         );
         let later = Counters {
