@@ -11,6 +11,7 @@
 //! [`SourceEvent::Message`] for a channel subscription.
 
 pub mod memory;
+pub mod radar;
 pub mod rabbit_stream;
 pub mod redis;
 pub mod replay;
