@@ -48,6 +48,63 @@ pub fn write_bool(out: &mut Vec<u8>, b: bool) {
     out.extend_from_slice(if b { b"true" } else { b"false" });
 }
 
+/// Writes `x` as Python's `repr(float)` (and `json.dumps`) does.
+pub fn write_float(out: &mut Vec<u8>, x: f64) {
+    if x.is_nan() {
+        out.extend_from_slice(b"NaN");
+        return;
+    }
+    if x.is_infinite() {
+        out.extend_from_slice(if x > 0.0 { b"Infinity" } else { b"-Infinity" });
+        return;
+    }
+    // Shortest round-trip digits, as Python's repr: `d.ddde±x`.
+    let sci = format!("{x:e}");
+    let (sign, sci) = match sci.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", sci.as_str()),
+    };
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let n = i32::try_from(digits.len()).unwrap_or(i32::MAX);
+    let decpt = exp + 1; // value = 0.DIGITS × 10^decpt
+    out.extend_from_slice(sign.as_bytes());
+    if -4 < decpt && decpt <= 16 {
+        if decpt <= 0 {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(
+                b'0',
+                usize::try_from(-decpt).unwrap_or(0),
+            ));
+            out.extend_from_slice(digits.as_bytes());
+        } else if decpt >= n {
+            out.extend_from_slice(digits.as_bytes());
+            out.extend(std::iter::repeat_n(
+                b'0',
+                usize::try_from(decpt - n).unwrap_or(0),
+            ));
+            out.extend_from_slice(b".0");
+        } else {
+            let (a, b) = digits.split_at(usize::try_from(decpt).unwrap_or(0));
+            out.extend_from_slice(a.as_bytes());
+            out.push(b'.');
+            out.extend_from_slice(b.as_bytes());
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        out.extend_from_slice(first.as_bytes());
+        if !rest.is_empty() {
+            out.push(b'.');
+            out.extend_from_slice(rest.as_bytes());
+        }
+        let e = decpt - 1;
+        out.extend_from_slice(
+            format!("e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs()).as_bytes(),
+        );
+    }
+}
+
 /// Splits an already trimmed Python integer literal into its sign and its digits.
 ///
 /// Accepts what base-10 `int()` accepts once surrounding whitespace is gone: an optional `+`
