@@ -13,7 +13,7 @@
 //! (`YYYY-MM-DD HH:MM:SS.ffffff` from `time.yr/mo/dy/hr/mt/sc/us`, a negative `us` read as 0),
 //! then `elevation`, `power`, `velocity`, `width` (floats) and `g_scatter` (ints): arrays of
 //! length `nrang`, zero-filled, with `elv`, `p_l`, `v`, `w_l` and `gflg` scattered to the gates
-//! that `slist` names. Floats are `repr` of the double ([`pyjson::write_float`]): a float32
+//! that `slist` names. Floats are `repr` of the double ([`write_float`]): a float32
 //! widened, zero as `0.0`. `int()` truncates a float field toward zero.
 //!
 //! Where this differs from the original, on purpose:
@@ -35,6 +35,7 @@
 //! Thread: pure, any thread (the radar feed's thread renders each record once).
 
 pub mod cp;
+pub mod echoes;
 mod utc;
 
 use std::io::Write;
@@ -50,7 +51,8 @@ use crate::source::radar::dmap::{Array, Record, Value};
 pub const MAX_NRANG: i64 = 32_767;
 
 /// A record the original could not render: a required scalar is absent or unusable. Upstream
-/// data's fault; the caller counts it and skips the record.
+/// data's fault; the caller counts it and skips the record. The record still goes to the
+/// [`echoes::EchoCounter`], as the original's did after a KeyError.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("fitacf record has no usable `{field}`")]
 pub struct MissingField {
