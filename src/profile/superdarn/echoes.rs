@@ -108,7 +108,10 @@ impl Echoes {
         // Writing to a String cannot fail.
         let _ = write!(
             s,
-            r#"{{"total_echoes":{},"ionospheric_echoes":{},"ground_scatter_echoes":{},"timestamp":""#,
+            concat!(
+                r#"{{"total_echoes":{},"ionospheric_echoes":{},"#,
+                r#""ground_scatter_echoes":{},"timestamp":""#
+            ),
             self.total_echoes, self.ionospheric_echoes, self.ground_scatter_echoes
         );
         Civil::from_system_time(self.timestamp).write_iso(&mut s);
@@ -364,7 +367,12 @@ mod tests {
         );
         assert_eq!(
             render_json(&[]),
-            b"{\"ground_scatter_echoes\":[],\"ionospheric_echoes\":[],\"timestamp\":[],\"total_echoes\":[]}\n"
+            concat!(
+                r#"{"ground_scatter_echoes":[],"ionospheric_echoes":[],"timestamp":[],"#,
+                r#""total_echoes":[]}"#,
+                "\n"
+            )
+            .as_bytes()
         );
     }
 
