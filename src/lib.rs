@@ -21,8 +21,8 @@
 //!   `rabbit_stream` the RabbitMQ streams of Squonk2) serve one connection each from a chosen
 //!   offset, on threads of their own, straight to the shards; `replay_lease` holds one live
 //!   consumer per stream across instances through a shared Redis (its own thread).
-//! - [`profile`]: the drop-in wire contracts (Preflight, Status, BESS, Squonk2): pure rendering
-//!   and parsing.
+//! - [`profile`]: the drop-in wire contracts (Preflight, Status, BESS, Squonk2, SuperDARN): pure
+//!   rendering and parsing.
 //! - [`protocol`]: the native protocol v1: client commands, replies, event envelopes, close codes.
 //! - [`metrics`]: single-writer per-shard counters and the Prometheus rendering.
 //! - [`store`]: state persisted off the shards: the Squonk2 event-stream registry (SQLite on a

@@ -9,7 +9,9 @@
 //! - [`status`]: weppcloud Status, Redis pub/sub messages wrapped in `{"type": "status", …}`;
 //! - [`bess`]: WebsocketServerMS, battery hashes as integer JSON objects;
 //! - [`squonk2`]: the Squonk2 Event Stream Service's public WebSocket (its messages come from a
-//!   replay source, [`crate::source::replay`]).
+//!   replay source, [`crate::source::replay`]);
+//! - [`superdarn`]: the SuperDARN real-time server's Socket.IO events (one per fitacf record,
+//!   rendered once on the radar feed's side) and its `/echoes` API bodies.
 //!
 //! Everything here is pure rendering and parsing; the hub renders each event once per
 //! profile format ([`crate::router::Format`]), and the shard hands the frame to every client.
@@ -19,6 +21,7 @@ pub mod preflight;
 pub mod pyjson;
 pub mod squonk2;
 pub mod status;
+pub mod superdarn;
 
 /// The JSON heartbeat the weppcloud clients answer: sent as is, compact, as the originals did.
 pub const JSON_PING: &[u8] = br#"{"type":"ping"}"#;

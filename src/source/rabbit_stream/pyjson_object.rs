@@ -23,7 +23,7 @@
 
 use indexmap::IndexMap;
 
-use crate::profile::pyjson::{ITEM_SEP, KEY_SEP};
+use crate::profile::pyjson::{ITEM_SEP, KEY_SEP, write_float};
 
 /// Deepest nesting of arrays and objects accepted.
 pub const MAX_DEPTH: usize = 512;
@@ -372,63 +372,6 @@ fn u_escape(out: &mut Vec<u8>, unit: u32) {
     for shift in [12, 8, 4, 0] {
         let nibble = usize::try_from((unit >> shift) & 0xf).unwrap_or(0);
         out.push(HEX[nibble]);
-    }
-}
-
-/// Writes `x` as Python's `repr(float)` (and `json.dumps`) does.
-pub fn write_float(out: &mut Vec<u8>, x: f64) {
-    if x.is_nan() {
-        out.extend_from_slice(b"NaN");
-        return;
-    }
-    if x.is_infinite() {
-        out.extend_from_slice(if x > 0.0 { b"Infinity" } else { b"-Infinity" });
-        return;
-    }
-    // Shortest round-trip digits, as Python's repr: `d.ddde±x`.
-    let sci = format!("{x:e}");
-    let (sign, sci) = match sci.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", sci.as_str()),
-    };
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let n = i32::try_from(digits.len()).unwrap_or(i32::MAX);
-    let decpt = exp + 1; // value = 0.DIGITS × 10^decpt
-    out.extend_from_slice(sign.as_bytes());
-    if -4 < decpt && decpt <= 16 {
-        if decpt <= 0 {
-            out.extend_from_slice(b"0.");
-            out.extend(std::iter::repeat_n(
-                b'0',
-                usize::try_from(-decpt).unwrap_or(0),
-            ));
-            out.extend_from_slice(digits.as_bytes());
-        } else if decpt >= n {
-            out.extend_from_slice(digits.as_bytes());
-            out.extend(std::iter::repeat_n(
-                b'0',
-                usize::try_from(decpt - n).unwrap_or(0),
-            ));
-            out.extend_from_slice(b".0");
-        } else {
-            let (a, b) = digits.split_at(usize::try_from(decpt).unwrap_or(0));
-            out.extend_from_slice(a.as_bytes());
-            out.push(b'.');
-            out.extend_from_slice(b.as_bytes());
-        }
-    } else {
-        let (first, rest) = digits.split_at(1);
-        out.extend_from_slice(first.as_bytes());
-        if !rest.is_empty() {
-            out.push(b'.');
-            out.extend_from_slice(rest.as_bytes());
-        }
-        let e = decpt - 1;
-        out.extend_from_slice(
-            format!("e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs()).as_bytes(),
-        );
     }
 }
 
