@@ -5,4 +5,5 @@
 //!
 //! Thread: the types here are plain values; the decoders are pure (any thread).
 
+pub mod connex;
 pub mod dmap;
