@@ -798,4 +798,53 @@ mod tests {
         b[16] = 0xff;
         assert_eq!(parse(&b), Err(DmapError::BadName { offset: 16 }));
     }
+
+    /// Written by darn-dmap 0.8.2 (PyPI), the reader the original server used, with
+    /// `dmap.write_dmap([{"bmnum": np.int16(7), "noise.sky": np.float32(27.5),
+    /// "combf": "stereoscan", "stid": np.int32(5), "slist": np.array([3, 10, 42], dtype=np.int16),
+    /// "v": np.array([-2.2774305, 7.7225695, 17.72257], dtype=np.float32),
+    /// "m": np.array([[1, 2, 3], [4, 5, 6]], dtype=np.int32)}]).hex()`. darn-dmap writes small
+    /// integer scalars as `char` (type 1) whatever their numpy type, and `m`'s dimensions
+    /// reversed (3, 2) on the wire.
+    #[test]
+    fn decodes_a_record_written_by_darn_dmap() {
+        let hex: String = [
+            "01000100930000000400000003000000626d6e756d0001076e6f6973652e736b7900040000dc4163",
+            "6f6d6266000973746572656f7363616e0073746964000105736c6973740002010000000300000003",
+            "000a002a0076000401000000030000006cc111c04a1ff740d3c78d416d0003020000000300000002",
+            "000000010000000200000003000000040000000500000006000000",
+        ]
+        .concat();
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .filter_map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect();
+        assert_eq!(bytes.len(), 147);
+        let want = Record {
+            scalars: vec![
+                ("bmnum".into(), Value::I8(7)),
+                ("noise.sky".into(), Value::F32(27.5)),
+                ("combf".into(), Value::Str(b"stereoscan".to_vec())),
+                ("stid".into(), Value::I8(5)),
+            ],
+            arrays: vec![
+                (
+                    "slist".into(),
+                    arr(&[3], vec![Value::I16(3), Value::I16(10), Value::I16(42)]),
+                ),
+                (
+                    "v".into(),
+                    arr(
+                        &[3],
+                        [-2.277_430_5_f32, 7.722_569_5, 17.722_57]
+                            .map(Value::F32)
+                            .to_vec(),
+                    ),
+                ),
+                ("m".into(), arr(&[2, 3], (1..=6).map(Value::I32).collect())),
+            ],
+        };
+        assert_eq!(parse(&bytes), Ok(want.clone()));
+        assert_eq!(write(&want), bytes);
+    }
 }
