@@ -5,4 +5,6 @@
 //!
 //! Thread: the types here are plain values; the decoders are pure (any thread).
 
+pub mod config;
+pub mod connex;
 pub mod dmap;
