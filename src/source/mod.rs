@@ -11,8 +11,8 @@
 //! [`SourceEvent::Message`] for a channel subscription.
 
 pub mod memory;
-pub mod radar;
 pub mod rabbit_stream;
+pub mod radar;
 pub mod redis;
 pub mod replay;
 pub mod replay_lease;
