@@ -24,4 +24,5 @@
 
 pub mod config;
 pub mod packet;
+pub mod payload;
 pub mod sid;
