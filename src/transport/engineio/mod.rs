@@ -23,6 +23,7 @@
 //! written yet.
 
 pub mod config;
+pub mod handshake;
 pub mod packet;
 pub mod payload;
 pub mod sid;
