@@ -26,4 +26,5 @@ pub mod config;
 pub mod handshake;
 pub mod packet;
 pub mod payload;
+pub mod session;
 pub mod sid;

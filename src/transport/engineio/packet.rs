@@ -401,6 +401,16 @@ pub fn encode_connect_error(namespace: &str, message: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// A refused namespace as python-socketio (the SuperDARN original) answers it:
+/// `44/ns,"<message>"`, the payload a JSON string, which socket.io-parser also accepts.
+pub fn encode_connect_error_text(namespace: &str, message: &str) -> Bytes {
+    let mut out = Vec::with_capacity(namespace.len() + message.len() + 6);
+    out.extend_from_slice(b"44");
+    write_namespace(&mut out, namespace);
+    pyjson::write_str(&mut out, message.as_bytes());
+    Bytes::from(out)
+}
+
 /// The server leaving a namespace: `41` (`41/ns,` elsewhere than `/`).
 pub fn encode_disconnect(namespace: &str) -> Bytes {
     let mut out = Vec::with_capacity(namespace.len() + 3);
@@ -579,6 +589,10 @@ mod tests {
         assert_eq!(
             encode_connect_error("/", "Not authorized"),
             r#"44{"message":"Not authorized"}"#
+        );
+        assert_eq!(
+            encode_connect_error_text("/admin", "Unable to connect"),
+            r#"44/admin,"Unable to connect""#
         );
         assert_eq!(encode_disconnect("/"), "41");
         assert_eq!(encode_disconnect("/admin"), "41/admin,");
