@@ -17,7 +17,8 @@
 //! **Polling:** one GET may be pending. A second GET while one is pending closes the session
 //! (the spec: "400 and close the session"): the pending GET gets `1`, the second gets 400.
 //! After an upgrade, GET and POST get 400 (engine.io's transport mismatch) and the session
-//! lives on. A POST body is applied whole or refused whole (400, session closed).
+//! lives on. A POST body is checked whole at the Engine.IO level before any packet is applied
+//! (400, session closed); a bad Socket.IO packet inside it closes the session when reached.
 //!
 //! **Heartbeat** ("Heartbeat"): `ping_interval` after the open (or after the last pong) we
 //! queue `2`; no `3` within `ping_timeout` closes the session. A pong without a ping is
@@ -276,7 +277,9 @@ impl Session {
         if self.pending_get {
             self.pending_get = false;
             self.final_packet = None;
-            self.get_deadline = Some(now + self.config.max_poll_gap);
+            if self.closed.is_none() {
+                self.get_deadline = Some(now + self.config.max_poll_gap);
+            }
         }
     }
 
