@@ -1,7 +1,9 @@
 //! A `/socket.io/` request as Engine.IO sees it: the query (`EIO`, `transport`, `sid`, `t`),
 //! the method, the Origin rule, and the error answers.
 //!
-//! Pure, any thread (the shard that accepted the request calls it before routing by sid).
+//! Pure, any thread (the shard that accepted the request calls it before routing by sid). With
+//! engine.io's error table and one test per refusal it runs past 300 lines; the checks belong
+//! together because their order decides which error a client sees.
 //!
 //! The checks run in this order, each answering 400 (engine.io's `verify` and `handshake`, with
 //! python-engineio's Origin check first, as the SuperDARN original ran it):
