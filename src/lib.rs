@@ -25,6 +25,9 @@
 //!   rendering and parsing.
 //! - [`protocol`]: the native protocol v1: client commands, replies, event envelopes, close codes.
 //! - [`metrics`]: single-writer per-shard counters and the Prometheus rendering.
+//! - [`transport`]: how bytes reach a client whatever the profile: today `engineio` (Engine.IO
+//!   v4 / Socket.IO v5: packets, polling payloads, the request parser, shard-naming sids and the
+//!   session state machine, all pure); `ws` moves here later.
 //! - [`store`]: state persisted off the shards: the Squonk2 event-stream registry (SQLite on a
 //!   thread of its own) and its shortuuid ids.
 
@@ -40,4 +43,5 @@ pub mod server;
 pub mod shard;
 pub mod source;
 pub mod store;
+pub mod transport;
 pub mod ws;
