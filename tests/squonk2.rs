@@ -8,6 +8,8 @@
 //! and passes, except under `CI=true`, where it fails.
 
 mod common;
+#[path = "common/ess.rs"]
+mod ess;
 #[path = "common/rabbit.rs"]
 mod rabbit;
 
@@ -15,66 +17,36 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Client, Gateway, RawWs, http, http_raw, parse_http_response};
+use common::{Client, RawWs, http, http_raw, parse_http_response};
+use ess::{Ess, until_live};
 use rabbit::Publisher;
-use serde_json::Value;
-use tungstenite::Message;
 
-/// The gateway on free ports with its own registry, and the two route addresses.
-struct Ess {
-    gw: Gateway,
-    api: SocketAddr,
-    ws: SocketAddr,
+/// An instance with a registry in a fresh directory, removed on drop.
+struct Rig {
+    ess: Ess,
     dir: PathBuf,
 }
 
-impl Drop for Ess {
+impl std::ops::Deref for Rig {
+    type Target = Ess;
+    fn deref(&self) -> &Ess {
+        &self.ess
+    }
+}
+
+impl Drop for Rig {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn start(name: &str) -> Ess {
+fn start(name: &str) -> Rig {
     let dir = std::env::temp_dir().join(format!("ringcast-squonk2-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let registry = format!("ess_api.registry={}", dir.join("es.db").display());
-    let gw = Gateway::start_with_env(
-        &[
-            "--shards",
-            "2",
-            "--preset",
-            "squonk2",
-            "--route",
-            "ess.listen=127.0.0.1:0",
-            "--route",
-            "ess_api.listen=127.0.0.1:0",
-            "--route",
-            &registry,
-        ],
-        &[("ESS_AMPQ_URL", &rabbit::amqp_url())],
-    );
-    let (api, ws) = (gw.route_addr("ess_api"), gw.route_addr("ess"));
-    Ess { gw, api, ws, dir }
-}
-
-impl Ess {
-    /// POSTs `routing_key`; the event stream's id and the path of its WebSocket.
-    fn create(&self, routing_key: &str) -> (i64, String) {
-        let body = serde_json::json!({ "routing_key": routing_key }).to_string();
-        let (status, text) = http(self.api, "POST", "/event-stream/", &[], body.as_bytes());
-        assert_eq!(status, 201, "{text}");
-        let v: Value = serde_json::from_str(&text).expect("JSON");
-        let location = v["location"].as_str().expect("location");
-        let path = location
-            .strip_prefix("ws://localhost:8080")
-            .unwrap_or_else(|| panic!("{location}"))
-            .to_owned();
-        (v["id"].as_i64().expect("id"), path)
-    }
-
-    fn connect(&self, path: &str) -> Client {
-        Client::connect(self.ws, path)
+    Rig {
+        ess: Ess::start(&dir, &[]),
+        dir,
     }
 }
 
@@ -96,36 +68,6 @@ fn split(t: &str) -> (String, u64, i64) {
 
 fn bodies(prefix: &str, range: std::ops::Range<usize>) -> Vec<Vec<u8>> {
     range.map(|i| format!("{prefix}{i}").into_bytes()).collect()
-}
-
-/// Publishes markers until the socket gets one: its consumer is live from then on. Returns
-/// the markers it received.
-fn until_live(p: &Publisher, stream: &str, c: &mut Client) -> Vec<String> {
-    c.ws.get_mut()
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
-    let mut got = Vec::new();
-    for i in 0..100 {
-        p.publish(stream, &[format!("marker{i}").into_bytes()]);
-        match c.ws.read() {
-            Ok(Message::Text(t)) => {
-                got.push(t.to_string());
-                break;
-            }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    assert!(!got.is_empty(), "no marker ever arrived");
-    c.ws.get_mut()
-        .set_read_timeout(Some(common::TIMEOUT))
-        .expect("timeout");
-    got
 }
 
 #[test]

@@ -7,93 +7,24 @@
 //! `CI=true`, where it fails.
 
 mod common;
+#[path = "common/ess.rs"]
+mod ess;
 #[path = "common/rabbit.rs"]
 mod rabbit;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{Client, Gateway, RedisServer, Resp, http};
+use common::{Client, RedisServer, Resp, http};
+use ess::{Ess, until_live};
 use rabbit::Publisher;
-use serde_json::Value;
 use tungstenite::Message;
 
 const DELETED: &str = "The stream has been deleted";
 
-/// One instance: the gateway and its two route addresses.
-struct Ess {
-    gw: Gateway,
-    api: SocketAddr,
-    ws: SocketAddr,
-}
-
 /// An instance sharing `redis` and the registry file in `dir` with the others.
 fn start(redis: &RedisServer, dir: &Path) -> Ess {
-    let registry = format!("ess_api.registry={}", dir.join("es.db").display());
-    let gw = Gateway::start_with_env(
-        &[
-            "--shards",
-            "2",
-            "--preset",
-            "squonk2",
-            "--redis",
-            &redis.url(0),
-            "--route",
-            "ess.listen=127.0.0.1:0",
-            "--route",
-            "ess_api.listen=127.0.0.1:0",
-            "--route",
-            &registry,
-        ],
-        &[("ESS_AMPQ_URL", &rabbit::amqp_url())],
-    );
-    let (api, ws) = (gw.route_addr("ess_api"), gw.route_addr("ess"));
-    Ess { gw, api, ws }
-}
-
-impl Ess {
-    /// POSTs `routing_key`; the event stream's id and the path of its WebSocket.
-    fn create(&self, routing_key: &str) -> (i64, String) {
-        let body = serde_json::json!({ "routing_key": routing_key }).to_string();
-        let (status, text) = http(self.api, "POST", "/event-stream/", &[], body.as_bytes());
-        assert_eq!(status, 201, "{text}");
-        let v: Value = serde_json::from_str(&text).expect("JSON");
-        let location = v["location"].as_str().expect("location");
-        let path = location
-            .strip_prefix("ws://localhost:8080")
-            .unwrap_or_else(|| panic!("{location}"))
-            .to_owned();
-        (v["id"].as_i64().expect("id"), path)
-    }
-}
-
-/// Publishes markers until the socket gets one: its consumer holds the lease and passed a
-/// check from then on.
-fn until_live(p: &Publisher, stream: &str, c: &mut Client) {
-    c.ws.get_mut()
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .expect("timeout");
-    for i in 0..100 {
-        p.publish(stream, &[format!("marker{i}").into_bytes()]);
-        match c.ws.read() {
-            Ok(Message::Text(t)) => {
-                assert!(t.starts_with("marker"), "{t}");
-                c.ws.get_mut()
-                    .set_read_timeout(Some(common::TIMEOUT))
-                    .expect("timeout");
-                return;
-            }
-            Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    panic!("no marker ever arrived");
+    Ess::start(dir, &["--redis", &redis.url(0)])
 }
 
 /// Reads until the close frame: its code, its reason, and the texts before it.
