@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
-use common::{Gateway, TIMEOUT, hermetic, http, http_raw, parse_http_response, wait_exit};
+use common::{Gateway, TIMEOUT, http, http_raw, parse_http_response, wait_exit};
 use serde_json::Value;
 
 /// A fresh directory for one test's config and registry.
@@ -262,23 +260,8 @@ fn an_unusable_registry_exits_1_with_one_line_naming_it() {
     let dir = temp_dir("unusable");
     let registry = dir.join("missing-dir").join("es.db");
     let cfg = config(&dir, &registry);
-    let mut child = hermetic(&mut Command::new(env!("CARGO_BIN_EXE_ringcast")))
-        .args(["--listen", "127.0.0.1:0", "--config", &cfg])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ringcast");
-    let status = wait_exit(&mut child, TIMEOUT);
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("read stderr");
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let (code, stderr) = common::run_to_exit(&["--listen", "127.0.0.1:0", "--config", &cfg]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains(&registry.display().to_string()), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);

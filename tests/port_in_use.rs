@@ -6,32 +6,12 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 
-use common::{Gateway, TIMEOUT, hermetic, wait_exit};
+use common::Gateway;
 
-/// Runs `ringcast ARGS` to its exit; returns the exit code and stderr.
 fn refused(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = hermetic(&mut Command::new(env!("CARGO_BIN_EXE_ringcast")))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ringcast");
-    let status = wait_exit(&mut child, TIMEOUT);
-    let mut stderr = String::new();
-    // A line or two: it fits in the pipe, so waiting first cannot deadlock.
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("read stderr");
-    (status.code(), stderr)
+    common::run_to_exit(args)
 }
 
 #[test]

@@ -534,6 +534,29 @@ pub fn read_http_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Response {
     }
 }
 
+/// Runs `ringcast ARGS` (hermetic, no stdin) to its exit, failing after [`TIMEOUT`]; returns the
+/// exit code and stderr. For start-up refusals, whose one or two lines fit in the pipe, so
+/// waiting before reading cannot deadlock.
+pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = hermetic(&mut Command::new(env!("CARGO_BIN_EXE_ringcast")))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ringcast");
+    let status = wait_exit(&mut child, TIMEOUT);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    (status.code(), stderr)
+}
+
 /// Waits for `child` to exit, at most `within`; panics if it is still running. Blocks on a
 /// pidfd (no polling); falls back to polling `try_wait` where pidfds are unavailable.
 pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
