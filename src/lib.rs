@@ -16,8 +16,9 @@
 //! - [`http`]: the plain HTTP routes on the same port (`/healthz`, `/metrics`, `/api/publish`, `/`).
 //! - [`router`]: topics and their interning, the hub (upstream side: interest and encode-once
 //!   routing) and the shard-side subscriber table.
-//! - [`source`]: where events come from. Pub/sub sources (`memory`, the embedded broker, and
-//!   `redis`) sit behind one trait driven by the hub; replay sources (`replay` is the seam,
+//! - [`source`]: where events come from. Pub/sub sources (`memory`, the embedded broker,
+//!   `redis`, and `radar`, the SuperDARN TCP feeds on threads of their own) sit behind one trait
+//!   driven by the hub; replay sources (`replay` is the seam,
 //!   `rabbit_stream` the RabbitMQ streams of Squonk2) serve one connection each from a chosen
 //!   offset, on threads of their own, straight to the shards; `replay_lease` holds one live
 //!   consumer per stream across instances through a shared Redis (its own thread).

@@ -183,6 +183,29 @@ pub struct RedisStats {
     pub publish_errors: Counter,
 }
 
+/// What one radar feed counts ([`crate::source::radar::feed`]). Written only by that feed's
+/// thread (`radar-<site>`).
+#[derive(Debug, Default)]
+pub struct RadarStats {
+    /// 1 while the feed's TCP connection is up. Gauge.
+    pub up: Counter,
+    /// Reconnects after a lost connection or a failed connect.
+    pub reconnects: Counter,
+    /// Records decoded, rendered and handed to the hub.
+    pub records: Counter,
+    /// Connex framing errors (bad magic, length above the bound) and peers that closed in the
+    /// middle of a frame (the partial frame is discarded).
+    pub frame_errors: Counter,
+    /// Frames whose payload is not a DMAP record.
+    pub dmap_errors: Counter,
+    /// DMAP records skipped because a field the event needs is missing ([`MissingField`]).
+    ///
+    /// [`MissingField`]: crate::profile::superdarn::MissingField
+    pub skipped_records: Counter,
+    /// Events dropped because the hub channel was full.
+    pub events_dropped: Counter,
+}
+
 /// What one event-stream registry thread counts ([`crate::store::registry`]). Written only by
 /// that registry's thread.
 #[derive(Debug, Default)]
@@ -252,6 +275,10 @@ pub struct Metrics {
     pub redis_names: Vec<String>,
     /// True when a Redis source is configured (health reports it).
     pub redis_configured: bool,
+    /// One entry per radar feed, in site order (empty without `--radars`).
+    pub radar: Vec<RadarStats>,
+    /// The radar feeds' sites, for the `site` label.
+    pub radar_sites: Vec<String>,
     /// One entry per event-stream registry, in start order (empty without `ess_api` routes).
     pub registries: Vec<RegistryStats>,
     /// The registries' database files, for the `file` label.
@@ -282,6 +309,15 @@ impl Metrics {
         }
     }
 
+    /// These counters plus one [`RadarStats`] per radar feed site in `sites`.
+    pub fn with_radars(self, sites: Vec<String>) -> Self {
+        Metrics {
+            radar: sites.iter().map(|_| RadarStats::default()).collect(),
+            radar_sites: sites,
+            ..self
+        }
+    }
+
     /// True when a configured Redis source is down: the service is degraded.
     pub fn degraded(&self) -> bool {
         self.redis.iter().any(|r| r.up.get() == 0)
@@ -304,6 +340,8 @@ impl Metrics {
             redis: Vec::new(),
             redis_names: Vec::new(),
             redis_configured: false,
+            radar: Vec::new(),
+            radar_sites: Vec::new(),
             registries: Vec::new(),
             registry_paths: Vec::new(),
             rabbit_stream: RabbitStreamStats::default(),
@@ -533,6 +571,7 @@ impl Metrics {
                 total_and_split(&mut out, name, "source", kind, help, per);
             }
         }
+        self.render_radar(&mut out);
         type RegistryField = fn(&RegistryStats) -> &Counter;
         let registry: [(&str, &str, RegistryField); 2] = [
             (
@@ -687,6 +726,65 @@ impl Metrics {
             histogram(&mut out, stage, help, &hists);
         }
         out
+    }
+}
+
+impl Metrics {
+    /// The `ringcast_radar_*` families, with a `site` label (none without radar feeds).
+    fn render_radar(&self, out: &mut String) {
+        type RadarField = fn(&RadarStats) -> &Counter;
+        let radar: [(&str, &str, &str, RadarField); 7] = [
+            (
+                "radar_up",
+                "gauge",
+                "1 while the radar feed's TCP connection is up.",
+                |r| &r.up,
+            ),
+            (
+                "radar_reconnects_total",
+                "counter",
+                "Reconnects of a radar feed after a lost connection or a failed connect.",
+                |r| &r.reconnects,
+            ),
+            (
+                "radar_records_total",
+                "counter",
+                "Radar records rendered and handed to the hub.",
+                |r| &r.records,
+            ),
+            (
+                "radar_frame_errors_total",
+                "counter",
+                "Connex framing errors and frames cut off by the peer closing.",
+                |r| &r.frame_errors,
+            ),
+            (
+                "radar_dmap_errors_total",
+                "counter",
+                "Radar frames whose payload is not a DMAP record.",
+                |r| &r.dmap_errors,
+            ),
+            (
+                "radar_skipped_records_total",
+                "counter",
+                "Radar records skipped for a missing or unusable field.",
+                |r| &r.skipped_records,
+            ),
+            (
+                "radar_events_dropped_total",
+                "counter",
+                "Radar events dropped because the hub channel was full.",
+                |r| &r.events_dropped,
+            ),
+        ];
+        if self.radar.is_empty() {
+            return;
+        }
+        for (name, kind, help, field) in radar {
+            let per = self.radar.iter().zip(&self.radar_sites);
+            let per = per.map(|(r, s)| (format!("site=\"{}\"", label(s)), field(r).get()));
+            total_and_split(out, name, "site", kind, help, per);
+        }
     }
 }
 

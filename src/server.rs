@@ -19,6 +19,7 @@ use crate::router::{ShardId, UpstreamMsg};
 use crate::rt::{self, Runtime, WakeHandle};
 use crate::shard::run::ShardSetup;
 use crate::source::memory::MemorySource;
+use crate::source::radar::source::RadarSource;
 use crate::source::redis::resp::Proto;
 use crate::source::redis::{RedisSettings, RedisSource};
 use crate::store::registry::Registry;
@@ -111,7 +112,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .iter()
         .map(|(p, _)| p.display().to_string())
         .collect();
-    let metrics = Arc::new(Metrics::with_redis(config.shards, names).with_registries(paths));
+    let sites = config.radar_feeds.iter().map(|f| f.site.clone()).collect();
+    let metrics = Arc::new(
+        Metrics::with_redis(config.shards, names)
+            .with_registries(paths)
+            .with_radars(sites),
+    );
     let RegistryHandles {
         per_route: registries,
         threads: registry_threads,
@@ -198,6 +204,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     }
     if sources.is_empty() {
         sources.push(Box::new(MemorySource::new()));
+    }
+    // After the others, at the position `Config::source_for` gives the radar channels.
+    if let Some(index) = config.radar_source() {
+        debug_assert_eq!(index, sources.len());
+        let radar = RadarSource::start(index, &config.radar_feeds, hub_tx.clone(), metrics.clone())
+            .map_err(|e| ServerError::Thread(e.to_string()))?;
+        sources.push(Box::new(radar));
     }
     let hub = Hub::new(sources, links, metrics.clone());
     let hub_done = done_tx;

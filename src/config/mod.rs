@@ -51,6 +51,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, Parser};
 use serde::Deserialize;
 
+use crate::source::radar::config::{TcpFeed, parse_radars};
 use crate::source::redis::RedisUrl;
 
 pub mod routes;
@@ -214,6 +215,15 @@ pub struct Config {
     /// 100 ms..=60 s. Default 2 s. Shorter gives up on an unreachable server sooner (then the
     /// backoff applies); longer tolerates slow links.
     pub redis_connect_timeout: Duration,
+    /// `radars.config.json` of the SuperDARN radar TCP feeds (`{"<site>": {"host": …,
+    /// "port": …}}`). Default none: no radar feeds. When set, the file is read at startup (a
+    /// missing or bad file stops the start, exit 2) and one radar source serves every feed in
+    /// it: channel `<site>` (one event per fitacf record) and `<site>/echoes` (echo counts at
+    /// each scan start), on every listener ([`Config::source_for`]).
+    pub radars: Option<PathBuf>,
+    /// The feeds read from [`Config::radars`], sorted by site (empty without it, or for `{}`).
+    /// Derived; not a knob of its own.
+    pub radar_feeds: Vec<TcpFeed>,
     /// Test hook (hidden flag and variable only, never in the file): shard N never drains its
     /// inbox, to prove a stalled shard delays no one else. Default none. Must be below `shards`.
     pub debug_stall_shard: Option<usize>,
@@ -256,6 +266,8 @@ impl Default for Config {
             redis_resp: DEFAULT_REDIS_RESP,
             redis_backoff_max: DEFAULT_REDIS_BACKOFF_MAX,
             redis_connect_timeout: DEFAULT_REDIS_CONNECT_TIMEOUT,
+            radars: None,
+            radar_feeds: Vec::new(),
             debug_stall_shard: None,
             sources: Vec::new(),
             preset: None,
@@ -292,6 +304,8 @@ impl fmt::Debug for Config {
             .field("redis_resp", &self.redis_resp)
             .field("redis_backoff_max", &self.redis_backoff_max)
             .field("redis_connect_timeout", &self.redis_connect_timeout)
+            .field("radars", &self.radars)
+            .field("radar_feeds", &self.radar_feeds)
             .field("debug_stall_shard", &self.debug_stall_shard)
             .field("preset", &self.preset)
             .field("routes", &self.routes)
@@ -427,6 +441,7 @@ knobs! {
     REDIS_BACKOFF_MAX = "redis-backoff-max", "RINGCAST_REDIS_BACKOFF_MAX", redis_backoff_max;
     REDIS_CONNECT_TIMEOUT = "redis-connect-timeout", "RINGCAST_REDIS_CONNECT_TIMEOUT",
         redis_connect_timeout;
+    RADARS = "radars", "RINGCAST_RADARS", radars;
 }
 
 /// `--preset`: a knob of every layer, but tested on its own (it changes sources and routes,
@@ -579,6 +594,11 @@ struct Cli {
     /// [default: 2s]
     #[arg(long, env = "RINGCAST_REDIS_CONNECT_TIMEOUT", value_name = "DURATION")]
     redis_connect_timeout: Option<String>,
+    /// radars.config.json of the SuperDARN radar TCP feeds, {"<site>": {"host": …, "port": …}};
+    /// each site's records go out on channel <site>, echo counts on <site>/echoes
+    /// [default: none, no radar feeds]
+    #[arg(long, env = "RINGCAST_RADARS", value_name = "FILE")]
+    radars: Option<String>,
     /// Built-in routes and sources for a drop-in replacement: weppcloud (Preflight on :9001,
     /// Status on :9002) or bess (WebsocketServerMS on :8001) [default: none]
     #[arg(long, env = "RINGCAST_PRESET", value_name = "NAME")]
@@ -633,6 +653,7 @@ struct FileConfig {
     redis_resp: Option<toml::Value>,
     redis_backoff_max: Option<toml::Value>,
     redis_connect_timeout: Option<toml::Value>,
+    radars: Option<toml::Value>,
     preset: Option<toml::Value>,
     /// `[[route]]` tables: profiles on their own listeners.
     route: Option<Vec<toml::Table>>,
@@ -1038,6 +1059,7 @@ impl Layers<'_> {
             });
         }
         let preset = self.value(&PRESET, None, |r| Preset::parse(r).map(Some))?;
+        let radars = self.resolve(&RADARS, None, |r| radars_file(r).map(Some))?;
         // A preset whose routes take 8080 moves the native listener out of their way.
         let default_listen = preset.map_or(DEFAULT_LISTEN, Preset::native_listen);
         Ok(Config {
@@ -1101,6 +1123,8 @@ impl Layers<'_> {
                     )
                 },
             )?,
+            radars: radars.value.as_ref().map(|(path, _)| path.clone()),
+            radar_feeds: radars.value.map(|(_, feeds)| feeds).unwrap_or_default(),
             debug_stall_shard: debug_stall_shard.value,
             print_config,
             sources: Vec::new(),
@@ -1257,6 +1281,12 @@ impl Config {
             (REDIS_RESP.key, number(usize::from(self.redis_resp))),
             (REDIS_BACKOFF_MAX.key, time(self.redis_backoff_max)),
             (REDIS_CONNECT_TIMEOUT.key, time(self.redis_connect_timeout)),
+            (
+                RADARS.key,
+                self.radars
+                    .as_ref()
+                    .and_then(|p| text(&p.display().to_string())),
+            ),
             (PRESET.key, self.preset.and_then(|p| text(p.as_str()))),
         ];
         // Display prints `***` whenever the URL has credentials, even a user alone.
@@ -1333,7 +1363,17 @@ impl Config {
     /// The source serving a channel (`key = false`) or key (`key = true`) for a connection on
     /// `route` (`None`: the native listener): the first of the route's sources whose globs
     /// match, else the route's first source; 0 without Redis sources (the embedded broker).
+    ///
+    /// A channel named after a radar site, or `<site>/echoes`, goes to the radar source
+    /// ([`Config::radar_source`]) on every listener, before any glob: the radar source only
+    /// has those channels, and no Redis glob can take them from it.
     pub fn source_for(&self, route: Option<&RouteConfig>, name: &[u8], key: bool) -> usize {
+        if !key
+            && let Some(radar) = self.radar_source()
+            && self.is_radar_channel(name)
+        {
+            return radar;
+        }
         let all: Vec<usize>;
         let candidates: &[usize] = match route {
             Some(r) if !r.sources.is_empty() => &r.sources,
@@ -1360,6 +1400,20 @@ impl Config {
             } else {
                 *candidates.last().unwrap_or(&first)
             })
+    }
+
+    /// The hub position of the radar source: after the Redis sources (or the embedded broker,
+    /// at 0); `None` without radar feeds.
+    pub fn radar_source(&self) -> Option<usize> {
+        (!self.radar_feeds.is_empty()).then_some(self.sources.len().max(1))
+    }
+
+    /// True for `<site>` and `<site>/echoes` of a configured radar feed.
+    pub fn is_radar_channel(&self, name: &[u8]) -> bool {
+        self.radar_feeds.iter().any(|f| {
+            let site = f.site.as_bytes();
+            name == site || name.strip_prefix(site) == Some(b"/echoes")
+        })
     }
 
     /// Whether source `index` may serve keyspace watches, so it needs `notify-keyspace-events`:
@@ -1710,6 +1764,26 @@ fn resp_version(raw: Raw<'_>) -> Result<u8, String> {
 }
 
 /// The API key. Its value never goes into an error message.
+/// `radars`: the path of `radars.config.json`, read and parsed now, so a missing or bad file
+/// is one line at startup that names it.
+fn radars_file(raw: Raw<'_>) -> Result<(PathBuf, Vec<TcpFeed>), String> {
+    let path = raw
+        .text()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            format!(
+                "{} is not a file name (e.g. radars.config.json)",
+                raw.shown()
+            )
+        })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read radars file {}: {e}", path.display()))?;
+    let feeds = parse_radars(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((path, feeds))
+}
+
 fn api_key(raw: Raw<'_>) -> Result<String, String> {
     match raw.text() {
         Some(key) if !key.is_empty() && key.bytes().all(|b| b.is_ascii_graphic()) => {
@@ -1769,6 +1843,40 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
         }
+    }
+
+    #[test]
+    fn radar_channels_go_to_the_radar_source_after_the_others() {
+        let config = parse(&["--radars", RADARS_FIXTURE], &[]).expect("valid");
+        assert_eq!(config.radar_source(), Some(1), "after the embedded broker");
+        assert_eq!(config.source_for(None, b"sas", false), 1);
+        assert_eq!(config.source_for(None, b"sas/echoes", false), 1);
+        assert_eq!(config.source_for(None, b"sas/other", false), 0);
+        assert_eq!(config.source_for(None, b"sas", true), 0, "keys never");
+        let redis = "redis://10.0.0.1:6380";
+        let with_redis = parse(&["--radars", RADARS_FIXTURE, "--redis", redis], &[]);
+        let with_redis = with_redis.expect("valid");
+        assert_eq!(with_redis.radar_source(), Some(1), "after the Redis source");
+        assert_eq!(with_redis.source_for(None, b"sas", false), 1);
+        assert_eq!(with_redis.source_for(None, b"news", false), 0);
+    }
+
+    #[test]
+    fn an_empty_radars_file_gives_no_feeds_and_a_missing_one_names_itself() {
+        let empty = TempToml::new("radars-empty", "{}");
+        let config = parse(&["--radars", empty.arg()], &[]).expect("valid");
+        assert!(config.radar_feeds.is_empty());
+        assert_eq!(config.radar_source(), None);
+        assert_eq!(config.source_for(None, b"sas", false), 0);
+        let gone = std::env::temp_dir().join("ringcast-config-no-such-radars.json");
+        let gone = gone.to_str().expect("UTF-8");
+        let (knob, origin, message) = invalid(parse(&[], &[("RINGCAST_RADARS", gone)]));
+        assert_eq!(knob, "radars");
+        assert_eq!(origin, Origin::Env("RINGCAST_RADARS"));
+        assert!(message.contains(gone), "{message}");
+        let bad = TempToml::new("radars-bad", r#"{"sas": {"host": "h"}}"#);
+        let (_, _, message) = invalid(parse(&["--radars", bad.arg()], &[]));
+        assert!(message.contains(r#""port" is missing"#), "{message}");
     }
 
     #[test]
@@ -1926,7 +2034,12 @@ mod tests {
         (&REDIS_RESP, "2"),
         (&REDIS_BACKOFF_MAX, "1m"),
         (&REDIS_CONNECT_TIMEOUT, "500ms"),
+        (&RADARS, RADARS_FIXTURE),
     ];
+
+    /// A radars.config.json with one feed, `sas` at 127.0.0.1:6032.
+    const RADARS_FIXTURE: &str =
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/radars.config.json");
 
     #[test]
     fn every_knob_is_wired_to_its_flag_variable_and_key() {
@@ -1981,6 +2094,12 @@ mod tests {
             redis_resp: 2,
             redis_backoff_max: Duration::from_secs(60),
             redis_connect_timeout: Duration::from_millis(500),
+            radars: Some(PathBuf::from(RADARS_FIXTURE)),
+            radar_feeds: vec![TcpFeed {
+                site: "sas".to_owned(),
+                host: "127.0.0.1".to_owned(),
+                port: 6_032,
+            }],
             debug_stall_shard: None,
             sources: Vec::new(),
             preset: None,

@@ -210,9 +210,8 @@ impl Hub {
             }
             UpstreamMsg::Source(input) => {
                 let mut events = std::mem::take(&mut self.events);
-                let crate::source::SourceInput::Redis { source, input: raw } = &input;
-                let source = *source;
-                self.stamp = raw.read_at();
+                let source = input.source();
+                self.stamp = input.read_at();
                 if let Some(s) = self.sources.get_mut(source) {
                     s.handle_input(input, &mut events);
                 }

@@ -72,6 +72,31 @@ pub enum SourceInput {
         /// What happened.
         input: redis::Input,
     },
+    /// From a radar feed thread of the radar source at position `source`: one rendered event,
+    /// on channel `<site>` or `<site>/echoes` ([`radar::source`]).
+    Radar {
+        /// The source's position.
+        source: usize,
+        /// The event, always a [`SourceEvent::Message`].
+        event: SourceEvent,
+    },
+}
+
+impl SourceInput {
+    /// The position of the source whose threads sent it.
+    pub fn source(&self) -> usize {
+        match self {
+            SourceInput::Redis { source, .. } | SourceInput::Radar { source, .. } => *source,
+        }
+    }
+
+    /// When a sampled event was read from its upstream (stage timings).
+    pub fn read_at(&self) -> Option<std::time::Instant> {
+        match self {
+            SourceInput::Redis { input, .. } => input.read_at(),
+            SourceInput::Radar { .. } => None,
+        }
+    }
 }
 
 /// Why a publish failed; the HTTP API answers 503 with this text.

@@ -3,8 +3,14 @@
 //! each DMAP record ([`dmap`]) and hands it on to be rendered once per record
 //! ([`crate::profile::superdarn`]).
 //!
-//! Thread: the types here are plain values; the decoders are pure (any thread).
+//! The TCP feeds run as one [`source::RadarSource`] the hub drives, each feed on its own
+//! thread ([`feed`]).
+//!
+//! Thread: the types here are plain values and the decoders are pure (any thread); [`feed`]
+//! runs one thread per radar, [`source`] lives on the hub thread.
 
 pub mod config;
 pub mod connex;
 pub mod dmap;
+pub mod feed;
+pub mod source;

@@ -306,7 +306,9 @@ impl Source for RedisSource {
     }
 
     fn handle_input(&mut self, input: super::SourceInput, out: &mut Vec<SourceEvent>) {
-        let super::SourceInput::Redis { input, .. } = input;
+        let super::SourceInput::Redis { input, .. } = input else {
+            return;
+        };
         match input {
             Input::Event { event, .. } => {
                 match &event {
