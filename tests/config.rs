@@ -150,6 +150,7 @@ fn help_documents_every_knob() {
         "redis-resp",
         "redis-backoff-max",
         "redis-connect-timeout",
+        "radars",
         "preset",
         "print-config",
     ];
