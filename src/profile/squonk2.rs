@@ -11,6 +11,7 @@
 //!
 //! Thread: pure, any thread (the shard that upgrades the connection).
 
+use super::pyjson;
 use crate::source::replay::{ReplayEnd, StartAt};
 
 /// Close reason when more than one `stream_from_*` is given (code 1002).
@@ -92,25 +93,17 @@ pub fn unknown_reason(uuid: &str) -> String {
     format!("Connect for unknown EventStream {uuid}")
 }
 
-/// Python's `int(str)` as pydantic applies it to a query parameter: optional surrounding
-/// whitespace, an optional sign, ASCII digits with single `_` between them.
+/// Python's `int(str)` as pydantic applies it to a query parameter: surrounding whitespace,
+/// then the literal grammar of [`pyjson::split_int_literal`] (sign, digits, single `_`).
 fn python_int(v: &str) -> Option<i64> {
-    let t = v.trim();
-    let (neg, digits) = match t.as_bytes().first()? {
-        b'-' => (true, &t[1..]),
-        b'+' => (false, &t[1..]),
-        _ => (false, t),
-    };
-    if digits.is_empty()
-        || digits.starts_with('_')
-        || digits.ends_with('_')
-        || digits.contains("__")
-        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'_')
-    {
-        return None;
-    }
-    let n: i64 = digits.replace('_', "").parse().ok()?;
-    Some(if neg { -n } else { n })
+    let (negative, digits) = pyjson::split_int_literal(v.trim().as_bytes())?;
+    let digits: String = digits
+        .iter()
+        .filter(|&&b| b != b'_')
+        .map(|&b| char::from(b))
+        .collect();
+    let n: i64 = digits.parse().ok()?;
+    Some(if negative { -n } else { n })
 }
 
 /// `stream_from_datetime` as the original used it: parsed by python-dateutil, then
