@@ -402,6 +402,12 @@ impl Shard {
         self.close_frame(key, frame::close(code.code(), code.reason()), grace);
     }
 
+    /// Closes `key` with a close frame of `code` and `reason` (a profile's own codes), with the
+    /// usual grace.
+    pub fn close_with(&mut self, key: ConnKey, code: u16, reason: &str) {
+        self.close_frame(key, frame::close(code, reason), CLOSE_GRACE);
+    }
+
     /// [`close`](Self::close) with a close frame built by the caller (a profile's own code).
     pub fn close_frame(&mut self, key: ConnKey, close: Bytes, grace: Duration) {
         let Some(conn) = self.conns.get_mut(key) else {

@@ -23,7 +23,6 @@ use crate::conn::outbox::{OutFrame, SendStatus};
 use crate::router::ConnRef;
 use crate::router::table::ConnKey;
 use crate::source::replay::{ReplayCmd, ReplayEvent, ReplayTarget, StartAt};
-use crate::ws::frame;
 
 /// A connection served by a replay consumer.
 #[derive(Debug)]
@@ -227,10 +226,5 @@ impl Shard {
         for key in owed {
             self.replay_written(key);
         }
-    }
-
-    /// Closes `key` with a close frame of `code` and `reason` (a profile's own codes).
-    pub fn close_with(&mut self, key: ConnKey, code: u16, reason: &str) {
-        self.close_frame(key, frame::close(code, reason), CLOSE_GRACE);
     }
 }
