@@ -223,6 +223,15 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         })
         .map_err(|e| ServerError::Thread(e.to_string()))?;
 
+    if config.preset == Some(crate::config::Preset::Superdarn) && config.radars.is_none() {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        tracing::warn!(
+            "no {} in {} (--radars FILE names one): serving Socket.IO clients with no radar TCP \
+             feeds",
+            crate::config::SUPERDARN_RADARS,
+            cwd.display()
+        );
+    }
     // Route lines first: the last line, `listening addr=`, means every listener is up.
     for (route, &l) in config.routes.iter().zip(&config.route_listeners()) {
         tracing::info!(

@@ -44,7 +44,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -1059,7 +1059,26 @@ impl Layers<'_> {
             });
         }
         let preset = self.value(&PRESET, None, |r| Preset::parse(r).map(Some))?;
-        let radars = self.resolve(&RADARS, None, |r| radars_file(r).map(Some))?;
+        let mut radars = self.resolve(&RADARS, None, |r| radars_file(r).map(Some))?;
+        // The SuperDARN original read radars.config.json from its working directory; so does
+        // the preset, when the file is there (without it the server logs one line and serves
+        // clients with no TCP feeds).
+        if preset == Some(Preset::Superdarn)
+            && radars.value.is_none()
+            && Path::new(SUPERDARN_RADARS).exists()
+        {
+            let value = radars_file(Raw::Text(SUPERDARN_RADARS)).map_err(|reason| {
+                ConfigError::Invalid {
+                    knob: RADARS.name,
+                    origin: Origin::Default,
+                    reason,
+                }
+            })?;
+            radars = Setting {
+                value: Some(value),
+                origin: Origin::Default,
+            };
+        }
         // A preset whose routes take 8080 moves the native listener out of their way.
         let default_listen = preset.map_or(DEFAULT_LISTEN, Preset::native_listen);
         Ok(Config {
@@ -1766,6 +1785,9 @@ fn resp_version(raw: Raw<'_>) -> Result<u8, String> {
 /// The API key. Its value never goes into an error message.
 /// `radars`: the path of `radars.config.json`, read and parsed now, so a missing or bad file
 /// is one line at startup that names it.
+/// The radars file `--preset superdarn` reads from the working directory, as the original did.
+pub const SUPERDARN_RADARS: &str = "radars.config.json";
+
 fn radars_file(raw: Raw<'_>) -> Result<(PathBuf, Vec<TcpFeed>), String> {
     let path = raw
         .text()
