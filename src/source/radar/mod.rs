@@ -13,4 +13,5 @@ pub mod config;
 pub mod connex;
 pub mod dmap;
 pub mod feed;
+pub mod pipeline;
 pub mod source;

@@ -23,10 +23,33 @@ use crossbeam_channel::Sender;
 
 use super::config::TcpFeed;
 use super::feed::{self, FeedSettings};
+use super::pipeline::EchoSink;
 use crate::metrics::Metrics;
 use crate::protocol::glob_match;
 use crate::router::UpstreamMsg;
 use crate::source::{Source, SourceError, SourceEvent, SourceInput};
+
+/// What [`RadarSource::start`] needs besides the hub and the metrics.
+#[derive(Clone, Default)]
+pub struct RadarSettings {
+    /// The radar source's position among the hub's sources.
+    pub source: usize,
+    /// The TCP feeds, one thread each; feed `i` counts in `Metrics::radar[i]`.
+    pub feeds: Vec<TcpFeed>,
+    /// Called on a feed thread for each `<site>/echoes` event (see [`EchoSink`]); `None`: no
+    /// hook.
+    pub echo_sink: Option<EchoSink>,
+}
+
+impl std::fmt::Debug for RadarSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RadarSettings")
+            .field("source", &self.source)
+            .field("feeds", &self.feeds)
+            .field("echo_sink", &self.echo_sink.is_some())
+            .finish()
+    }
+}
 
 /// The hub-side radar source.
 #[derive(Debug)]
@@ -38,23 +61,24 @@ pub struct RadarSource {
 }
 
 impl RadarSource {
-    /// Starts one feed thread per entry of `feeds` (whose stats are `Metrics::radar[i]`, in the
-    /// same order) and returns the source at position `source`.
+    /// Starts one feed thread per entry of `settings.feeds` (whose stats are
+    /// `Metrics::radar[i]`, in the same order) and returns the source at position
+    /// `settings.source`.
     pub fn start(
-        source: usize,
-        feeds: &[TcpFeed],
+        settings: RadarSettings,
         hub: Sender<UpstreamMsg>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<RadarSource> {
-        for (stats, f) in feeds.iter().enumerate() {
-            let settings = FeedSettings {
-                source,
+        for (stats, f) in settings.feeds.iter().enumerate() {
+            let feed = FeedSettings {
+                source: settings.source,
                 stats,
                 feed: f.clone(),
+                echo_sink: settings.echo_sink.clone(),
             };
-            feed::spawn(settings, hub.clone(), metrics.clone())?;
+            feed::spawn(feed, hub.clone(), metrics.clone())?;
         }
-        Ok(RadarSource::new(feeds))
+        Ok(RadarSource::new(&settings.feeds))
     }
 
     /// The source without its threads (tests feed it [`SourceInput::Radar`] by hand).
