@@ -112,7 +112,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .iter()
         .map(|(p, _)| p.display().to_string())
         .collect();
-    let sites = config.radar_feeds.iter().map(|f| f.site.clone()).collect();
+    // The TCP feeds' sites, then the ZMQ feed's label (its stats follow the TCP feeds').
+    let mut sites: Vec<String> = config.radar_feeds.iter().map(|f| f.site.clone()).collect();
+    if config.canada_addr.is_some() {
+        sites.push(crate::source::radar::zmq::STATS_LABEL.to_owned());
+    }
     let metrics = Arc::new(
         Metrics::with_redis(config.shards, names)
             .with_registries(paths)
@@ -211,6 +215,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         let settings = RadarSettings {
             source: index,
             feeds: config.radar_feeds.clone(),
+            zmq: config.canada_addr.clone(),
             // TODO(issue 12): the SQLite echo store plugs in here.
             echo_sink: None,
         };

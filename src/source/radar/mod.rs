@@ -15,3 +15,4 @@ pub mod dmap;
 pub mod feed;
 pub mod pipeline;
 pub mod source;
+pub mod zmq;

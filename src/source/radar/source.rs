@@ -21,9 +21,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use crossbeam_channel::Sender;
 
-use super::config::TcpFeed;
+use super::config::{TcpFeed, ZmqAddr};
 use super::feed::{self, FeedSettings};
 use super::pipeline::EchoSink;
+use super::zmq::{self, ZmqSettings};
 use crate::metrics::Metrics;
 use crate::protocol::glob_match;
 use crate::router::UpstreamMsg;
@@ -36,6 +37,9 @@ pub struct RadarSettings {
     pub source: usize,
     /// The TCP feeds, one thread each; feed `i` counts in `Metrics::radar[i]`.
     pub feeds: Vec<TcpFeed>,
+    /// The ZMQ publisher (`CANADA_ADDR`), if any: one more thread, counting in
+    /// `Metrics::radar[feeds.len()]` (site label [`zmq::STATS_LABEL`]).
+    pub zmq: Option<ZmqAddr>,
     /// Called on a feed thread for each `<site>/echoes` event (see [`EchoSink`]); `None`: no
     /// hook.
     pub echo_sink: Option<EchoSink>,
@@ -46,6 +50,7 @@ impl std::fmt::Debug for RadarSettings {
         f.debug_struct("RadarSettings")
             .field("source", &self.source)
             .field("feeds", &self.feeds)
+            .field("zmq", &self.zmq)
             .field("echo_sink", &self.echo_sink.is_some())
             .finish()
     }
@@ -78,12 +83,24 @@ impl RadarSource {
             };
             feed::spawn(feed, hub.clone(), metrics.clone())?;
         }
-        Ok(RadarSource::new(&settings.feeds))
+        if let Some(addr) = &settings.zmq {
+            let zmq = ZmqSettings {
+                source: settings.source,
+                stats: settings.feeds.len(),
+                addr: addr.clone(),
+                echo_sink: settings.echo_sink.clone(),
+            };
+            zmq::spawn(zmq, hub, metrics)?;
+        }
+        Ok(RadarSource::new(&settings.feeds, settings.zmq.as_ref()))
     }
 
     /// The source without its threads (tests feed it [`SourceInput::Radar`] by hand).
-    pub fn new(feeds: &[TcpFeed]) -> RadarSource {
-        let sites: Vec<&str> = feeds.iter().map(|f| f.site.as_str()).collect();
+    pub fn new(feeds: &[TcpFeed], zmq: Option<&ZmqAddr>) -> RadarSource {
+        let mut sites: Vec<String> = feeds.iter().map(|f| f.site.clone()).collect();
+        if let Some(addr) = zmq {
+            sites.push(format!("zmq {}", addr.endpoint()));
+        }
         RadarSource {
             name: format!("radar ({})", sites.join(", ")),
             patterns: Vec::new(),
@@ -163,7 +180,7 @@ mod tests {
             host: "h".into(),
             port: 1,
         }];
-        let mut s = RadarSource::new(&feeds);
+        let mut s = RadarSource::new(&feeds, None);
         assert_eq!(s.name(), "radar (sas)");
         let mut out = Vec::new();
         s.handle_input(input("sas"), &mut out);
@@ -179,5 +196,30 @@ mod tests {
         s.handle_input(input("sas/echoes"), &mut out);
         assert_eq!(out.len(), 1);
         assert!(s.publish(Bytes::from_static(b"sas"), Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn a_star_pattern_gets_every_site_zmq_ones_included() {
+        let addr = ZmqAddr {
+            host: "h".into(),
+            port: 1,
+        };
+        let mut s = RadarSource::new(&[], Some(&addr));
+        assert_eq!(s.name(), "radar (zmq tcp://h:1)");
+        s.psubscribe(&[Bytes::from_static(b"*")]);
+        let mut out = Vec::new();
+        for channel in ["pgr", "pgr/echoes", "new-site.2"] {
+            s.handle_input(input(channel), &mut out);
+        }
+        let matched: Vec<&Bytes> = out
+            .iter()
+            .filter_map(|e| match e {
+                SourceEvent::PMessage {
+                    pattern, channel, ..
+                } if pattern == "*" => Some(channel),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(matched, ["pgr", "pgr/echoes", "new-site.2"]);
     }
 }
