@@ -1,7 +1,10 @@
 //! The radar source as the hub sees it: one [`Source`] over every TCP feed of
-//! `radars.config.json` (`--radars`). Its channels are the site names (`sas`: one event per
-//! fitacf record) and `<site>/echoes` (the echo counts at each scan start); `Config::source_for`
-//! sends exactly those channel names here, so `?subscribe=sas` on the native listener gets them.
+//! `radars.config.json` (`--radars`) and the ZMQ feed (`--canada-addr`). Its channels are the
+//! site names (`sas`: one event per fitacf record) and `<site>/echoes` (the echo counts at each
+//! scan start); `Config::source_for` sends those channel names here (for the ZMQ feed, whose
+//! sites are learnt from the wire, every site-code-shaped name), so `?subscribe=sas` on the
+//! native listener gets them. A pattern subscribed here (`*`) gets every site's events, ZMQ
+//! sites of any name included.
 //!
 //! Thread: [`RadarSource`] lives on the hub thread; the feeds run on their own threads
 //! ([`super::feed`]) and send each rendered event as [`SourceInput::Radar`]. Every event goes
