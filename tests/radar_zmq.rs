@@ -2,7 +2,7 @@
 //! publisher; `tests/data/zmq_pub.py`) sends `[site, zlib(DMAP record)]`, and a native client
 //! subscribed to `sas` gets the rendered events. A corrupt zlib record and a 3-part message are
 //! counted and the next good record still arrives; a publisher that is down when ringcast
-//! starts is read once it comes up.
+//! starts is read once it comes up, and again after it restarts.
 //!
 //! The publisher repeats its current batch every 100 ms until told otherwise (ZMQ's slow
 //! joiner: a subscription takes effect some time after the connect), and the test waits for
@@ -268,8 +268,8 @@ fn zmq_records_reach_native_subscribers() {
 }
 
 #[test]
-fn a_publisher_down_at_start_is_read_when_it_comes_up() {
-    if !pyzmq_available("a_publisher_down_at_start_is_read_when_it_comes_up") {
+fn a_publisher_down_at_start_or_restarted_is_read_when_it_comes_up() {
+    if !pyzmq_available("a_publisher_down_at_start_or_restarted_is_read_when_it_comes_up") {
         return;
     }
     let port = {
@@ -285,4 +285,19 @@ fn a_publisher_down_at_start_is_read_when_it_comes_up() {
     wait_metric(&gw, "up", 1, CONNECT_WAIT);
     let data = next_matching(&mut c, "pgr", |d| d["beam"] == 2);
     assert_eq!(data["site_name"], "pgr");
+
+    // The publisher restarts: the feed sees it go, makes a new socket and reads on.
+    drop(publisher);
+    let start = Instant::now();
+    while zmq_metric(&gw, "up") != 0 {
+        assert!(
+            start.elapsed() < CONNECT_WAIT,
+            "the feed did not see the publisher go"
+        );
+        std::thread::yield_now();
+    }
+    let mut publisher = Publisher::start(Some(port));
+    publisher.repeat(&[good("pgr", &record(8, 0))]);
+    next_matching(&mut c, "pgr", |d| d["beam"] == 8);
+    assert!(zmq_metric(&gw, "reconnects_total") >= 1);
 }
