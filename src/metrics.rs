@@ -151,6 +151,8 @@ pub struct EioStats {
     pub sessions: Counter,
     /// Sessions opened (handshakes answered).
     pub opened: Counter,
+    /// Polling GETs parked waiting for packets. Gauge.
+    pub parked_gets: Counter,
     /// Handshakes refused because the shard held `max-connections / shards` sessions (503).
     pub sessions_refused: Counter,
     /// Requests for another shard's session handed to it (socket and bytes read so far).
@@ -878,10 +880,16 @@ impl Metrics {
     fn render_eio(&self, out: &mut String) {
         type Field = fn(&EioStats) -> &Counter;
         let sum = |f: Field| self.shards.iter().map(|s| f(&s.eio).get()).sum::<u64>();
-        let plain: [(&str, &str, &str, Field); 8] = [
+        let plain: [(&str, &str, &str, Field); 9] = [
             ("eio_sessions", "gauge", "Open Engine.IO sessions.", |e| {
                 &e.sessions
             }),
+            (
+                "eio_parked_gets",
+                "gauge",
+                "Long-polling GETs waiting for packets.",
+                |e| &e.parked_gets,
+            ),
             (
                 "eio_sessions_opened_total",
                 "counter",
