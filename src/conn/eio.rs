@@ -403,8 +403,8 @@ async fn hand_off(
                 shard,
                 stream,
                 503,
-                "application/json",
-                br#"{"code":3,"message":"Bad request"}"#,
+                "text/plain",
+                b"the shard owning this session is overloaded; retry",
             )
             .await
         }
