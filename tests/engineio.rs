@@ -264,6 +264,17 @@ fn origin_allow_list_and_cors_headers() {
         r.header("access-control-allow-headers"),
         Some("content-type")
     );
+    // Error answers carry them too (python-engineio adds them to every answer but the
+    // Origin refusal), so a page can read why it was refused.
+    let r = request(
+        addr,
+        "GET",
+        "/socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAAAAAA",
+        &[("Origin", origin)],
+        b"",
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("access-control-allow-origin"), Some(origin));
     // The list is configurable: `*` allows any Origin.
     drop(gw);
     let (_gw, addr) = gateway(&["--route", "superdarn.origins=*"]);
