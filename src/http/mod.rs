@@ -4,6 +4,7 @@
 //! The connection task ([`crate::conn`]) reads, calls [`parse`], picks a route and writes the
 //! response bytes this module renders.
 
+pub mod echoes;
 pub mod ess_api;
 pub mod publish;
 
@@ -135,11 +136,17 @@ impl Request<'_> {
 
     /// The first value of query parameter `name`, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k).as_ref() == name).then(|| percent_decode(v))
-        })
+        query_param(self.query, name)
     }
+}
+
+/// The first value of parameter `name` in `query` (without `?`), percent-decoded; a name
+/// without `=` has the value `""`. As Werkzeug's `request.args.get`.
+pub fn query_param<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k).as_ref() == name).then(|| percent_decode(v))
+    })
 }
 
 /// Decodes `%XX` escapes and `+` (as a space); invalid escapes are kept literally and invalid
@@ -177,6 +184,18 @@ fn hex(b: &u8) -> Option<u8> {
 
 /// Renders a complete response with a body.
 pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Bytes {
+    response_with(status, content_type, &[], body, keep_alive)
+}
+
+/// [`response`] with `headers` (name, value) added after the standard ones. Names and values
+/// are the caller's constants: nothing here checks them for CR or LF.
+pub fn response_with(
+    status: u16,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) -> Bytes {
     let mut out = Vec::with_capacity(128 + body.len());
     out.extend_from_slice(
         format!(
@@ -193,6 +212,9 @@ pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) 
     }
     if status == 401 {
         out.extend_from_slice(b"www-authenticate: Bearer\r\n");
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);

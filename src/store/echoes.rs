@@ -133,7 +133,7 @@ pub enum Window {
 type Answer = oneshot::Sender<Result<Window, EchoStoreError>>;
 
 /// A request to the store thread.
-enum EchoesMsg {
+pub(crate) enum EchoesMsg {
     /// Store one scan's counts for `site`.
     Record { site: Box<str>, echoes: Echoes },
     /// The rows of `site` with `start <= timestamp <= end`.
@@ -284,6 +284,15 @@ impl EchoesHandle {
             Err(TrySendError::Disconnected(_)) => Err(EchoStoreError::Stopped),
         }
     }
+}
+
+/// For other modules' tests: a handle whose queue (`queue` deep) nobody serves while the
+/// receiver lives, so it fills (and answers [`EchoStoreError::Busy`]); dropping the receiver
+/// and the handle stops it.
+#[cfg(test)]
+pub(crate) fn unserved(queue: usize, metrics: Arc<Metrics>) -> (EchoesHandle, Receiver<EchoesMsg>) {
+    let (tx, rx) = bounded(queue);
+    (EchoesHandle { tx, metrics }, rx)
 }
 
 /// The store thread: retention at start, then requests and retention ticks until every handle
