@@ -9,12 +9,16 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// The binary with every inherited `RINGCAST_*` and `REDIS_*` variable removed (the latter are
-/// `--redis` fallbacks), so the host can't leak in.
+/// `--redis` fallbacks), and `MAX_DAYS_STORE_ECHOES` (a fallback too), so the host can't leak
+/// in.
 fn ringcast() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ringcast"));
     for (name, _) in std::env::vars_os() {
         let name_text = name.to_string_lossy();
-        if name_text.starts_with("RINGCAST_") || name_text.starts_with("REDIS_") {
+        if name_text.starts_with("RINGCAST_")
+            || name_text.starts_with("REDIS_")
+            || name_text == "MAX_DAYS_STORE_ECHOES"
+        {
             command.env_remove(name);
         }
     }
@@ -151,6 +155,7 @@ fn help_documents_every_knob() {
         "redis-backoff-max",
         "redis-connect-timeout",
         "radars",
+        "max-days-store-echoes",
         "preset",
         "print-config",
     ];
@@ -211,6 +216,38 @@ fn bad_redis_values_exit_2_naming_the_knob_and_variable() {
 
     let output = run(ringcast().args(["--shards", "2", "--debug-stall-shard", "2"]));
     assert_one_line_error(&output, &["debug-stall-shard", "shards"]);
+}
+
+#[test]
+fn echo_retention_takes_whole_days_from_any_layer_and_the_originals_variable() {
+    let output = run(ringcast().args(["--max-days-store-echoes", "0"]));
+    assert_one_line_error(
+        &output,
+        &["max-days-store-echoes", "--max-days-store-echoes", "0"],
+    );
+    let output = run(ringcast().env("MAX_DAYS_STORE_ECHOES", "30 days"));
+    assert_one_line_error(&output, &["max-days-store-echoes", "MAX_DAYS_STORE_ECHOES"]);
+
+    let config = printed(ringcast().env("MAX_DAYS_STORE_ECHOES", "30"));
+    assert_eq!(
+        config
+            .get("max_days_store_echoes")
+            .and_then(|v| v.as_integer()),
+        Some(30)
+    );
+    let config = printed(
+        ringcast()
+            .env("RINGCAST_MAX_DAYS_STORE_ECHOES", "2")
+            .env("MAX_DAYS_STORE_ECHOES", "30"),
+    );
+    assert_eq!(
+        config
+            .get("max_days_store_echoes")
+            .and_then(|v| v.as_integer()),
+        Some(2)
+    );
+    let config = printed(&mut ringcast());
+    assert_eq!(config.get("max_days_store_echoes"), None, "kept for ever");
 }
 
 #[test]

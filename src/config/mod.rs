@@ -14,7 +14,8 @@
 //! same Redis as the services around it: `REDIS_URL` (same syntax as `--redis`; `REDIS_PASSWORD`
 //! supplies the password when that URL has none), then the seed services' `REDIS_HOST`,
 //! `REDIS_PORT`, `REDIS_DB` and `REDIS_PASS`. Unset, the embedded broker
-//! is the source.
+//! is the source. `max_days_store_echoes` likewise falls back to the SuperDARN original's own
+//! `MAX_DAYS_STORE_ECHOES` after the file.
 //!
 //! Sizes are a bare number of bytes or a number with `KiB`, `MiB` or `GiB`. `KB`, `MB` and `GB`
 //! are accepted and mean the same binary units (1KB = 1024 bytes); units ignore case. Durations
@@ -224,6 +225,11 @@ pub struct Config {
     /// The feeds read from [`Config::radars`], sorted by site (empty without it, or for `{}`).
     /// Derived; not a knob of its own.
     pub radar_feeds: Vec<TcpFeed>,
+    /// SuperDARN echo counts (`GET /echoes`) older than this many days are deleted, at start
+    /// and then hourly ([`crate::store::echoes`]). Whole days, at least 1. Default none: kept
+    /// for ever. After the flag, `RINGCAST_MAX_DAYS_STORE_ECHOES` and the file, the original's
+    /// `MAX_DAYS_STORE_ECHOES` is read. Smaller bounds the file; larger keeps more history.
+    pub max_days_store_echoes: Option<u32>,
     /// Test hook (hidden flag and variable only, never in the file): shard N never drains its
     /// inbox, to prove a stalled shard delays no one else. Default none. Must be below `shards`.
     pub debug_stall_shard: Option<usize>,
@@ -268,6 +274,7 @@ impl Default for Config {
             redis_connect_timeout: DEFAULT_REDIS_CONNECT_TIMEOUT,
             radars: None,
             radar_feeds: Vec::new(),
+            max_days_store_echoes: None,
             debug_stall_shard: None,
             sources: Vec::new(),
             preset: None,
@@ -306,6 +313,7 @@ impl fmt::Debug for Config {
             .field("redis_connect_timeout", &self.redis_connect_timeout)
             .field("radars", &self.radars)
             .field("radar_feeds", &self.radar_feeds)
+            .field("max_days_store_echoes", &self.max_days_store_echoes)
             .field("debug_stall_shard", &self.debug_stall_shard)
             .field("preset", &self.preset)
             .field("routes", &self.routes)
@@ -442,6 +450,8 @@ knobs! {
     REDIS_CONNECT_TIMEOUT = "redis-connect-timeout", "RINGCAST_REDIS_CONNECT_TIMEOUT",
         redis_connect_timeout;
     RADARS = "radars", "RINGCAST_RADARS", radars;
+    MAX_DAYS_STORE_ECHOES = "max-days-store-echoes", "RINGCAST_MAX_DAYS_STORE_ECHOES",
+        max_days_store_echoes;
 }
 
 /// `--preset`: a knob of every layer, but tested on its own (it changes sources and routes,
@@ -460,6 +470,10 @@ const DEBUG_STALL_SHARD: Knob = Knob {
     key: "debug_stall_shard",
     in_file: |_| None,
 };
+
+/// The `max_days_store_echoes` fallback after the file: the SuperDARN original's variable, so
+/// its `.env` keeps working.
+const ORIGINAL_MAX_DAYS_VAR: &str = "MAX_DAYS_STORE_ECHOES";
 
 /// The `redis` fallback after the file: a URL, as other tools read it.
 const REDIS_URL_VAR: &str = "REDIS_URL";
@@ -599,6 +613,11 @@ struct Cli {
     /// [default: none, no radar feeds]
     #[arg(long, env = "RINGCAST_RADARS", value_name = "FILE")]
     radars: Option<String>,
+    /// Delete stored SuperDARN echo counts (GET /echoes) older than this many days, at start
+    /// and hourly; whole days, at least 1. When unset here and in the file,
+    /// MAX_DAYS_STORE_ECHOES (the original's variable) is read [default: none, kept for ever]
+    #[arg(long, env = "RINGCAST_MAX_DAYS_STORE_ECHOES", value_name = "DAYS")]
+    max_days_store_echoes: Option<String>,
     /// Built-in routes and sources for a drop-in replacement: weppcloud (Preflight on :9001,
     /// Status on :9002) or bess (WebsocketServerMS on :8001) [default: none]
     #[arg(long, env = "RINGCAST_PRESET", value_name = "NAME")]
@@ -654,6 +673,7 @@ struct FileConfig {
     redis_backoff_max: Option<toml::Value>,
     redis_connect_timeout: Option<toml::Value>,
     radars: Option<toml::Value>,
+    max_days_store_echoes: Option<toml::Value>,
     preset: Option<toml::Value>,
     /// `[[route]]` tables: profiles on their own listeners.
     route: Option<Vec<toml::Table>>,
@@ -1011,6 +1031,26 @@ impl Layers<'_> {
         })
     }
 
+    /// `max_days_store_echoes`: the usual layers, then the original's `MAX_DAYS_STORE_ECHOES`,
+    /// then none (kept for ever).
+    fn max_days_store_echoes(&self) -> Result<Option<u32>, ConfigError> {
+        let knob = &MAX_DAYS_STORE_ECHOES;
+        let setting = self.resolve(knob, None, |r| days(r).map(Some))?;
+        if setting.origin != Origin::Default {
+            return Ok(setting.value);
+        }
+        match self.env_var(knob.name, ORIGINAL_MAX_DAYS_VAR)? {
+            Some(text) => days(Raw::Text(&text))
+                .map(Some)
+                .map_err(|reason| ConfigError::Invalid {
+                    knob: knob.name,
+                    origin: Origin::Env(ORIGINAL_MAX_DAYS_VAR),
+                    reason,
+                }),
+            None => Ok(None),
+        }
+    }
+
     /// [`Layers::resolve`] for a knob whose origin is not needed afterwards.
     fn value<T>(
         &self,
@@ -1125,6 +1165,7 @@ impl Layers<'_> {
             )?,
             radars: radars.value.as_ref().map(|(path, _)| path.clone()),
             radar_feeds: radars.value.map(|(_, feeds)| feeds).unwrap_or_default(),
+            max_days_store_echoes: self.max_days_store_echoes()?,
             debug_stall_shard: debug_stall_shard.value,
             print_config,
             sources: Vec::new(),
@@ -1286,6 +1327,11 @@ impl Config {
                 self.radars
                     .as_ref()
                     .and_then(|p| text(&p.display().to_string())),
+            ),
+            (
+                MAX_DAYS_STORE_ECHOES.key,
+                self.max_days_store_echoes
+                    .map(|d| Value::Integer(i64::from(d))),
             ),
             (PRESET.key, self.preset.and_then(|p| text(p.as_str()))),
         ];
@@ -1646,6 +1692,12 @@ fn count(raw: Raw<'_>, min: usize, max: usize, example: usize) -> Result<usize, 
     in_range(n, min, max, |n| n.to_string())
 }
 
+/// A whole number of days, at least 1 (`max_days_store_echoes`).
+fn days(raw: Raw<'_>) -> Result<u32, String> {
+    let n = count(raw, 1, usize::try_from(u32::MAX).unwrap_or(usize::MAX), 30)?;
+    u32::try_from(n).map_err(|_| format!("{n} is above the maximum, {}", u32::MAX))
+}
+
 fn boolean(raw: Raw<'_>) -> Result<bool, String> {
     let b = match raw {
         Raw::Toml(toml::Value::Boolean(b)) => Some(*b),
@@ -1880,6 +1932,59 @@ mod tests {
     }
 
     #[test]
+    fn echo_retention_is_whole_days_and_reads_the_originals_variable_last() {
+        assert_eq!(parse(&[], &[]).expect("valid").max_days_store_echoes, None);
+        let original = [("MAX_DAYS_STORE_ECHOES", "30")];
+        let config = parse(&[], &original).expect("valid");
+        assert_eq!(
+            config.max_days_store_echoes,
+            Some(30),
+            "the original's .env"
+        );
+        let file = TempToml::new("max-days", "max_days_store_echoes = 7\n");
+        let config = parse(&["--config", file.arg()], &original).expect("valid");
+        assert_eq!(
+            config.max_days_store_echoes,
+            Some(7),
+            "file over the original's"
+        );
+        let ours = [
+            ("RINGCAST_MAX_DAYS_STORE_ECHOES", "9"),
+            ("MAX_DAYS_STORE_ECHOES", "x"),
+        ];
+        let config = parse(&[], &ours).expect("the original's is not read");
+        assert_eq!(config.max_days_store_echoes, Some(9));
+        let config = parse(&["--max-days-store-echoes", "4294967295"], &[]).expect("valid");
+        assert_eq!(config.max_days_store_echoes, Some(u32::MAX));
+        assert!(
+            config
+                .to_toml()
+                .contains("\nmax_days_store_echoes = 4294967295\n")
+        );
+        assert!(
+            parse(&[], &[])
+                .expect("valid")
+                .to_toml()
+                .contains("\n# max_days_store_echoes is not set\n")
+        );
+        for bad in ["0", "-1", "1.5", "30d", "thirty", "4294967296"] {
+            let (knob, origin, message) = invalid(parse(&["--max-days-store-echoes", bad], &[]));
+            assert_eq!(knob, "max-days-store-echoes");
+            assert_eq!(origin, Origin::Flag("max-days-store-echoes"));
+            assert!(
+                message.contains(bad) && !message.contains('\n'),
+                "{message}"
+            );
+        }
+        let (knob, origin, _) = invalid(parse(&[], &[("MAX_DAYS_STORE_ECHOES", "0")]));
+        assert_eq!(knob, "max-days-store-echoes");
+        assert_eq!(origin, Origin::Env("MAX_DAYS_STORE_ECHOES"));
+        let file = TempToml::new("max-days-bad", "max_days_store_echoes = \"a week\"\n");
+        let (_, origin, _) = invalid(parse(&["--config", file.arg()], &[]));
+        assert_eq!(origin, Origin::File(file.0.clone()));
+    }
+
+    #[test]
     fn sizes_take_binary_units() {
         let cases = [
             ("0", 0),
@@ -2035,6 +2140,7 @@ mod tests {
         (&REDIS_BACKOFF_MAX, "1m"),
         (&REDIS_CONNECT_TIMEOUT, "500ms"),
         (&RADARS, RADARS_FIXTURE),
+        (&MAX_DAYS_STORE_ECHOES, "30"),
     ];
 
     /// A radars.config.json with one feed, `sas` at 127.0.0.1:6032.
@@ -2100,6 +2206,7 @@ mod tests {
                 host: "127.0.0.1".to_owned(),
                 port: 6_032,
             }],
+            max_days_store_echoes: Some(30),
             debug_stall_shard: None,
             sources: Vec::new(),
             preset: None,
