@@ -2082,7 +2082,7 @@ mod tests {
             parse(&[], &[])
                 .expect("valid")
                 .to_toml()
-                .contains("\n# max_days_store_echoes is not set\n")
+                .contains("\nmax_days_store_echoes = 30\n")
         );
         for bad in ["0", "-1", "1.5", "30d", "thirty", "4294967296"] {
             let (knob, origin, message) = invalid(parse(&["--max-days-store-echoes", bad], &[]));
