@@ -132,6 +132,32 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         per_route: registries,
         threads: registry_threads,
     } = start_registries(&config, databases, &metrics)?;
+    // One echo store per distinct `echoes_db` of the socketio routes. Its thread is not joined:
+    // the radar feeds hold handles until the process exits, and every write is committed on
+    // its own, so nothing is left to flush.
+    let mut echo_stores: Vec<(PathBuf, EchoesHandle)> = Vec::new();
+    for path in config
+        .routes
+        .iter()
+        .filter(|r| r.profile == crate::config::Profile::SocketIo)
+        .filter_map(|r| r.echoes_db.as_ref())
+    {
+        if !echo_stores.iter().any(|(p, _)| p == path) {
+            let (handle, _thread) = start_echoes(path, config.max_days_store_echoes, &metrics)?;
+            echo_stores.push((path.clone(), handle));
+        }
+    }
+    let echoes: Vec<Option<EchoesHandle>> = config
+        .routes
+        .iter()
+        .map(|r| {
+            let path = r.echoes_db.as_ref()?;
+            echo_stores
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, h)| h.clone())
+        })
+        .collect();
     let (hub_tx, hub_rx) = bounded::<UpstreamMsg>(HUB_CHANNEL);
     // Shards report here when they stop; the hub reports as index `usize::MAX`.
     let (done_tx, done_rx) = bounded::<(usize, Result<(), String>)>(config.shards + 1);
@@ -166,6 +192,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             shutdown,
             replay: replay.clone(),
             registries: registries.clone(),
+            echoes: echoes.clone(),
             peers: links.clone(),
         };
         let done = done_tx.clone();
@@ -223,8 +250,19 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             source: index,
             feeds: config.radar_feeds.clone(),
             zmq: config.canada_addr.clone(),
-            // TODO(issue 12): the SQLite echo store plugs in here.
-            echo_sink: None,
+            // Every `<site>/echoes` is stored in each echo store (one, usually).
+            echo_sink: (!echo_stores.is_empty()).then(|| {
+                let stores: Vec<EchoesHandle> =
+                    echo_stores.iter().map(|(_, h)| h.clone()).collect();
+                let sink: crate::source::radar::pipeline::EchoSink = Arc::new(
+                    move |site: &str, e: &crate::profile::superdarn::echoes::Echoes| {
+                        for store in &stores {
+                            store.record(site, e);
+                        }
+                    },
+                );
+                sink
+            }),
         };
         let radar = RadarSource::start(settings, hub_tx.clone(), metrics.clone())
             .map_err(|e| ServerError::Thread(e.to_string()))?;
@@ -302,11 +340,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 /// this thread, then starts its thread, `ringcast-echoes`, with retention `max_days`
 /// ([`Config::max_days_store_echoes`]; `None` keeps rows for ever).
 ///
-/// Not called yet (issue 12): the route that serves `GET /echoes` calls it on main before
-/// binding its listeners, so an unusable file stops the start (exit 1, one line naming it);
-/// hands a clone of the handle to each shard ([`crate::http::echoes::respond`]) and to the
-/// radar feeds ([`EchoesHandle::record`]); and joins the thread after the shards, since it
-/// ends once the last handle is dropped.
+/// `run` calls it once per distinct `echoes_db` of the socketio routes, so an unusable file
+/// stops the start (exit 1, one line naming it), and hands a clone of the handle to each shard
+/// ([`crate::http::echoes::respond`]) and to the radar feeds ([`EchoesHandle::record`]).
 pub fn start_echoes(
     path: &Path,
     max_days: Option<u32>,

@@ -45,6 +45,22 @@ pub(super) fn route_of(s: &crate::shard::Shard, listener: usize, path: &str) -> 
     (s.config.routes.get(index)?.profile == crate::config::Profile::SocketIo).then_some(index)
 }
 
+/// The echo store of the socketio route on `listener`, if it has one (`GET /echoes`).
+pub(super) fn echo_store(
+    s: &crate::shard::Shard,
+    listener: usize,
+) -> Option<crate::store::echoes::EchoesHandle> {
+    s.config
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| {
+            r.profile == crate::config::Profile::SocketIo
+                && s.route_listeners.get(*i) == Some(&listener)
+        })
+        .find_map(|(i, _)| s.echoes.get(i).cloned().flatten())
+}
+
 /// Whether `origin` may use route `index` (no Origin always may; `*` or an empty list allows
 /// any).
 fn origin_allowed(s: &crate::shard::Shard, index: usize, origin: Option<&[u8]>) -> bool {

@@ -149,6 +149,59 @@ async fn respond(
         .conns
         .get(key)
         .map_or(0, |c| usize::from(c.listener));
+    // `GET /echoes` on a socketio route's listener with an echo store (SuperDARN, D6).
+    if crate::http::echoes::is_echoes_path(req.path) {
+        let store = super::eio::echo_store(&shard.borrow(), listener);
+        if let Some(store) = store {
+            let Some(len) = req.content_length() else {
+                return finish_error(shard, stream, 400, "bad content-length").await;
+            };
+            let used = req.head_len + len;
+            if pending.len() < used {
+                return Step::NeedMore;
+            }
+            let response = match req.method {
+                "GET" | "HEAD" => {
+                    let head = req.method == "HEAD";
+                    let answer = crate::http::echoes::respond(
+                        &store,
+                        (!req.query.is_empty()).then_some(req.query),
+                        std::time::SystemTime::now(),
+                        keep_alive,
+                    );
+                    let response = answer.await;
+                    if head {
+                        http::head_only(response)
+                    } else {
+                        response
+                    }
+                }
+                // Flask's answers for the route's other methods.
+                "OPTIONS" => http::response_with(
+                    200,
+                    "text/html; charset=utf-8",
+                    &[("allow", b"HEAD, OPTIONS, GET")],
+                    b"",
+                    keep_alive,
+                ),
+                _ => {
+                    shard.borrow().stats().http_errors.inc();
+                    http::response_with(
+                        405,
+                        "text/html; charset=utf-8",
+                        &[("allow", b"HEAD, OPTIONS, GET")],
+                        b"",
+                        keep_alive,
+                    )
+                }
+            };
+            pending.drain(..used);
+            if stream.write_all(response).await.is_err() || !keep_alive {
+                return Step::Finish(Next::Done);
+            }
+            return Step::Continue;
+        }
+    }
     // Engine.IO (socketio routes) answers every request at its path, upgrades included.
     let eio_route = super::eio::route_of(&shard.borrow(), listener, req.path);
     if let Some(index) = eio_route {

@@ -97,6 +97,9 @@ pub struct Shard {
     /// Every shard's inbox (this one's included), for handing a request to the shard that owns
     /// its Engine.IO session. Set from [`run::ShardSetup`].
     pub peers: Vec<crate::router::hub::ShardLink>,
+    /// Each route's SuperDARN echo store (parallel to `config.routes`; `None` for routes
+    /// without `echoes_db`), for `GET /echoes`. Set from [`run::ShardSetup`].
+    pub echoes: Vec<Option<crate::store::echoes::EchoesHandle>>,
 }
 
 impl Shard {
@@ -136,6 +139,7 @@ impl Shard {
             registries: Vec::new(),
             eio: eio::EioSessions::default(),
             peers: Vec::new(),
+            echoes: Vec::new(),
         }
     }
 

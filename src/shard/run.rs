@@ -53,6 +53,8 @@ pub struct ShardSetup {
     pub registries: Vec<Option<crate::store::registry::Registry>>,
     /// Every shard's inbox, indexed by shard id, for Engine.IO hand-offs.
     pub peers: Vec<crate::router::hub::ShardLink>,
+    /// Each route's echo store (parallel to `config.routes`; socketio routes with `echoes_db`).
+    pub echoes: Vec<Option<crate::store::echoes::EchoesHandle>>,
 }
 
 /// Runs a shard on the current thread until graceful shutdown completes.
@@ -69,6 +71,7 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
         replay,
         registries,
         peers,
+        echoes,
     } = setup;
     crate::rt::set_read_size(config.read_buffer_bytes);
     runtime.block_on(async move {
@@ -77,6 +80,7 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
         state.replays = super::replay::Replays::new(replay);
         state.registries = registries;
         state.peers = peers;
+        state.echoes = echoes;
         state.eio_subscribe_routes();
         let shard = Rc::new(RefCell::new(state));
         let stops: Vec<Rc<Notify>> = listeners
