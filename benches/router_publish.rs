@@ -162,8 +162,8 @@ impl Rig {
                     frames,
                     stamp,
                 } => self.shard.deliver(target, frames, stamp),
-                ShardMsg::DeliverTo { .. } | ShardMsg::Replay { .. } => {
-                    unreachable!("no snapshot or replay is ever requested here")
+                ShardMsg::DeliverTo { .. } | ShardMsg::Replay { .. } | ShardMsg::Adopt { .. } => {
+                    unreachable!("no snapshot, replay or hand-off is ever requested here")
                 }
             }
         }

@@ -140,6 +140,41 @@ pub struct ShardStats {
     pub registry_busy: Counter,
     /// Sampled stage timings of events this shard delivered.
     pub stages: StageTimes,
+    /// Engine.IO / Socket.IO sessions owned by this shard.
+    pub eio: EioStats,
+}
+
+/// What one shard counts about its Engine.IO sessions (`socketio` routes).
+#[derive(Debug, Default)]
+pub struct EioStats {
+    /// Open sessions. Gauge.
+    pub sessions: Counter,
+    /// Sessions opened (handshakes answered).
+    pub opened: Counter,
+    /// Handshakes refused because the shard held `max-connections / shards` sessions (503).
+    pub sessions_refused: Counter,
+    /// Requests for another shard's session handed to it (socket and bytes read so far).
+    pub handoffs: Counter,
+    /// Hand-offs refused because the owner's inbox was full (answered 503).
+    pub handoff_drops: Counter,
+    /// Requests refused for their Origin (400 `"Not an accepted origin."`).
+    pub origin_refused: Counter,
+    /// Requests answered with an Engine.IO error body (unknown sid, bad request, ...).
+    pub bad_requests: Counter,
+    /// Upgrades from polling to WebSocket completed.
+    pub upgrades: Counter,
+    /// Sessions closed by the client (`1`, or its transport went away).
+    pub closes_client: Counter,
+    /// Sessions closed because a ping went unanswered for pingTimeout.
+    pub closes_ping_timeout: Counter,
+    /// Polling sessions closed after ping interval + timeout without a GET.
+    pub closes_poll_timeout: Counter,
+    /// Sessions closed because their queue passed `max_payload` (policy: close).
+    pub closes_overflow: Counter,
+    /// Sessions closed for a bad packet or a second concurrent GET.
+    pub closes_bad_request: Counter,
+    /// Sessions closed by the server (shutdown).
+    pub closes_server: Counter,
 }
 
 /// What the hub thread counts. Written only by the hub thread.
@@ -465,6 +500,7 @@ impl Metrics {
                 .map(|(i, s)| (format!("shard=\"{i}\""), field(s).get()));
             total_and_split(&mut out, name, "shard", kind, help, per);
         }
+        self.render_eio(&mut out);
         let drops = self.hub.inbox_drops.iter().enumerate();
         let drops = drops.map(|(i, c)| (format!("shard=\"{i}\""), c.get()));
         let help = "Events dropped because a shard inbox was full (policy: drop and count).";
@@ -813,6 +849,86 @@ fn histogram(out: &mut String, stage: &str, help: &str, hists: &[&Histogram]) {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
     let _ = writeln!(out, "{name}_sum {}", sum_us as f64 / 1e6);
     let _ = writeln!(out, "{name}_count {count}");
+}
+
+impl Metrics {
+    /// The Engine.IO families: totals over the shards, closes split by reason.
+    fn render_eio(&self, out: &mut String) {
+        type Field = fn(&EioStats) -> &Counter;
+        let sum = |f: Field| self.shards.iter().map(|s| f(&s.eio).get()).sum::<u64>();
+        let plain: [(&str, &str, &str, Field); 8] = [
+            ("eio_sessions", "gauge", "Open Engine.IO sessions.", |e| {
+                &e.sessions
+            }),
+            (
+                "eio_sessions_opened_total",
+                "counter",
+                "Engine.IO sessions opened.",
+                |e| &e.opened,
+            ),
+            (
+                "eio_sessions_refused_total",
+                "counter",
+                "Engine.IO handshakes refused at the session cap (503).",
+                |e| &e.sessions_refused,
+            ),
+            (
+                "eio_handoffs_total",
+                "counter",
+                "Engine.IO requests handed to the shard owning their session.",
+                |e| &e.handoffs,
+            ),
+            (
+                "eio_handoff_drops_total",
+                "counter",
+                "Engine.IO hand-offs refused: the owner's inbox was full (503).",
+                |e| &e.handoff_drops,
+            ),
+            (
+                "eio_origin_refused_total",
+                "counter",
+                "Engine.IO requests refused for their Origin (400).",
+                |e| &e.origin_refused,
+            ),
+            (
+                "eio_bad_requests_total",
+                "counter",
+                "Engine.IO requests answered with an error body (400).",
+                |e| &e.bad_requests,
+            ),
+            (
+                "eio_upgrades_total",
+                "counter",
+                "Engine.IO sessions upgraded from polling to WebSocket.",
+                |e| &e.upgrades,
+            ),
+        ];
+        for (name, kind, help, field) in plain {
+            family(
+                out,
+                &format!("ringcast_{name}"),
+                kind,
+                help,
+                &[("", sum(field))],
+            );
+        }
+        let reasons: [(&str, Field); 6] = [
+            ("reason=\"client\"", |e| &e.closes_client),
+            ("reason=\"ping_timeout\"", |e| &e.closes_ping_timeout),
+            ("reason=\"poll_timeout\"", |e| &e.closes_poll_timeout),
+            ("reason=\"overflow\"", |e| &e.closes_overflow),
+            ("reason=\"bad_request\"", |e| &e.closes_bad_request),
+            ("reason=\"server\"", |e| &e.closes_server),
+        ];
+        let samples: Vec<(&str, u64)> = reasons.iter().map(|(l, f)| (*l, sum(*f))).collect();
+        family(
+            out,
+            "ringcast_eio_session_closes_total",
+            "counter",
+            "Engine.IO sessions closed, by reason.",
+            &samples,
+        );
+    }
 }
 
 /// Writes `ringcast_<name>` (the total) and `ringcast_<split>_<name>{labels}` (one sample per

@@ -156,6 +156,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             shutdown,
             replay: replay.clone(),
             registries: registries.clone(),
+            peers: links.clone(),
         };
         let done = done_tx.clone();
         let pin = config.pin_cores.then_some(i);

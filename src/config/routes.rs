@@ -47,6 +47,10 @@ pub enum Profile {
     /// Squonk2 ESS internal REST API (`/event-stream/…`): plain HTTP over the route's
     /// registry, no WebSocket.
     EssApi,
+    /// Engine.IO v4 / Socket.IO v5 at the route's path (websocket and long-polling): every
+    /// event of the route's `channels` is broadcast to every client as event `<channel>`
+    /// (`42["<channel>",<payload>]`). With `echoes_db`, also `GET /echoes` (SuperDARN).
+    SocketIo,
 }
 
 impl Profile {
@@ -58,6 +62,7 @@ impl Profile {
             "bess" => Profile::Bess,
             "ess" => Profile::Ess,
             "ess_api" => Profile::EssApi,
+            "socketio" => Profile::SocketIo,
             _ => return None,
         })
     }
@@ -71,6 +76,7 @@ impl Profile {
             Profile::Bess => "bess",
             Profile::Ess => "ess",
             Profile::EssApi => "ess_api",
+            Profile::SocketIo => "socketio",
         }
     }
 }
@@ -184,6 +190,14 @@ pub struct RouteConfig {
     pub registry: Option<PathBuf>,
     /// `ess_api` only: how the streams' WebSocket `location` is written.
     pub ingress: Option<Ingress>,
+    /// `socketio` only: the Engine.IO knobs (`ping_interval` → pingInterval, `pong_timeout`
+    /// → pingTimeout, `max_payload`); `None` for the other profiles.
+    pub eio: Option<crate::transport::engineio::config::EioConfig>,
+    /// `socketio`: the channel globs broadcast to every client. Default `["*"]`.
+    pub channels: Vec<String>,
+    /// `socketio`: the SQLite file of the echo counts served at `GET /echoes`; `None`: no
+    /// `/echoes` (404).
+    pub echoes_db: Option<PathBuf>,
 }
 
 /// A built-in set of routes and sources.
@@ -196,6 +210,9 @@ pub enum Preset {
     /// Squonk2 ESS: the public WebSocket on :8080 (`/event-stream/*`) and the internal REST
     /// API on :8081; RabbitMQ from `ESS_AMPQ_URL`.
     Squonk2,
+    /// SuperDARN real-time data: Socket.IO at `/socket.io/` and `GET /echoes` on :5003; radar
+    /// feeds from `radars.config.json` (cwd) and `CANADA_ADDR`.
+    Superdarn,
 }
 
 impl Preset {
@@ -205,8 +222,9 @@ impl Preset {
             Some("weppcloud") => Ok(Preset::Weppcloud),
             Some("bess") => Ok(Preset::Bess),
             Some("squonk2") => Ok(Preset::Squonk2),
+            Some("superdarn") => Ok(Preset::Superdarn),
             _ => Err(format!(
-                "{} is not a preset (use weppcloud, bess or squonk2)",
+                "{} is not a preset (use weppcloud, bess, squonk2 or superdarn)",
                 raw.shown()
             )),
         }
@@ -218,6 +236,7 @@ impl Preset {
             Preset::Weppcloud => "weppcloud",
             Preset::Bess => "bess",
             Preset::Squonk2 => "squonk2",
+            Preset::Superdarn => "superdarn",
         }
     }
 
@@ -308,6 +327,21 @@ path = "/*"
 profile = "ess_api"
 "#
         }
+        Preset::Superdarn => {
+            r#"
+[[route]]
+name = "superdarn"
+listen = "0.0.0.0:5003"
+path = "/socket.io/"
+profile = "socketio"
+ping_interval = "25s"
+pong_timeout = "20s"
+max_payload = 1000000
+channels = ["*"]
+origins = ["http://localhost:5002", "http://127.0.0.1:5002", "http://localhost", "http://127.0.0.1", "http://vt.superdarn.org", "http://vt.superdarn.org:80", "http://vt.superdarn.org:81", "http://superdarn.org", "http://superdarn.org:80", "http://superdar.org:81"]
+echoes_db = "echoes.sqlite"
+"#
+        }
     }
 }
 
@@ -330,6 +364,9 @@ pub const ROUTE_KEYS: &[&str] = &[
     "stream_port",
     "stats_interval",
     "registry",
+    "max_payload",
+    "channels",
+    "echoes_db",
 ];
 
 /// A route's raw settings, each with where it came from.
@@ -519,7 +556,7 @@ fn resolve_one(
     let profile = optional(r, "profile", |raw| {
         raw.text().and_then(Profile::parse).ok_or_else(|| {
             format!(
-                "{} is not native, preflight, status, bess, ess or ess_api",
+                "{} is not native, preflight, status, bess, ess, ess_api or socketio",
                 raw.shown()
             )
         })
@@ -625,7 +662,49 @@ fn resolve_one(
         .unwrap_or(800),
         registry: None,
         ingress: None,
+        eio: None,
+        channels: optional(r, "channels", string_list)?.unwrap_or_else(|| vec!["*".to_owned()]),
+        echoes_db: optional(r, "echoes_db", |raw| match raw.text() {
+            Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+            _ => Err(format!("{} is not a file path", raw.shown())),
+        })?,
     };
+    let max_payload = optional(r, "max_payload", |raw| {
+        super::size(
+            raw,
+            crate::transport::engineio::config::MIN_PAYLOAD_BYTES as u64,
+            u64::from(u32::MAX),
+            1_000_000,
+        )
+    })?;
+    let mut route = route;
+    if profile == Profile::SocketIo {
+        let defaults = crate::transport::engineio::config::EioConfig::default();
+        let max_payload = max_payload.unwrap_or(defaults.max_payload_bytes);
+        let eio = crate::transport::engineio::config::EioConfig {
+            ping_interval: route.ping_interval,
+            ping_timeout: route.pong_timeout,
+            max_payload_bytes: max_payload,
+            // One GET body never exceeds what the client accepts.
+            max_buffered_bytes: max_payload,
+            // python-engineio closes a polling session after ping interval + timeout without
+            // a GET.
+            max_poll_gap: route.ping_interval + route.pong_timeout,
+            ..defaults
+        };
+        eio.validate()
+            .map_err(|reason| err(&Origin::Default, format!("route {name:?}: {reason}")))?;
+        route.eio = Some(eio);
+    } else {
+        for key in ["max_payload", "channels", "echoes_db"] {
+            if let Some(origin) = origin_of(r, key) {
+                return Err(err(
+                    &origin,
+                    format!("route {name:?} {key}: only the socketio profile has it"),
+                ));
+            }
+        }
+    }
     if profile == Profile::Ess && route.amqp.is_none() {
         return Err(err(
             &origin_of(r, "profile").unwrap_or(Origin::Default),
@@ -635,7 +714,6 @@ fn resolve_one(
             ),
         ));
     }
-    let mut route = route;
     let registry = optional(r, "registry", |raw| match raw.text() {
         Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
         _ => Err(format!("{} is not a file path", raw.shown())),

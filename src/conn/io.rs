@@ -31,9 +31,35 @@ pub(super) enum Next {
 
 /// Serves one connection until it closes, then removes it from the shard.
 pub async fn serve(shard: ShardRef, key: ConnKey, stream: TcpStream) {
+    serve_from(shard, key, stream, Vec::new()).await;
+}
+
+/// Serves a connection another shard handed over (an Engine.IO request for a session this
+/// shard owns), starting with the bytes it had read. A full shard refuses it (counted in
+/// `ringcast_rejected_connections_total`), as its accept loop would.
+pub fn adopt(shard: &ShardRef, stream: std::net::TcpStream, pending: Vec<u8>, listener: u8) {
+    let mut s = shard.borrow_mut();
+    if s.conns.len() >= s.max_conns {
+        s.stats().rejected_connections.inc();
+        return;
+    }
+    let stream = match TcpStream::from_std(stream) {
+        Ok(st) => st,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot adopt a handed-over connection");
+            return;
+        }
+    };
+    stream.set_nodelay();
+    let key = s.insert_conn(stream.handle(), listener, Instant::now());
+    drop(s);
+    crate::rt::spawn(serve_from(shard.clone(), key, stream, pending));
+}
+
+async fn serve_from(shard: ShardRef, key: ConnKey, stream: TcpStream, pending: Vec<u8>) {
     // Boxed: its state (request parsing, headers) is dropped at the upgrade instead of
     // sizing this connection's task for its whole life.
-    let next = Box::pin(http_phase(&shard, key, &stream)).await;
+    let next = Box::pin(http_phase(&shard, key, &stream, pending)).await;
     if let Next::Upgrade(leftover) = next {
         let reader = read_loop(&shard, key, &stream, leftover);
         let writer = write_loop(&shard, key, &stream);
@@ -43,11 +69,15 @@ pub async fn serve(shard: ShardRef, key: ConnKey, stream: TcpStream) {
 }
 
 /// Reads HTTP requests and answers them until an upgrade, an error or the client leaves.
-async fn http_phase(shard: &ShardRef, key: ConnKey, stream: &TcpStream) -> Next {
+async fn http_phase(
+    shard: &ShardRef,
+    key: ConnKey,
+    stream: &TcpStream,
+    mut pending: Vec<u8>,
+) -> Next {
     // A request head plus the largest body we accept; reading pauses past it and `respond`
     // answers 431/413.
     let limit = http::MAX_HEAD_BYTES + shard.borrow().config.max_message_bytes;
-    let mut pending: Vec<u8> = Vec::new();
     let mut eof = false;
     loop {
         // Answer every complete request already buffered.
@@ -117,6 +147,11 @@ async fn respond(
         .conns
         .get(key)
         .map_or(0, |c| usize::from(c.listener));
+    // Engine.IO (socketio routes) answers every request at its path, upgrades included.
+    let eio_route = super::eio::route_of(&shard.borrow(), listener, req.path);
+    if let Some(index) = eio_route {
+        return Box::pin(super::eio::respond(shard, key, stream, index, pending)).await;
+    }
     // The Squonk2 ESS internal API answers every request on its route, upgrades included.
     if let Some(index) = super::ess_api::route_of(shard, listener, req.path) {
         let answer =
@@ -363,6 +398,9 @@ fn on_input(
     };
     let kind = conn.kind;
     let open = conn.is_open();
+    if let ConnKind::Eio { session, .. } = kind {
+        return on_eio_input(&mut s, key, session as usize, codec, data, discard);
+    }
     let profile = conn
         .route()
         .and_then(|r| s.config.routes.get(r))
@@ -419,7 +457,13 @@ fn on_input(
                             conn.answered();
                         }
                     }
-                    (_, Some((Profile::Bess | Profile::Ess | Profile::EssApi, _))) => {}
+                    (
+                        _,
+                        Some((
+                            Profile::Bess | Profile::Ess | Profile::EssApi | Profile::SocketIo,
+                            _,
+                        )),
+                    ) => {}
                 }
             }
             Incoming::Binary(b) => {
@@ -440,6 +484,53 @@ fn on_input(
         }
     }
     true
+}
+
+/// [`on_input`] for the WebSocket of an Engine.IO session: text frames are Engine.IO packets;
+/// binary ones (Socket.IO attachments) are not served and are ignored.
+fn on_eio_input(
+    s: &mut crate::shard::Shard,
+    key: ConnKey,
+    slot: usize,
+    codec: &mut LazyCodec,
+    data: &[u8],
+    discard: &mut bool,
+) -> bool {
+    if *discard {
+        return true;
+    }
+    let open = s.conns.get(key).is_some_and(super::Conn::is_open);
+    let codec = codec.get();
+    codec.handle_input(data);
+    loop {
+        let msg = match codec.poll_message() {
+            Ok(Some(m)) => m,
+            Ok(None) => return true,
+            Err(e) => {
+                s.stats().protocol_closes.inc();
+                s.close(key, e.close_code(), CLOSE_GRACE);
+                *discard = true;
+                return true;
+            }
+        };
+        let reply = codec.poll_output();
+        match msg {
+            Incoming::Close => {
+                s.close_quietly(key, if open { reply } else { None });
+                return false;
+            }
+            Incoming::Control => {
+                if let Some(r) = reply.filter(|_| open) {
+                    s.send_control(key, r);
+                }
+            }
+            Incoming::Text(t) if open => {
+                s.stats().messages_in.inc();
+                s.eio_ws_text(key, slot, &t, Instant::now());
+            }
+            Incoming::Text(_) | Incoming::Binary(_) => {}
+        }
+    }
 }
 
 /// Flushes the outbox with one `writev` per batch until the connection is closing and drained.

@@ -14,6 +14,7 @@
 //! write loop flushes what is left and half-closes, and the read loop stops at the peer's close,
 //! at EOF, or when the shard's sweep passes the closing deadline and shuts the socket down.
 
+mod eio;
 mod ess;
 pub mod ess_api;
 pub mod io;
@@ -47,6 +48,38 @@ pub enum ConnKind {
     },
     /// The conformance echo route.
     Echo,
+    /// The WebSocket of an Engine.IO session (the probing one during an upgrade) on route
+    /// `route`; `session` is its slot in the shard's session table.
+    Eio {
+        /// The route.
+        route: u16,
+        /// The session's slot.
+        session: u32,
+    },
+    /// A polling GET parked on session slot `session` until it can be answered; back to
+    /// [`ConnKind::Http`] once it is.
+    EioGet {
+        /// The session's slot.
+        session: u32,
+    },
+    /// A WebSocket whose Engine.IO session ended (or whose upgrade was refused): it is closing
+    /// and carries nothing.
+    EioDetached,
+}
+
+impl ConnKind {
+    /// Whether the connection is a WebSocket (counted in `ringcast_shard_websockets`).
+    pub fn is_websocket(self) -> bool {
+        !matches!(self, ConnKind::Http | ConnKind::EioGet { .. })
+    }
+
+    /// Whether the Engine.IO session, not the shard's sweep, runs its heartbeat.
+    pub fn is_eio(self) -> bool {
+        matches!(
+            self,
+            ConnKind::Eio { .. } | ConnKind::EioGet { .. } | ConnKind::EioDetached
+        )
+    }
 }
 
 /// Whether the connection is still open.
@@ -152,7 +185,7 @@ impl Conn {
     /// The route serving it, if it came in through one.
     pub fn route(&self) -> Option<usize> {
         match self.kind {
-            ConnKind::Route { route, .. } => Some(usize::from(route)),
+            ConnKind::Route { route, .. } | ConnKind::Eio { route, .. } => Some(usize::from(route)),
             _ => None,
         }
     }

@@ -34,6 +34,11 @@ impl OutFrame {
         }
     }
 
+    /// The whole shared frame (written or not).
+    pub fn bytes(&self) -> &Bytes {
+        &self.frame
+    }
+
     /// The unwritten bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.frame[self.offset..]

@@ -83,9 +83,9 @@ pub(super) async fn upgrade(
         Profile::Bess => Action::Bess,
         Profile::Ess => return super::ess::upgrade(shard, key, stream, req, index, pending).await,
         Profile::Native => Action::Native,
-        // Plain HTTP only: `io::respond` sends every request on such a route to
-        // `conn::ess_api` before it looks at upgrades, so this is not reached.
-        Profile::EssApi => {
+        // `io::respond` sends every request on such routes to `conn::ess_api` or `conn::eio`
+        // before it looks at upgrades, so this is not reached.
+        Profile::EssApi | Profile::SocketIo => {
             return finish_error(shard, stream, 404, "no WebSocket route at this path").await;
         }
     };
@@ -98,7 +98,7 @@ pub(super) async fn upgrade(
         Profile::Status => Format::Status,
         Profile::Bess => Format::Bess,
         Profile::Native if req.query_param("format").is_some_and(|f| f == "raw") => Format::Raw,
-        Profile::Native | Profile::Ess | Profile::EssApi => Format::Json,
+        Profile::Native | Profile::Ess | Profile::EssApi | Profile::SocketIo => Format::Json,
     };
     let kind = ConnKind::Route {
         route: u16::try_from(index).unwrap_or(u16::MAX),

@@ -177,6 +177,17 @@ fn hex(b: &u8) -> Option<u8> {
 
 /// Renders a complete response with a body.
 pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Bytes {
+    response_with(status, content_type, &[], body, keep_alive)
+}
+
+/// [`response`] with extra `headers` (names in lower case, values as sent).
+pub fn response_with(
+    status: u16,
+    content_type: &str,
+    headers: &[(&str, &[u8])],
+    body: &[u8],
+    keep_alive: bool,
+) -> Bytes {
     let mut out = Vec::with_capacity(128 + body.len());
     out.extend_from_slice(
         format!(
@@ -193,6 +204,12 @@ pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) 
     }
     if status == 401 {
         out.extend_from_slice(b"www-authenticate: Bearer\r\n");
+    }
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);

@@ -503,6 +503,15 @@ impl Hub {
                     continue;
                 }
                 Format::Preflight(_) => continue,
+                Format::SocketIo => {
+                    let mut b = FrameBuilder::with_capacity(payload.len() + channel.len() + 16);
+                    crate::transport::engineio::packet::write_event(
+                        b.payload(),
+                        &channel,
+                        &payload,
+                    );
+                    b.finish(OpCode::Text)
+                }
             };
             self.metrics.hub.frames_encoded.inc();
             frames.push(format, frame);
@@ -753,7 +762,7 @@ fn render(cached: &CachedKey, key: &Bytes, format: Format, metrics: &Metrics) ->
             }
             b.finish(OpCode::Text)
         }
-        Format::Status => return None,
+        Format::Status | Format::SocketIo => return None,
     };
     metrics.hub.frames_encoded.inc();
     Some(frame)
@@ -831,7 +840,9 @@ mod tests {
                 ShardMsg::Deliver { target, frames, .. } => {
                     (target.slot, frames.iter().map(|(f, _)| f).collect())
                 }
-                ShardMsg::DeliverTo { .. } | ShardMsg::Replay { .. } => (u32::MAX, Vec::new()),
+                ShardMsg::DeliverTo { .. } | ShardMsg::Replay { .. } | ShardMsg::Adopt { .. } => {
+                    (u32::MAX, Vec::new())
+                }
             })
             .collect()
     }

@@ -38,12 +38,15 @@ pub enum Format {
     Bess,
     /// weppcloud Preflight: the run hash rendered as a checklist.
     Preflight(crate::profile::preflight::PreflightOptions),
+    /// Socket.IO broadcast `42["<channel>",<payload>]` as one WebSocket text frame; a polling
+    /// body takes the same bytes past the frame header ([`crate::ws::frame::payload_of`]).
+    SocketIo,
 }
 
 impl Format {
     /// How many formats there are (the width of a [`FormatSet`]): four, plus one Preflight
-    /// format per checklist style (2) and lock style (3).
-    pub const COUNT: usize = 10;
+    /// format per checklist style (2) and lock style (3), plus Socket.IO.
+    pub const COUNT: usize = 11;
 
     /// The format's bit in a [`FormatSet`].
     pub fn index(self) -> usize {
@@ -55,6 +58,7 @@ impl Format {
             Format::Preflight(o) => {
                 4 + usize::from(o.extended) * LockStyle::ALL.len() + o.locks.index()
             }
+            Format::SocketIo => 10,
         }
     }
 
@@ -66,7 +70,8 @@ impl Format {
             1 => Format::Raw,
             2 => Format::Status,
             3 => Format::Bess,
-            4..Format::COUNT => {
+            10 => Format::SocketIo,
+            4..10 => {
                 let styles = LockStyle::ALL.len();
                 Format::Preflight(PreflightOptions {
                     extended: (i - 4) / styles == 1,
@@ -209,6 +214,16 @@ pub enum ShardMsg {
         conn: ConnRef,
         /// Frames, or the end of the consumer.
         event: crate::source::replay::ReplayEvent,
+    },
+    /// Another shard received a request for an Engine.IO session this shard owns: serve the
+    /// connection from here on, starting with the bytes already read (the whole request).
+    Adopt {
+        /// The client's socket (a duplicate descriptor; the sender dropped its own).
+        stream: std::net::TcpStream,
+        /// Bytes read so far and not yet answered.
+        pending: Vec<u8>,
+        /// The index of the listener that accepted it (the same on every shard).
+        listener: u8,
     },
     /// Deliver `frames` to every local subscriber of `target`.
     Deliver {

@@ -57,15 +57,7 @@ impl TcpListener {
     /// Accepts one connection.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (stream, addr) = self.0.accept().await?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-        // SAFETY: `fd` belongs to `stream`, which the returned `TcpStream` owns next to the
-        // registration and drops after it (field order), so the descriptor stays open and the
-        // same for the registration's whole life.
-        let ready = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(Fd(fd), tokio::io::Interest::READABLE)
-        }
-        .map_err(|e| e.into_parts().1)?;
-        Ok((TcpStream { ready, io: stream }, addr))
+        Ok((TcpStream::new(stream)?, addr))
     }
 }
 
@@ -119,6 +111,36 @@ pub enum ReadOutcome {
 }
 
 impl TcpStream {
+    fn new(io: tokio_uring::net::TcpStream) -> io::Result<TcpStream> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&io);
+        // SAFETY: `fd` belongs to `io`, which the returned `TcpStream` owns next to the
+        // registration and drops after it (field order), so the descriptor stays open and the
+        // same for the registration's whole life.
+        let ready = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(Fd(fd), tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| e.into_parts().1)?;
+        Ok(TcpStream { ready, io })
+    }
+
+    /// Adopts a connected std socket (one handed over by another shard).
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        TcpStream::new(tokio_uring::net::TcpStream::from_std(stream))
+    }
+
+    /// A second descriptor for the same socket, to hand the connection to another shard. The
+    /// socket stays open until both are closed; this side must then only drop its stream
+    /// (never [`TcpStream::shutdown`], which would end the connection for both).
+    pub fn try_clone_std(&self) -> io::Result<std::net::TcpStream> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is `self.io`'s, open for as long as `self` lives; the borrow
+        // ends within this call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.io.as_raw_fd()) };
+        let owned = fd.try_clone_to_owned()?;
+        Ok(std::net::TcpStream::from(owned))
+    }
+
     /// Waits until the socket is readable, then reads everything available, passing each
     /// chunk (borrowed from the shard's scratch buffer) to `on_data`, which returns false to
     /// stop. Errors other than "would block" count as end of stream.

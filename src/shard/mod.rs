@@ -10,6 +10,7 @@
 //! - the hub learns of every interest edge, in order (a local backlog absorbs a full channel);
 //! - one connection's trouble (overflow, silence) closes that connection, never stalls the shard.
 
+pub mod eio;
 pub mod replay;
 pub mod run;
 
@@ -91,6 +92,11 @@ pub struct Shard {
     /// The event-stream registry of each route (parallel to `config.routes`; `None` for routes
     /// without one), set from [`run::ShardSetup`]. See [`Shard::registry`].
     pub registries: Vec<Option<crate::store::registry::Registry>>,
+    /// Engine.IO sessions owned by this shard ([`eio`]).
+    pub eio: eio::EioSessions,
+    /// Every shard's inbox (this one's included), for handing a request to the shard that owns
+    /// its Engine.IO session. Set from [`run::ShardSetup`].
+    pub peers: Vec<crate::router::hub::ShardLink>,
 }
 
 impl Shard {
@@ -128,6 +134,8 @@ impl Shard {
             drained: Rc::new(tokio::sync::Notify::new()),
             replays: replay::Replays::default(),
             registries: Vec::new(),
+            eio: eio::EioSessions::default(),
+            peers: Vec::new(),
         }
     }
 
@@ -185,7 +193,12 @@ impl Shard {
         let stats = &self.metrics.shards[usize::from(self.id.0)];
         let mut overflowed = Vec::new();
         let mut delivered = 0u64;
+        let mut routes = Vec::new();
         for key in entry.subscribers() {
+            if key >= eio::ROUTE_KEY_BASE {
+                routes.push(key - eio::ROUTE_KEY_BASE);
+                continue;
+            }
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -224,6 +237,12 @@ impl Shard {
                 conn.outbox.clear();
             }
             self.close(key, CloseCode::SlowConsumer, CLOSE_GRACE);
+        }
+        if let Some(frame) = pick(Format::SocketIo).cloned() {
+            let now = Instant::now();
+            for route in routes {
+                self.eio_broadcast(route, &frame, now);
+            }
         }
     }
 
@@ -670,8 +689,11 @@ impl Shard {
         self.unsubscribe_all(key);
         if let Some(conn) = self.conns.try_remove(key) {
             self.stats().connections.dec();
-            if conn.kind != crate::conn::ConnKind::Http {
+            if conn.kind.is_websocket() {
                 self.stats().websockets.dec();
+            }
+            if conn.kind.is_eio() {
+                self.eio_conn_gone(key, conn.kind, Instant::now());
             }
         }
         if self.shutting_down && self.conns.is_empty() {

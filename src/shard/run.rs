@@ -51,6 +51,8 @@ pub struct ShardSetup {
     pub replay: Option<Sender<crate::source::replay::ReplayCmd>>,
     /// Each route's event-stream registry handle (parallel to `config.routes`).
     pub registries: Vec<Option<crate::store::registry::Registry>>,
+    /// Every shard's inbox, indexed by shard id, for Engine.IO hand-offs.
+    pub peers: Vec<crate::router::hub::ShardLink>,
 }
 
 /// Runs a shard on the current thread until graceful shutdown completes.
@@ -66,6 +68,7 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
         shutdown,
         replay,
         registries,
+        peers,
     } = setup;
     crate::rt::set_read_size(config.read_buffer_bytes);
     runtime.block_on(async move {
@@ -73,6 +76,8 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
         let mut state = Shard::new(id, config, hub, metrics);
         state.replays = super::replay::Replays::new(replay);
         state.registries = registries;
+        state.peers = peers;
+        state.eio_subscribe_routes();
         let shard = Rc::new(RefCell::new(state));
         let stops: Vec<Rc<Notify>> = listeners
             .into_iter()
@@ -117,6 +122,11 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
                 stamp,
             } => shard.borrow_mut().deliver(target, frames, stamp),
             ShardMsg::Replay { conn, event } => shard.borrow_mut().handle_replay(conn, event),
+            ShardMsg::Adopt {
+                stream,
+                pending,
+                listener,
+            } => crate::conn::io::adopt(shard, stream, pending, listener),
             ShardMsg::DeliverTo {
                 conn,
                 frame,
@@ -215,6 +225,8 @@ fn sweep(s: &mut Shard, now: Instant) {
             ConnState::Closing { deadline } if now >= deadline => conn.socket.shutdown(),
             ConnState::Closing { .. } => {}
             // A client that never finishes its request (or idles on keep-alive) is cut off.
+            // Engine.IO connections: the session runs their heartbeat (`eio_tick` below).
+            ConnState::Open if conn.kind.is_eio() => {}
             ConnState::Open if conn.kind == ConnKind::Http => {
                 if now.duration_since(conn.last_seen) > idle {
                     s.stats().idle_closes.inc();
@@ -241,6 +253,7 @@ fn sweep(s: &mut Shard, now: Instant) {
         s.stats().pong_timeout_closes.inc();
         s.close(key, CloseCode::PongTimeout, super::CLOSE_GRACE);
     }
+    s.eio_tick(now);
 }
 
 /// Stops accepting, sends close 1001 to every client, and waits for them to flush and leave,
@@ -252,13 +265,16 @@ async fn graceful_shutdown(shard: &ShardRef, stop_accept: &[Rc<Notify>]) {
     let (deadline, drained) = {
         let mut s = shard.borrow_mut();
         s.shutting_down = true;
+        s.eio_close_all(Instant::now());
         let timeout = s.config.shutdown_timeout;
         let keys: Vec<usize> = s.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            if s.conns[key].kind == ConnKind::Http {
-                s.conns[key].socket.shutdown();
-            } else {
-                s.close(key, CloseCode::GoingAway, timeout);
+            match s.conns[key].kind {
+                ConnKind::Http => s.conns[key].socket.shutdown(),
+                // Its task answers the parked GET with the session's `1`, then the deadline
+                // below ends the connection.
+                ConnKind::EioGet { .. } => {}
+                _ => s.close(key, CloseCode::GoingAway, timeout),
             }
         }
         (tokio::time::Instant::now() + timeout, s.drained.clone())

@@ -77,11 +77,47 @@ pub fn write_header(out: &mut [u8; MAX_HEADER_LEN], opcode: OpCode, len: usize) 
     }
 }
 
+/// The payload of a frame built here (unmasked, FIN), as a slice of the same buffer: a
+/// refcount, never a copy. A polling body takes a Socket.IO packet this way from the
+/// WebSocket frame the hub built once. Empty for bytes too short to be a frame.
+pub fn payload_of(frame: &Bytes) -> Bytes {
+    let header = match frame.get(1).map(|b| b & 0x7f) {
+        None => return Bytes::new(),
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+    };
+    if frame.len() < header {
+        return Bytes::new();
+    }
+    frame.slice(header..)
+}
+
 /// Encodes a complete frame from a payload slice (one copy of the payload).
 pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
     let mut b = FrameBuilder::with_capacity(payload.len());
     b.payload().extend_from_slice(payload);
     b.finish(opcode)
+}
+
+#[cfg(test)]
+mod payload_of_tests {
+    use super::*;
+
+    #[test]
+    fn payload_of_strips_every_header_size_without_copying() {
+        for len in [0, 1, 125, 126, 65_535, 65_536, 70_000] {
+            let payload = vec![b'x'; len];
+            let frame = encode(OpCode::Text, &payload);
+            let p = payload_of(&frame);
+            assert_eq!(p.len(), len, "payload length {len}");
+            assert_eq!(&p[..], &payload[..]);
+            if len > 0 {
+                assert_eq!(p.as_ptr(), frame[frame.len() - len..].as_ptr(), "a slice");
+            }
+        }
+        assert!(payload_of(&Bytes::from_static(b"\x81")).is_empty());
+    }
 }
 
 /// Encodes a text frame if `payload` is valid UTF-8, else a binary frame.

@@ -433,6 +433,23 @@ pub fn encode_event(event: &str, payload_json: &str) -> Bytes {
     Bytes::from(out)
 }
 
+/// Writes the broadcast event `42["<event>",<payload>]` into `out` (the hub renders it once per
+/// event, straight into the frame it shares with every session). `payload` is copied in when it
+/// is one JSON value (a radar record as rendered by the profile); anything else (plain text
+/// from a pub/sub channel) is sent as a JSON string, so the packet always parses.
+pub fn write_event(out: &mut Vec<u8>, event: &[u8], payload: &[u8]) {
+    out.reserve(event.len() + payload.len() + 8);
+    out.extend_from_slice(b"42[");
+    pyjson::write_str(out, event);
+    out.push(b',');
+    if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok() {
+        out.extend_from_slice(payload);
+    } else {
+        pyjson::write_str(out, payload);
+    }
+    out.push(b']');
+}
+
 /// Writes `/ns,` for a namespace other than the default one.
 fn write_namespace(out: &mut Vec<u8>, namespace: &str) {
     if namespace != DEFAULT_NAMESPACE {
@@ -632,5 +649,18 @@ mod tests {
         assert_eq!(PONG_PROBE, "3probe");
         assert_eq!(NOOP, "6");
         assert_eq!(CLOSE, "1");
+    }
+
+    #[test]
+    fn write_event_copies_json_and_quotes_anything_else() {
+        let mut out = Vec::new();
+        write_event(&mut out, b"sas", br#"{"beam":1}"#);
+        assert_eq!(out, br#"42["sas",{"beam":1}]"#);
+        out.clear();
+        write_event(&mut out, b"news", b"hello \"you\"");
+        assert_eq!(out, br#"42["news","hello \"you\""]"#);
+        out.clear();
+        write_event(&mut out, b"a/echoes", b"{broken");
+        assert_eq!(out, br#"42["a/echoes","{broken"]"#);
     }
 }
