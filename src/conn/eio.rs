@@ -101,8 +101,9 @@ enum Plan {
         keep_alive: bool,
         cors: Vec<(&'static str, Vec<u8>)>,
     },
-    /// Write the 101 (and the open packet) and serve the WebSocket.
-    Upgrade(Bytes),
+    /// Write the 101 (and the open packet), drop the `usize` bytes of the request, and serve
+    /// the WebSocket.
+    Upgrade(Bytes, usize),
 }
 
 /// Answers one request on `socketio` route `index`; `pending` holds it (and maybe more).
@@ -150,7 +151,8 @@ pub(super) async fn respond(
             }
             Step::Continue
         }
-        Plan::Upgrade(response) => {
+        Plan::Upgrade(response, used) => {
+            pending.drain(..used.min(pending.len()));
             if stream.write_all(response).await.is_err() {
                 return Step::Finish(Next::Done);
             }
@@ -224,7 +226,7 @@ fn plan(shard: &ShardRef, key: ConnKey, index: usize, pending: &[u8]) -> Plan {
                     attach_ws(&mut s, key, index, slot);
                     let mut out = accept.to_vec();
                     out.extend_from_slice(&frame::encode(OpCode::Text, &open));
-                    Plan::Upgrade(Bytes::from(out))
+                    Plan::Upgrade(Bytes::from(out), used)
                 }
                 Err(e) => open_failed(e),
             }
@@ -245,7 +247,7 @@ fn plan(shard: &ShardRef, key: ConnKey, index: usize, pending: &[u8]) -> Plan {
             match started {
                 Ok(()) => {
                     attach_ws(&mut s, key, index, slot);
-                    Plan::Upgrade(accept)
+                    Plan::Upgrade(accept, used)
                 }
                 Err(e) => Plan::Refuse(e.into()),
             }
