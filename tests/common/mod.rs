@@ -409,6 +409,12 @@ impl RawWs {
         self.stream.write_all(bytes).expect("write");
     }
 
+    /// The socket and the bytes read past the last frame returned, for a caller that drives
+    /// many sockets itself (e.g. with poll(2)).
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buf)
+    }
+
     /// The next server frame; `None` at a clean EOF between frames. Panics on a read error,
     /// a timeout, or EOF inside a frame.
     pub fn read_frame(&mut self) -> Option<RawFrame> {
