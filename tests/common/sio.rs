@@ -94,6 +94,8 @@ pub fn available(lib: Lib, test: &str) -> bool {
 
 /// One client process, closed on drop (stdin EOF, then a kill if it lingers).
 pub struct SioClient {
+    /// The library.
+    pub lib: Lib,
     /// `node:websocket`, `python:default`, … for failure messages.
     pub name: String,
     child: Child,
@@ -151,6 +153,7 @@ impl SioClient {
             }
         });
         SioClient {
+            lib,
             name,
             stdin: child.stdin.take(),
             child,
@@ -175,12 +178,18 @@ impl SioClient {
         }
     }
 
+    /// Waits until `n` lines (already seen or still to come) satisfy `pred`; fails after
+    /// [`CLIENT_TIMEOUT`], or when the client exits first.
+    pub fn wait_count(&mut self, what: &str, n: usize, pred: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        while self.seen.iter().filter(|v| pred(v)).count() < n {
+            self.next_line(deadline, &format!("{n} × {what}"));
+        }
+    }
+
     /// The first `n` events (`(name, data)`), waiting for the missing ones.
     pub fn events(&mut self, n: usize) -> Vec<(String, Value)> {
-        let deadline = Instant::now() + CLIENT_TIMEOUT;
-        while self.event_lines().count() < n {
-            self.next_line(deadline, &format!("{n} events"));
-        }
+        self.wait_count("event", n, |v| v.get("event").is_some());
         self.event_lines()
             .take(n)
             .map(|v| {
@@ -239,18 +248,22 @@ pub struct RawSio {
 }
 
 impl RawSio {
-    /// Connects, reads the open packet, joins the default namespace and reads its reply.
+    /// Connects, reads the open packet, joins the default namespace and reads its reply. Each
+    /// read waits at most [`CLIENT_TIMEOUT`].
     pub fn connect(addr: SocketAddr) -> RawSio {
         let ws = RawWs::connect(addr, "/socket.io/?EIO=4&transport=websocket");
+        ws.stream
+            .set_read_timeout(Some(CLIENT_TIMEOUT))
+            .expect("read timeout");
         let mut sio = RawSio {
             ws,
             open: String::new(),
             connect: String::new(),
         };
-        sio.open = sio.next_text();
+        sio.open = sio.next_text("the open packet");
         assert!(sio.open.starts_with("0{"), "open packet: {}", sio.open);
         sio.send("40");
-        sio.connect = sio.next_packet();
+        sio.connect = sio.next_packet_or("the namespace reply");
         assert!(
             sio.connect.starts_with("40{\"sid\":\""),
             "namespace reply: {}",
@@ -266,8 +279,13 @@ impl RawSio {
 
     /// The next packet other than a ping, answering pings with pongs.
     pub fn next_packet(&mut self) -> String {
+        self.next_packet_or("a packet")
+    }
+
+    /// [`RawSio::next_packet`], failing with what it was waiting for.
+    pub fn next_packet_or(&mut self, what: &str) -> String {
         loop {
-            let text = self.next_text();
+            let text = self.next_text(what);
             if text == "2" {
                 self.send("3");
                 continue;
@@ -277,14 +295,15 @@ impl RawSio {
     }
 
     /// The next text frame's payload; fails on anything else.
-    fn next_text(&mut self) -> String {
-        let frame = self
-            .ws
-            .read_frame()
-            .expect("EOF instead of an Engine.IO packet");
+    fn next_text(&mut self, what: &str) -> String {
+        let frame = match self.ws.try_read_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => panic!("EOF while waiting for {what}"),
+            Err(e) => panic!("no {what} within {CLIENT_TIMEOUT:?}: {e}"),
+        };
         assert!(
             frame.fin && frame.opcode == 0x1,
-            "not a text frame: {frame:?}"
+            "{what}: not a text frame: {frame:?}"
         );
         String::from_utf8(frame.payload).expect("UTF-8 packet")
     }

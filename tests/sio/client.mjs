@@ -12,6 +12,7 @@
 //   {"open":"polling"}            the Engine.IO handshake, on its first transport
 //   {"connected":true,"transport":"polling","sid":"..."}
 //   {"upgrade":"websocket"}
+//   {"ping":true}                 an Engine.IO ping from the server (the client pongs it)
 //   {"event":"sas","data":{...}}
 //   {"connect_error":"..."}   {"disconnect":"io server disconnect"}
 // Reconnection is off: a broken session must show as a line, not be papered over.
@@ -53,6 +54,7 @@ socket.io.on("open", () => {
   out({ open: socket.io.engine.transport.name });
   socket.io.engine.on("upgrade", (transport) => out({ upgrade: transport.name }));
 });
+socket.io.on("ping", () => out({ ping: true }));
 socket.on("connect", () => {
   out({ connected: true, transport: socket.io.engine.transport.name, sid: socket.id });
 });

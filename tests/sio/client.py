@@ -10,6 +10,7 @@ that many events (0: only at stdin EOF). Exits at stdin EOF in any case.
 Prints one JSON line per state change or event, as tests/sio/client.mjs does:
     {"open":"polling"}            the Engine.IO handshake (from python-engineio's own log)
     {"upgrade":"websocket"}       python-engineio's "WebSocket upgrade was successful"
+    {"ping":true}                 an Engine.IO ping from the server (the client pongs it)
     {"connected":true,"transport":"websocket","sid":"..."}
     {"event":"sas","data":{...}}
     {"connect_error":"..."}   {"disconnect":true}   {"upgrade_failed":"..."}
@@ -41,6 +42,7 @@ class EngineLog(logging.Handler):
         ("Polling connection accepted", {"open": "polling"}),
         ("WebSocket connection accepted", {"open": "websocket"}),
         ("WebSocket upgrade was successful", {"upgrade": "websocket"}),
+        ("Received packet PING", {"ping": True}),
     )
 
     def emit(self, record):
