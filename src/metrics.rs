@@ -151,6 +151,8 @@ pub struct EioStats {
     pub sessions: Counter,
     /// Sessions opened (handshakes answered).
     pub opened: Counter,
+    /// Polling GETs parked waiting for packets. Gauge.
+    pub parked_gets: Counter,
     /// Handshakes refused because the shard held `max-connections / shards` sessions (503).
     pub sessions_refused: Counter,
     /// Requests for another shard's session handed to it (socket and bytes read so far).
@@ -218,19 +220,28 @@ pub struct RedisStats {
     pub publish_errors: Counter,
 }
 
-/// What one radar feed counts ([`crate::source::radar::feed`]). Written only by that feed's
-/// thread (`radar-<site>`).
+/// What one radar feed counts ([`crate::source::radar::feed`], or the ZMQ feed
+/// [`crate::source::radar::zmq`] under the site label `canada`). Written only by that feed's
+/// thread (`radar-<site>`, `radar-zmq`).
 #[derive(Debug, Default)]
 pub struct RadarStats {
-    /// 1 while the feed's TCP connection is up. Gauge.
+    /// 1 while the feed's TCP connection (ZMQ: its publisher connection) is up. Gauge.
     pub up: Counter,
     /// Reconnects after a lost connection or a failed connect.
     pub reconnects: Counter,
     /// Records decoded, rendered and handed to the hub.
     pub records: Counter,
     /// Connex framing errors (bad magic, length above the bound) and peers that closed in the
-    /// middle of a frame (the partial frame is discarded).
+    /// middle of a frame (the partial frame is discarded); ZMQ: messages that are not exactly
+    /// `[site, zlib(record)]` (another number of parts, or a site name that is empty, not UTF-8
+    /// or not a plain name).
     pub frame_errors: Counter,
+    /// ZMQ messages whose record is not zlib data or inflates above the record cap (TCP feeds:
+    /// always 0).
+    pub zlib_errors: Counter,
+    /// ZMQ records dropped because their site would pass the cap of distinct sites (TCP
+    /// feeds: always 0).
+    pub sites_dropped: Counter,
     /// Frames whose payload is not a DMAP record.
     pub dmap_errors: Counter,
     /// DMAP records skipped because a field the event needs is missing ([`MissingField`]).
@@ -769,11 +780,11 @@ impl Metrics {
     /// The `ringcast_radar_*` families, with a `site` label (none without radar feeds).
     fn render_radar(&self, out: &mut String) {
         type RadarField = fn(&RadarStats) -> &Counter;
-        let radar: [(&str, &str, &str, RadarField); 7] = [
+        let radar: [(&str, &str, &str, RadarField); 9] = [
             (
                 "radar_up",
                 "gauge",
-                "1 while the radar feed's TCP connection is up.",
+                "1 while the radar feed's connection (TCP, or ZMQ to its publisher) is up.",
                 |r| &r.up,
             ),
             (
@@ -791,8 +802,21 @@ impl Metrics {
             (
                 "radar_frame_errors_total",
                 "counter",
-                "Connex framing errors and frames cut off by the peer closing.",
+                "Connex framing errors and frames cut off by the peer closing; ZMQ messages \
+                 not [site, zlib(record)].",
                 |r| &r.frame_errors,
+            ),
+            (
+                "radar_zlib_errors_total",
+                "counter",
+                "ZMQ radar records that are not zlib data or inflate above the record cap.",
+                |r| &r.zlib_errors,
+            ),
+            (
+                "radar_sites_dropped_total",
+                "counter",
+                "ZMQ radar records dropped because their site passes the cap of distinct sites.",
+                |r| &r.sites_dropped,
             ),
             (
                 "radar_dmap_errors_total",
@@ -856,10 +880,16 @@ impl Metrics {
     fn render_eio(&self, out: &mut String) {
         type Field = fn(&EioStats) -> &Counter;
         let sum = |f: Field| self.shards.iter().map(|s| f(&s.eio).get()).sum::<u64>();
-        let plain: [(&str, &str, &str, Field); 8] = [
+        let plain: [(&str, &str, &str, Field); 9] = [
             ("eio_sessions", "gauge", "Open Engine.IO sessions.", |e| {
                 &e.sessions
             }),
+            (
+                "eio_parked_gets",
+                "gauge",
+                "Long-polling GETs waiting for packets.",
+                |e| &e.parked_gets,
+            ),
             (
                 "eio_sessions_opened_total",
                 "counter",

@@ -19,7 +19,7 @@ use crate::router::{ShardId, UpstreamMsg};
 use crate::rt::{self, Runtime, WakeHandle};
 use crate::shard::run::ShardSetup;
 use crate::source::memory::MemorySource;
-use crate::source::radar::source::RadarSource;
+use crate::source::radar::source::{RadarSettings, RadarSource};
 use crate::source::redis::resp::Proto;
 use crate::source::redis::{RedisSettings, RedisSource};
 use crate::store::registry::Registry;
@@ -112,7 +112,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .iter()
         .map(|(p, _)| p.display().to_string())
         .collect();
-    let sites = config.radar_feeds.iter().map(|f| f.site.clone()).collect();
+    // The TCP feeds' sites, then the ZMQ feed's label (its stats follow the TCP feeds').
+    let mut sites: Vec<String> = config.radar_feeds.iter().map(|f| f.site.clone()).collect();
+    if config.canada_addr.is_some() {
+        sites.push(crate::source::radar::zmq::STATS_LABEL.to_owned());
+    }
     let metrics = Arc::new(
         Metrics::with_redis(config.shards, names)
             .with_registries(paths)
@@ -209,7 +213,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     // After the others, at the position `Config::source_for` gives the radar channels.
     if let Some(index) = config.radar_source() {
         debug_assert_eq!(index, sources.len());
-        let radar = RadarSource::start(index, &config.radar_feeds, hub_tx.clone(), metrics.clone())
+        let settings = RadarSettings {
+            source: index,
+            feeds: config.radar_feeds.clone(),
+            zmq: config.canada_addr.clone(),
+            // TODO(issue 12): the SQLite echo store plugs in here.
+            echo_sink: None,
+        };
+        let radar = RadarSource::start(settings, hub_tx.clone(), metrics.clone())
             .map_err(|e| ServerError::Thread(e.to_string()))?;
         sources.push(Box::new(radar));
     }
@@ -223,6 +234,15 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         })
         .map_err(|e| ServerError::Thread(e.to_string()))?;
 
+    if config.preset == Some(crate::config::Preset::Superdarn) && config.radars.is_none() {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        tracing::warn!(
+            "no {} in {} (--radars FILE names one): serving Socket.IO clients with no radar TCP \
+             feeds",
+            crate::config::SUPERDARN_RADARS,
+            cwd.display()
+        );
+    }
     // Route lines first: the last line, `listening addr=`, means every listener is up.
     for (route, &l) in config.routes.iter().zip(&config.route_listeners()) {
         tracing::info!(

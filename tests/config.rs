@@ -9,12 +9,16 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// The binary with every inherited `RINGCAST_*` and `REDIS_*` variable removed (the latter are
-/// `--redis` fallbacks), so the host can't leak in.
+/// `--redis` fallbacks), and `CANADA_ADDR` (the `--canada-addr` fallback), so the host can't
+/// leak in.
 fn ringcast() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ringcast"));
     for (name, _) in std::env::vars_os() {
         let name_text = name.to_string_lossy();
-        if name_text.starts_with("RINGCAST_") || name_text.starts_with("REDIS_") {
+        if name_text.starts_with("RINGCAST_")
+            || name_text.starts_with("REDIS_")
+            || name_text == "CANADA_ADDR"
+        {
             command.env_remove(name);
         }
     }
@@ -151,6 +155,7 @@ fn help_documents_every_knob() {
         "redis-backoff-max",
         "redis-connect-timeout",
         "radars",
+        "canada-addr",
         "preset",
         "print-config",
     ];
@@ -211,6 +216,19 @@ fn bad_redis_values_exit_2_naming_the_knob_and_variable() {
 
     let output = run(ringcast().args(["--shards", "2", "--debug-stall-shard", "2"]));
     assert_one_line_error(&output, &["debug-stall-shard", "shards"]);
+}
+
+#[test]
+fn canada_addr_is_checked_and_printed() {
+    let output = run(ringcast().env("CANADA_ADDR", "tcp://nowhere"));
+    assert_one_line_error(&output, &["canada-addr", "CANADA_ADDR", "no port"]);
+    let output = run(ringcast().args(["--canada-addr", "h:0"]));
+    assert_one_line_error(&output, &["canada-addr", "--canada-addr", "1..=65535"]);
+    let config = printed(ringcast().env("CANADA_ADDR", "tcp://zmq.example:5555"));
+    assert_eq!(
+        config.get("canada_addr").and_then(|v| v.as_str()),
+        Some("zmq.example:5555")
+    );
 }
 
 #[test]

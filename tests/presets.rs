@@ -477,3 +477,38 @@ fn deploy_examples_match_their_presets() {
         );
     }
 }
+
+#[test]
+fn superdarn_print_config_and_origin_list() {
+    let config = print_config(&["--preset", "superdarn"], &[]);
+    assert_eq!(route_key(&config, "superdarn", "listen"), "0.0.0.0:5003");
+    assert_eq!(route_key(&config, "superdarn", "path"), "/socket.io/");
+    assert_eq!(route_key(&config, "superdarn", "profile"), "socketio");
+    assert_eq!(route_key(&config, "superdarn", "ping_interval"), "25s");
+    assert_eq!(route_key(&config, "superdarn", "pong_timeout"), "20s");
+    assert_eq!(route_key(&config, "superdarn", "max_payload"), "1000000");
+    assert_eq!(route_key(&config, "superdarn", "channels"), r#"["*"]"#);
+    // The preset's allow-list is the original's (the one the Engine.IO layer documents).
+    let origins = &table(&config, "route", "superdarn")["origins"];
+    let origins: Vec<&str> = origins
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|v| v.as_str().expect("a string"))
+        .collect();
+    assert_eq!(
+        origins,
+        ringcast::transport::engineio::handshake::SUPERDARN_ORIGINS
+    );
+    // Keys only a socketio route has are refused elsewhere, naming the route.
+    let run = ringcast(
+        &["--preset", "bess", "--route", "bess.max_payload=2000"],
+        &[],
+    );
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("only the socketio profile has it"),
+        "{}",
+        run.stderr
+    );
+}

@@ -44,14 +44,14 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, Parser};
 use serde::Deserialize;
 
-use crate::source::radar::config::{TcpFeed, parse_radars};
+use crate::source::radar::config::{TcpFeed, ZmqAddr, is_site_code, parse_radars, parse_zmq_addr};
 use crate::source::redis::RedisUrl;
 
 pub mod routes;
@@ -224,6 +224,12 @@ pub struct Config {
     /// The feeds read from [`Config::radars`], sorted by site (empty without it, or for `{}`).
     /// Derived; not a knob of its own.
     pub radar_feeds: Vec<TcpFeed>,
+    /// The ZMQ PUB socket of the Canadian radars (`host:port` or `tcp://host:port`; the
+    /// original's `CANADA_ADDR`, read after the file as a fallback). Default none: no ZMQ feed.
+    /// When set, one SUB socket connects there (retrying while it is down) and every site it
+    /// carries goes out as `<site>` and `<site>/echoes` from the radar source, which then exists
+    /// even without `radars` ([`Config::radar_source`], [`Config::is_radar_channel`]).
+    pub canada_addr: Option<ZmqAddr>,
     /// Test hook (hidden flag and variable only, never in the file): shard N never drains its
     /// inbox, to prove a stalled shard delays no one else. Default none. Must be below `shards`.
     pub debug_stall_shard: Option<usize>,
@@ -268,6 +274,7 @@ impl Default for Config {
             redis_connect_timeout: DEFAULT_REDIS_CONNECT_TIMEOUT,
             radars: None,
             radar_feeds: Vec::new(),
+            canada_addr: None,
             debug_stall_shard: None,
             sources: Vec::new(),
             preset: None,
@@ -306,6 +313,7 @@ impl fmt::Debug for Config {
             .field("redis_connect_timeout", &self.redis_connect_timeout)
             .field("radars", &self.radars)
             .field("radar_feeds", &self.radar_feeds)
+            .field("canada_addr", &self.canada_addr)
             .field("debug_stall_shard", &self.debug_stall_shard)
             .field("preset", &self.preset)
             .field("routes", &self.routes)
@@ -442,6 +450,7 @@ knobs! {
     REDIS_CONNECT_TIMEOUT = "redis-connect-timeout", "RINGCAST_REDIS_CONNECT_TIMEOUT",
         redis_connect_timeout;
     RADARS = "radars", "RINGCAST_RADARS", radars;
+    CANADA_ADDR = "canada-addr", "RINGCAST_CANADA_ADDR", canada_addr;
 }
 
 /// `--preset`: a knob of every layer, but tested on its own (it changes sources and routes,
@@ -461,6 +470,8 @@ const DEBUG_STALL_SHARD: Knob = Knob {
     in_file: |_| None,
 };
 
+/// The `canada-addr` fallback after the file: the SuperDARN original's `.env` variable.
+const CANADA_ADDR_VAR: &str = "CANADA_ADDR";
 /// The `redis` fallback after the file: a URL, as other tools read it.
 const REDIS_URL_VAR: &str = "REDIS_URL";
 /// The password for a `REDIS_URL` that carries none (weppcloud's services set both).
@@ -599,6 +610,11 @@ struct Cli {
     /// [default: none, no radar feeds]
     #[arg(long, env = "RINGCAST_RADARS", value_name = "FILE")]
     radars: Option<String>,
+    /// ZMQ PUB socket of the Canadian SuperDARN radars, host:port or tcp://host:port (env
+    /// CANADA_ADDR also works); each site's records go out on channel <site>, echo counts on
+    /// <site>/echoes [default: none, no ZMQ feed]
+    #[arg(long, env = "RINGCAST_CANADA_ADDR", value_name = "HOST:PORT")]
+    canada_addr: Option<String>,
     /// Built-in routes and sources for a drop-in replacement: weppcloud (Preflight on :9001,
     /// Status on :9002) or bess (WebsocketServerMS on :8001) [default: none]
     #[arg(long, env = "RINGCAST_PRESET", value_name = "NAME")]
@@ -654,6 +670,7 @@ struct FileConfig {
     redis_backoff_max: Option<toml::Value>,
     redis_connect_timeout: Option<toml::Value>,
     radars: Option<toml::Value>,
+    canada_addr: Option<toml::Value>,
     preset: Option<toml::Value>,
     /// `[[route]]` tables: profiles on their own listeners.
     route: Option<Vec<toml::Table>>,
@@ -1011,6 +1028,26 @@ impl Layers<'_> {
         })
     }
 
+    /// `canada-addr`: the usual layers, then the original's `CANADA_ADDR`, then none.
+    fn canada_addr(&self) -> Result<Option<ZmqAddr>, ConfigError> {
+        let setting = self.resolve(&CANADA_ADDR, None, |r| zmq_addr(r).map(Some))?;
+        if setting.origin != Origin::Default {
+            return Ok(setting.value);
+        }
+        match self.env_var(CANADA_ADDR.name, CANADA_ADDR_VAR)? {
+            None => Ok(None),
+            Some(text) => {
+                zmq_addr(Raw::Text(&text))
+                    .map(Some)
+                    .map_err(|reason| ConfigError::Invalid {
+                        knob: CANADA_ADDR.name,
+                        origin: Origin::Env(CANADA_ADDR_VAR),
+                        reason,
+                    })
+            }
+        }
+    }
+
     /// [`Layers::resolve`] for a knob whose origin is not needed afterwards.
     fn value<T>(
         &self,
@@ -1059,7 +1096,26 @@ impl Layers<'_> {
             });
         }
         let preset = self.value(&PRESET, None, |r| Preset::parse(r).map(Some))?;
-        let radars = self.resolve(&RADARS, None, |r| radars_file(r).map(Some))?;
+        let mut radars = self.resolve(&RADARS, None, |r| radars_file(r).map(Some))?;
+        // The SuperDARN original read radars.config.json from its working directory; so does
+        // the preset, when the file is there (without it the server logs one line and serves
+        // clients with no TCP feeds).
+        if preset == Some(Preset::Superdarn)
+            && radars.value.is_none()
+            && Path::new(SUPERDARN_RADARS).exists()
+        {
+            let value = radars_file(Raw::Text(SUPERDARN_RADARS)).map_err(|reason| {
+                ConfigError::Invalid {
+                    knob: RADARS.name,
+                    origin: Origin::Default,
+                    reason,
+                }
+            })?;
+            radars = Setting {
+                value: Some(value),
+                origin: Origin::Default,
+            };
+        }
         // A preset whose routes take 8080 moves the native listener out of their way.
         let default_listen = preset.map_or(DEFAULT_LISTEN, Preset::native_listen);
         Ok(Config {
@@ -1125,6 +1181,7 @@ impl Layers<'_> {
             )?,
             radars: radars.value.as_ref().map(|(path, _)| path.clone()),
             radar_feeds: radars.value.map(|(_, feeds)| feeds).unwrap_or_default(),
+            canada_addr: self.canada_addr()?,
             debug_stall_shard: debug_stall_shard.value,
             print_config,
             sources: Vec::new(),
@@ -1287,6 +1344,12 @@ impl Config {
                     .as_ref()
                     .and_then(|p| text(&p.display().to_string())),
             ),
+            (
+                CANADA_ADDR.key,
+                self.canada_addr
+                    .as_ref()
+                    .and_then(|a| text(&format!("{}:{}", a.host, a.port))),
+            ),
             (PRESET.key, self.preset.and_then(|p| text(p.as_str()))),
         ];
         // Display prints `***` whenever the URL has credentials, even a user alone.
@@ -1366,7 +1429,10 @@ impl Config {
     ///
     /// A channel named after a radar site, or `<site>/echoes`, goes to the radar source
     /// ([`Config::radar_source`]) on every listener, before any glob: the radar source only
-    /// has those channels, and no Redis glob can take them from it.
+    /// has those channels, and no Redis glob can take them from it. With `canada_addr` the
+    /// ZMQ sites are not known up front, so every channel shaped like a SuperDARN site code
+    /// ([`is_site_code`]: `sas`, `sas/echoes`) counts as a radar channel
+    /// ([`Config::is_radar_channel`]).
     pub fn source_for(&self, route: Option<&RouteConfig>, name: &[u8], key: bool) -> usize {
         if !key
             && let Some(radar) = self.radar_source()
@@ -1403,17 +1469,24 @@ impl Config {
     }
 
     /// The hub position of the radar source: after the Redis sources (or the embedded broker,
-    /// at 0); `None` without radar feeds.
+    /// at 0); `None` without radar feeds (TCP feeds from `radars` or the ZMQ `canada_addr`).
     pub fn radar_source(&self) -> Option<usize> {
-        (!self.radar_feeds.is_empty()).then_some(self.sources.len().max(1))
+        (!self.radar_feeds.is_empty() || self.canada_addr.is_some())
+            .then_some(self.sources.len().max(1))
     }
 
-    /// True for `<site>` and `<site>/echoes` of a configured radar feed.
+    /// True for `<site>` and `<site>/echoes` of a configured TCP radar feed and, with
+    /// `canada_addr` set, for any [`is_site_code`] site (three lowercase ASCII letters) and its
+    /// `/echoes`: ZMQ sites are learnt from the wire, so their channels cannot be listed. A ZMQ
+    /// site with another shape still reaches pattern subscriptions on the radar source (a
+    /// route that subscribes `*` there gets every site).
     pub fn is_radar_channel(&self, name: &[u8]) -> bool {
-        self.radar_feeds.iter().any(|f| {
+        let tcp = self.radar_feeds.iter().any(|f| {
             let site = f.site.as_bytes();
             name == site || name.strip_prefix(site) == Some(b"/echoes")
-        })
+        });
+        let site = name.strip_suffix(b"/echoes").unwrap_or(name);
+        tcp || (self.canada_addr.is_some() && is_site_code(site))
     }
 
     /// Whether source `index` may serve keyspace watches, so it needs `notify-keyspace-events`:
@@ -1766,6 +1839,9 @@ fn resp_version(raw: Raw<'_>) -> Result<u8, String> {
 /// The API key. Its value never goes into an error message.
 /// `radars`: the path of `radars.config.json`, read and parsed now, so a missing or bad file
 /// is one line at startup that names it.
+/// The radars file `--preset superdarn` reads from the working directory, as the original did.
+pub const SUPERDARN_RADARS: &str = "radars.config.json";
+
 fn radars_file(raw: Raw<'_>) -> Result<(PathBuf, Vec<TcpFeed>), String> {
     let path = raw
         .text()
@@ -1782,6 +1858,14 @@ fn radars_file(raw: Raw<'_>) -> Result<(PathBuf, Vec<TcpFeed>), String> {
         .map_err(|e| format!("cannot read radars file {}: {e}", path.display()))?;
     let feeds = parse_radars(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((path, feeds))
+}
+
+/// `canada-addr`: `host:port` or `tcp://host:port`.
+fn zmq_addr(raw: Raw<'_>) -> Result<ZmqAddr, String> {
+    let text = raw
+        .text()
+        .ok_or_else(|| format!("{} is not host:port", raw.shown()))?;
+    parse_zmq_addr(text).map_err(|e| e.to_string())
 }
 
 fn api_key(raw: Raw<'_>) -> Result<String, String> {
@@ -1859,6 +1943,35 @@ mod tests {
         assert_eq!(with_redis.radar_source(), Some(1), "after the Redis source");
         assert_eq!(with_redis.source_for(None, b"sas", false), 1);
         assert_eq!(with_redis.source_for(None, b"news", false), 0);
+    }
+
+    #[test]
+    fn canada_addr_makes_the_radar_source_and_takes_site_codes() {
+        let config = parse(&[], &[("CANADA_ADDR", "zmq.example:5555")]).expect("valid");
+        assert_eq!(config.canada_addr.as_ref().map(|a| a.port), Some(5_555));
+        assert_eq!(config.radar_source(), Some(1), "without radars");
+        assert_eq!(config.source_for(None, b"sas", false), 1);
+        assert_eq!(config.source_for(None, b"pgr/echoes", false), 1);
+        assert_eq!(config.source_for(None, b"news", false), 0);
+        assert_eq!(config.source_for(None, b"SAS", false), 0);
+        assert_eq!(config.source_for(None, b"sas", true), 0, "keys never");
+        // The knob's own variable wins over the original's.
+        let both = [
+            ("RINGCAST_CANADA_ADDR", "tcp://a:1"),
+            ("CANADA_ADDR", "b:2"),
+        ];
+        let config = parse(&[], &both).expect("valid");
+        assert_eq!(
+            config.canada_addr.map(|a| a.endpoint()),
+            Some("tcp://a:1".into())
+        );
+        let (knob, origin, message) = invalid(parse(&[], &[("CANADA_ADDR", "nowhere")]));
+        assert_eq!(knob, "canada-addr");
+        assert_eq!(origin, Origin::Env("CANADA_ADDR"));
+        assert!(message.contains("no port"), "{message}");
+        let (knob, origin, _) = invalid(parse(&["--canada-addr", "ipc://x:1"], &[]));
+        assert_eq!(knob, "canada-addr");
+        assert_eq!(origin, Origin::Flag("canada-addr"));
     }
 
     #[test]
@@ -2035,6 +2148,7 @@ mod tests {
         (&REDIS_BACKOFF_MAX, "1m"),
         (&REDIS_CONNECT_TIMEOUT, "500ms"),
         (&RADARS, RADARS_FIXTURE),
+        (&CANADA_ADDR, "tcp://zmq.example:5555"),
     ];
 
     /// A radars.config.json with one feed, `sas` at 127.0.0.1:6032.
@@ -2100,6 +2214,10 @@ mod tests {
                 host: "127.0.0.1".to_owned(),
                 port: 6_032,
             }],
+            canada_addr: Some(ZmqAddr {
+                host: "zmq.example".to_owned(),
+                port: 5_555,
+            }),
             debug_stall_shard: None,
             sources: Vec::new(),
             preset: None,

@@ -928,6 +928,18 @@ pub fn to_toml(routes: &[RouteConfig], sources: &[SourceConfig]) -> String {
                 r.stream_port, r.stats_interval
             ));
         }
+        if let Some(eio) = &r.eio {
+            let channels: Vec<String> = r.channels.iter().map(|c| format!("{c:?}")).collect();
+            out.push_str(&format!(
+                "# Engine.IO: pingInterval = ping_interval, pingTimeout = pong_timeout\n\
+                 max_payload = {}\nchannels = [{}]\n",
+                eio.max_payload_bytes,
+                channels.join(", ")
+            ));
+            if let Some(db) = &r.echoes_db {
+                out.push_str(&format!("echoes_db = {:?}\n", db.display().to_string()));
+            }
+        }
         if let Some(registry) = &r.registry {
             out.push_str(&format!(
                 "registry = {:?}\n",

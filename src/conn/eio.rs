@@ -88,8 +88,8 @@ enum Plan {
     },
     /// The request is not complete yet.
     NeedMore,
-    /// Answer an Engine.IO (or Origin) refusal and close.
-    Refuse(RequestError),
+    /// Answer an Engine.IO (or Origin) refusal, with these CORS headers, and close.
+    Refuse(RequestError, Vec<(&'static str, Vec<u8>)>),
     /// Answer with this status and body and close.
     Fail(u16, &'static str, &'static [u8]),
     /// Another shard owns the session: hand the connection over.
@@ -128,7 +128,7 @@ pub(super) async fn respond(
             }
             Step::Continue
         }
-        Plan::Refuse(e) => refuse(shard, stream, e).await,
+        Plan::Refuse(e, cors) => refuse(shard, stream, e, &cors).await,
         Plan::Fail(status, content_type, body) => {
             finish(shard, stream, status, content_type, body).await
         }
@@ -167,7 +167,7 @@ fn plan(shard: &ShardRef, key: ConnKey, index: usize, pending: &[u8]) -> Plan {
     let req = match http::parse(pending, &mut headers) {
         Ok(Some(req)) => req,
         Ok(None) => return Plan::NeedMore,
-        Err(_) => return Plan::Refuse(EioError::BadRequest.into()),
+        Err(_) => return Plan::Refuse(EioError::BadRequest.into(), Vec::new()),
     };
     let mut s = shard.borrow_mut();
     let keep_alive = req.keep_alive();
@@ -189,18 +189,21 @@ fn plan(shard: &ShardRef, key: ConnKey, index: usize, pending: &[u8]) -> Plan {
     } else {
         OriginPolicy::Exact(Vec::new())
     };
+    let cors = cors_headers(&req, allowed);
+    let owned: Vec<(&'static str, Vec<u8>)> = cors.iter().map(|(n, v)| (*n, v.to_vec())).collect();
+    // python-engineio adds its CORS headers to error answers too (not to an Origin refusal).
+    let refused = |e: RequestError| Plan::Refuse(e, owned.clone());
     let request = match handshake::parse_request(&head, &policy) {
         Ok(r) => r,
-        Err(e) => return Plan::Refuse(e),
+        Err(e) => return refused(e),
     };
-    let cors = cors_headers(&req, allowed);
     let now = Instant::now();
     // A request naming another shard's session goes to that shard, whole.
     if let EioRequest::Poll(sid) | EioRequest::Post(sid) | EioRequest::Upgrade(sid) = request {
         let owner = usize::from(sid.shard().0);
         if owner != usize::from(s.id.0) {
             if owner >= s.peers.len() {
-                return Plan::Refuse(EioError::UnknownSid.into());
+                return refused(EioError::UnknownSid.into());
             }
             return Plan::HandOff(owner);
         }
@@ -219,7 +222,7 @@ fn plan(shard: &ShardRef, key: ConnKey, index: usize, pending: &[u8]) -> Plan {
         },
         EioRequest::OpenWebSocket => {
             let Ok(accept) = crate::ws::handshake::accept(&req) else {
-                return Plan::Refuse(EioError::BadRequest.into());
+                return refused(EioError::BadRequest.into());
             };
             match s.eio_open(index, OpenTransport::WebSocket, now) {
                 Ok((slot, open)) => {
@@ -233,10 +236,10 @@ fn plan(shard: &ShardRef, key: ConnKey, index: usize, pending: &[u8]) -> Plan {
         }
         EioRequest::Upgrade(sid) => {
             let Ok(accept) = crate::ws::handshake::accept(&req) else {
-                return Plan::Refuse(EioError::BadRequest.into());
+                return refused(EioError::BadRequest.into());
             };
             let Some(slot) = s.eio.lookup(&sid) else {
-                return Plan::Refuse(EioError::UnknownSid.into());
+                return refused(EioError::UnknownSid.into());
             };
             let started = match s.eio.entries.get_mut(slot) {
                 Some(e) if e.ws.is_none() && usize::from(e.route) == index => {
@@ -249,21 +252,21 @@ fn plan(shard: &ShardRef, key: ConnKey, index: usize, pending: &[u8]) -> Plan {
                     attach_ws(&mut s, key, index, slot);
                     Plan::Upgrade(accept, used)
                 }
-                Err(e) => Plan::Refuse(e.into()),
+                Err(e) => refused(e.into()),
             }
         }
         EioRequest::Poll(sid) => {
             let Some(slot) = s.eio.lookup(&sid) else {
-                return Plan::Refuse(EioError::UnknownSid.into());
+                return refused(EioError::UnknownSid.into());
             };
             if let Err(e) = s.eio_park_get(slot, key, now) {
-                return Plan::Refuse(e.eio_error().into());
+                return refused(e.eio_error().into());
             }
             Plan::Park {
                 slot,
                 used,
                 keep_alive,
-                cors: cors.iter().map(|(n, v)| (*n, v.to_vec())).collect(),
+                cors: owned.clone(),
             }
         }
         EioRequest::Post(sid) => {
@@ -274,14 +277,14 @@ fn plan(shard: &ShardRef, key: ConnKey, index: usize, pending: &[u8]) -> Plan {
                 .and_then(|r| r.eio.as_ref())
                 .map_or(0, |c| c.max_payload_bytes);
             let Some(len) = req.content_length().filter(|&n| n <= max) else {
-                return Plan::Refuse(EioError::BadRequest.into());
+                return refused(EioError::BadRequest.into());
             };
             let total = req.head_len + len;
             if pending.len() < total {
                 return Plan::NeedMore;
             }
             let Some(slot) = s.eio.lookup(&sid) else {
-                return Plan::Refuse(EioError::UnknownSid.into());
+                return refused(EioError::UnknownSid.into());
             };
             let result = match s.eio.entries.get_mut(slot) {
                 Some(e) => e.session.handle_post(&pending[req.head_len..total], now),
@@ -294,7 +297,7 @@ fn plan(shard: &ShardRef, key: ConnKey, index: usize, pending: &[u8]) -> Plan {
                     used: total,
                     keep_alive,
                 },
-                Err(e) => Plan::Refuse(e.eio_error().into()),
+                Err(e) => refused(e.eio_error().into()),
             }
         }
     }
@@ -382,7 +385,7 @@ async fn hand_off(
         (s.peers.get(owner).cloned(), listener)
     };
     let Some(link) = link else {
-        return refuse(shard, stream, EioError::UnknownSid.into()).await;
+        return refuse(shard, stream, EioError::UnknownSid.into(), &[]).await;
     };
     let msg = ShardMsg::Adopt {
         stream: socket,
@@ -403,8 +406,8 @@ async fn hand_off(
                 shard,
                 stream,
                 503,
-                "application/json",
-                br#"{"code":3,"message":"Bad request"}"#,
+                "text/plain",
+                b"the shard owning this session is overloaded; retry",
             )
             .await
         }
@@ -423,22 +426,35 @@ fn open_failed(e: OpenError) -> Plan {
 }
 
 /// Answers an Engine.IO refusal (or the Origin's) and closes the connection.
-async fn refuse(shard: &ShardRef, stream: &TcpStream, e: RequestError) -> Step {
-    {
+async fn refuse(
+    shard: &ShardRef,
+    stream: &TcpStream,
+    e: RequestError,
+    cors: &[(&'static str, Vec<u8>)],
+) -> Step {
+    let headers: Vec<(&str, &[u8])> = {
         let s = shard.borrow();
+        s.stats().http_errors.inc();
         match e {
-            RequestError::OriginRefused => s.stats().eio.origin_refused.inc(),
-            RequestError::Eio(_) => s.stats().eio.bad_requests.inc(),
+            RequestError::OriginRefused => {
+                s.stats().eio.origin_refused.inc();
+                Vec::new()
+            }
+            RequestError::Eio(_) => {
+                s.stats().eio.bad_requests.inc();
+                cors.iter().map(|(n, v)| (*n, v.as_slice())).collect()
+            }
         }
-    }
-    finish(
-        shard,
-        stream,
+    };
+    let response = reply(
         e.status(),
         e.content_type(),
+        &headers,
         e.body().as_bytes(),
-    )
-    .await
+        false,
+    );
+    let _ = stream.write_all(response).await;
+    Step::Finish(Next::Done)
 }
 
 async fn finish(

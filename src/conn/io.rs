@@ -30,8 +30,10 @@ pub(super) enum Next {
 }
 
 /// Serves one connection until it closes, then removes it from the shard.
-pub async fn serve(shard: ShardRef, key: ConnKey, stream: TcpStream) {
-    serve_from(shard, key, stream, Vec::new()).await;
+pub fn serve(shard: ShardRef, key: ConnKey, stream: TcpStream) -> impl Future<Output = ()> {
+    // Not an `async fn` around `serve_from`: that would nest one future in another and grow
+    // every connection's task (measured: 656 bytes against 560).
+    serve_from(shard, key, stream, Vec::new())
 }
 
 /// Serves a connection another shard handed over (an Engine.IO request for a session this

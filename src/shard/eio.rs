@@ -318,6 +318,10 @@ impl Shard {
         };
         let result = e.session.handle_get();
         if result.is_ok() {
+            self.metrics.shards[usize::from(self.id.0)]
+                .eio
+                .parked_gets
+                .inc();
             e.get = Some(key);
             e.response = None;
             if let Some(conn) = self.conns.get_mut(key) {
@@ -339,6 +343,10 @@ impl Shard {
         }
         let body = e.response.take()?;
         e.get = None;
+        self.metrics.shards[usize::from(self.id.0)]
+            .eio
+            .parked_gets
+            .dec();
         if let Some(conn) = self.conns.get_mut(key) {
             conn.kind = ConnKind::Http;
             conn.last_seen = Instant::now();
@@ -369,6 +377,10 @@ impl Shard {
                 if e.get == Some(key) {
                     e.get = None;
                     e.response = None;
+                    self.metrics.shards[usize::from(self.id.0)]
+                        .eio
+                        .parked_gets
+                        .dec();
                     e.session.handle_get_cancelled(now);
                     self.eio_pump(slot, now);
                 }

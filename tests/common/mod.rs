@@ -185,13 +185,13 @@ impl Drop for Gateway {
     }
 }
 
-/// Removes the variables the configuration reads (`RINGCAST_*`, `REDIS_*`, `WS_*`) from a
-/// child's environment, so the test runner's own cannot leak in.
+/// Removes the variables the configuration reads (`RINGCAST_*`, `REDIS_*`, `WS_*`,
+/// `CANADA_ADDR`) from a child's environment, so the test runner's own cannot leak in.
 pub fn hermetic(cmd: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
         let ours = ["RINGCAST_", "REDIS_", "WS_", "ESS_"];
-        if ours.iter().any(|prefix| name.starts_with(prefix)) {
+        if ours.iter().any(|prefix| name.starts_with(prefix)) || name == "CANADA_ADDR" {
             cmd.env_remove(name);
         }
     }

@@ -76,6 +76,13 @@ pub enum RadarConfigError {
     },
 }
 
+/// True for a SuperDARN site code: three lowercase ASCII letters (`sas`, `kod`, `pgr`). With
+/// `CANADA_ADDR` set, such channel names are routed to the radar source before any Redis glob
+/// (`Config::is_radar_channel`), since the ZMQ feed's sites are only learnt from the wire.
+pub fn is_site_code(name: &[u8]) -> bool {
+    name.len() == 3 && name.iter().all(u8::is_ascii_lowercase)
+}
+
 /// Parses `radars.config.json`'s text into its feeds, sorted by site.
 pub fn parse_radars(json: &str) -> Result<Vec<TcpFeed>, RadarConfigError> {
     let value: serde_json::Value =

@@ -1,11 +1,11 @@
 //! One radar TCP feed: a thread (`radar-<site>`) that connects to the radar's connex server,
-//! decodes frames ([`ConnexDecoder`]) and DMAP records ([`dmap::parse`]), renders each fitacf
-//! record once ([`render_site`]) and, at scan starts, the echo counts ([`EchoCounter`]), and
-//! hands both to the hub as [`SourceInput::Radar`] events on channels `<site>` and
-//! `<site>/echoes`.
+//! decodes frames ([`ConnexDecoder`]) and hands each payload to the shared record pipeline
+//! ([`RecordSink`]), which decodes the DMAP record, renders `<site>` and, at scan starts,
+//! `<site>/echoes`, and sends both to the hub.
 //!
 //! Thread: this feed's own thread, which blocks on its socket (never a shard or the hub). It is
-//! the single writer of its [`RadarStats`] and owns its site's [`EchoCounter`].
+//! the single writer of its [`RadarStats`](crate::metrics::RadarStats) and owns its site's
+//! [`SiteState`].
 //!
 //! Failures, none of which stops the feed:
 //! - a failed connect (the first one included: the original gave up), an EOF, a read error or
@@ -17,27 +17,23 @@
 //! - a frame that is not DMAP, or a record without a field the event needs: counted and
 //!   skipped, with at most one log line per [`LOG_EVERY`] naming the site.
 //!
-//! Backpressure: events go to the hub with `try_send`; when the hub channel is full the event
-//! is dropped and counted (`ringcast_radar_events_dropped_total`), as the Redis subscriber
-//! does, so a busy hub never stalls the feed's socket (docs/BACKPRESSURE.md).
+//! Backpressure: as [`super::pipeline`] says (a full hub channel drops and counts the event).
 
 use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 
 use super::config::TcpFeed;
 use super::connex::{ConnexDecoder, FrameError};
-use super::dmap;
-use crate::metrics::{Metrics, RadarStats};
-use crate::profile::superdarn::echoes::{self, EchoCounter};
-use crate::profile::superdarn::render_site;
+pub use super::pipeline::LOG_EVERY;
+use super::pipeline::{EchoSink, Handled, RecordSink, SiteState};
+use crate::metrics::Metrics;
 use crate::router::UpstreamMsg;
 use crate::source::redis::Backoff;
-use crate::source::{SourceEvent, SourceInput};
 
 /// A connection that delivers no byte for this long is dropped and reconnected: 20 s, the
 /// original's socket timeout. Shorter finds a dead radar sooner but cuts a quiet one.
@@ -51,15 +47,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// a lower cap costs a connect attempt more often while it is down.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// At most one warning per feed per this long (10 s) for bad frames, records or connects; the
-/// line says how many were not logged. The metrics count every one.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
-
 /// Bytes one read takes from the socket: 64 KiB.
 const READ_CHUNK: usize = 64 * 1_024;
 
 /// What a feed thread needs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FeedSettings {
     /// The radar source's position among the hub's sources.
     pub source: usize,
@@ -67,6 +59,19 @@ pub struct FeedSettings {
     pub stats: usize,
     /// Where the radar is.
     pub feed: TcpFeed,
+    /// Called for each `<site>/echoes` event (see [`EchoSink`]).
+    pub echo_sink: Option<EchoSink>,
+}
+
+impl std::fmt::Debug for FeedSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedSettings")
+            .field("source", &self.source)
+            .field("stats", &self.stats)
+            .field("feed", &self.feed)
+            .field("echo_sink", &self.echo_sink.is_some())
+            .finish()
+    }
 }
 
 /// Starts the feed's thread, named `radar-<site>`. It runs until the hub is gone.
@@ -75,15 +80,17 @@ pub fn spawn(
     hub: Sender<UpstreamMsg>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    if settings.stats >= metrics.radar.len() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("no radar metrics for feed {}", settings.feed.site),
-        ));
-    }
+    let sink = RecordSink::new(
+        settings.source,
+        settings.stats,
+        hub,
+        metrics,
+        settings.echo_sink.clone(),
+        &settings.feed.site,
+    )?;
     std::thread::Builder::new()
         .name(format!("radar-{}", settings.feed.site))
-        .spawn(move || run(settings, hub, metrics))
+        .spawn(move || run(settings.feed, sink))
 }
 
 /// Why a connection ended.
@@ -96,47 +103,38 @@ enum End {
 
 /// The feed's state across connections.
 struct Feed {
-    settings: FeedSettings,
-    hub: Sender<UpstreamMsg>,
-    metrics: Arc<Metrics>,
-    /// `<site>`.
-    channel: Bytes,
-    /// `<site>/echoes`.
-    echoes_channel: Bytes,
-    /// The site's echo counts since the last scan start (kept across reconnects).
-    counter: EchoCounter,
-    /// Rate limit of the warnings.
-    log: LogLimit,
+    /// Where the radar is.
+    feed: TcpFeed,
+    /// The shared record pipeline (stats, hub, warnings).
+    sink: RecordSink,
+    /// The site's channels and echo counts (kept across reconnects).
+    site: SiteState,
     /// A record arrived on the current connection (the backoff starts over after it).
     delivered: bool,
 }
 
-fn run(settings: FeedSettings, hub: Sender<UpstreamMsg>, metrics: Arc<Metrics>) {
-    let site = settings.feed.site.clone();
+fn run(tcp: TcpFeed, sink: RecordSink) {
+    let site = tcp.site.clone();
     let mut feed = Feed {
-        channel: Bytes::from(site.clone()),
-        echoes_channel: Bytes::from(echoes::event_name(&site)),
-        settings,
-        hub,
-        metrics,
-        counter: EchoCounter::new(),
-        log: LogLimit::default(),
+        site: SiteState::new(&site),
+        feed: tcp,
+        sink,
         delivered: false,
     };
     let mut backoff = Backoff::new(BACKOFF_MAX);
     let mut attempted = false;
     loop {
-        let addr = format!("{}:{}", feed.settings.feed.host, feed.settings.feed.port);
+        let addr = format!("{}:{}", feed.feed.host, feed.feed.port);
         match connect(&addr) {
             Ok(stream) => {
                 if attempted {
-                    feed.stats().reconnects.inc();
+                    feed.sink.stats().reconnects.inc();
                 }
                 tracing::info!(site = %site, %addr, "radar feed connected");
-                feed.stats().up.set(1);
+                feed.sink.stats().up.set(1);
                 feed.delivered = false;
                 let end = feed.read_loop(stream);
-                feed.stats().up.set(0);
+                feed.sink.stats().up.set(0);
                 if feed.delivered {
                     backoff.reset();
                 }
@@ -148,7 +146,7 @@ fn run(settings: FeedSettings, hub: Sender<UpstreamMsg>, metrics: Arc<Metrics>) 
                 }
             }
             Err(e) => feed
-                .log
+                .sink
                 .warn(&site, &format!("connect to {addr} failed: {e}")),
         }
         attempted = true;
@@ -172,11 +170,6 @@ fn connect(addr: &str) -> std::io::Result<TcpStream> {
 }
 
 impl Feed {
-    fn stats(&self) -> &RadarStats {
-        // In range: `spawn` checked it, and `Metrics::radar` never changes size.
-        &self.metrics.radar[self.settings.stats]
-    }
-
     /// Reads frames until the connection ends.
     fn read_loop(&mut self, mut stream: TcpStream) -> End {
         let mut decoder = ConnexDecoder::default();
@@ -185,11 +178,10 @@ impl Feed {
             let n = match stream.read(&mut buf) {
                 Ok(0) => {
                     if decoder.buffered() > 0 {
-                        self.stats().frame_errors.inc();
-                        let site = self.settings.feed.site.clone();
+                        self.sink.stats().frame_errors.inc();
                         let partial = decoder.buffered();
-                        self.log.warn(
-                            &site,
+                        self.sink.warn(
+                            self.site.site(),
                             &format!("peer closed mid-frame; {partial} bytes discarded"),
                         );
                     }
@@ -224,99 +216,25 @@ impl Feed {
         }
     }
 
-    /// Decodes, renders and hands on one frame; false when the hub is gone.
+    /// Hands one frame's payload to the pipeline; false when the hub is gone.
     fn handle_frame(&mut self, frame: Result<Bytes, FrameError>) -> bool {
-        let site = self.settings.feed.site.clone();
-        let payload = match frame {
-            Ok(p) => p,
-            Err(e) => {
-                self.stats().frame_errors.inc();
-                self.log
-                    .warn(&site, &format!("bad frame: {e}; resynchronising"));
-                return true;
-            }
-        };
-        let record = match dmap::parse(&payload) {
-            Ok(r) => r,
-            Err(e) => {
-                self.stats().dmap_errors.inc();
-                self.log.warn(&site, &format!("bad DMAP record: {e}"));
-                return true;
-            }
-        };
-        self.delivered = true;
-        let echoes = self.counter.handle_record(&record, SystemTime::now());
-        match render_site(&site, &record) {
-            Ok(json) => {
-                self.stats().records.inc();
-                if !self.send(self.channel.clone(), json) {
-                    return false;
+        match frame {
+            Ok(payload) => match self.sink.handle_record(&mut self.site, &payload) {
+                Handled::Record => {
+                    self.delivered = true;
+                    true
                 }
-            }
-            Err(e) => {
-                self.stats().skipped_records.inc();
-                self.log.warn(&site, &format!("record skipped: {e}"));
-            }
-        }
-        match echoes {
-            Some(e) => self.send(self.echoes_channel.clone(), e.render_event()),
-            None => true,
-        }
-    }
-
-    /// Hands one event to the hub; a full hub channel drops it (counted). False when the hub
-    /// is gone.
-    fn send(&self, channel: Bytes, payload: Vec<u8>) -> bool {
-        let msg = UpstreamMsg::Source(SourceInput::Radar {
-            source: self.settings.source,
-            event: SourceEvent::Message {
-                channel,
-                payload: Bytes::from(payload),
+                Handled::Bad => true,
+                Handled::HubGone => false,
             },
-        });
-        match self.hub.try_send(msg) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
-                self.stats().events_dropped.inc();
+            Err(e) => {
+                self.sink.stats().frame_errors.inc();
+                self.sink.warn(
+                    self.site.site(),
+                    &format!("bad frame: {e}; resynchronising"),
+                );
                 true
             }
-            Err(TrySendError::Disconnected(_)) => false,
         }
-    }
-}
-
-/// At most one warning per [`LOG_EVERY`]; the next one says how many were left out.
-#[derive(Debug, Default)]
-struct LogLimit {
-    /// When the last line was written.
-    last: Option<Instant>,
-    /// Warnings not written since then.
-    suppressed: u64,
-}
-
-impl LogLimit {
-    fn warn(&mut self, site: &str, what: &str) {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
-            self.suppressed += 1;
-            return;
-        }
-        tracing::warn!(site, suppressed = self.suppressed, "radar feed: {what}");
-        self.last = Some(now);
-        self.suppressed = 0;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn warnings_are_rate_limited() {
-        let mut l = LogLimit::default();
-        l.warn("sas", "one");
-        l.warn("sas", "two");
-        l.warn("sas", "three");
-        assert_eq!(l.suppressed, 2);
     }
 }

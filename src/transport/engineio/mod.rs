@@ -18,9 +18,9 @@
 //! The same encoded bytes (`42[…]`) are one WebSocket text frame and one segment of a polling
 //! body, so a broadcast is encoded once and shared by every session on every shard.
 //!
-//! TODO(issue 12 wiring): the shard side (routing a request by [`sid::Sid::shard`] to its owner,
-//! the session table and its count bound, HTTP responses with CORS headers, metrics) is not
-//! written yet.
+//! The shard side lives in [`crate::shard::eio`] (the session table, broadcasts, timers, the
+//! hand-off of a request to the shard its sid names) and `conn::eio` (the HTTP requests and
+//! the WebSocket transport).
 
 pub mod config;
 pub mod handshake;

@@ -283,7 +283,7 @@ impl Session {
         }
     }
 
-    /// A polling POST with `body`. `Ok`: answer 200 `ok`.
+    /// A polling POST with `body`. `Ok`: answer 200 (python-engineio's body is `OK`).
     pub fn handle_post(&mut self, body: &[u8], now: Instant) -> Result<(), SessionError> {
         self.check_polling()?;
         let decoded = match payload::decode(body, self.config.max_payload_bytes) {
