@@ -13,7 +13,8 @@
 //!   and each route profile's upgrade (`route.rs`, `ess.rs`) or HTTP API (`ess_api.rs`).
 //! - [`ws`]: WebSocket pieces: handshake, the tungstenite codec driven over in-memory buffers,
 //!   encode-once server frames.
-//! - [`http`]: the plain HTTP routes on the same port (`/healthz`, `/metrics`, `/api/publish`, `/`).
+//! - [`http`]: the plain HTTP routes on the same port (`/healthz`, `/metrics`, `/api/publish`, `/`,
+//!   and SuperDARN's `GET /echoes`).
 //! - [`router`]: topics and their interning, the hub (upstream side: interest and encode-once
 //!   routing) and the shard-side subscriber table.
 //! - [`source`]: where events come from. Pub/sub sources (`memory`, the embedded broker,
@@ -30,7 +31,8 @@
 //!   v4 / Socket.IO v5: packets, polling payloads, the request parser, shard-naming sids and the
 //!   session state machine, all pure); `ws` moves here later.
 //! - [`store`]: state persisted off the shards: the Squonk2 event-stream registry (SQLite on a
-//!   thread of its own) and its shortuuid ids.
+//!   thread of its own) and its shortuuid ids, and the SuperDARN echo-count history behind
+//!   `GET /echoes` (SQLite on a thread of its own, with retention).
 
 pub mod config;
 pub mod conn;

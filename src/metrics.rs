@@ -5,6 +5,10 @@
 //! [`Counter::add`] is a relaxed load plus a relaxed store (two plain `mov`s on x86), and any
 //! thread may read a snapshot at any time. This keeps the hot path free of locked instructions
 //! while `/metrics`, served by whichever shard got the request, still sees every shard.
+//!
+//! The one exception is [`SharedCounter`], for rare refusals that any of several threads may
+//! count (a full echo-store queue seen by a radar feed or a shard): a locked add, off the hot
+//! path.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -42,6 +46,25 @@ impl Counter {
     #[inline]
     pub fn set(&self, v: u64) {
         self.0.store(v, Relaxed);
+    }
+
+    /// The current value; any thread.
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// A counter several threads may add to: one locked add (`fetch_add`) per event. Only for rare
+/// events off the hot path (a refused request, a dropped write), where finding the one writing
+/// thread would cost more than the lock.
+#[derive(Debug, Default)]
+pub struct SharedCounter(AtomicU64);
+
+impl SharedCounter {
+    /// Adds one; any thread.
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
     }
 
     /// The current value; any thread.
@@ -262,6 +285,25 @@ pub struct RegistryStats {
     pub errors: Counter,
 }
 
+/// What the SuperDARN echo store counts ([`crate::store::echoes`]). The plain counters are
+/// written only by its thread, `ringcast-echoes`; the two refusals by whoever was refused.
+#[derive(Debug, Default)]
+pub struct EchoesStats {
+    /// Echo counts inserted (committed).
+    pub rows_written: Counter,
+    /// Rows deleted by retention (`max-days-store-echoes`).
+    pub deleted: Counter,
+    /// `/echoes` queries answered by the store thread (with rows, none, or too many).
+    pub queries: Counter,
+    /// SQLite failures (each logged): an insert, a query (answered 500) or a retention pass.
+    pub errors: Counter,
+    /// Echo counts not stored because the store's queue was full or the store had stopped.
+    /// Written by the radar feed threads.
+    pub dropped: SharedCounter,
+    /// `/echoes` requests answered 503 because the store's queue was full. Written by shards.
+    pub busy: SharedCounter,
+}
+
 /// What the RabbitMQ stream replay source counts. Written only by its driver thread.
 #[derive(Debug, Default)]
 pub struct RabbitStreamStats {
@@ -333,6 +375,8 @@ pub struct Metrics {
     pub rabbit_stream: RabbitStreamStats,
     /// The replay lease's counters (zero when no Redis source is configured).
     pub replay_lease: ReplayLeaseStats,
+    /// The SuperDARN echo store's counters (zero when it is not started).
+    pub echoes: EchoesStats,
 }
 
 impl Metrics {
@@ -392,6 +436,7 @@ impl Metrics {
             registry_paths: Vec::new(),
             rabbit_stream: RabbitStreamStats::default(),
             replay_lease: ReplayLeaseStats::default(),
+            echoes: EchoesStats::default(),
         }
     }
 
@@ -744,6 +789,7 @@ impl Metrics {
                 &[("", counter.get())],
             );
         }
+        self.render_echoes(&mut out);
         let stages: [(&str, &str, Vec<&Histogram>); 4] = [
             (
                 "hub",
@@ -844,6 +890,54 @@ impl Metrics {
             let per = self.radar.iter().zip(&self.radar_sites);
             let per = per.map(|(r, s)| (format!("site=\"{}\"", label(s)), field(r).get()));
             total_and_split(out, name, "site", kind, help, per);
+        }
+    }
+}
+
+impl Metrics {
+    /// The `ringcast_echoes_*` families (zero when the echo store is not started).
+    fn render_echoes(&self, out: &mut String) {
+        let e = &self.echoes;
+        let echoes: [(&str, &str, u64); 6] = [
+            (
+                "echoes_rows_written_total",
+                "SuperDARN echo counts stored.",
+                e.rows_written.get(),
+            ),
+            (
+                "echoes_dropped_total",
+                "SuperDARN echo counts not stored: echo store queue full (policy: drop).",
+                e.dropped.get(),
+            ),
+            (
+                "echoes_deleted_total",
+                "SuperDARN echo counts deleted by retention (max-days-store-echoes).",
+                e.deleted.get(),
+            ),
+            (
+                "echoes_queries_total",
+                "GET /echoes queries answered by the echo store.",
+                e.queries.get(),
+            ),
+            (
+                "echoes_busy_total",
+                "GET /echoes requests answered 503: echo store queue full (policy: refuse).",
+                e.busy.get(),
+            ),
+            (
+                "echoes_errors_total",
+                "Echo store SQLite failures (logged; a failed query is answered 500).",
+                e.errors.get(),
+            ),
+        ];
+        for (name, help, value) in echoes {
+            family(
+                out,
+                &format!("ringcast_{name}"),
+                "counter",
+                help,
+                &[("", value)],
+            );
         }
     }
 }
@@ -1019,5 +1113,21 @@ mod tests {
         );
         assert_eq!(value(&text, "ringcast_queue_drops_total"), Some(1));
         assert!(text.contains("# TYPE ringcast_bytes_out_total counter"));
+    }
+
+    #[test]
+    fn echo_store_series_are_always_rendered() {
+        let m = Metrics::new(1);
+        m.echoes.rows_written.add(3);
+        m.echoes.dropped.inc();
+        m.echoes.busy.inc();
+        m.echoes.busy.inc();
+        let text = m.render();
+        assert_eq!(value(&text, "ringcast_echoes_rows_written_total"), Some(3));
+        assert_eq!(value(&text, "ringcast_echoes_dropped_total"), Some(1));
+        assert_eq!(value(&text, "ringcast_echoes_busy_total"), Some(2));
+        assert_eq!(value(&text, "ringcast_echoes_deleted_total"), Some(0));
+        assert_eq!(value(&text, "ringcast_echoes_queries_total"), Some(0));
+        assert_eq!(value(&text, "ringcast_echoes_errors_total"), Some(0));
     }
 }

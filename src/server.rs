@@ -5,7 +5,7 @@
 //! signal-listening thread. The main thread owns the join handles and the exit status.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -22,6 +22,7 @@ use crate::source::memory::MemorySource;
 use crate::source::radar::source::{RadarSettings, RadarSource};
 use crate::source::redis::resp::Proto;
 use crate::source::redis::{RedisSettings, RedisSource};
+use crate::store::echoes::{EchoStore, EchoesHandle};
 use crate::store::registry::Registry;
 use listen::{all_interfaces_note, bind, demo_url, listener_names};
 
@@ -77,6 +78,11 @@ pub enum ServerError {
     /// operator's: fix the path or its permissions.
     #[error(transparent)]
     Registry(#[from] crate::store::registry::OpenError),
+    /// The SuperDARN echo store's file cannot be opened, created or written, or its
+    /// `echo_counts` table lacks the original's columns. The operator's: fix the path, its
+    /// permissions, or the file.
+    #[error(transparent)]
+    Echoes(#[from] crate::store::echoes::OpenError),
     /// A thread could not be started or failed.
     #[error("{0}")]
     Thread(String),
@@ -292,6 +298,26 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     }
 }
 
+/// Opens the SuperDARN echo store at `path` (creating the file and its table if missing) on
+/// this thread, then starts its thread, `ringcast-echoes`, with retention `max_days`
+/// ([`Config::max_days_store_echoes`]; `None` keeps rows for ever).
+///
+/// Not called yet (issue 12): the route that serves `GET /echoes` calls it on main before
+/// binding its listeners, so an unusable file stops the start (exit 1, one line naming it);
+/// hands a clone of the handle to each shard ([`crate::http::echoes::respond`]) and to the
+/// radar feeds ([`EchoesHandle::record`]); and joins the thread after the shards, since it
+/// ends once the last handle is dropped.
+pub fn start_echoes(
+    path: &Path,
+    max_days: Option<u32>,
+    metrics: &Arc<Metrics>,
+) -> Result<(EchoesHandle, thread::JoinHandle<()>), ServerError> {
+    let store = EchoStore::open(path)?;
+    store
+        .start(max_days, metrics.clone())
+        .map_err(|e| ServerError::Thread(format!("cannot start ringcast-echoes: {e}")))
+}
+
 /// Opens each distinct `registry` file of the routes, on this thread.
 fn open_registries(config: &Config) -> Result<Vec<(PathBuf, rusqlite::Connection)>, ServerError> {
     let mut out: Vec<(PathBuf, rusqlite::Connection)> = Vec::new();
@@ -417,4 +443,34 @@ fn start_replay(
         "RabbitMQ stream source started"
     );
     Ok(Some(tx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_echoes_runs_the_store_or_names_the_file_it_cannot_use() {
+        let dir = std::env::temp_dir().join(format!(
+            "ringcast-server-echoes-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let metrics = Arc::new(Metrics::new(1));
+        let (store, thread) =
+            start_echoes(&dir.join("database.sqlite"), Some(30), &metrics).expect("started");
+        assert_eq!(thread.thread().name(), Some("ringcast-echoes"));
+        drop(store);
+        thread.join().expect("ends with its last handle");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let bad = Path::new("/nonexistent-ringcast-dir/database.sqlite");
+        match start_echoes(bad, None, &metrics) {
+            Err(e @ ServerError::Echoes(_)) => {
+                assert!(e.to_string().contains("/nonexistent-ringcast-dir"), "{e}");
+            }
+            other => panic!("expected an echo store error, got {:?}", other.err()),
+        }
+    }
 }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 /// The binary with every inherited `RINGCAST_*` and `REDIS_*` variable removed (the latter are
-/// `--redis` fallbacks), and `CANADA_ADDR` (the `--canada-addr` fallback), so the host can't
-/// leak in.
+/// `--redis` fallbacks), and `CANADA_ADDR` and `MAX_DAYS_STORE_ECHOES` (the SuperDARN
+/// originals' fallbacks), so the host can't leak in.
 fn ringcast() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ringcast"));
     for (name, _) in std::env::vars_os() {
@@ -18,6 +18,7 @@ fn ringcast() -> Command {
         if name_text.starts_with("RINGCAST_")
             || name_text.starts_with("REDIS_")
             || name_text == "CANADA_ADDR"
+            || name_text == "MAX_DAYS_STORE_ECHOES"
         {
             command.env_remove(name);
         }
@@ -156,6 +157,7 @@ fn help_documents_every_knob() {
         "redis-connect-timeout",
         "radars",
         "canada-addr",
+        "max-days-store-echoes",
         "preset",
         "print-config",
     ];
@@ -228,6 +230,44 @@ fn canada_addr_is_checked_and_printed() {
     assert_eq!(
         config.get("canada_addr").and_then(|v| v.as_str()),
         Some("zmq.example:5555")
+    );
+}
+
+#[test]
+fn echo_retention_takes_whole_days_from_any_layer_and_the_originals_variable() {
+    let output = run(ringcast().args(["--max-days-store-echoes", "0"]));
+    assert_one_line_error(
+        &output,
+        &["max-days-store-echoes", "--max-days-store-echoes", "0"],
+    );
+    let output = run(ringcast().env("MAX_DAYS_STORE_ECHOES", "30 days"));
+    assert_one_line_error(&output, &["max-days-store-echoes", "MAX_DAYS_STORE_ECHOES"]);
+
+    let config = printed(ringcast().env("MAX_DAYS_STORE_ECHOES", "30"));
+    assert_eq!(
+        config
+            .get("max_days_store_echoes")
+            .and_then(|v| v.as_integer()),
+        Some(30)
+    );
+    let config = printed(
+        ringcast()
+            .env("RINGCAST_MAX_DAYS_STORE_ECHOES", "2")
+            .env("MAX_DAYS_STORE_ECHOES", "30"),
+    );
+    assert_eq!(
+        config
+            .get("max_days_store_echoes")
+            .and_then(|v| v.as_integer()),
+        Some(2)
+    );
+    // Unset everywhere: the original's own default, 30 days.
+    let config = printed(&mut ringcast());
+    assert_eq!(
+        config
+            .get("max_days_store_echoes")
+            .and_then(|v| v.as_integer()),
+        Some(30)
     );
 }
 

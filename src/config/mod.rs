@@ -14,7 +14,8 @@
 //! same Redis as the services around it: `REDIS_URL` (same syntax as `--redis`; `REDIS_PASSWORD`
 //! supplies the password when that URL has none), then the seed services' `REDIS_HOST`,
 //! `REDIS_PORT`, `REDIS_DB` and `REDIS_PASS`. Unset, the embedded broker
-//! is the source.
+//! is the source. `max_days_store_echoes` likewise falls back to the SuperDARN original's own
+//! `MAX_DAYS_STORE_ECHOES` after the file.
 //!
 //! Sizes are a bare number of bytes or a number with `KiB`, `MiB` or `GiB`. `KB`, `MB` and `GB`
 //! are accepted and mean the same binary units (1KB = 1024 bytes); units ignore case. Durations
@@ -230,6 +231,11 @@ pub struct Config {
     /// carries goes out as `<site>` and `<site>/echoes` from the radar source, which then exists
     /// even without `radars` ([`Config::radar_source`], [`Config::is_radar_channel`]).
     pub canada_addr: Option<ZmqAddr>,
+    /// SuperDARN echo counts (`GET /echoes`) older than this many days are deleted, at start
+    /// and then hourly ([`crate::store::echoes`]). Whole days, at least 1. Default 30, the
+    /// original's (`None` keeps them for ever; no knob value gives it). After the flag, `RINGCAST_MAX_DAYS_STORE_ECHOES` and the file, the original's
+    /// `MAX_DAYS_STORE_ECHOES` is read. Smaller bounds the file; larger keeps more history.
+    pub max_days_store_echoes: Option<u32>,
     /// Test hook (hidden flag and variable only, never in the file): shard N never drains its
     /// inbox, to prove a stalled shard delays no one else. Default none. Must be below `shards`.
     pub debug_stall_shard: Option<usize>,
@@ -275,6 +281,7 @@ impl Default for Config {
             radars: None,
             radar_feeds: Vec::new(),
             canada_addr: None,
+            max_days_store_echoes: Some(DEFAULT_MAX_DAYS_STORE_ECHOES),
             debug_stall_shard: None,
             sources: Vec::new(),
             preset: None,
@@ -314,6 +321,7 @@ impl fmt::Debug for Config {
             .field("radars", &self.radars)
             .field("radar_feeds", &self.radar_feeds)
             .field("canada_addr", &self.canada_addr)
+            .field("max_days_store_echoes", &self.max_days_store_echoes)
             .field("debug_stall_shard", &self.debug_stall_shard)
             .field("preset", &self.preset)
             .field("routes", &self.routes)
@@ -451,6 +459,8 @@ knobs! {
         redis_connect_timeout;
     RADARS = "radars", "RINGCAST_RADARS", radars;
     CANADA_ADDR = "canada-addr", "RINGCAST_CANADA_ADDR", canada_addr;
+    MAX_DAYS_STORE_ECHOES = "max-days-store-echoes", "RINGCAST_MAX_DAYS_STORE_ECHOES",
+        max_days_store_echoes;
 }
 
 /// `--preset`: a knob of every layer, but tested on its own (it changes sources and routes,
@@ -472,6 +482,14 @@ const DEBUG_STALL_SHARD: Knob = Knob {
 
 /// The `canada-addr` fallback after the file: the SuperDARN original's `.env` variable.
 const CANADA_ADDR_VAR: &str = "CANADA_ADDR";
+/// The SuperDARN original's retention when `MAX_DAYS_STORE_ECHOES` is unset
+/// (`os.getenv("MAX_DAYS_STORE_ECHOES", 30)` in its `app/utils.py`): 30 days.
+pub const DEFAULT_MAX_DAYS_STORE_ECHOES: u32 = 30;
+
+/// The `max_days_store_echoes` fallback after the file: the SuperDARN original's variable, so
+/// its `.env` keeps working.
+const ORIGINAL_MAX_DAYS_VAR: &str = "MAX_DAYS_STORE_ECHOES";
+
 /// The `redis` fallback after the file: a URL, as other tools read it.
 const REDIS_URL_VAR: &str = "REDIS_URL";
 /// The password for a `REDIS_URL` that carries none (weppcloud's services set both).
@@ -615,6 +633,11 @@ struct Cli {
     /// <site>/echoes [default: none, no ZMQ feed]
     #[arg(long, env = "RINGCAST_CANADA_ADDR", value_name = "HOST:PORT")]
     canada_addr: Option<String>,
+    /// Delete stored SuperDARN echo counts (GET /echoes) older than this many days, at start
+    /// and hourly; whole days, at least 1. When unset here and in the file,
+    /// MAX_DAYS_STORE_ECHOES (the original's variable) is read [default: 30, the original's]
+    #[arg(long, env = "RINGCAST_MAX_DAYS_STORE_ECHOES", value_name = "DAYS")]
+    max_days_store_echoes: Option<String>,
     /// Built-in routes and sources for a drop-in replacement: weppcloud (Preflight on :9001,
     /// Status on :9002) or bess (WebsocketServerMS on :8001) [default: none]
     #[arg(long, env = "RINGCAST_PRESET", value_name = "NAME")]
@@ -671,6 +694,7 @@ struct FileConfig {
     redis_connect_timeout: Option<toml::Value>,
     radars: Option<toml::Value>,
     canada_addr: Option<toml::Value>,
+    max_days_store_echoes: Option<toml::Value>,
     preset: Option<toml::Value>,
     /// `[[route]]` tables: profiles on their own listeners.
     route: Option<Vec<toml::Table>>,
@@ -1048,6 +1072,26 @@ impl Layers<'_> {
         }
     }
 
+    /// `max_days_store_echoes`: the usual layers, then the original's `MAX_DAYS_STORE_ECHOES`,
+    /// then the original's default, [`DEFAULT_MAX_DAYS_STORE_ECHOES`].
+    fn max_days_store_echoes(&self) -> Result<Option<u32>, ConfigError> {
+        let knob = &MAX_DAYS_STORE_ECHOES;
+        let setting = self.resolve(knob, None, |r| days(r).map(Some))?;
+        if setting.origin != Origin::Default {
+            return Ok(setting.value);
+        }
+        match self.env_var(knob.name, ORIGINAL_MAX_DAYS_VAR)? {
+            Some(text) => days(Raw::Text(&text))
+                .map(Some)
+                .map_err(|reason| ConfigError::Invalid {
+                    knob: knob.name,
+                    origin: Origin::Env(ORIGINAL_MAX_DAYS_VAR),
+                    reason,
+                }),
+            None => Ok(Some(DEFAULT_MAX_DAYS_STORE_ECHOES)),
+        }
+    }
+
     /// [`Layers::resolve`] for a knob whose origin is not needed afterwards.
     fn value<T>(
         &self,
@@ -1182,6 +1226,7 @@ impl Layers<'_> {
             radars: radars.value.as_ref().map(|(path, _)| path.clone()),
             radar_feeds: radars.value.map(|(_, feeds)| feeds).unwrap_or_default(),
             canada_addr: self.canada_addr()?,
+            max_days_store_echoes: self.max_days_store_echoes()?,
             debug_stall_shard: debug_stall_shard.value,
             print_config,
             sources: Vec::new(),
@@ -1349,6 +1394,11 @@ impl Config {
                 self.canada_addr
                     .as_ref()
                     .and_then(|a| text(&format!("{}:{}", a.host, a.port))),
+            ),
+            (
+                MAX_DAYS_STORE_ECHOES.key,
+                self.max_days_store_echoes
+                    .map(|d| Value::Integer(i64::from(d))),
             ),
             (PRESET.key, self.preset.and_then(|p| text(p.as_str()))),
         ];
@@ -1719,6 +1769,12 @@ fn count(raw: Raw<'_>, min: usize, max: usize, example: usize) -> Result<usize, 
     in_range(n, min, max, |n| n.to_string())
 }
 
+/// A whole number of days, at least 1 (`max_days_store_echoes`).
+fn days(raw: Raw<'_>) -> Result<u32, String> {
+    let n = count(raw, 1, usize::try_from(u32::MAX).unwrap_or(usize::MAX), 30)?;
+    u32::try_from(n).map_err(|_| format!("{n} is above the maximum, {}", u32::MAX))
+}
+
 fn boolean(raw: Raw<'_>) -> Result<bool, String> {
     let b = match raw {
         Raw::Toml(toml::Value::Boolean(b)) => Some(*b),
@@ -1993,6 +2049,59 @@ mod tests {
     }
 
     #[test]
+    fn echo_retention_is_whole_days_and_reads_the_originals_variable_last() {
+        assert_eq!(
+            parse(&[], &[]).expect("valid").max_days_store_echoes,
+            Some(30),
+            "the original's default"
+        );
+        let original = [("MAX_DAYS_STORE_ECHOES", "7")];
+        let config = parse(&[], &original).expect("valid");
+        assert_eq!(config.max_days_store_echoes, Some(7), "the original's .env");
+        let file = TempToml::new("max-days", "max_days_store_echoes = 5\n");
+        let config = parse(&["--config", file.arg()], &original).expect("valid");
+        assert_eq!(
+            config.max_days_store_echoes,
+            Some(5),
+            "file over the original's"
+        );
+        let ours = [
+            ("RINGCAST_MAX_DAYS_STORE_ECHOES", "9"),
+            ("MAX_DAYS_STORE_ECHOES", "x"),
+        ];
+        let config = parse(&[], &ours).expect("the original's is not read");
+        assert_eq!(config.max_days_store_echoes, Some(9));
+        let config = parse(&["--max-days-store-echoes", "4294967295"], &[]).expect("valid");
+        assert_eq!(config.max_days_store_echoes, Some(u32::MAX));
+        assert!(
+            config
+                .to_toml()
+                .contains("\nmax_days_store_echoes = 4294967295\n")
+        );
+        assert!(
+            parse(&[], &[])
+                .expect("valid")
+                .to_toml()
+                .contains("\nmax_days_store_echoes = 30\n")
+        );
+        for bad in ["0", "-1", "1.5", "30d", "thirty", "4294967296"] {
+            let (knob, origin, message) = invalid(parse(&["--max-days-store-echoes", bad], &[]));
+            assert_eq!(knob, "max-days-store-echoes");
+            assert_eq!(origin, Origin::Flag("max-days-store-echoes"));
+            assert!(
+                message.contains(bad) && !message.contains('\n'),
+                "{message}"
+            );
+        }
+        let (knob, origin, _) = invalid(parse(&[], &[("MAX_DAYS_STORE_ECHOES", "0")]));
+        assert_eq!(knob, "max-days-store-echoes");
+        assert_eq!(origin, Origin::Env("MAX_DAYS_STORE_ECHOES"));
+        let file = TempToml::new("max-days-bad", "max_days_store_echoes = \"a week\"\n");
+        let (_, origin, _) = invalid(parse(&["--config", file.arg()], &[]));
+        assert_eq!(origin, Origin::File(file.0.clone()));
+    }
+
+    #[test]
     fn sizes_take_binary_units() {
         let cases = [
             ("0", 0),
@@ -2149,6 +2258,7 @@ mod tests {
         (&REDIS_CONNECT_TIMEOUT, "500ms"),
         (&RADARS, RADARS_FIXTURE),
         (&CANADA_ADDR, "tcp://zmq.example:5555"),
+        (&MAX_DAYS_STORE_ECHOES, "30"),
     ];
 
     /// A radars.config.json with one feed, `sas` at 127.0.0.1:6032.
@@ -2218,6 +2328,7 @@ mod tests {
                 host: "zmq.example".to_owned(),
                 port: 5_555,
             }),
+            max_days_store_echoes: Some(30),
             debug_stall_shard: None,
             sources: Vec::new(),
             preset: None,

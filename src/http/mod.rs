@@ -4,6 +4,7 @@
 //! The connection task ([`crate::conn`]) reads, calls [`parse`], picks a route and writes the
 //! response bytes this module renders.
 
+pub mod echoes;
 pub mod ess_api;
 pub mod publish;
 
@@ -135,11 +136,17 @@ impl Request<'_> {
 
     /// The first value of query parameter `name`, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k).as_ref() == name).then(|| percent_decode(v))
-        })
+        query_param(self.query, name)
     }
+}
+
+/// The first value of parameter `name` in `query` (without `?`), percent-decoded; a name
+/// without `=` has the value `""`. As Werkzeug's `request.args.get`.
+pub fn query_param<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k).as_ref() == name).then(|| percent_decode(v))
+    })
 }
 
 /// Decodes `%XX` escapes and `+` (as a space); invalid escapes are kept literally and invalid

@@ -36,7 +36,7 @@
 
 pub mod cp;
 pub mod echoes;
-mod utc;
+pub(crate) mod utc;
 
 use std::io::Write;
 

@@ -171,7 +171,8 @@ pub fn render_csv(rows: &[Echoes]) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// Why `/echoes` answers with an error: the client's fault (400) or no data (404).
+/// Why `/echoes` answers with an error: the client's fault (400) or no data (404). The store's
+/// own failures (503, 500) are answered by [`crate::http::echoes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EchoesError {
     /// No `site_name` parameter, or an empty one: 400.
@@ -182,6 +183,10 @@ pub enum EchoesError {
     InvalidDateRange,
     /// No stored counts in the window: 404.
     NoEchoes,
+    /// More stored counts in the window than one answer carries
+    /// ([`crate::store::echoes::MAX_QUERY_ROWS`]): 400. Ours: the original answered them all,
+    /// however many.
+    TooManyEchoes,
 }
 
 impl EchoesError {
@@ -207,6 +212,10 @@ impl EchoesError {
             }
             EchoesError::NoEchoes => {
                 b"{\"message\":\"No echoes found for the specified date range.\"}\n"
+            }
+            EchoesError::TooManyEchoes => {
+                b"{\"message\":\"Too many echoes in the specified date range. \
+                  Please use a shorter range.\"}\n"
             }
         }
     }
@@ -404,9 +413,11 @@ mod tests {
         );
         assert_eq!(EchoesError::InvalidDateFormat.status(), 400);
         assert_eq!(EchoesError::InvalidDateRange.status(), 400);
+        assert_eq!(EchoesError::TooManyEchoes.status(), 400);
         for e in [
             EchoesError::InvalidDateFormat,
             EchoesError::InvalidDateRange,
+            EchoesError::TooManyEchoes,
         ] {
             let v: serde_json::Value = serde_json::from_slice(e.body()).expect("JSON");
             assert!(v["message"].is_string());
