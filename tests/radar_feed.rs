@@ -7,113 +7,17 @@
 //! with a timeout), for metrics and for log lines.
 
 mod common;
+#[path = "common/radar.rs"]
+mod radar;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::net::TcpListener;
+use std::time::Instant;
 
 use common::{Gateway, TIMEOUT};
+use radar::{CONNECT_WAIT, RadarsFile, accept, frame, record};
 use ringcast::source::radar::connex;
-use ringcast::source::radar::dmap::{self, Array, Record, Value};
 use serde_json::{Value as Json, json};
-
-/// Longest wait for ringcast to (re)connect: the backoff is capped at 5 s (±25 %).
-const CONNECT_WAIT: Duration = Duration::from_secs(20);
-
-/// A radars.config.json naming `sas` at `addr`, removed on drop.
-struct RadarsFile(PathBuf);
-
-impl RadarsFile {
-    fn new(name: &str, json: &str) -> RadarsFile {
-        let path = std::env::temp_dir().join(format!(
-            "ringcast-radars-{}-{name}.json",
-            std::process::id()
-        ));
-        std::fs::write(&path, json).expect("write radars file");
-        RadarsFile(path)
-    }
-
-    fn sas(name: &str, addr: SocketAddr) -> RadarsFile {
-        let json = format!(
-            r#"{{"sas": {{"host": "127.0.0.1", "port": {}}}}}"#,
-            addr.port()
-        );
-        RadarsFile::new(name, &json)
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().expect("UTF-8 temp path")
-    }
-}
-
-impl Drop for RadarsFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// The next connection ringcast makes to `listener`, within `within`.
-fn accept(listener: &TcpListener, within: Duration) -> TcpStream {
-    let l = listener.try_clone().expect("clone listener");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(l.accept().map(|(s, _)| s));
-    });
-    rx.recv_timeout(within)
-        .expect("ringcast did not connect in time")
-        .expect("accept")
-}
-
-/// A fitacf record of `sas` (8 gates, echoes at gates 1, 3, 5), beam `beam`, scan flag `scan`.
-fn record(beam: i16, scan: i16) -> Record {
-    let scalars = [
-        ("time.yr", Value::I16(2026)),
-        ("time.mo", Value::I16(12)),
-        ("time.dy", Value::I16(3)),
-        ("time.hr", Value::I16(13)),
-        ("time.mt", Value::I16(5)),
-        ("time.sc", Value::I16(7)),
-        ("time.us", Value::I32(250_000)),
-        ("bmnum", Value::I16(beam)),
-        ("cp", Value::I16(153)),
-        ("stid", Value::I16(5)),
-        ("scan", Value::I16(scan)),
-        ("tfreq", Value::I16(10_500)),
-        ("noise.sky", Value::F32(27.9)),
-        ("nave", Value::I16(22)),
-        ("frang", Value::I16(180)),
-        ("rsep", Value::I16(45)),
-        ("nrang", Value::I16(8)),
-    ];
-    let f32s = |v: &[f32]| v.iter().map(|&x| Value::F32(x)).collect::<Vec<_>>();
-    let arrays = [
-        ("slist", [1i16, 3, 5].map(Value::I16).to_vec()),
-        ("gflg", [0i8, 1, 0].map(Value::I8).to_vec()),
-        ("v", f32s(&[-2.5, 7.75, 17.0])),
-        ("elv", f32s(&[10.5, 20.25, -3.0])),
-        ("p_l", f32s(&[3.5, 12.25, 1.0])),
-        ("w_l", f32s(&[50.0, 0.125, 7.5])),
-    ];
-    Record {
-        scalars: scalars
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v))
-            .collect(),
-        arrays: arrays
-            .into_iter()
-            .map(|(n, values)| {
-                let dims = vec![u32::try_from(values.len()).expect("small")];
-                (n.to_owned(), Array { dims, values })
-            })
-            .collect(),
-    }
-}
-
-fn frame(r: &Record) -> Vec<u8> {
-    connex::frame(&dmap::write(r))
-}
 
 /// A native client on `sas` and `sas/echoes`, acks read.
 fn subscriber(gw: &Gateway) -> common::Client {
@@ -149,7 +53,7 @@ fn records_reach_native_subscribers_through_bad_bytes_and_reconnects() {
     let mut feed = accept(&radar, CONNECT_WAIT);
 
     let mut missing_nrang = record(9, 0);
-    missing_nrang.scalars.retain(|(n, _)| n != "nrang");
+    radar::remove(&mut missing_nrang, &["nrang"]);
     let mut bad_length = connex::MAGIC.to_vec();
     bad_length.extend_from_slice(&u32::MAX.to_le_bytes());
     bad_length.extend_from_slice(b"\0\0\0");

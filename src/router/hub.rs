@@ -209,6 +209,9 @@ impl Hub {
                 self.stamp = None;
             }
             UpstreamMsg::Source(input) => {
+                // Pattern subscriptions queued before this input must reach the source first
+                // (the radar source matches patterns itself).
+                self.flush_edges();
                 let mut events = std::mem::take(&mut self.events);
                 let source = input.source();
                 self.stamp = input.read_at();

@@ -409,19 +409,31 @@ impl RawWs {
         self.stream.write_all(bytes).expect("write");
     }
 
+    /// The socket and the bytes read past the last frame returned, for a caller that drives
+    /// many sockets itself (e.g. with poll(2)).
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buf)
+    }
+
     /// The next server frame; `None` at a clean EOF between frames. Panics on a read error,
     /// a timeout, or EOF inside a frame.
     pub fn read_frame(&mut self) -> Option<RawFrame> {
+        self.try_read_frame().expect("read frame")
+    }
+
+    /// [`RawWs::read_frame`] returning a read error or timeout (`WouldBlock`) instead of
+    /// panicking, for callers that say what they were waiting for.
+    pub fn try_read_frame(&mut self) -> std::io::Result<Option<RawFrame>> {
         loop {
             if let Some((frame, used)) = parse_server_frame(&self.buf) {
                 self.buf.drain(..used);
-                return Some(frame);
+                return Ok(Some(frame));
             }
             let mut chunk = [0u8; 16 * 1024];
-            let n = self.stream.read(&mut chunk).expect("read frame");
+            let n = self.stream.read(&mut chunk)?;
             if n == 0 {
                 assert!(self.buf.is_empty(), "EOF inside a frame: {:?}", self.buf);
-                return None;
+                return Ok(None);
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
