@@ -14,8 +14,8 @@
 // line is the reply to the launch and the page load. EOF on stdin closes the browser.
 //
 // Chromium comes from $CHROMIUM_BIN (default /usr/bin/chromium); playwright-core is never
-// allowed to download a browser. Only the page URL is intercepted: WebSockets go to the
-// real gateway.
+// allowed to download a browser. Only the page URL (and `/socket.io.min.js` on its origin, the
+// Socket.IO client bundle) is intercepted: WebSockets and XHRs to the gateway are real.
 import { createInterface } from "node:readline";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -78,6 +78,12 @@ const html = readFileSync(join(here, pageFile), "utf8");
 const target = new URL(url).href;
 await page.route((u) => u.href === target, (route) =>
     route.fulfill({ status: 200, contentType: "text/html; charset=utf-8", body: html }),
+);
+// The Socket.IO client bundle, as a SuperDARN page loads it from its own origin (installed by
+// scripts/test into tests/sio/node_modules).
+const sioBundle = join(here, "..", "sio", "node_modules", "socket.io-client", "dist", "socket.io.min.js");
+await page.route((u) => u.origin === new URL(url).origin && u.pathname === "/socket.io.min.js", (route) =>
+    route.fulfill({ status: 200, contentType: "text/javascript", body: readFileSync(sioBundle, "utf8") }),
 );
 
 async function shutdown(code) {
