@@ -939,4 +939,41 @@ mod tests {
         );
         assert_eq!(suppressed(&hub), 0);
     }
+
+    /// A pattern subscription and a radar record in the same batch: the source (which matches
+    /// patterns itself) hears of the pattern before the record, so the record is delivered.
+    #[test]
+    fn a_pattern_queued_in_the_same_batch_reaches_the_source_before_its_input() {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let (wake, _unused_receiver) = crate::rt::wake_pair().expect("eventfd");
+        let sources: Vec<Box<dyn Source>> = vec![
+            Box::new(MemorySource::new()),
+            Box::new(crate::source::radar::source::RadarSource::new(&[], None)),
+        ];
+        let mut hub = Hub::new(
+            sources,
+            vec![ShardLink { tx, wake }],
+            Arc::new(Metrics::new(1)),
+        );
+        hub.handle(UpstreamMsg::Interest(Interest {
+            shard: ShardId(0),
+            source: 1,
+            kind: TopicKind::Pattern,
+            name: Bytes::from_static(b"*"),
+            target: LocalTopicId {
+                slot: 7,
+                generation: 0,
+            },
+            formats: FormatSet::EMPTY.with(Format::SocketIo),
+        }));
+        hub.handle(UpstreamMsg::Source(crate::source::SourceInput::Radar {
+            source: 1,
+            event: SourceEvent::Message {
+                channel: Bytes::from_static(b"sas"),
+                payload: Bytes::from_static(br#"{"beam":1}"#),
+            },
+        }));
+        hub.finish_batch();
+        assert_eq!(delivered(&rx), [(7, vec![Format::SocketIo])]);
+    }
 }
