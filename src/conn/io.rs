@@ -453,9 +453,6 @@ fn on_input(
     };
     let kind = conn.kind;
     let open = conn.is_open();
-    if let ConnKind::Eio { session, .. } = kind {
-        return on_eio_input(&mut s, key, session as usize, codec, data, discard);
-    }
     let profile = conn
         .route()
         .and_then(|r| s.config.routes.get(r))
@@ -502,6 +499,10 @@ fn on_input(
                 s.stats().messages_in.inc();
                 match (kind, profile) {
                     (ConnKind::Echo, _) => s.send(key, frame::encode(OpCode::Text, &t)),
+                    // Engine.IO packets of a session's WebSocket.
+                    (ConnKind::Eio { session, .. }, _) => {
+                        s.eio_ws_text(key, session as usize, &t, Instant::now());
+                    }
                     (_, None | Some((Profile::Native, _))) => native::handle_text(&mut s, key, &t),
                     (_, Some((Profile::Preflight | Profile::Status, _))) => {
                         // `init` and `pong` are life; anything else, bad JSON included, is
@@ -539,53 +540,6 @@ fn on_input(
         }
     }
     true
-}
-
-/// [`on_input`] for the WebSocket of an Engine.IO session: text frames are Engine.IO packets;
-/// binary ones (Socket.IO attachments) are not served and are ignored.
-fn on_eio_input(
-    s: &mut crate::shard::Shard,
-    key: ConnKey,
-    slot: usize,
-    codec: &mut LazyCodec,
-    data: &[u8],
-    discard: &mut bool,
-) -> bool {
-    if *discard {
-        return true;
-    }
-    let open = s.conns.get(key).is_some_and(super::Conn::is_open);
-    let codec = codec.get();
-    codec.handle_input(data);
-    loop {
-        let msg = match codec.poll_message() {
-            Ok(Some(m)) => m,
-            Ok(None) => return true,
-            Err(e) => {
-                s.stats().protocol_closes.inc();
-                s.close(key, e.close_code(), CLOSE_GRACE);
-                *discard = true;
-                return true;
-            }
-        };
-        let reply = codec.poll_output();
-        match msg {
-            Incoming::Close => {
-                s.close_quietly(key, if open { reply } else { None });
-                return false;
-            }
-            Incoming::Control => {
-                if let Some(r) = reply.filter(|_| open) {
-                    s.send_control(key, r);
-                }
-            }
-            Incoming::Text(t) if open => {
-                s.stats().messages_in.inc();
-                s.eio_ws_text(key, slot, &t, Instant::now());
-            }
-            Incoming::Text(_) | Incoming::Binary(_) => {}
-        }
-    }
 }
 
 /// Flushes the outbox with one `writev` per batch until the connection is closing and drained.
