@@ -11,13 +11,16 @@
 //! except under `CI=true`.
 
 mod common;
+#[path = "common/radar.rs"]
+mod radar;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Gateway;
-use ringcast::source::radar::dmap::{self, Array, Record, Value};
+use radar::record;
+use ringcast::source::radar::dmap::{self, Record};
 use serde_json::{Value as Json, json};
 
 /// Longest wait for the feed to (re)connect and the subscription to take: a connect attempt
@@ -128,51 +131,6 @@ fn good(site: &str, r: &Record) -> Vec<Part> {
         Part::Raw(site.as_bytes().to_vec()),
         Part::Zlib(dmap::write(r)),
     ]
-}
-
-/// A fitacf record (8 gates, echoes at gates 1, 3, 5), beam `beam`, scan flag `scan`.
-fn record(beam: i16, scan: i16) -> Record {
-    let scalars = [
-        ("time.yr", Value::I16(2026)),
-        ("time.mo", Value::I16(12)),
-        ("time.dy", Value::I16(3)),
-        ("time.hr", Value::I16(13)),
-        ("time.mt", Value::I16(5)),
-        ("time.sc", Value::I16(7)),
-        ("time.us", Value::I32(250_000)),
-        ("bmnum", Value::I16(beam)),
-        ("cp", Value::I16(153)),
-        ("stid", Value::I16(5)),
-        ("scan", Value::I16(scan)),
-        ("tfreq", Value::I16(10_500)),
-        ("noise.sky", Value::F32(27.9)),
-        ("nave", Value::I16(22)),
-        ("frang", Value::I16(180)),
-        ("rsep", Value::I16(45)),
-        ("nrang", Value::I16(8)),
-    ];
-    let f32s = |v: &[f32]| v.iter().map(|&x| Value::F32(x)).collect::<Vec<_>>();
-    let arrays = [
-        ("slist", [1i16, 3, 5].map(Value::I16).to_vec()),
-        ("gflg", [0i8, 1, 0].map(Value::I8).to_vec()),
-        ("v", f32s(&[-2.5, 7.75, 17.0])),
-        ("elv", f32s(&[10.5, 20.25, -3.0])),
-        ("p_l", f32s(&[3.5, 12.25, 1.0])),
-        ("w_l", f32s(&[50.0, 0.125, 7.5])),
-    ];
-    Record {
-        scalars: scalars
-            .into_iter()
-            .map(|(n, v)| (n.to_owned(), v))
-            .collect(),
-        arrays: arrays
-            .into_iter()
-            .map(|(n, values)| {
-                let dims = vec![u32::try_from(values.len()).expect("small")];
-                (n.to_owned(), Array { dims, values })
-            })
-            .collect(),
-    }
 }
 
 /// Starts ringcast with `CANADA_ADDR` at `port` (the original's variable).
