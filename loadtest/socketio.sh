@@ -20,7 +20,7 @@
 # and stop the server by its pid (SIGTERM, SIGKILL after 6 s). The server's pid is ringcast's,
 # or the gunicorn worker's (the process that serves the sockets; the master only supervises).
 # Each JSON line (with `target`, `n` and `run`) goes to $REPORTS_DIR/socketio.jsonl, the
-# servers' logs to $REPORTS_DIR/socketio-*.log; then the medians and the ratios are printed.
+# servers' logs to $REPORTS_DIR/socketio-TARGET-N-runRUN.log; then the medians and the ratios are printed.
 #
 # Environment:
 #   CLIENTS                 client counts (default "1000 10000")
@@ -102,9 +102,9 @@ fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Starts TARGET; sets ws, publish, metrics and server_pid.
+# Starts TARGET logging to LOG; sets ws, publish, metrics and server_pid.
 start_server() {
-    local target=$1 log=$reports/socketio-$1.log
+    local target=$1 log=$2
     if [ "$target" = ringcast ]; then
         "${pin_gw[@]}" "$bin/ringcast" --preset superdarn --shards "$shards" \
             --listen 127.0.0.1:0 --route superdarn.listen=127.0.0.1:0 \
@@ -155,7 +155,8 @@ echo "socketio.sh: ulimit -n $(ulimit -n) (hard $(ulimit -Hn)); server on CPU $g
 for run in $(seq "$runs"); do
     for n in $clients; do
         for t in $targets; do
-            start_server "$t"
+            log=$reports/socketio-$t-$n-run$run.log
+            start_server "$t" "$log"
             echo "socketio.sh: run $run, $t, $n clients (pid $server_pid)," \
                 "loadavg $(cut -d' ' -f1-3 /proc/loadavg)" >&2
             if ! "${pin_load[@]}" "$bin/ringcast-loadtest" socketio --target "$ws" \
@@ -165,7 +166,7 @@ for run in $(seq "$runs"); do
                 echo "socketio.sh: the load test failed for $t at $n clients" >&2
             fi
             if ! kill -0 "$server_pid" 2>/dev/null; then
-                echo "socketio.sh: $t died during the run at $n clients: $(tail -3 "$reports/socketio-$t.log")" >&2
+                echo "socketio.sh: $t died during the run at $n clients: $(tail -3 "$log")" >&2
             fi
             if [ -s "$tmp/line.json" ]; then
                 jq -c --arg t "$t" --argjson n "$n" --argjson r "$run" \
