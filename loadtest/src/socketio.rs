@@ -159,6 +159,7 @@ async fn execute(args: &SocketIoArgs, nofile: u64) -> anyhow::Result<Report> {
     let expected = connected as u64 * args.events;
     wait_deliveries(args, &shared, &publisher, expected).await;
     let measured = reading.finish()?;
+    report.dropped_in_interval = shared.dropped.load(Ordering::Relaxed);
     let counters_after = scrape_counters(args).await;
     let published = match publisher.await {
         Ok(r) => r,

@@ -120,6 +120,9 @@ pub struct Report {
     pub missing: u64,
     pub out_of_order: u64,
     pub dropped_clients: usize,
+    /// Of those, the clients closed before the measured interval ended (the others were
+    /// closed while the load test waited for the last publish replies).
+    pub dropped_in_interval: usize,
     pub close_codes: Vec<(u16, usize)>,
     pub pongs: u64,
     pub other_frames: u64,
@@ -178,6 +181,7 @@ impl Report {
             missing: 0,
             out_of_order: 0,
             dropped_clients: 0,
+            dropped_in_interval: 0,
             close_codes: Vec::new(),
             pongs: 0,
             other_frames: 0,
@@ -321,8 +325,9 @@ impl Report {
         }
         if self.dropped_clients > 0 {
             w.push(format!(
-                "{} clients were closed during the run (close codes {:?}; 0 = no close frame)",
-                self.dropped_clients, self.close_codes
+                "{} clients were closed during the run, {} of them within the measured interval \
+                 (close codes {:?}; 0 = no close frame)",
+                self.dropped_clients, self.dropped_in_interval, self.close_codes
             ));
         }
         if self.publish_errors > 0 || self.publish_first_error.is_some() {
