@@ -5,6 +5,7 @@
 //! or HTTP (`POST /api/publish`), HDR latency histograms from a send timestamp in each payload,
 //! loss per channel from sequence numbers, and the gateway's CPU time and RSS from `/proc`.
 //! `ess` drives one RabbitMQ stream to one socket through `--preset squonk2` (see `ess.rs`).
+//! `socketio` broadcasts one SuperDARN radar record to N Socket.IO clients (see `socketio.rs`).
 //! `floor` measures the kernel's cost of the write path alone (see `floor.rs`). `plot` draws
 //! SVG charts from saved `run --json` reports (see `plot.rs`).
 //! Every flag, scenario key and JSON field is in `loadtest/README.md`.
@@ -21,10 +22,14 @@ mod plot;
 mod procfs;
 mod progress;
 mod publisher;
+mod radar_payload;
 mod report;
 mod run;
 mod scrape;
 mod settings;
+mod socketio;
+mod socketio_client;
+mod socketio_report;
 mod sys;
 mod url;
 mod wire;
@@ -48,6 +53,9 @@ enum Command {
     /// One RabbitMQ stream to one WebSocket through `ringcast --preset squonk2`: replay,
     /// live or slow reader; msgs/s and gateway CPU per message.
     Ess(Box<ess::EssArgs>),
+    /// One radar record broadcast to N Socket.IO clients (`--preset superdarn` or the
+    /// python-socketio original): delivered, missing, latency, server CPU per delivery.
+    Socketio(Box<socketio::SocketIoArgs>),
     /// Draw SVG charts (latency CDF, delivered msgs/s) from saved `run --json` reports.
     Plot(plot::PlotArgs),
 }
@@ -76,6 +84,7 @@ fn main() {
             }
         }),
         Command::Ess(args) => ess::main(*args),
+        Command::Socketio(args) => socketio::main(*args),
         Command::Plot(args) => plot::run(args),
     };
     if let Err(e) = result {

@@ -23,10 +23,13 @@ pub struct Counters {
     pub rabbit_messages: u64,
     /// RabbitMQ stream source: deliveries retried because a shard inbox was full.
     pub rabbit_inbox_full_retries: u64,
+    /// Open Engine.IO sessions (a gauge: `ringcast_eio_sessions`, or `eio_sessions` as the
+    /// `socketio` subcommand's Python peer reports it).
+    pub eio_sessions: u64,
 }
 
 impl Counters {
-    /// `self - before`, per counter (saturating).
+    /// `self - before`, per counter (saturating); gauges keep `self`'s value.
     pub fn since(&self, before: &Counters) -> Counters {
         Counters {
             queue_drops: self.queue_drops.saturating_sub(before.queue_drops),
@@ -42,6 +45,7 @@ impl Counters {
             rabbit_inbox_full_retries: self
                 .rabbit_inbox_full_retries
                 .saturating_sub(before.rabbit_inbox_full_retries),
+            eio_sessions: self.eio_sessions,
         }
     }
 }
@@ -86,6 +90,7 @@ pub fn parse(text: &str) -> Counters {
             "ringcast_rabbit_stream_chunks_total" => c.rabbit_chunks = v,
             "ringcast_rabbit_stream_messages_total" => c.rabbit_messages = v,
             "ringcast_rabbit_stream_inbox_full_retries_total" => c.rabbit_inbox_full_retries = v,
+            "ringcast_eio_sessions" | "eio_sessions" => c.eio_sessions = v,
             _ => {}
         }
     }
@@ -101,7 +106,7 @@ mod tests {
         let text = "# HELP ringcast_queue_drops_total x\n# TYPE ringcast_queue_drops_total counter\n\
                     ringcast_queue_drops_total 12\nringcast_shard_queue_drops_total{shard=\"0\"} 12\n\
                     ringcast_slow_consumer_closes_total 3\nringcast_connections 5\n\
-                    ringcast_bytes_in_total 1e3\n";
+                    ringcast_bytes_in_total 1e3\nringcast_eio_sessions 7\n";
         let c = parse(text);
         assert_eq!(
             c,
@@ -110,6 +115,7 @@ mod tests {
                 slow_consumer_closes: 3,
                 redis_events_dropped: 0,
                 bytes_in: 1000,
+                eio_sessions: 7,
                 ..Counters::default()
             }
         );
