@@ -14,23 +14,27 @@ mod common;
 #[path = "common/radar.rs"]
 mod radar;
 
-use common::Gateway;
 use common::browser::{self, Page};
+use common::{Gateway, TempPath};
 use radar::FakeRadar;
 use serde_json::Value;
 
 /// The preset on its defaults, but on a free loopback port, reading the fake radar.
-fn gateway(fake: &FakeRadar) -> (Gateway, String) {
+/// (Its echo store goes to a temp file, not the checkout.)
+fn gateway(fake: &FakeRadar) -> (Gateway, String, TempPath) {
+    let db = TempPath::new("browser-echoes.sqlite");
     let gw = Gateway::start(&[
         "--preset",
         "superdarn",
         "--route",
         "superdarn.listen=127.0.0.1:0",
+        "--route",
+        &db.route_arg("superdarn", "echoes_db"),
         "--radars",
         fake.arg(),
     ]);
     let addr = gw.route_addr("superdarn").to_string();
-    (gw, addr)
+    (gw, addr, db)
 }
 
 #[test]
@@ -41,7 +45,7 @@ fn superdarn_page_gets_events_over_websocket_and_over_polling_then_upgrade() {
         return;
     }
     let fake = FakeRadar::start("browser-superdarn");
-    let (gw, addr) = gateway(&fake);
+    let (gw, addr, _db) = gateway(&fake);
     let mut feed = fake.accept();
     let mut page = Page::open(
         "superdarn.html",
@@ -67,7 +71,7 @@ fn superdarn_page_from_an_origin_off_the_list_is_refused() {
         return;
     }
     let fake = FakeRadar::start("browser-superdarn-refused");
-    let (gw, addr) = gateway(&fake);
+    let (gw, addr, _db) = gateway(&fake);
     let mut page = Page::open("superdarn.html", &format!("http://evil.example/?gw={addr}"));
     page.wait("rec.ws.errors.length > 0 && rec.def.errors.length > 0");
     assert_eq!(page.eval("rec.ws.connected || rec.def.connected"), false);

@@ -14,11 +14,14 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, RawWs, TIMEOUT, client_frame, read_http_response};
+use common::{Gateway, RawWs, TIMEOUT, TempPath, client_frame, read_http_response};
 use serde_json::{Value, json};
 
-/// `--preset superdarn` on free ports, two shards, then `extra`.
-fn gateway(extra: &[&str]) -> (Gateway, SocketAddr) {
+/// `--preset superdarn` on free ports, two shards, its echo store in a temp file, then
+/// `extra`.
+fn gateway(extra: &[&str]) -> (Gateway, SocketAddr, TempPath) {
+    let db = TempPath::new("engineio-echoes.sqlite");
+    let db_arg = db.route_arg("superdarn", "echoes_db");
     let mut args = vec![
         "--shards",
         "2",
@@ -26,11 +29,13 @@ fn gateway(extra: &[&str]) -> (Gateway, SocketAddr) {
         "superdarn",
         "--route",
         "superdarn.listen=127.0.0.1:0",
+        "--route",
+        &db_arg,
     ];
     args.extend_from_slice(extra);
     let gw = Gateway::start(&args);
     let addr = gw.route_addr("superdarn");
-    (gw, addr)
+    (gw, addr, db)
 }
 
 /// One request on a fresh connection (so `SO_REUSEPORT` may give it to either shard).
@@ -112,7 +117,7 @@ fn connected_polling(addr: SocketAddr) -> String {
 
 #[test]
 fn polling_handshake_connect_and_broadcasts() {
-    let (gw, addr) = gateway(&[]);
+    let (gw, addr, _db) = gateway(&[]);
     let (sid, open) = open_polling(addr);
     assert_eq!(sid.len(), 20);
     assert_eq!(
@@ -138,7 +143,7 @@ fn polling_handshake_connect_and_broadcasts() {
 
 #[test]
 fn a_parked_get_is_answered_by_the_next_broadcast() {
-    let (gw, addr) = gateway(&[]);
+    let (gw, addr, _db) = gateway(&[]);
     let sid = connected_polling(addr);
     let waiter = std::thread::spawn(move || body(&poll(addr, &sid)));
     gw.wait_metric("ringcast_eio_parked_gets", |n| n == 1);
@@ -148,7 +153,7 @@ fn a_parked_get_is_answered_by_the_next_broadcast() {
 
 #[test]
 fn errors_are_engineio_bodies() {
-    let (gw, addr) = gateway(&[]);
+    let (gw, addr, _db) = gateway(&[]);
     let cases: &[(&str, &str, u16, &str)] = &[
         (
             "GET",
@@ -213,7 +218,7 @@ fn errors_are_engineio_bodies() {
 
 #[test]
 fn origin_allow_list_and_cors_headers() {
-    let (gw, addr) = gateway(&[]);
+    let (gw, addr, _db) = gateway(&[]);
     // Not on the SuperDARN list (not even the server's own address): python-engineio's 400.
     let own = format!("http://{addr}");
     for origin in ["http://evil.example", own.as_str()] {
@@ -277,7 +282,7 @@ fn origin_allow_list_and_cors_headers() {
     assert_eq!(r.header("access-control-allow-origin"), Some(origin));
     // The list is configurable: `*` allows any Origin.
     drop(gw);
-    let (_gw, addr) = gateway(&["--route", "superdarn.origins=*"]);
+    let (_gw, addr, _db) = gateway(&["--route", "superdarn.origins=*"]);
     let r = request(
         addr,
         "GET",
@@ -294,7 +299,7 @@ fn origin_allow_list_and_cors_headers() {
 
 #[test]
 fn a_second_get_while_one_is_parked_closes_the_session() {
-    let (gw, addr) = gateway(&[]);
+    let (gw, addr, _db) = gateway(&[]);
     let (sid, _) = open_polling(addr);
     // Park the first GET on a connection we keep, then send the second.
     let mut first = TcpStream::connect(addr).unwrap();
@@ -331,7 +336,7 @@ fn next_text(ws: &mut RawWs) -> String {
 
 #[test]
 fn websocket_only_session_connects_and_receives_the_shared_frame() {
-    let (gw, addr) = gateway(&[]);
+    let (gw, addr, _db) = gateway(&[]);
     let mut ws = RawWs::connect(addr, "/socket.io/?EIO=4&transport=websocket");
     let open: Value = serde_json::from_str(next_text(&mut ws).strip_prefix('0').unwrap()).unwrap();
     assert_eq!(open["upgrades"], json!([]), "no upgrade from a WebSocket");
@@ -352,7 +357,7 @@ fn websocket_only_session_connects_and_receives_the_shared_frame() {
 
 #[test]
 fn heartbeat_pings_and_closes_a_silent_session() {
-    let (gw, addr) = gateway(&[
+    let (gw, addr, _db) = gateway(&[
         "--route",
         "superdarn.ping_interval=300ms",
         "--route",
@@ -396,7 +401,7 @@ fn heartbeat_pings_and_closes_a_silent_session() {
 
 #[test]
 fn upgrade_probe_releases_the_parked_get_and_moves_the_session() {
-    let (gw, addr) = gateway(&[]);
+    let (gw, addr, _db) = gateway(&[]);
     let sid = connected_polling(addr);
     let target = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
     // A GET parked while the upgrade starts.
@@ -433,7 +438,7 @@ fn upgrade_probe_releases_the_parked_get_and_moves_the_session() {
 
 #[test]
 fn requests_reach_the_shard_that_owns_their_session() {
-    let (gw, addr) = gateway(&[]);
+    let (gw, addr, _db) = gateway(&[]);
     // Every request on a fresh connection: the kernel spreads them over both shards, so about
     // half of them arrive at the other shard and are handed over.
     let sids: Vec<String> = (0..12).map(|_| connected_polling(addr)).collect();

@@ -18,6 +18,31 @@ use serde_json::Value;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
 
+/// A file name in the temp directory, unique to this test process and call, removed on drop
+/// (e.g. a gateway's SQLite file, so parallel tests never share one or write in the checkout).
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    pub fn new(tag: &str) -> TempPath {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TempPath(
+            std::env::temp_dir().join(format!("ringcast-test-{}-{n}-{tag}", std::process::id())),
+        )
+    }
+
+    /// `--route` value setting `route.key` to this path.
+    pub fn route_arg(&self, route: &str, key: &str) -> String {
+        format!("{route}.{key}={}", self.0.display())
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// How long any single wait in a test may take before the test fails.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
