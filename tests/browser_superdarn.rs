@@ -52,6 +52,8 @@ fn superdarn_page_gets_events_over_websocket_and_over_polling_then_upgrade() {
         &format!("http://vt.superdarn.org/?gw={addr}"),
     );
     page.wait("rec.ws.connected && rec.def.connected && rec.def.upgraded");
+    assert_eq!(page.eval("rec.ws.first"), "websocket");
+    assert_eq!(page.eval("rec.def.first"), "polling");
     gw.wait_metric("ringcast_eio_upgrades_total", |n| n >= 1);
     radar::send(&mut feed, &[radar::record(4, 0)]);
     page.wait("rec.ws.events.length === 1 && rec.def.events.length === 1");

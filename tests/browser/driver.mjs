@@ -62,7 +62,10 @@ try {
             // Local Network Access checks count it as public, blocking its WebSocket to
             // loopback (ERR_BLOCKED_BY_LOCAL_NETWORK_ACCESS_CHECKS). A page really served from
             // the gateway's host would be loopback too and pass; this only undoes the artifact.
-            "--disable-features=LocalNetworkAccessChecks",
+            // HttpsUpgrades: Chromium would try https:// first for a page like
+            // http://vt.superdarn.org/ (an allowed Origin of the SuperDARN preset), which the
+            // driver does not serve. One --disable-features flag: a second would replace it.
+            "--disable-features=LocalNetworkAccessChecks,HttpsUpgrades",
         ],
     });
 } catch (e) {
