@@ -423,7 +423,7 @@ async fn hand_off(
                 stream,
                 503,
                 "text/plain",
-                b"the shard owning this session is overloaded; retry",
+                b"the shard that owns the Engine.IO session is overloaded; retry",
             )
             .await
         }
