@@ -15,6 +15,7 @@
 //! Redis confirms that subscription, so no change can fall between the snapshot and the stream.
 //! After a reconnect the confirmations arrive again, so every watched key is re-read.
 
+pub mod cluster;
 pub mod commander;
 pub mod conn;
 pub mod notify;
