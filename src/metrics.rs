@@ -818,6 +818,13 @@ impl Metrics {
         for (stage, help, hists) in stages {
             histogram(&mut out, stage, help, &hists);
         }
+        family(
+            &mut out,
+            "ringcast_io_backend",
+            "gauge",
+            "The shards' I/O runtime, named by the label (io_uring or epoll); always 1.",
+            &[(&format!("backend=\"{}\"", crate::rt::backend().as_str()), 1)],
+        );
         out
     }
 }

@@ -12,7 +12,7 @@ use std::thread;
 
 use crossbeam_channel::{Receiver, bounded, select};
 
-use crate::config::Config;
+use crate::config::{Config, IoBackend};
 use crate::metrics::Metrics;
 use crate::router::hub::{Hub, ShardLink};
 use crate::router::{ShardId, UpstreamMsg};
@@ -35,8 +35,8 @@ pub const HUB_CHANNEL: usize = 65_536;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// io_uring could not be set up: old kernel, `kernel.io_uring_disabled`, or a seccomp
-    /// profile (Docker's default, for one) that forbids `io_uring_setup`. An epoll fallback is
-    /// planned; until then, run where io_uring is allowed.
+    /// profile (Docker's default, for one) that forbids `io_uring_setup`. Only with
+    /// `--io-backend io-uring`; the default (`auto`) falls back to epoll with a warning.
     #[error(
         "io_uring is unavailable ({0}); it may be disabled by kernel.io_uring_disabled or \
          forbidden by a seccomp profile (e.g. a container's default)"
@@ -88,10 +88,30 @@ pub enum ServerError {
     Thread(String),
 }
 
+/// Chooses the process's runtime backend (`--io-backend`). io_uring is probed once on this
+/// thread, so the error (or the fallback's warning) names the cause before anything starts.
+fn choose_backend(want: IoBackend) -> Result<rt::Backend, ServerError> {
+    let backend = match want {
+        IoBackend::Epoll => rt::Backend::Epoll,
+        IoBackend::IoUring => {
+            rt::probe_io_uring().map_err(ServerError::IoUringUnavailable)?;
+            rt::Backend::IoUring
+        }
+        IoBackend::Auto => match rt::probe_io_uring() {
+            Ok(()) => rt::Backend::IoUring,
+            Err(e) => {
+                let cause = ServerError::IoUringUnavailable(e);
+                tracing::warn!("{cause}; using epoll instead (--io-backend epoll says so)");
+                rt::Backend::Epoll
+            }
+        },
+    };
+    Ok(rt::select(backend))
+}
+
 /// Runs the gateway until SIGINT or SIGTERM, then shuts down gracefully.
 pub fn run(config: Config) -> Result<(), ServerError> {
-    // Probe io_uring once on this thread, so the error names the cause before anything starts.
-    drop(Runtime::new().map_err(ServerError::IoUringUnavailable)?);
+    let backend = choose_backend(config.io_backend)?;
     let signals = listen_for_signals()?;
     let config = Arc::new(config);
     // Before any listener: a registry file that cannot be used stops the start (exit 1).
@@ -301,7 +321,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         }
     }
     tracing::info!("demo page: {}", demo_url(addr));
-    tracing::info!("listening addr={addr} shards={}", config.shards);
+    tracing::info!(
+        "listening addr={addr} shards={} io_backend={}",
+        config.shards,
+        backend.as_str()
+    );
 
     let failure = select! {
         recv(signals) -> sig => {

@@ -135,6 +135,7 @@ fn help_documents_every_knob() {
         "listen",
         "shards",
         "pin-cores",
+        "io-backend",
         "max-message-bytes",
         "max-outbox-bytes",
         "ping-interval",

@@ -135,6 +135,28 @@ impl LogFormat {
     }
 }
 
+/// Which I/O runtime the shards run on (`--io-backend`; see `src/rt/`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoBackend {
+    /// io_uring, or epoll with a warning when io_uring cannot be set up (the default).
+    Auto,
+    /// io_uring only: the start fails when it cannot be set up.
+    IoUring,
+    /// epoll (a plain tokio runtime), for hosts where io_uring is forbidden.
+    Epoll,
+}
+
+impl IoBackend {
+    /// The name used by `--io-backend` and the TOML file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IoBackend::Auto => "auto",
+            IoBackend::IoUring => "io-uring",
+            IoBackend::Epoll => "epoll",
+        }
+    }
+}
+
 /// Every knob of the gateway. See the module docs for where values come from.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
@@ -148,6 +170,9 @@ pub struct Config {
     /// Pin shard `i` to core `i`. Default false. Pinning keeps caches warm but fights other
     /// pinned processes on a shared host.
     pub pin_cores: bool,
+    /// The shards' I/O runtime. Default [`IoBackend::Auto`]: io_uring, or epoll (with one
+    /// warning naming the cause) when io_uring cannot be set up.
+    pub io_backend: IoBackend,
     /// Largest client message, in bytes, 1 KiB..=64 MiB. Default 64 KiB. Larger allows bigger
     /// commands but lets one client make a shard buffer more.
     pub max_message_bytes: usize,
@@ -258,6 +283,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN,
             shards: default_shards(),
             pin_cores: false,
+            io_backend: IoBackend::Auto,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_outbox_bytes: DEFAULT_MAX_OUTBOX_BYTES,
             ping_interval: DEFAULT_PING_INTERVAL,
@@ -297,6 +323,7 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("shards", &self.shards)
             .field("pin_cores", &self.pin_cores)
+            .field("io_backend", &self.io_backend)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("max_outbox_bytes", &self.max_outbox_bytes)
             .field("ping_interval", &self.ping_interval)
@@ -436,6 +463,7 @@ knobs! {
     LISTEN = "listen", "RINGCAST_LISTEN", listen;
     SHARDS = "shards", "RINGCAST_SHARDS", shards;
     PIN_CORES = "pin-cores", "RINGCAST_PIN_CORES", pin_cores;
+    IO_BACKEND = "io-backend", "RINGCAST_IO_BACKEND", io_backend;
     MAX_MESSAGE_BYTES = "max-message-bytes", "RINGCAST_MAX_MESSAGE_BYTES", max_message_bytes;
     MAX_OUTBOX_BYTES = "max-outbox-bytes", "RINGCAST_MAX_OUTBOX_BYTES", max_outbox_bytes;
     PING_INTERVAL = "ping-interval", "RINGCAST_PING_INTERVAL", ping_interval;
@@ -534,6 +562,10 @@ struct Cli {
     #[arg(long, env = "RINGCAST_PIN_CORES", value_name = "BOOL")]
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     pin_cores: Option<String>,
+    /// I/O runtime of the shards: auto (io_uring, or epoll with a warning when io_uring cannot
+    /// be set up), io-uring (fail if unavailable) or epoll [default: auto]
+    #[arg(long, env = "RINGCAST_IO_BACKEND", value_name = "BACKEND")]
+    io_backend: Option<String>,
     /// Maximum size of one client message, in bytes (accepts 64KiB, 1MiB), 1KiB to 64MiB
     /// [default: 64KiB]
     #[arg(long, env = "RINGCAST_MAX_MESSAGE_BYTES", value_name = "SIZE")]
@@ -672,6 +704,7 @@ struct FileConfig {
     listen: Option<toml::Value>,
     shards: Option<toml::Value>,
     pin_cores: Option<toml::Value>,
+    io_backend: Option<toml::Value>,
     max_message_bytes: Option<toml::Value>,
     max_outbox_bytes: Option<toml::Value>,
     ping_interval: Option<toml::Value>,
@@ -1166,6 +1199,7 @@ impl Layers<'_> {
             listen: self.value(&LISTEN, default_listen, socket_addr)?,
             shards: shards.value,
             pin_cores: self.value(&PIN_CORES, false, boolean)?,
+            io_backend: self.value(&IO_BACKEND, IoBackend::Auto, io_backend)?,
             max_message_bytes: self.value(&MAX_MESSAGE_BYTES, DEFAULT_MAX_MESSAGE_BYTES, |r| {
                 size(r, KIB, 64 * MIB, DEFAULT_MAX_MESSAGE_BYTES)
             })?,
@@ -1353,6 +1387,7 @@ impl Config {
             (LISTEN.key, text(&self.listen.to_string())),
             (SHARDS.key, number(self.shards)),
             (PIN_CORES.key, Some(Value::Boolean(self.pin_cores))),
+            (IO_BACKEND.key, text(self.io_backend.as_str())),
             (MAX_MESSAGE_BYTES.key, size(self.max_message_bytes)),
             (MAX_OUTBOX_BYTES.key, size(self.max_outbox_bytes)),
             (PING_INTERVAL.key, time(self.ping_interval)),
@@ -1825,6 +1860,22 @@ fn url_path(raw: Raw<'_>) -> Result<String, String> {
     Ok(path.to_owned())
 }
 
+fn io_backend(raw: Raw<'_>) -> Result<IoBackend, String> {
+    match raw
+        .text()
+        .map(|text| text.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("auto") => Ok(IoBackend::Auto),
+        Some("io-uring" | "io_uring") => Ok(IoBackend::IoUring),
+        Some("epoll") => Ok(IoBackend::Epoll),
+        _ => Err(format!(
+            "{} is not an I/O backend (use auto, io-uring or epoll)",
+            raw.shown()
+        )),
+    }
+}
+
 fn log_format(raw: Raw<'_>) -> Result<LogFormat, String> {
     match raw
         .text()
@@ -2236,6 +2287,7 @@ mod tests {
         (&LISTEN, "0.0.0.0:0"),
         (&SHARDS, "2"),
         (&PIN_CORES, "true"),
+        (&IO_BACKEND, "epoll"),
         (&MAX_MESSAGE_BYTES, "1MiB"),
         (&MAX_OUTBOX_BYTES, "8MiB"),
         (&PING_INTERVAL, "500ms"),
@@ -2292,6 +2344,7 @@ mod tests {
             listen: "0.0.0.0:0".parse().expect("literal"),
             shards: 2,
             pin_cores: true,
+            io_backend: IoBackend::Epoll,
             max_message_bytes: 1_048_576,
             max_outbox_bytes: 8 * 1_048_576,
             ping_interval: Duration::from_millis(500),
@@ -2383,6 +2436,17 @@ mod tests {
         );
         assert!(!help.contains("debug-stall-shard"), "{help}");
         assert!(!help.contains("RINGCAST_DEBUG_STALL_SHARD"), "{help}");
+    }
+
+    #[test]
+    fn io_backend_defaults_to_auto_and_names_each_backend() {
+        let backend = |args: &[&str]| parse(args, &[]).expect("valid").io_backend;
+        assert_eq!(backend(&[]), IoBackend::Auto);
+        assert_eq!(backend(&["--io-backend", "io-uring"]), IoBackend::IoUring);
+        assert_eq!(backend(&["--io-backend", "io_uring"]), IoBackend::IoUring);
+        assert_eq!(backend(&["--io-backend", "EPOLL"]), IoBackend::Epoll);
+        let env = parse(&[], &[("RINGCAST_IO_BACKEND", "epoll")]).expect("valid");
+        assert_eq!(env.io_backend, IoBackend::Epoll);
     }
 
     #[test]
@@ -2548,6 +2612,7 @@ mod tests {
             ("shards", "0"),
             ("shards", "1025"),
             ("pin-cores", "maybe"),
+            ("io-backend", "kqueue"),
             ("max-message-bytes", "512"),
             ("max-message-bytes", "65MiB"),
             ("max-outbox-bytes", "1KiB"),
@@ -2668,7 +2733,7 @@ mod tests {
 
     #[test]
     fn to_toml_reads_back_as_the_same_config() {
-        let (_, key) = EVERY_KNOB[8];
+        let (_, key) = EVERY_KNOB[9];
         assert_eq!(key, "sekrit-123");
         let vars: Vec<(&str, &str)> = EVERY_KNOB.iter().map(|(k, v)| (k.env, *v)).collect();
         for config in [Config::default(), parse(&[], &vars).expect("valid")] {

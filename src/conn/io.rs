@@ -629,7 +629,7 @@ mod tests {
         rt.block_on(async {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             let addr = listener.local_addr().expect("addr");
-            let l = crate::rt::TcpListener::from_std(listener);
+            let l = crate::rt::TcpListener::from_std(listener).expect("listener");
             let client = std::thread::spawn(move || std::net::TcpStream::connect(addr));
             let (stream, _) = l.accept().await.expect("accept");
             let (tx, _rx) = crossbeam_channel::bounded(4);

@@ -1,18 +1,28 @@
 //! The runtime seam: the only module that names the io_uring runtime (tokio-uring).
 //!
-//! Everything else uses these few types and functions, so the runtime can be replaced (an epoll
-//! fallback is planned for hosts where io_uring is forbidden) by re-implementing this module.
-//! Modelled on quinn's `runtime/` trait, but kept concrete: one backend today.
+//! Everything else uses these few types and functions. Two backends sit behind them, chosen
+//! once per process with [`select`] (`--io-backend`):
+//!
+//! - [`Backend::IoUring`]: tokio-uring's runtime (a current-thread tokio runtime plus a ring);
+//!   accepts and writes are io_uring submissions.
+//! - [`Backend::Epoll`]: a plain current-thread tokio runtime with a `LocalSet`; accepts and
+//!   writes wait for readiness on the socket's reactor registration ([`epoll`]), for hosts
+//!   where io_uring is forbidden.
+//!
+//! Reads, timers and task-local state are the same on both. Modelled on quinn's `runtime/`
+//! trait, but kept concrete: an enum per type, matched per call.
 //!
 //! Thread model: [`Runtime::block_on`] runs one single-threaded runtime on the calling thread.
 //! Tasks spawned with [`spawn`] stay on that thread for their whole life, so shard state can be
 //! `Rc<RefCell<…>>` with no locks.
 
+mod epoll;
 mod wake;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 
@@ -25,39 +35,127 @@ pub use wake::{WakeHandle, WakeListener, WakeReceiver, wake_pair};
 /// not the number of connections.
 pub const RING_ENTRIES: u32 = 4096;
 
-/// A single-threaded io_uring runtime.
-pub struct Runtime(tokio_uring::Runtime);
+/// Which runtime the shards run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// tokio-uring: io_uring for accepts and writes.
+    IoUring,
+    /// A plain tokio runtime: epoll readiness for everything.
+    Epoll,
+}
+
+impl Backend {
+    /// The name in logs and in `/metrics` (`ringcast_io_backend{backend="…"}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::IoUring => "io_uring",
+            Backend::Epoll => "epoll",
+        }
+    }
+}
+
+/// The process's backend, set once by [`select`].
+static BACKEND: OnceLock<Backend> = OnceLock::new();
+
+/// Chooses the backend for every runtime this process creates from now on. The first call
+/// wins; later calls return the backend already chosen.
+pub fn select(backend: Backend) -> Backend {
+    *BACKEND.get_or_init(|| backend)
+}
+
+/// The process's backend: io_uring unless [`select`] chose otherwise.
+pub fn backend() -> Backend {
+    BACKEND.get().copied().unwrap_or(Backend::IoUring)
+}
+
+/// Sets up io_uring once on this thread and drops it: the error names why it is unavailable.
+pub fn probe_io_uring() -> io::Result<()> {
+    tokio_uring::Runtime::new(tokio_uring::builder().entries(RING_ENTRIES)).map(drop)
+}
+
+/// A single-threaded runtime of the process's [`backend`].
+pub struct Runtime(Engine);
+
+enum Engine {
+    IoUring(tokio_uring::Runtime),
+    Epoll(tokio::runtime::Runtime, tokio::task::LocalSet),
+}
 
 impl Runtime {
-    /// Sets up io_uring on this thread. Fails when the kernel or a seccomp profile forbids it.
+    /// Sets up the runtime on this thread. With io_uring, fails when the kernel or a seccomp
+    /// profile forbids it.
     pub fn new() -> io::Result<Runtime> {
-        tokio_uring::Runtime::new(tokio_uring::builder().entries(RING_ENTRIES)).map(Runtime)
+        Ok(Runtime(match backend() {
+            Backend::IoUring => Engine::IoUring(tokio_uring::Runtime::new(
+                tokio_uring::builder().entries(RING_ENTRIES),
+            )?),
+            Backend::Epoll => Engine::Epoll(
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?,
+                tokio::task::LocalSet::new(),
+            ),
+        }))
     }
 
     /// Runs `future` and every task it spawns until `future` completes.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.0.block_on(future)
+        match &self.0 {
+            Engine::IoUring(rt) => rt.block_on(future),
+            Engine::Epoll(rt, local) => local.block_on(rt, future),
+        }
     }
 }
 
 /// Spawns a task on the current thread's runtime.
 pub fn spawn<F: Future + 'static>(future: F) {
-    drop(tokio_uring::spawn(future));
+    match backend() {
+        Backend::IoUring => drop(tokio_uring::spawn(future)),
+        Backend::Epoll => drop(tokio::task::spawn_local(future)),
+    }
 }
 
 /// A listening socket owned by one shard.
-pub struct TcpListener(tokio_uring::net::TcpListener);
+pub enum TcpListener {
+    /// Accepts through io_uring.
+    IoUring(tokio_uring::net::TcpListener),
+    /// Accepts when the reactor reports the socket readable.
+    Epoll(tokio::io::unix::AsyncFd<std::net::TcpListener>),
+}
 
 impl TcpListener {
-    /// Adopts a bound, listening std socket (non-blocking or not).
-    pub fn from_std(listener: std::net::TcpListener) -> Self {
-        TcpListener(tokio_uring::net::TcpListener::from_std(listener))
+    /// Adopts a bound, listening std socket (non-blocking or not). Fails only when the epoll
+    /// backend cannot register it with the reactor.
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<Self> {
+        Ok(match backend() {
+            Backend::IoUring => {
+                TcpListener::IoUring(tokio_uring::net::TcpListener::from_std(listener))
+            }
+            Backend::Epoll => {
+                listener.set_nonblocking(true)?;
+                let interest = tokio::io::Interest::READABLE;
+                // SAFETY: the std listener owns its descriptor and never changes it; the
+                // registration owns the listener, so the descriptor outlives the registration.
+                let ready =
+                    unsafe { tokio::io::unix::AsyncFd::register_with_interest(listener, interest) }
+                        .map_err(|e| e.into_parts().1)?;
+                TcpListener::Epoll(ready)
+            }
+        })
     }
 
     /// Accepts one connection.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, addr) = self.0.accept().await?;
-        Ok((TcpStream::new(stream)?, addr))
+        match self {
+            TcpListener::IoUring(listener) => {
+                let (stream, addr) = listener.accept().await?;
+                Ok((TcpStream::new(Io::IoUring(stream))?, addr))
+            }
+            TcpListener::Epoll(listener) => {
+                let (stream, addr) = epoll::accept(listener).await?;
+                Ok((TcpStream::from_std(stream)?, addr))
+            }
+        }
     }
 }
 
@@ -69,11 +167,27 @@ impl TcpListener {
 /// scratch buffer ([`TcpStream::read_available`]). So an idle connection holds no read buffer,
 /// where an io_uring read would pin one per connection for as long as the peer stays silent.
 /// (io_uring's provided-buffer rings would be the native answer; tokio-uring 0.5 has none.)
-/// Writes go through io_uring.
+/// Writes go through io_uring, or with the epoll backend wait for writable readiness on the
+/// same registration.
 pub struct TcpStream {
     /// Declared first so it deregisters from the reactor before `io` closes the descriptor.
     ready: tokio::io::unix::AsyncFd<Fd>,
-    io: tokio_uring::net::TcpStream,
+    io: Io,
+}
+
+/// The socket itself, as each backend holds it.
+enum Io {
+    IoUring(tokio_uring::net::TcpStream),
+    Epoll(std::net::TcpStream),
+}
+
+impl std::os::fd::AsRawFd for Io {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            Io::IoUring(s) => s.as_raw_fd(),
+            Io::Epoll(s) => s.as_raw_fd(),
+        }
+    }
 }
 
 /// A raw descriptor for the reactor; owned by `TcpStream::io`.
@@ -111,22 +225,27 @@ pub enum ReadOutcome {
 }
 
 impl TcpStream {
-    fn new(io: tokio_uring::net::TcpStream) -> io::Result<TcpStream> {
+    fn new(io: Io) -> io::Result<TcpStream> {
         let fd = std::os::fd::AsRawFd::as_raw_fd(&io);
+        let interest = match io {
+            Io::IoUring(_) => tokio::io::Interest::READABLE,
+            Io::Epoll(_) => tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
+        };
         // SAFETY: `fd` belongs to `io`, which the returned `TcpStream` owns next to the
         // registration and drops after it (field order), so the descriptor stays open and the
         // same for the registration's whole life.
-        let ready = unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(Fd(fd), tokio::io::Interest::READABLE)
-        }
-        .map_err(|e| e.into_parts().1)?;
+        let ready = unsafe { tokio::io::unix::AsyncFd::register_with_interest(Fd(fd), interest) }
+            .map_err(|e| e.into_parts().1)?;
         Ok(TcpStream { ready, io })
     }
 
-    /// Adopts a connected std socket (one handed over by another shard).
+    /// Adopts a connected std socket (one handed over by another shard, or accepted).
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
         stream.set_nonblocking(true)?;
-        TcpStream::new(tokio_uring::net::TcpStream::from_std(stream))
+        TcpStream::new(match backend() {
+            Backend::IoUring => Io::IoUring(tokio_uring::net::TcpStream::from_std(stream)),
+            Backend::Epoll => Io::Epoll(stream),
+        })
     }
 
     /// A second descriptor for the same socket, to hand the connection to another shard. The
@@ -187,25 +306,40 @@ impl TcpStream {
 
     /// Writes `buf` fully.
     pub async fn write_all(&self, buf: Bytes) -> io::Result<()> {
-        let (res, _) = self.io.write_all(buf).await;
-        res
+        match &self.io {
+            Io::IoUring(io) => io.write_all(buf).await.0,
+            Io::Epoll(_) => epoll::write_all(&self.ready, &buf).await,
+        }
     }
 
-    /// One vectored write of all `frames` (a single submission); returns bytes written, which
-    /// may be fewer than the total, and the vector for reuse.
+    /// One vectored write of all `frames` (a single submission or syscall); returns bytes
+    /// written, which may be fewer than the total, and the vector for reuse.
     pub async fn writev(&self, frames: Vec<OutFrame>) -> (io::Result<usize>, Vec<OutFrame>) {
-        self.io.writev(frames).await
+        match &self.io {
+            Io::IoUring(io) => io.writev(frames).await,
+            Io::Epoll(_) => {
+                let res = epoll::writev(&self.ready, &frames).await;
+                (res, frames)
+            }
+        }
     }
 
     /// Shuts down both directions: any read or write in flight completes at once.
     pub fn shutdown(&self) {
         // ENOTCONN after the peer already left is expected and harmless.
-        let _ = self.io.shutdown(std::net::Shutdown::Both);
+        let _ = self.shutdown_how(std::net::Shutdown::Both);
     }
 
     /// Sends FIN: the peer reads EOF after everything written so far. Reads still work.
     pub fn shutdown_write(&self) {
-        let _ = self.io.shutdown(std::net::Shutdown::Write);
+        let _ = self.shutdown_how(std::net::Shutdown::Write);
+    }
+
+    fn shutdown_how(&self, how: std::net::Shutdown) -> io::Result<()> {
+        match &self.io {
+            Io::IoUring(io) => io.shutdown(how),
+            Io::Epoll(io) => io.shutdown(how),
+        }
     }
 
     /// A handle that can shut this socket down from elsewhere on the shard.
@@ -216,7 +350,10 @@ impl TcpStream {
 
     /// Disables Nagle's algorithm: we batch writes ourselves.
     pub fn set_nodelay(&self) {
-        let _ = self.io.set_nodelay(true);
+        let _ = match &self.io {
+            Io::IoUring(io) => io.set_nodelay(true),
+            Io::Epoll(io) => io.set_nodelay(true),
+        };
     }
 }
 

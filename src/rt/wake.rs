@@ -1,4 +1,5 @@
-//! Cross-thread wake-up for a shard: an eventfd that the shard reads through io_uring.
+//! Cross-thread wake-up for a shard: an eventfd that the shard reads through io_uring, or with
+//! the epoll backend when the reactor reports it readable.
 //!
 //! The hub thread calls [`WakeHandle::wake`] after queueing messages on a shard's crossbeam
 //! channel; the shard awaits [`WakeListener::wait`] and then drains the channel with `try_recv`.
@@ -10,10 +11,13 @@
 //! started either is seen by that drain or writes the eventfd again. Nothing is lost.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// The sending side; cheap to clone, any thread.
 #[derive(Debug, Clone)]
@@ -34,20 +38,60 @@ pub struct WakeReceiver {
 
 impl WakeReceiver {
     /// Registers the receiving side with the current thread's runtime.
-    pub fn into_listener(self) -> WakeListener {
-        WakeListener {
+    /// Fails only with the epoll backend, when the eventfd cannot be registered with the
+    /// reactor.
+    pub fn into_listener(self) -> io::Result<WakeListener> {
+        let reader = match super::backend() {
+            super::Backend::IoUring => Reader::IoUring {
+                file: tokio_uring::fs::File::from_std(self.file),
+                buf: Some(vec![0; 8]),
+            },
+            super::Backend::Epoll => {
+                // The flag is on the shared file description, so the writer's side becomes
+                // non-blocking too; an eventfd write only blocks at counter overflow anyway.
+                set_nonblocking(&self.file)?;
+                // SAFETY: the `File` owns its descriptor and never changes it; the registration
+                // owns the `File`, so the descriptor stays open for the registration's life.
+                let file =
+                    unsafe { AsyncFd::register_with_interest(self.file, Interest::READABLE) }
+                        .map_err(|e| e.into_parts().1)?;
+                Reader::Epoll(file)
+            }
+        };
+        Ok(WakeListener {
             shared: self.shared,
-            file: tokio_uring::fs::File::from_std(self.file),
-            buf: Some(vec![0; 8]),
-        }
+            reader,
+        })
+    }
+}
+
+fn set_nonblocking(file: &File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl(2) on a descriptor `file` owns; no memory is touched.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) == 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
 /// The receiving side, owned by one shard thread.
 pub struct WakeListener {
     shared: Arc<Shared>,
-    file: tokio_uring::fs::File,
-    buf: Option<Vec<u8>>,
+    reader: Reader,
+}
+
+/// How the eventfd is read on each backend.
+enum Reader {
+    IoUring {
+        file: tokio_uring::fs::File,
+        buf: Option<Vec<u8>>,
+    },
+    Epoll(AsyncFd<File>),
 }
 
 /// Creates a connected pair.
@@ -90,12 +134,31 @@ impl WakeHandle {
 impl WakeListener {
     /// Waits for a wake-up. Afterwards the caller must drain its channel.
     pub async fn wait(&mut self) {
-        let buf = self.buf.take().unwrap_or_else(|| vec![0; 8]);
-        let (res, buf) = self.file.read_at(buf, 0).await;
-        self.buf = Some(buf);
+        let res = match &mut self.reader {
+            Reader::IoUring { file, buf } => {
+                let taken = buf.take().unwrap_or_else(|| vec![0; 8]);
+                let (res, taken) = file.read_at(taken, 0).await;
+                *buf = Some(taken);
+                res.map(drop)
+            }
+            Reader::Epoll(file) => read_ready(file).await,
+        };
         if let Err(e) = res {
             tracing::warn!(error = %e, "eventfd read failed");
         }
         self.shared.pending.store(false, SeqCst);
+    }
+}
+
+/// Waits until the eventfd is readable and reads (so resets) its counter.
+async fn read_ready(file: &AsyncFd<File>) -> io::Result<()> {
+    loop {
+        let mut guard = file.readable().await?;
+        match guard.try_io(|f| f.get_ref().read(&mut [0; 8])) {
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(res) => return res.map(drop),
+            // Would block: another wait consumed it; wait for the next write.
+            Err(_) => continue,
+        }
     }
 }

@@ -75,7 +75,7 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
     } = setup;
     crate::rt::set_read_size(config.read_buffer_bytes);
     runtime.block_on(async move {
-        let mut wake = wake.into_listener();
+        let mut wake = wake.into_listener()?;
         let mut state = Shard::new(id, config, hub, metrics);
         state.replays = super::replay::Replays::new(replay);
         state.registries = registries;
@@ -83,21 +83,14 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
         state.echoes = echoes;
         state.eio_subscribe_routes();
         let shard = Rc::new(RefCell::new(state));
-        let stops: Vec<Rc<Notify>> = listeners
-            .into_iter()
-            .enumerate()
-            .map(|(i, listener)| {
-                let stop = Rc::new(Notify::new());
-                let index = u8::try_from(i).unwrap_or(u8::MAX);
-                rt::spawn(accept_loop(
-                    shard.clone(),
-                    TcpListener::from_std(listener),
-                    index,
-                    stop.clone(),
-                ));
-                stop
-            })
-            .collect();
+        let mut stops: Vec<Rc<Notify>> = Vec::with_capacity(listeners.len());
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let stop = Rc::new(Notify::new());
+            let index = u8::try_from(i).unwrap_or(u8::MAX);
+            let listener = TcpListener::from_std(listener)?;
+            rt::spawn(accept_loop(shard.clone(), listener, index, stop.clone()));
+            stops.push(stop);
+        }
 
         rt::spawn(sweep_loop(shard.clone()));
         let stalled = shard.borrow().config.debug_stall_shard == Some(usize::from(id.0));
@@ -112,8 +105,8 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
             }
         }
         graceful_shutdown(&shard, &stops).await;
-    });
-    Ok(())
+        Ok(())
+    })
 }
 
 async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {

@@ -64,10 +64,16 @@ impl Gateway {
     /// runner's own environment cannot leak in; `env` adds back what the test means to set.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
-        let mut child = hermetic(&mut cmd)
+        hermetic(&mut cmd).envs(env.iter().copied());
+        Gateway::start_command(&mut cmd, args)
+    }
+
+    /// [`Gateway::start`] from a prepared `ringcast` command (one with a `pre_exec` hook, say);
+    /// the caller applies [`hermetic`] and any environment.
+    pub fn start_command(cmd: &mut Command, args: &[&str]) -> Gateway {
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -211,11 +217,17 @@ impl Drop for Gateway {
 }
 
 /// Removes the variables the configuration reads (`RINGCAST_*`, `REDIS_*`, `WS_*`,
-/// `CANADA_ADDR`) from a child's environment, so the test runner's own cannot leak in.
+/// `CANADA_ADDR`) from a child's environment, so the test runner's own cannot leak in. One
+/// exception: `RINGCAST_IO_BACKEND` is kept, to run any test's gateways on the epoll backend.
 pub fn hermetic(cmd: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
         let ours = ["RINGCAST_", "REDIS_", "WS_", "ESS_"];
+        // RINGCAST_IO_BACKEND passes through, so `RINGCAST_IO_BACKEND=epoll cargo test` runs
+        // the suite's gateways on the epoll backend (scripts/test does, for a subset).
+        if name == "RINGCAST_IO_BACKEND" {
+            continue;
+        }
         if ours.iter().any(|prefix| name.starts_with(prefix)) || name == "CANADA_ADDR" {
             cmd.env_remove(name);
         }
