@@ -1,4 +1,4 @@
-//! Two ringcast nodes behind a real haproxy, as in `deploy/haproxy.cfg`: one Redis, health checks
+//! Two ringcast nodes behind a real haproxy running `deploy/haproxy.cfg`: one Redis, health checks
 //! on `/healthz`, WebSocket clients spread over both nodes, a publish reaching every client
 //! whichever node it is on, and a node stopped with SIGTERM whose clients get 1001, reconnect
 //! through haproxy to the survivor and receive the next publish.
@@ -56,34 +56,35 @@ struct Haproxy {
 }
 
 impl Haproxy {
-    /// Balances `servers` (named `a`, `b`, …) with the settings of `deploy/haproxy.cfg`, but
-    /// health checks every 200 ms so the test does not wait for seconds.
+    /// Runs `deploy/haproxy.cfg` with these changes: it binds a free loopback port, balances
+    /// `servers` (named `a`, `b`, …) instead of its own, health-checks every 200 ms so the test
+    /// does not wait for seconds, and opens a stats socket.
     fn start(servers: &[SocketAddr]) -> Haproxy {
         let port = common::free_port();
         let stats = TempPath::new("haproxy.sock");
         let config = TempPath::new("haproxy.cfg");
-        let mut cfg = format!(
-            "global\n\
-             \x20   maxconn 4096\n\
-             \x20   stats socket {} mode 600 level admin\n\
-             defaults\n\
-             \x20   mode http\n\
-             \x20   timeout connect 2s\n\
-             \x20   timeout client 30s\n\
-             \x20   timeout server 30s\n\
-             \x20   timeout tunnel 1h\n\
-             \x20   timeout check 2s\n\
-             \x20   retries 3\n\
-             \x20   option redispatch\n\
-             frontend ws\n\
-             \x20   bind 127.0.0.1:{port}\n\
-             \x20   default_backend ringcast\n\
-             backend ringcast\n\
-             \x20   balance leastconn\n\
-             \x20   option httpchk GET /healthz\n\
-             \x20   default-server check inter 200ms fall 2 rise 1\n",
-            stats.0.display()
+        let deployed =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/haproxy.cfg"))
+                .expect("read deploy/haproxy.cfg");
+        let replace = |cfg: String, from: &str, to: &str| {
+            assert!(cfg.contains(from), "deploy/haproxy.cfg has no {from:?}");
+            cfg.replacen(from, to, 1)
+        };
+        let mut cfg = replace(
+            deployed,
+            "\nglobal\n",
+            &format!(
+                "\nglobal\n    stats socket {} mode 600 level admin\n",
+                stats.0.display()
+            ),
         );
+        cfg = replace(cfg, "bind :8080", &format!("bind 127.0.0.1:{port}"));
+        cfg = replace(cfg, "inter 2s fall 3 rise 2", "inter 200ms fall 2 rise 1");
+        let mut cfg: String = cfg
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("server "))
+            .map(|l| format!("{l}\n"))
+            .collect();
         for (i, addr) in servers.iter().enumerate() {
             cfg.push_str(&format!("    server {} {addr}\n", server_name(i)));
         }
@@ -106,7 +107,7 @@ impl Haproxy {
             }
         });
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let haproxy = Haproxy {
+        let mut haproxy = Haproxy {
             child,
             addr,
             stats,
@@ -115,6 +116,12 @@ impl Haproxy {
         };
         let start = Instant::now();
         while TcpStream::connect(addr).is_err() {
+            let exited = haproxy.child.try_wait().ok().flatten();
+            assert!(
+                exited.is_none(),
+                "haproxy exited ({exited:?}): {:?}",
+                haproxy.log.lock().unwrap()
+            );
             assert!(
                 start.elapsed() < TIMEOUT,
                 "haproxy did not listen: {:?}",
@@ -148,7 +155,7 @@ impl Haproxy {
         lines
             .map(|l| l.split(',').collect::<Vec<_>>())
             .filter(|f| f.len() > st && f[px] == "ringcast")
-            .filter(|f| f[sv] != "BACKEND")
+            .filter(|f| f[sv] != "FRONTEND" && f[sv] != "BACKEND")
             .map(|f| (f[sv].to_string(), f[st].to_string()))
             .collect()
     }
