@@ -5,7 +5,7 @@
 //! transports are connections of that shard: the parked polling GET (kind
 //! [`ConnKind::EioGet`]), and the WebSocket (kind [`ConnKind::Eio`], the probing one during an
 //! upgrade). A request that reaches another shard is handed over whole (its socket and the
-//! bytes read so far, [`ShardMsg::Adopt`]) before anything is answered, so every answer comes
+//! bytes read so far, [`crate::router::ShardMsg::Adopt`]) before anything is answered, so every answer comes
 //! from the owner (`conn::eio`).
 //!
 //! **Broadcasts are encoded once.** At start-up each shard subscribes every `socketio` route's

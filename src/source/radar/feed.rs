@@ -30,7 +30,7 @@ use crossbeam_channel::Sender;
 use super::config::TcpFeed;
 use super::connex::{ConnexDecoder, FrameError};
 pub use super::pipeline::LOG_EVERY;
-use super::pipeline::{EchoSink, Handled, RecordSink, SiteState};
+use super::pipeline::{Handled, RecordSink, SiteState};
 use crate::metrics::Metrics;
 use crate::router::UpstreamMsg;
 use crate::source::redis::Backoff;
@@ -50,29 +50,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Bytes one read takes from the socket: 64 KiB.
 const READ_CHUNK: usize = 64 * 1_024;
 
-/// What a feed thread needs.
-#[derive(Clone)]
-pub struct FeedSettings {
-    /// The radar source's position among the hub's sources.
-    pub source: usize,
-    /// This feed's position in [`Metrics::radar`].
-    pub stats: usize,
-    /// Where the radar is.
-    pub feed: TcpFeed,
-    /// Called for each `<site>/echoes` event (see [`EchoSink`]).
-    pub echo_sink: Option<EchoSink>,
-}
-
-impl std::fmt::Debug for FeedSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FeedSettings")
-            .field("source", &self.source)
-            .field("stats", &self.stats)
-            .field("feed", &self.feed)
-            .field("echo_sink", &self.echo_sink.is_some())
-            .finish()
-    }
-}
+/// What a TCP feed thread needs.
+pub type FeedSettings = super::pipeline::FeedSettings<TcpFeed>;
 
 /// Starts the feed's thread, named `radar-<site>`. It runs until the hub is gone.
 pub fn spawn(
@@ -86,11 +65,11 @@ pub fn spawn(
         hub,
         metrics,
         settings.echo_sink.clone(),
-        &settings.feed.site,
+        &settings.upstream.site,
     )?;
     std::thread::Builder::new()
-        .name(format!("radar-{}", settings.feed.site))
-        .spawn(move || run(settings.feed, sink))
+        .name(format!("radar-{}", settings.upstream.site))
+        .spawn(move || run(settings.upstream, sink))
 }
 
 /// Why a connection ended.

@@ -25,6 +25,31 @@ use crate::profile::superdarn::render_site;
 use crate::router::UpstreamMsg;
 use crate::source::{SourceEvent, SourceInput};
 
+/// What a feed thread needs, whatever its upstream (`TcpFeed` for a radar's TCP feed,
+/// `ZmqAddr` for the ZMQ publisher).
+#[derive(Clone)]
+pub struct FeedSettings<A> {
+    /// The radar source's position among the hub's sources.
+    pub source: usize,
+    /// This feed's position in [`Metrics::radar`].
+    pub stats: usize,
+    /// Where the records come from.
+    pub upstream: A,
+    /// Called for each `<site>/echoes` event (see [`EchoSink`]).
+    pub echo_sink: Option<EchoSink>,
+}
+
+impl<A: std::fmt::Debug> std::fmt::Debug for FeedSettings<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedSettings")
+            .field("source", &self.source)
+            .field("stats", &self.stats)
+            .field("upstream", &self.upstream)
+            .field("echo_sink", &self.echo_sink.is_some())
+            .finish()
+    }
+}
+
 /// At most one warning per feed per this long (10 s) for bad frames, messages, records or
 /// connects; the line says how many were not logged. The metrics count every one.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);

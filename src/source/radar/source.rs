@@ -81,7 +81,7 @@ impl RadarSource {
             let feed = FeedSettings {
                 source: settings.source,
                 stats,
-                feed: f.clone(),
+                upstream: f.clone(),
                 echo_sink: settings.echo_sink.clone(),
             };
             feed::spawn(feed, hub.clone(), metrics.clone())?;
@@ -90,7 +90,7 @@ impl RadarSource {
             let zmq = ZmqSettings {
                 source: settings.source,
                 stats: settings.feeds.len(),
-                addr: addr.clone(),
+                upstream: addr.clone(),
                 echo_sink: settings.echo_sink.clone(),
             };
             zmq::spawn(zmq, hub, metrics)?;

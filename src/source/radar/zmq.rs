@@ -42,7 +42,7 @@ use zeromq::{Socket, SocketEvent, SocketOptions, SocketRecv, SubSocket};
 use super::config::ZmqAddr;
 use super::connex::DEFAULT_MAX_FRAME_BYTES;
 pub use super::feed::{BACKOFF_MAX, CONNECT_TIMEOUT};
-use super::pipeline::{EchoSink, Handled, RecordSink, SiteState};
+use super::pipeline::{Handled, RecordSink, SiteState};
 use crate::metrics::Metrics;
 use crate::router::UpstreamMsg;
 use crate::source::redis::Backoff;
@@ -63,28 +63,7 @@ pub const MAX_SITE_BYTES: usize = 32;
 pub const STATS_LABEL: &str = "canada";
 
 /// What the ZMQ feed thread needs.
-#[derive(Clone)]
-pub struct ZmqSettings {
-    /// The radar source's position among the hub's sources.
-    pub source: usize,
-    /// This feed's position in [`Metrics::radar`].
-    pub stats: usize,
-    /// The publisher.
-    pub addr: ZmqAddr,
-    /// Called for each `<site>/echoes` event (see [`EchoSink`]).
-    pub echo_sink: Option<EchoSink>,
-}
-
-impl std::fmt::Debug for ZmqSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZmqSettings")
-            .field("source", &self.source)
-            .field("stats", &self.stats)
-            .field("addr", &self.addr)
-            .field("echo_sink", &self.echo_sink.is_some())
-            .finish()
-    }
-}
+pub type ZmqSettings = super::pipeline::FeedSettings<ZmqAddr>;
 
 /// Starts the feed's thread, named `radar-zmq`. It runs until the hub is gone.
 pub fn spawn(
@@ -103,7 +82,7 @@ pub fn spawn(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let endpoint = settings.addr.endpoint();
+    let endpoint = settings.upstream.endpoint();
     std::thread::Builder::new()
         .name("radar-zmq".into())
         .spawn(move || runtime.block_on(ZmqFeed::new(sink).run(endpoint)))
