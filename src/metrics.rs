@@ -241,6 +241,14 @@ pub struct RedisStats {
     pub key_reads_skipped: Counter,
     /// Publishes that failed or were dropped while Redis was down (command thread).
     pub publish_errors: Counter,
+    /// Redis Cluster: topology refreshes that succeeded (cluster manager thread).
+    pub cluster_refreshes: Counter,
+    /// Redis Cluster: `-MOVED` and `-ASK` redirections followed (command thread).
+    pub cluster_redirects: Counter,
+    /// Redis Cluster: sharded subscriptions moved to another primary after a slot migration.
+    pub cluster_rehomed: Counter,
+    /// Redis Cluster: primaries whose subscriber connection is up. Gauge.
+    pub cluster_nodes: Counter,
 }
 
 /// What one radar feed counts ([`crate::source::radar::feed`], or the ZMQ feed
@@ -612,7 +620,7 @@ impl Metrics {
             &[("", hub.topics.get())],
         );
         type RedisField = fn(&RedisStats) -> &Counter;
-        let redis: [(&str, &str, &str, RedisField); 7] = [
+        let redis: [(&str, &str, &str, RedisField); 11] = [
             (
                 "redis_up",
                 "gauge",
@@ -654,6 +662,30 @@ impl Metrics {
                 "counter",
                 "Publishes that failed or were dropped while Redis was down.",
                 |r| &r.publish_errors,
+            ),
+            (
+                "redis_cluster_refreshes_total",
+                "counter",
+                "Redis Cluster topology refreshes (0 for a single Redis).",
+                |r| &r.cluster_refreshes,
+            ),
+            (
+                "redis_cluster_redirects_total",
+                "counter",
+                "Redis Cluster -MOVED and -ASK redirections followed by key reads and publishes.",
+                |r| &r.cluster_redirects,
+            ),
+            (
+                "redis_cluster_rehomed_total",
+                "counter",
+                "Sharded subscriptions moved to another primary after their slot migrated.",
+                |r| &r.cluster_rehomed,
+            ),
+            (
+                "redis_cluster_nodes",
+                "gauge",
+                "Redis Cluster primaries whose subscriber connection is up.",
+                |r| &r.cluster_nodes,
             ),
         ];
         if !self.redis.is_empty() {

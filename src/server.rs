@@ -255,6 +255,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             backoff_max: config.redis_backoff_max,
             set_notify: config.redis_set_notify,
             serves_watches: config.source_serves_watches(index),
+            sharded_channels: sc.sharded_channels.clone(),
         };
         let redis = RedisSource::start(settings, hub_tx.clone(), metrics.clone())
             .map_err(|e| ServerError::Thread(e.to_string()))?;

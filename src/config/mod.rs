@@ -219,7 +219,8 @@ pub struct Config {
     /// Reads go into one buffer per shard (connections hold no read buffer while idle), so this
     /// only trades read calls per large message against a few KiB per shard.
     pub read_buffer_bytes: usize,
-    /// Redis server to use as the source, `redis://[user:pass@]host[:port][/db]`. Default none:
+    /// Redis server to use as the source, `redis://[user:pass@]host[:port][/db]`, or a Redis
+    /// Cluster, `redis+cluster://[user:pass@]host:port[,host:port…]`. Default none:
     /// the embedded broker. After the flag, `RINGCAST_REDIS` and the file, `REDIS_URL` and then
     /// `REDIS_HOST`/`REDIS_PORT`/`REDIS_DB`/`REDIS_PASS` are tried. The password is never
     /// printed (`Debug` and [`Config::to_toml`] show the URL's `Display`, with `***`).
@@ -628,8 +629,8 @@ struct Cli {
     /// (idle connections hold none), in bytes (accepts 4KiB), 512 to 8KiB [default: 4KiB]
     #[arg(long, env = "RINGCAST_READ_BUFFER_BYTES", value_name = "SIZE")]
     read_buffer_bytes: Option<String>,
-    /// Redis server to use as the source, redis://[user:pass@]host[:port][/db]; the password is
-    /// never printed. When unset here and in the file, REDIS_URL, then REDIS_HOST, REDIS_PORT,
+    /// Redis server to use as the source, redis://[user:pass@]host[:port][/db], or a Redis Cluster,
+    /// redis+cluster://[user:pass@]host:port[,host:port...]; the password is never printed. When unset here and in the file, REDIS_URL, then REDIS_HOST, REDIS_PORT,
     /// REDIS_DB and REDIS_PASS are tried [default: none, the embedded broker]
     #[arg(
         long,
@@ -745,6 +746,16 @@ struct SourceTable {
     channels: Vec<String>,
     #[serde(default, deserialize_with = "key_globs")]
     keys: Vec<String>,
+    /// A Redis Cluster (same as a `redis+cluster://` URL).
+    #[serde(default)]
+    cluster: bool,
+    /// Channels subscribed with `SSUBSCRIBE` on a cluster (sharded pub/sub).
+    #[serde(default, deserialize_with = "sharded_globs")]
+    sharded_channels: Vec<String>,
+}
+
+fn sharded_globs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    glob_list(d, "sharded_channels")
 }
 
 fn channel_globs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -793,6 +804,9 @@ pub struct SourceConfig {
     pub channels: Vec<String>,
     /// Globs of the keys it serves (watches and snapshots).
     pub keys: Vec<String>,
+    /// On a Redis Cluster, globs of the channels that are sharded: subscribed with `SSUBSCRIBE`
+    /// on the primary owning the channel's slot, published with `SPUBLISH`.
+    pub sharded_channels: Vec<String>,
 }
 
 impl SourceConfig {
@@ -806,6 +820,7 @@ impl SourceConfig {
             url,
             channels: if everything { all() } else { channels },
             keys: if everything { all() } else { keys },
+            sharded_channels: Vec::new(),
         }
     }
 
@@ -816,6 +831,7 @@ impl SourceConfig {
             url,
             channels: vec!["*".into()],
             keys: vec!["*".into()],
+            sharded_channels: Vec::new(),
         }
     }
 }
@@ -843,19 +859,31 @@ fn sources(
             if let Some(reason) = bad_source_name(&t.name, &out) {
                 return Err(invalid(reason));
             }
-            let url = RedisUrl::parse(t.redis.trim()).map_err(|e| {
+            let mut url = RedisUrl::parse(t.redis.trim()).map_err(|e| {
                 invalid(format!(
                     "[[source]] {:?} redis: not a Redis URL: {e} (use \
                      redis://[user:pass@]host[:port][/db]; value not shown)",
                     t.name
                 ))
             })?;
-            out.push(SourceConfig::new(
-                t.name.clone(),
-                url,
-                t.channels.clone(),
-                t.keys.clone(),
-            ));
+            if t.cluster && url.db != 0 {
+                return Err(invalid(format!(
+                    "[[source]] {:?}: cluster = true, but a Redis Cluster has only db 0",
+                    t.name
+                )));
+            }
+            url.cluster |= t.cluster;
+            if !url.cluster && !t.sharded_channels.is_empty() {
+                return Err(invalid(format!(
+                    "[[source]] {:?}: sharded_channels needs a Redis Cluster \
+                     (cluster = true or a redis+cluster:// URL)",
+                    t.name
+                )));
+            }
+            let mut source =
+                SourceConfig::new(t.name.clone(), url, t.channels.clone(), t.keys.clone());
+            source.sharded_channels = t.sharded_channels.clone();
+            out.push(source);
         }
     }
     if let Some(p) = preset {
@@ -2366,6 +2394,8 @@ mod tests {
                 db: 2,
                 user: Some("app".to_owned()),
                 password: Some("s3cret".to_owned()),
+                cluster: false,
+                seeds: Vec::new(),
             }),
             redis_set_notify: true,
             redis_resp: 2,

@@ -21,7 +21,34 @@ use crate::router::UpstreamMsg;
 use crate::source::SourceInput;
 
 /// Most commands pipelined in one batch.
-const BATCH: usize = 256;
+pub const BATCH: usize = 256;
+
+/// Sends commands about keys: one connection ([`RedisConn`]), or a cluster's connections with
+/// each command routed to the primary owning its key's slot
+/// ([`super::cluster::commands::Routed`]). The key reads are written once against it.
+pub trait KeyCall {
+    /// Sends `args`, a command about `key`, and reads its reply; an error reply is
+    /// [`RedisError::Reply`].
+    fn call_for(&mut self, key: &[u8], args: &[&[u8]]) -> Result<Value, RedisError>;
+
+    /// Sends `HGETALL key` for each key (pipelined where the keys share a connection) and
+    /// returns the replies in order, error replies as [`Value::Error`].
+    fn hgetall_each(&mut self, keys: &[Bytes]) -> Result<Vec<Value>, RedisError>;
+}
+
+impl KeyCall for RedisConn {
+    fn call_for(&mut self, _key: &[u8], args: &[&[u8]]) -> Result<Value, RedisError> {
+        self.call(args)
+    }
+
+    fn hgetall_each(&mut self, keys: &[Bytes]) -> Result<Vec<Value>, RedisError> {
+        for key in keys {
+            self.queue(&[b"HGETALL", key]);
+        }
+        self.flush()?;
+        keys.iter().map(|_| self.read()).collect()
+    }
+}
 
 /// A request for the command thread.
 #[derive(Debug)]
@@ -133,43 +160,9 @@ fn execute(
         }
     }
     while let Some(cmd) = pending.first() {
-        // An error reply (a WRONGTYPE race, NOPERM...) is about this read, not the connection:
-        // report it and move on instead of retrying forever.
-        let input = match cmd {
-            Cmd::Publish { .. } => {
-                pending.remove(0);
-                continue;
-            }
-            Cmd::Read { key } => match read_key(conn, key) {
-                Ok((json, hash)) => Input::KeyValue {
-                    key: key.clone(),
-                    json,
-                    hash,
-                },
-                Err(RedisError::Reply(e)) => {
-                    tracing::warn!(key = %String::from_utf8_lossy(key), error = %e, "key read refused");
-                    Input::ReadFailed { key: key.clone() }
-                }
-                Err(e) => return Err(e),
-            },
-            Cmd::ReadIndex {
-                set,
-                prefix,
-                suffix,
-            } => match read_index(conn, set, prefix, suffix) {
-                Ok(items) => Input::IndexValue {
-                    set: set.clone(),
-                    items,
-                },
-                Err(RedisError::Reply(e)) => {
-                    tracing::warn!(set = %String::from_utf8_lossy(set), error = %e, "index read refused");
-                    Input::IndexValue {
-                        set: set.clone(),
-                        items: Vec::new(),
-                    }
-                }
-                Err(e) => return Err(e),
-            },
+        let Some(input) = read_input(conn, cmd)? else {
+            pending.remove(0);
+            continue;
         };
         metrics.redis[index].key_reads.inc();
         pending.remove(0);
@@ -183,26 +176,61 @@ fn execute(
     Ok(())
 }
 
+/// Runs a read command and returns what to tell the hub; `None` for a publish. An error reply
+/// (a WRONGTYPE race, NOPERM...) is about this read, not the connection: it is reported and
+/// the read is over, instead of retrying forever. Other errors are the connection's.
+pub fn read_input(conn: &mut impl KeyCall, cmd: &Cmd) -> Result<Option<Input>, RedisError> {
+    Ok(Some(match cmd {
+        Cmd::Publish { .. } => return Ok(None),
+        Cmd::Read { key } => match read_key(conn, key) {
+            Ok((json, hash)) => Input::KeyValue {
+                key: key.clone(),
+                json,
+                hash,
+            },
+            Err(RedisError::Reply(e)) => {
+                tracing::warn!(key = %String::from_utf8_lossy(key), error = %e, "key read refused");
+                Input::ReadFailed { key: key.clone() }
+            }
+            Err(e) => return Err(e),
+        },
+        Cmd::ReadIndex {
+            set,
+            prefix,
+            suffix,
+        } => match read_index(conn, set, prefix, suffix) {
+            Ok(items) => Input::IndexValue {
+                set: set.clone(),
+                items,
+            },
+            Err(RedisError::Reply(e)) => {
+                tracing::warn!(set = %String::from_utf8_lossy(set), error = %e, "index read refused");
+                Input::IndexValue {
+                    set: set.clone(),
+                    items: Vec::new(),
+                }
+            }
+            Err(e) => return Err(e),
+        },
+    }))
+}
+
 /// Reads the ids in `set`, then each hash `prefix + id + suffix`, pipelined.
-fn read_index(
-    conn: &mut RedisConn,
+pub fn read_index(
+    conn: &mut impl KeyCall,
     set: &[u8],
     prefix: &[u8],
     suffix: &[u8],
 ) -> Result<Vec<(Bytes, crate::source::Hash)>, RedisError> {
-    let mut ids = strings(&conn.call(&[b"SMEMBERS", set])?);
+    let mut ids = strings(&conn.call_for(set, &[b"SMEMBERS", set])?);
     ids.sort();
     let keys: Vec<Bytes> = ids
         .iter()
         .map(|id| Bytes::from([prefix, &id[..], suffix].concat()))
         .collect();
-    for key in &keys {
-        conn.queue(&[b"HGETALL", key]);
-    }
-    conn.flush()?;
+    let values = conn.hgetall_each(&keys)?;
     let mut out = Vec::with_capacity(keys.len());
-    for key in keys {
-        let v = conn.read()?;
+    for (key, v) in keys.into_iter().zip(values) {
         if let Value::Error(e) = &v {
             tracing::warn!(key = %String::from_utf8_lossy(&key), error = %e, "HGETALL refused");
             continue;
@@ -215,10 +243,10 @@ fn read_index(
 /// Reads a key according to its type and renders `{"key":…,"type":…,"value":…}`; a hash's
 /// fields come back too.
 pub fn read_key(
-    conn: &mut RedisConn,
+    conn: &mut impl KeyCall,
     key: &[u8],
 ) -> Result<(Bytes, Option<crate::source::Hash>), RedisError> {
-    let kind = match conn.call(&[b"TYPE", key])? {
+    let kind = match conn.call_for(key, &[b"TYPE", key])? {
         Value::Simple(t) | Value::Bulk(t) => String::from_utf8_lossy(&t).into_owned(),
         other => return Err(RedisError::Reply(format!("TYPE returned {other:?}"))),
     };
@@ -226,7 +254,7 @@ pub fn read_key(
     let mut hash = None;
     let present = match kind.as_str() {
         "string" => {
-            let v = conn.call(&[b"GET", key])?;
+            let v = conn.call_for(key, &[b"GET", key])?;
             match v.as_bytes() {
                 Some(b) => {
                     crate::protocol::write_json_string(&mut value, b);
@@ -236,7 +264,7 @@ pub fn read_key(
             }
         }
         "hash" => {
-            let v = conn.call(&[b"HGETALL", key])?;
+            let v = conn.call_for(key, &[b"HGETALL", key])?;
             let pairs = pairs(&v);
             let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(a, b)| (&a[..], &b[..])).collect();
             render_key_value_hash(&mut value, &refs);
@@ -244,14 +272,14 @@ pub fn read_key(
             true
         }
         "list" => {
-            let v = conn.call(&[b"LRANGE", key, b"0", b"-1"])?;
+            let v = conn.call_for(key, &[b"LRANGE", key, b"0", b"-1"])?;
             let items = strings(&v);
             let refs: Vec<&[u8]> = items.iter().map(|b| &b[..]).collect();
             render_string_array(&mut value, &refs);
             true
         }
         "set" => {
-            let v = conn.call(&[b"SMEMBERS", key])?;
+            let v = conn.call_for(key, &[b"SMEMBERS", key])?;
             let mut items = strings(&v);
             items.sort();
             let refs: Vec<&[u8]> = items.iter().map(|b| &b[..]).collect();
@@ -259,7 +287,7 @@ pub fn read_key(
             true
         }
         "zset" => {
-            let v = conn.call(&[b"ZRANGE", key, b"0", b"-1", b"WITHSCORES"])?;
+            let v = conn.call_for(key, &[b"ZRANGE", key, b"0", b"-1", b"WITHSCORES"])?;
             let pairs = pairs(&v);
             let refs: Vec<(&[u8], &[u8])> = pairs.iter().map(|(a, b)| (&a[..], &b[..])).collect();
             render_zset(&mut value, &refs);

@@ -65,6 +65,30 @@ pub struct RedisSettings {
     /// `notify-keyspace-events` after every (re)connect ([`notify`]); false for a source that
     /// only serves pub/sub, which needs no server setting.
     pub serves_watches: bool,
+    /// On a cluster (`url.cluster`), globs of the sharded channels (`SSUBSCRIBE`/`SPUBLISH`).
+    pub sharded_channels: Vec<String>,
+}
+
+/// The subscriptions, on one Redis or on a cluster's primaries.
+enum Subs {
+    One(Arc<SubShared>),
+    Cluster(Arc<cluster::subs::ClusterSubs>),
+}
+
+impl Subs {
+    fn add(&self, kind: Kind, names: &[Bytes]) -> Vec<Bytes> {
+        match self {
+            Subs::One(s) => s.add(kind, names),
+            Subs::Cluster(c) => c.add(kind, names),
+        }
+    }
+
+    fn remove(&self, kind: Kind, names: &[Bytes]) {
+        match self {
+            Subs::One(s) => s.remove(kind, names),
+            Subs::Cluster(c) => c.remove(kind, names),
+        }
+    }
 }
 
 /// What the Redis threads tell the hub.
@@ -122,7 +146,7 @@ struct KeyState {
 pub struct RedisSource {
     index: usize,
     name: String,
-    shared: Arc<SubShared>,
+    shared: Subs,
     commands: Sender<Cmd>,
     /// `__keyspace@<db>__:`.
     keyspace_prefix: Bytes,
@@ -150,9 +174,25 @@ impl RedisSource {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<RedisSource> {
         let settings = Arc::new(settings);
-        let shared = Arc::new(SubShared::default());
         let (tx, rx) = bounded(COMMAND_QUEUE);
-        {
+        // The command connections speak RESP2 whatever `--redis-resp` says: they need no
+        // pushes, and RESP3 returns HGETALL as a map, whose field order the decoder does not
+        // keep (redis-protocol builds a hash map); the profiles render fields in the order
+        // Redis stores them, as the originals did.
+        let resp2 = Arc::new(RedisSettings {
+            proto: resp::Proto::Resp2,
+            ..(*settings).clone()
+        });
+        let shared = if settings.url.cluster {
+            let subs =
+                cluster::subs::ClusterSubs::start(settings.clone(), hub.clone(), metrics.clone())?;
+            let (s, c, h, m) = (resp2, subs.clone(), hub, metrics.clone());
+            std::thread::Builder::new()
+                .name("ringcast-redis-cmd".into())
+                .spawn(move || cluster::commands::run(s, c, rx, h, m))?;
+            Subs::Cluster(subs)
+        } else {
+            let shared = Arc::new(SubShared::default());
             let (s, sh, h, m) = (
                 settings.clone(),
                 shared.clone(),
@@ -162,21 +202,12 @@ impl RedisSource {
             std::thread::Builder::new()
                 .name("ringcast-redis-sub".into())
                 .spawn(move || subscriber::run(s, sh, h, m))?;
-        }
-        {
-            // The command connection speaks RESP2 whatever `--redis-resp` says: it needs no
-            // pushes, and RESP3 returns HGETALL as a map, whose field order the decoder does not
-            // keep (redis-protocol builds a hash map); the profiles render fields in the order
-            // Redis stores them, as the originals did.
-            let resp2 = Arc::new(RedisSettings {
-                proto: resp::Proto::Resp2,
-                ..(*settings).clone()
-            });
             let (s, h, m) = (resp2, hub, metrics.clone());
             std::thread::Builder::new()
                 .name("ringcast-redis-cmd".into())
                 .spawn(move || commander::run(s, rx, h, m))?;
-        }
+            Subs::One(shared)
+        };
         Ok(RedisSource {
             index: settings.index,
             name: format!("{} ({})", settings.name, settings.url),
@@ -392,7 +423,7 @@ impl Source for RedisSource {
 /// Connects and hands back the connection; on failure logs the cause (auth, refused, bad RESP),
 /// sleeps the next backoff delay and returns `None` so the caller loops. `role` names the
 /// connection in the log line.
-fn connect_or_wait(
+pub(crate) fn connect_or_wait(
     settings: &RedisSettings,
     backoff: &mut Backoff,
     role: &str,

@@ -24,7 +24,7 @@ use crate::router::UpstreamMsg;
 use crate::source::{SourceEvent, SourceInput};
 
 /// Most names per SUBSCRIBE command when resubscribing.
-const CHUNK: usize = 512;
+pub(super) const CHUNK: usize = 512;
 
 /// What the hub and the subscriber thread share.
 #[derive(Default)]
@@ -40,7 +40,7 @@ struct SubState {
 }
 
 /// Channel or pattern, for the shared refcounts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// `SUBSCRIBE`.
     Channel,
@@ -101,7 +101,7 @@ impl SubState {
 
 impl Kind {
     /// `SUBSCRIBE`/`UNSUBSCRIBE`, or the pattern forms.
-    fn command(self, subscribe: bool) -> &'static [u8] {
+    pub(super) fn command(self, subscribe: bool) -> &'static [u8] {
         match (self, subscribe) {
             (Kind::Channel, true) => b"SUBSCRIBE",
             (Kind::Channel, false) => b"UNSUBSCRIBE",
@@ -113,7 +113,7 @@ impl Kind {
 
 /// Writes `cmd names…` in chunks; on failure drops the writer (the reader thread notices the
 /// broken connection, reconnects and resubscribes everything).
-fn send(writer: &mut Option<TcpStream>, cmd: &[u8], names: &[Bytes]) {
+pub(super) fn send(writer: &mut Option<TcpStream>, cmd: &[u8], names: &[Bytes]) {
     if names.is_empty() {
         return;
     }
@@ -169,7 +169,7 @@ pub fn run(
             tracing::info!(redis = %settings.url, proto = ?conn.proto, "connected to redis");
         }
         connected_before = true;
-        let err = read_loop(settings.index, &mut conn, &hub, &metrics);
+        let err = read_loop(settings.index, &mut conn, &hub, &metrics, &mut |_| {});
         shared.lock().writer = None;
         stats.up.set(0);
         tracing::warn!(redis = %settings.url, error = %err, "redis subscriber connection lost");
@@ -200,12 +200,25 @@ fn resubscribe(conn: &mut RedisConn, shared: &SubShared) -> Result<(), RedisErro
     Ok(())
 }
 
-/// Reads pushes until the connection fails; returns why.
-fn read_loop(
+/// What a subscribed connection said besides messages and `subscribe` confirmations, for a
+/// cluster's node threads (a single Redis ignores it).
+#[derive(Debug)]
+pub enum Control {
+    /// `sunsubscribe <channel>`: ours, or the server's after the channel's slot migrated.
+    ShardUnsubscribed(Bytes),
+    /// An error reply to a subscription command (`-MOVED` for an `SSUBSCRIBE` sent to a node
+    /// that no longer owns the slot).
+    Refused(String),
+}
+
+/// Reads pushes until the connection fails; returns why. `control` hears what a cluster needs
+/// to know ([`Control`]).
+pub fn read_loop(
     index: usize,
     conn: &mut RedisConn,
     hub: &Sender<UpstreamMsg>,
     metrics: &Metrics,
+    control: &mut dyn FnMut(Control),
 ) -> RedisError {
     let stats = &metrics.redis[index];
     let mut seen: u64 = 0;
@@ -232,6 +245,10 @@ fn read_loop(
                 read_at: sample(&mut seen),
             },
             PubSub::Confirm { kind, name, .. } => {
+                if &kind[..] == b"sunsubscribe" {
+                    control(Control::ShardUnsubscribed(name));
+                    continue;
+                }
                 if &kind[..] != b"subscribe" {
                     continue;
                 }
@@ -246,6 +263,7 @@ fn read_loop(
             PubSub::Pong => continue,
             PubSub::Reply(resp::Value::Error(e)) => {
                 tracing::warn!(error = %e, "redis refused a subscription command");
+                control(Control::Refused(e));
                 continue;
             }
             PubSub::Reply(other) => {

@@ -1,6 +1,9 @@
-//! Where Redis is: `redis://[user:pass@]host:port/db`, or the seed services' variables.
+//! Where Redis is: `redis://[user:pass@]host:port/db`, a Redis Cluster
+//! `redis+cluster://[user:pass@]host:port[,host:port…]`, or the seed services' variables.
 
 use std::fmt;
+
+use super::cluster::NodeAddr;
 
 /// A parsed Redis address and credentials.
 #[derive(Clone, PartialEq, Eq)]
@@ -15,6 +18,11 @@ pub struct RedisUrl {
     pub user: Option<String>,
     /// Password, if any.
     pub password: Option<String>,
+    /// A Redis Cluster: `host:port` is the first seed node, these are the others (empty for one
+    /// seed). False for a single Redis.
+    pub cluster: bool,
+    /// More seed nodes of a cluster, tried in order after `host:port` for the topology.
+    pub seeds: Vec<NodeAddr>,
 }
 
 impl fmt::Debug for RedisUrl {
@@ -31,19 +39,34 @@ impl fmt::Display for RedisUrl {
             (None, Some(_)) => ":***@".to_string(),
             (None, None) => String::new(),
         };
-        write!(f, "redis://{user}{}:{}/{}", self.host, self.port, self.db)
+        let scheme = if self.cluster {
+            "redis+cluster"
+        } else {
+            "redis"
+        };
+        write!(f, "{scheme}://{user}{}", self.authority())?;
+        for seed in &self.seeds {
+            write!(f, ",{seed}")?;
+        }
+        write!(f, "/{}", self.db)
     }
 }
 
 impl RedisUrl {
-    /// Parses `redis://[user:pass@]host[:port][/db]`.
+    /// Parses `redis://[user:pass@]host[:port][/db]` or
+    /// `redis+cluster://[user:pass@]host[:port][,host[:port]…]` (a cluster has only db 0).
     pub fn parse(s: &str) -> Result<RedisUrl, String> {
-        if s.starts_with("rediss://") {
+        if s.starts_with("rediss://") || s.starts_with("rediss+cluster://") {
             return Err("rediss:// (TLS) is not supported yet, only plain redis://".into());
         }
-        let rest = s
-            .strip_prefix("redis://")
-            .ok_or("must start with redis://")?;
+        let (cluster, rest) = match s.strip_prefix("redis+cluster://") {
+            Some(rest) => (true, rest),
+            None => (
+                false,
+                s.strip_prefix("redis://")
+                    .ok_or("must start with redis:// or redis+cluster://")?,
+            ),
+        };
         let (auth, hostpart) = match rest.rsplit_once('@') {
             Some((a, h)) => (Some(a), h),
             None => (None, rest),
@@ -53,12 +76,14 @@ impl RedisUrl {
             Some((hp, db)) => (hp, db.parse().map_err(|_| format!("bad db {db:?}"))?),
             None => (hostpart, 0),
         };
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| format!("bad port {p:?}"))?),
-            None => (hostport, 6379),
-        };
-        if host.is_empty() {
-            return Err("missing host".into());
+        let mut nodes = hostport.split(',').map(node);
+        let NodeAddr { host, port } = nodes.next().ok_or("missing host")??;
+        let seeds = nodes.collect::<Result<Vec<NodeAddr>, String>>()?;
+        if !cluster && !seeds.is_empty() {
+            return Err("several hosts: a Redis Cluster is redis+cluster://h1:p1,h2:p2".into());
+        }
+        if cluster && db != 0 {
+            return Err(format!("a Redis Cluster has only db 0, not {db}"));
         }
         let (user, password) = match auth {
             None => (None, None),
@@ -68,16 +93,14 @@ impl RedisUrl {
                 None => (Some(decode(a)), None),
             },
         };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
         Ok(RedisUrl {
             host,
             port,
             db,
             user,
             password,
+            cluster,
+            seeds,
         })
     }
 
@@ -106,6 +129,8 @@ impl RedisUrl {
             db,
             user: None,
             password,
+            cluster: false,
+            seeds: Vec::new(),
         }))
     }
 
@@ -117,6 +142,45 @@ impl RedisUrl {
             format!("{}:{}", self.host, self.port)
         }
     }
+
+    /// The same credentials at another node (a cluster's primary).
+    pub fn at(&self, node: &NodeAddr) -> RedisUrl {
+        RedisUrl {
+            host: node.host.clone(),
+            port: node.port,
+            seeds: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Every seed node: `host:port` first, then [`seeds`](Self::seeds).
+    pub fn seed_nodes(&self) -> Vec<NodeAddr> {
+        let first = NodeAddr {
+            host: self.host.clone(),
+            port: self.port,
+        };
+        std::iter::once(first)
+            .chain(self.seeds.iter().cloned())
+            .collect()
+    }
+}
+
+/// `host[:port]` (`[v6]:port` too); the port defaults to 6379.
+fn node(hostport: &str) -> Result<NodeAddr, String> {
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
+            (h, p.parse().map_err(|_| format!("bad port {p:?}"))?)
+        }
+        _ => (hostport, 6379),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err("missing host".into());
+    }
+    Ok(NodeAddr {
+        host: host.to_owned(),
+        port,
+    })
 }
 
 fn decode(s: &str) -> String {
@@ -148,6 +212,29 @@ mod tests {
             "{tls}"
         );
         assert_eq!(u.to_string(), "redis://:***@localhost:6379/0");
+        assert!(RedisUrl::parse("redis://a:1,b:2").is_err());
+    }
+
+    #[test]
+    fn cluster_urls() {
+        let u = RedisUrl::parse("redis+cluster://:pw@10.0.0.1:7000,10.0.0.2,[::1]:7002").unwrap();
+        assert!(u.cluster);
+        assert_eq!((u.host.as_str(), u.port), ("10.0.0.1", 7000));
+        let seeds: Vec<String> = u.seed_nodes().iter().map(|n| n.to_string()).collect();
+        assert_eq!(seeds, ["10.0.0.1:7000", "10.0.0.2:6379", "[::1]:7002"]);
+        assert_eq!(
+            u.to_string(),
+            "redis+cluster://:***@10.0.0.1:7000,10.0.0.2:6379,[::1]:7002/0"
+        );
+        let at = u.at(&u.seed_nodes()[2]);
+        assert_eq!(
+            (at.host.as_str(), at.port, at.password.as_deref()),
+            ("::1", 7002, Some("pw"))
+        );
+        assert!(at.seeds.is_empty() && at.cluster);
+        let err = RedisUrl::parse("redis+cluster://h:1/3").unwrap_err();
+        assert!(err.contains("only db 0"), "{err}");
+        assert_eq!(RedisUrl::parse("redis://[::1]:7000").unwrap().host, "::1");
     }
 
     #[test]

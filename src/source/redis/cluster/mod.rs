@@ -3,9 +3,10 @@
 //! and the `-MOVED` / `-ASK` redirections.
 //!
 //! Pure except [`discover`], which asks one seed node over a blocking [`RedisConn`] (called by
-//! the Redis source's own threads, never a shard). This is the first piece of cluster support:
-//! the source that follows redirections, subscribes keyspace notifications on every primary and
-//! routes sharded channels to their owners is built on it.
+//! the Redis source's own threads, never a shard). The cluster source is built on it:
+//! [`subs`] places and keeps the subscriptions (keyspace on every primary, sharded channels on
+//! their owners, the rest on one node) and refreshes the topology; [`commands`] sends key reads
+//! and publishes to the owning primary, following redirections.
 //!
 //! Invariants: a [`Topology`] covers slots in ascending, non-overlapping ranges, each with one
 //! primary address; a slot no range covers has no owner (the cluster is down for it, and the
@@ -13,6 +14,9 @@
 //! naming what was wrong.
 
 use std::time::Duration;
+
+pub mod commands;
+pub mod subs;
 
 use super::RedisUrl;
 use super::conn::{RedisConn, RedisError};
