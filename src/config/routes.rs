@@ -845,7 +845,8 @@ fn string_list(raw: Raw<'_>) -> Result<Vec<String>, String> {
 }
 
 /// The preset's sources, with `redis` (if given) supplying host, port and credentials. The
-/// weppcloud sources keep their databases; the bess source takes the URL's.
+/// weppcloud sources keep their databases (on a Redis Cluster, which has only db 0, they all use
+/// db 0); the bess source takes the URL's.
 pub fn preset_sources(preset: Preset, redis: Option<&RedisUrl>) -> Vec<SourceConfig> {
     let parsed: PresetFile = match toml::from_str(preset_toml(preset)) {
         Ok(p) => p,
@@ -861,7 +862,10 @@ pub fn preset_sources(preset: Preset, redis: Option<&RedisUrl>) -> Vec<SourceCon
                 url.port = r.port;
                 url.user = r.user.clone();
                 url.password = r.password.clone();
-                if preset == Preset::Bess {
+                url.cluster = r.cluster;
+                url.seeds = r.seeds.clone();
+                if preset == Preset::Bess || r.cluster {
+                    // A Redis Cluster has only db 0.
                     url.db = r.db;
                 }
             }

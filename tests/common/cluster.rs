@@ -3,6 +3,8 @@
 //! … --cluster-replicas 0 --cluster-yes`, and waited for until every node says
 //! `cluster_state:ok`. Included with `#[path = "common/cluster.rs"]` next to `mod common;`.
 
+#![allow(dead_code)]
+
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -86,5 +88,87 @@ impl RedisCluster {
             .iter()
             .position(|n| !matches!(n.cmd(&["GET", key]), Resp::Error(_)))
             .unwrap_or_else(|| panic!("no node owns {key}"))
+    }
+
+    /// A name `<prefix><n>` whose slot `node` owns.
+    pub fn name_on(&self, node: usize, prefix: &str) -> String {
+        (0..10_000)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|name| self.owner_index(name) == node)
+            .unwrap_or_else(|| panic!("no {prefix}N on node {node}"))
+    }
+
+    /// `PUBSUB SHARDNUMSUB channel` on `node`.
+    pub fn shardnumsub(&self, node: usize, channel: &str) -> i64 {
+        match self.nodes[node].cmd(&["PUBSUB", "SHARDNUMSUB", channel]) {
+            Resp::Array(items) => match items.get(1) {
+                Some(Resp::Int(n)) => *n,
+                other => panic!("SHARDNUMSUB: {other:?}"),
+            },
+            other => panic!("SHARDNUMSUB: {other:?}"),
+        }
+    }
+
+    /// `PUBSUB NUMSUB channel` summed over every node (ordinary subscriptions are node-local).
+    pub fn numsub(&self, channel: &str) -> i64 {
+        self.nodes
+            .iter()
+            .map(|n| match n.cmd(&["PUBSUB", "NUMSUB", channel]) {
+                Resp::Array(items) => match items.get(1) {
+                    Some(Resp::Int(n)) => *n,
+                    _ => 0,
+                },
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Waits until `check()` holds; fails after [`TIMEOUT`] with `what`.
+    pub fn wait(&self, what: &str, check: impl Fn(&RedisCluster) -> bool) {
+        let start = Instant::now();
+        while !check(self) {
+            assert!(
+                start.elapsed() < TIMEOUT,
+                "cluster: waited too long for {what}"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Runs `args` on the node that owns `key`'s slot (following `-MOVED` by asking each node).
+    pub fn cmd_for(&self, args: &[&str]) -> Resp {
+        for node in &self.nodes {
+            match node.cmd(args) {
+                Resp::Error(e) if e.starts_with("MOVED") || e.starts_with("ASK") => continue,
+                other => return other,
+            }
+        }
+        panic!("no node took {args:?}")
+    }
+
+    /// Moves empty slot `slot` from node `from` to node `to` the way `redis-cli --cluster
+    /// reshard` does: IMPORTING on the target, MIGRATING on the source, then `SETSLOT … NODE`
+    /// on the target, the source and the rest.
+    pub fn migrate_slot(&self, slot: u16, from: usize, to: usize) {
+        let slot = slot.to_string();
+        let (from_id, to_id) = (self.id(from), self.id(to));
+        let ok = Resp::Simple("OK".into());
+        assert_eq!(
+            self.nodes[to].cmd(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]),
+            ok
+        );
+        assert_eq!(
+            self.nodes[from].cmd(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]),
+            ok
+        );
+        let order = [to, from]
+            .into_iter()
+            .chain((0..self.nodes.len()).filter(|i| *i != to && *i != from));
+        for i in order {
+            assert_eq!(
+                self.nodes[i].cmd(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]),
+                ok
+            );
+        }
     }
 }
