@@ -262,7 +262,12 @@ pub fn read_loop(
             }
             PubSub::Pong => continue,
             PubSub::Reply(resp::Value::Error(e)) => {
-                tracing::warn!(error = %e, "redis refused a subscription command");
+                if e.starts_with("MOVED") {
+                    // A cluster re-homing a sharded subscription whose slot already left.
+                    tracing::debug!(error = %e, "redis cluster node redirected a subscription command");
+                } else {
+                    tracing::warn!(error = %e, "redis refused a subscription command");
+                }
                 control(Control::Refused(e));
                 continue;
             }
