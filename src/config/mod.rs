@@ -2515,6 +2515,52 @@ mod tests {
     }
 
     #[test]
+    fn cluster_sources_and_sharded_channels() {
+        let file = TempToml::new(
+            "cluster-sources",
+            "[[source]]\nname = \"a\"\nredis = \"redis://h:7000\"\ncluster = true\n\
+             sharded_channels = [\"orders:*\"]\n\n\
+             [[source]]\nname = \"b\"\nredis = \"redis+cluster://h:7000,g:7001\"\n",
+        );
+        let config = parse(&["--config", file.arg()], &[]).expect("valid");
+        assert!(config.sources[0].url.cluster);
+        assert_eq!(config.sources[0].sharded_channels, ["orders:*"]);
+        assert!(config.sources[1].url.cluster);
+        assert_eq!(config.sources[1].url.seeds.len(), 1);
+        assert!(config.sources[1].sharded_channels.is_empty());
+        // A preset's sources take the cluster URL, all on db 0.
+        let config = parse(
+            &["--preset", "weppcloud", "--redis", "redis+cluster://h:7000"],
+            &[],
+        )
+        .expect("valid");
+        assert!(
+            config
+                .sources
+                .iter()
+                .all(|s| s.url.cluster && s.url.db == 0)
+        );
+        for (text, needle) in [
+            (
+                "[[source]]\nname = \"a\"\nredis = \"redis://h\"\nsharded_channels = [\"x\"]\n",
+                "sharded_channels needs a Redis Cluster",
+            ),
+            (
+                "[[source]]\nname = \"a\"\nredis = \"redis://h/2\"\ncluster = true\n",
+                "only db 0",
+            ),
+            (
+                "[[source]]\nname = \"a\"\nredis = \"redis+cluster://h/1\"\n",
+                "only db 0",
+            ),
+        ] {
+            let file = TempToml::new("cluster-bad", text);
+            let err = parse(&["--config", file.arg()], &[]).expect_err(text);
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+    }
+
+    #[test]
     fn only_sources_that_can_serve_watches_need_keyspace_events() {
         let file = TempToml::new(
             "watch-sources",
