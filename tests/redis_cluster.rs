@@ -230,9 +230,15 @@ fn a_slot_migration_mid_stream_rehomes_the_sharded_subscription() {
     let to = 1;
     let channel = c.name_on(from, "orders:");
     let slot = key_slot(channel.as_bytes());
+    // A second sharded channel on the same primary, in a slot that stays.
+    let stays = (0..10_000)
+        .map(|i| format!("orders:stay:{i}"))
+        .find(|n| c.owner_index(n) == from && key_slot(n.as_bytes()) != slot)
+        .expect("another slot on the same node");
     let mut client = subscribed(&gw, &channel);
-    c.wait("the sharded subscription on its owner", |c| {
-        c.shardnumsub(from, &channel) == 1
+    let _other = subscribed(&gw, &stays);
+    c.wait("the sharded subscriptions on their owner", |c| {
+        c.shardnumsub(from, &channel) == 1 && c.shardnumsub(from, &stays) == 1
     });
     // Past the start-up refreshes (the first one finds the node threads not yet connected and
     // retries): the next periodic one is 30 s away, so only the node's `sunsubscribe` can
@@ -303,7 +309,12 @@ fn a_slot_migration_mid_stream_rehomes_the_sharded_subscription() {
     }
     stop.store(true, Ordering::Relaxed);
     publisher.join().expect("publisher");
-    assert!(gw.metric("ringcast_source_redis_cluster_rehomed_total{source=\"cluster\"}") >= 1);
+    // Only the subscription whose slot moved was re-homed.
+    assert_eq!(
+        gw.metric("ringcast_source_redis_cluster_rehomed_total{source=\"cluster\"}"),
+        1
+    );
+    assert_eq!(c.shardnumsub(from, &stays), 1);
     assert_eq!(
         gw.metric("ringcast_source_redis_cluster_nodes{source=\"cluster\"}"),
         3

@@ -112,19 +112,30 @@ struct Node {
     retired: Arc<AtomicBool>,
 }
 
-/// Commands to write, grouped by node and command, so each becomes a few pipelined writes.
+/// The slot a command's names must share: `SSUBSCRIBE` and `SUNSUBSCRIBE` take channels of one
+/// slot only (Redis answers `-CROSSSLOT` otherwise); `None` for the other commands.
+fn slot_group(cmd: &[u8], name: &[u8]) -> Option<u16> {
+    matches!(cmd, b"SSUBSCRIBE" | b"SUNSUBSCRIBE").then(|| key_slot(name))
+}
+
+/// Commands to write, grouped by node, command and (sharded) slot, so each becomes a few
+/// pipelined writes.
 #[derive(Default)]
-struct Outgoing(BTreeMap<(NodeAddr, &'static [u8]), Vec<Bytes>>);
+struct Outgoing(BTreeMap<(NodeAddr, &'static [u8], Option<u16>), Vec<Bytes>>);
 
 impl Outgoing {
     fn push(&mut self, node: &NodeAddr, cmd: &'static [u8], name: Bytes) {
-        self.0.entry((node.clone(), cmd)).or_default().push(name);
+        let slot = slot_group(cmd, &name);
+        self.0
+            .entry((node.clone(), cmd, slot))
+            .or_default()
+            .push(name);
     }
 
     /// Writes everything; a node whose write fails loses its writer (its thread reconnects
     /// and resubscribes what is placed on it).
     fn send(self, st: &mut State) {
-        for ((node, cmd), names) in self.0 {
+        for ((node, cmd, _), names) in self.0 {
             if let Some(n) = st.nodes.get_mut(&node) {
                 subscriber::send(&mut n.writer, cmd, &names);
             }
@@ -543,7 +554,7 @@ impl ClusterSubs {
         if st.main.is_none() {
             st.main = Some(addr.clone());
         }
-        let mut by_cmd: BTreeMap<&'static [u8], Vec<Bytes>> = BTreeMap::new();
+        let mut by_cmd: BTreeMap<(&'static [u8], Option<u16>), Vec<Bytes>> = BTreeMap::new();
         let mut homes = Vec::new();
         for (kind, name) in st.wanted.keys() {
             let at = place(*kind, name, self.sharded());
@@ -553,8 +564,9 @@ impl ClusterSubs {
                 Place::Owner(slot) => st.topology.owner(slot) == Some(addr),
             };
             if here {
+                let cmd = command(*kind, at, true);
                 by_cmd
-                    .entry(command(*kind, at, true))
+                    .entry((cmd, slot_group(cmd, name)))
                     .or_default()
                     .push(name.clone());
                 if let Place::Owner(_) = at {
@@ -562,7 +574,7 @@ impl ClusterSubs {
                 }
             }
         }
-        for (cmd, names) in &by_cmd {
+        for ((cmd, _), names) in &by_cmd {
             for chunk in names.chunks(CHUNK) {
                 let mut args: Vec<&[u8]> = vec![cmd];
                 args.extend(chunk.iter().map(|b| &b[..]));
@@ -647,5 +659,30 @@ mod tests {
             b"SUNSUBSCRIBE"
         );
         assert_eq!(command(Kind::Pattern, Place::Every, true), b"PSUBSCRIBE");
+        // Sharded commands are grouped by slot (one slot per SSUBSCRIBE), others are not.
+        assert_eq!(
+            slot_group(b"SSUBSCRIBE", b"orders:7"),
+            Some(key_slot(b"orders:7"))
+        );
+        assert_eq!(slot_group(b"SUNSUBSCRIBE", b"a"), Some(key_slot(b"a")));
+        assert_eq!(slot_group(b"SUBSCRIBE", b"a"), None);
+        let mut out = Outgoing::default();
+        let node = NodeAddr {
+            host: "h".into(),
+            port: 1,
+        };
+        for name in ["orders:1", "orders:2", "{orders}:1", "{orders}:2"] {
+            out.push(&node, b"SSUBSCRIBE", Bytes::from(name));
+        }
+        for name in ["a", "b"] {
+            out.push(&node, b"SUBSCRIBE", Bytes::from(name));
+        }
+        let sizes: Vec<usize> = out.0.values().map(Vec::len).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 6);
+        assert_eq!(
+            out.0.len(),
+            4,
+            "orders:1, orders:2, {{orders}}:*, and one SUBSCRIBE"
+        );
     }
 }
