@@ -142,18 +142,7 @@ fn preflight_and_bess_keys_on_different_primaries_update_their_clients() {
     let run = c.name_on(0, "run-");
     assert_ne!(c.owner_index(&run), c.owner_index(&battery_key));
 
-    let wepp = Gateway::start(&[
-        "--shards",
-        "2",
-        "--preset",
-        "weppcloud",
-        "--redis",
-        &url,
-        "--route",
-        "preflight.listen=127.0.0.1:0",
-        "--route",
-        "status.listen=127.0.0.1:0",
-    ]);
+    let wepp = Gateway::weppcloud_at(&url, &[]);
     let mut pre = Client::connect(
         wepp.route_addr("preflight"),
         &format!("/weppcloud-microservices/preflight/{run}"),
@@ -178,16 +167,7 @@ fn preflight_and_bess_keys_on_different_primaries_update_their_clients() {
     let mut hset = vec!["HSET", battery_key.as_str()];
     hset.extend(fields);
     assert!(matches!(c.nodes[2].cmd(&hset), Resp::Int(2)));
-    let bess = Gateway::start(&[
-        "--shards",
-        "2",
-        "--preset",
-        "bess",
-        "--redis",
-        &url,
-        "--route",
-        "bess.listen=127.0.0.1:0",
-    ]);
+    let bess = Gateway::bess_at(&url, &[]);
     let mut b = Client::connect(bess.route_addr("bess"), "/ws");
     let snapshot: Value = serde_json::from_str(&b.recv_text()).expect("json");
     assert_eq!(

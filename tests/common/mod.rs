@@ -105,14 +105,18 @@ impl Gateway {
     /// `--preset weppcloud` against `redis` (host and port; each preset source keeps its db),
     /// both routes on free loopback ports, two shards, then `extra`.
     pub fn weppcloud(redis: &RedisServer, extra: &[&str]) -> Gateway {
-        let base = format!("redis://127.0.0.1:{}", redis.port);
+        Gateway::weppcloud_at(&format!("redis://127.0.0.1:{}", redis.port), extra)
+    }
+
+    /// [`Gateway::weppcloud`] against the Redis (or Redis Cluster) at `base`.
+    pub fn weppcloud_at(base: &str, extra: &[&str]) -> Gateway {
         let mut args = vec![
             "--shards",
             "2",
             "--preset",
             "weppcloud",
             "--redis",
-            &base,
+            base,
             "--route",
             "preflight.listen=127.0.0.1:0",
             "--route",
@@ -125,14 +129,18 @@ impl Gateway {
     /// `--preset bess` against `redis` (its URL's db 0), the route on a free loopback port, two
     /// shards, then `extra`.
     pub fn bess(redis: &RedisServer, extra: &[&str]) -> Gateway {
-        let url = format!("redis://127.0.0.1:{}", redis.port);
+        Gateway::bess_at(&format!("redis://127.0.0.1:{}", redis.port), extra)
+    }
+
+    /// [`Gateway::bess`] against the Redis (or Redis Cluster) at `url`.
+    pub fn bess_at(url: &str, extra: &[&str]) -> Gateway {
         let mut args = vec![
             "--shards",
             "2",
             "--preset",
             "bess",
             "--redis",
-            &url,
+            url,
             "--route",
             "bess.listen=127.0.0.1:0",
         ];

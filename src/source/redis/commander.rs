@@ -21,7 +21,7 @@ use crate::router::UpstreamMsg;
 use crate::source::SourceInput;
 
 /// Most commands pipelined in one batch.
-pub const BATCH: usize = 256;
+const BATCH: usize = 256;
 
 /// Sends commands about keys: one connection ([`RedisConn`]), or a cluster's connections with
 /// each command routed to the primary owning its key's slot
@@ -96,17 +96,8 @@ pub fn run(
         };
         backoff.reset();
         loop {
-            if pending.is_empty() {
-                match rx.recv() {
-                    Ok(cmd) => pending.push(cmd),
-                    Err(_) => return,
-                }
-            }
-            while pending.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(cmd) => pending.push(cmd),
-                    Err(_) => break,
-                }
+            if !next_batch(&rx, &mut pending) {
+                return;
             }
             match execute(settings.index, &mut conn, &mut pending, &hub, &metrics) {
                 Ok(()) => {}
@@ -117,6 +108,24 @@ pub fn run(
             }
         }
     }
+}
+
+/// Waits for a command when none is pending, then takes what else is queued, up to [`BATCH`].
+/// False when the hub dropped its sender (the thread ends).
+pub fn next_batch(rx: &Receiver<Cmd>, pending: &mut Vec<Cmd>) -> bool {
+    if pending.is_empty() {
+        match rx.recv() {
+            Ok(cmd) => pending.push(cmd),
+            Err(_) => return false,
+        }
+    }
+    while pending.len() < BATCH {
+        match rx.try_recv() {
+            Ok(cmd) => pending.push(cmd),
+            Err(_) => break,
+        }
+    }
+    true
 }
 
 /// Runs a batch. Publishes are pipelined first; then reads, one key at a time. On error, what

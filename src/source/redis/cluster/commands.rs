@@ -19,7 +19,7 @@ use super::{NodeAddr, Redirect};
 use crate::metrics::Metrics;
 use crate::router::UpstreamMsg;
 use crate::source::SourceInput;
-use crate::source::redis::commander::{BATCH, Cmd, KeyCall, read_input};
+use crate::source::redis::commander::{Cmd, KeyCall, next_batch, read_input};
 use crate::source::redis::conn::{RedisConn, RedisError};
 use crate::source::redis::resp::Value;
 use crate::source::redis::{Backoff, RedisSettings};
@@ -144,17 +144,8 @@ pub fn run(
     };
     let mut pending: Vec<Cmd> = Vec::new();
     loop {
-        if pending.is_empty() {
-            match rx.recv() {
-                Ok(cmd) => pending.push(cmd),
-                Err(_) => return,
-            }
-        }
-        while pending.len() < BATCH {
-            match rx.try_recv() {
-                Ok(cmd) => pending.push(cmd),
-                Err(_) => break,
-            }
+        if !next_batch(&rx, &mut pending) {
+            return;
         }
         match execute(&settings, &mut pool, &mut pending, &hub, &metrics) {
             Ok(()) => backoff.reset(),

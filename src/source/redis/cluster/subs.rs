@@ -118,10 +118,12 @@ fn slot_group(cmd: &[u8], name: &[u8]) -> Option<u16> {
     matches!(cmd, b"SSUBSCRIBE" | b"SUNSUBSCRIBE").then(|| key_slot(name))
 }
 
-/// Commands to write, grouped by node, command and (sharded) slot, so each becomes a few
-/// pipelined writes.
+/// What one command line is grouped by: node, command and (for sharded commands) slot.
+type Group = (NodeAddr, &'static [u8], Option<u16>);
+
+/// Commands to write, grouped, so each becomes a few pipelined writes.
 #[derive(Default)]
-struct Outgoing(BTreeMap<(NodeAddr, &'static [u8], Option<u16>), Vec<Bytes>>);
+struct Outgoing(BTreeMap<Group, Vec<Bytes>>);
 
 impl Outgoing {
     fn push(&mut self, node: &NodeAddr, cmd: &'static [u8], name: Bytes) {
