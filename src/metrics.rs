@@ -155,6 +155,8 @@ pub struct ShardStats {
     pub protocol_closes: Counter,
     /// Connections refused because the shard was at its connection cap.
     pub rejected_connections: Counter,
+    /// Connections whose handling panicked: dropped alone, the shard goes on.
+    pub connection_panics: Counter,
     /// Requests answered with an HTTP error (bad handshake, 404, ...).
     pub http_errors: Counter,
     /// Interest updates waiting because the hub channel was full. Gauge.
@@ -452,7 +454,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         type Field = fn(&ShardStats) -> &Counter;
-        let shard_metrics: [(&str, &str, &str, Field); 18] = [
+        let shard_metrics: [(&str, &str, &str, Field); 19] = [
             ("connections", "gauge", "Open TCP connections.", |s| {
                 &s.connections
             }),
@@ -536,6 +538,12 @@ impl Metrics {
                 "counter",
                 "Connections refused at max-connections.",
                 |s| &s.rejected_connections,
+            ),
+            (
+                "connection_panics_total",
+                "counter",
+                "Connections dropped because their handling panicked (a bug: the shard goes on).",
+                |s| &s.connection_panics,
             ),
             (
                 "http_errors_total",

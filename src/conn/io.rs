@@ -58,7 +58,36 @@ pub fn adopt(shard: &ShardRef, stream: std::net::TcpStream, pending: Vec<u8>, li
     crate::rt::spawn(serve_from(shard.clone(), key, stream, pending));
 }
 
+/// Removes a connection from its shard when its task ends, however it ends: normally, or by a
+/// panic in its handling (a bug), which the runtime catches at the task: that connection is
+/// dropped alone, counted in `ringcast_connection_panics_total`, and the shard goes on.
+struct Cleanup {
+    shard: ShardRef,
+    key: ConnKey,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        // Unwinding has dropped every borrow the panicking code held; a borrow still active
+        // would mean the shard itself is mid-update, where leaving the entry is the safe choice.
+        let Ok(mut s) = self.shard.try_borrow_mut() else {
+            return;
+        };
+        if std::thread::panicking() {
+            s.stats().connection_panics.inc();
+            tracing::error!(
+                "a connection's handling panicked; that connection is closed, the shard goes on"
+            );
+        }
+        s.remove(self.key);
+    }
+}
+
 async fn serve_from(shard: ShardRef, key: ConnKey, stream: TcpStream, pending: Vec<u8>) {
+    let _cleanup = Cleanup {
+        shard: shard.clone(),
+        key,
+    };
     // Boxed: its state (request parsing, headers) is dropped at the upgrade instead of
     // sizing this connection's task for its whole life.
     let next = Box::pin(http_phase(&shard, key, &stream, pending)).await;
@@ -67,7 +96,6 @@ async fn serve_from(shard: ShardRef, key: ConnKey, stream: TcpStream, pending: V
         let writer = write_loop(&shard, key, &stream);
         tokio::join!(reader, writer);
     }
-    shard.borrow_mut().remove(key);
 }
 
 /// Reads HTTP requests and answers them until an upgrade, an error or the client leaves.

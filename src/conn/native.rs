@@ -12,6 +12,12 @@ use crate::shard::Shard;
 /// Handles one text message from a native client: a command, answered with an ack or an error.
 /// A malformed or unknown command gets an error reply; the connection stays open.
 pub fn handle_text(shard: &mut Shard, key: ConnKey, text: &[u8]) {
+    // Test hook, debug builds only (the test suite's binary): a panic inside one connection's
+    // handling, to show that only that connection is lost (tests/fault_panic.rs).
+    #[cfg(debug_assertions)]
+    if text == DEBUG_PANIC {
+        panic!("debug hook: {{\"op\":\"debug_panic\"}}");
+    }
     let mut scratch = text.to_vec();
     let reply = match parse_command(&mut scratch) {
         Ok(req) => execute(shard, key, req.id.as_ref(), req.command),
@@ -22,6 +28,10 @@ pub fn handle_text(shard: &mut Shard, key: ConnKey, text: &[u8]) {
         shard.send_text(key, &reply);
     }
 }
+
+/// The message that panics its connection's handling in debug builds (a test hook; release
+/// builds answer it as an unknown op).
+pub const DEBUG_PANIC: &[u8] = br#"{"op":"debug_panic"}"#;
 
 /// Subscribes to channels (`?subscribe=a,b`) or watches keys (`?watch=k`) named in the URL at
 /// connect time. Each one is acknowledged (JSON format only); the first refused name gets an
