@@ -734,6 +734,22 @@ impl RedisServer {
         }
     }
 
+    /// Sends `sig` to the server (SIGSTOP / SIGCONT to stall it).
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, sig);
+            }
+        }
+    }
+
+    /// Starts again on the same port with other extra arguments (a new password, say).
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+        self.restart();
+    }
+
     /// Starts again on the same port (the data is gone: no persistence).
     pub fn restart(&mut self) {
         self.kill9();

@@ -167,6 +167,38 @@ impl RedisConn {
         }
     }
 
+    /// Reads the next value (reply or push), waiting at most the socket's read timeout (set by
+    /// [`set_read_tick`](Self::set_read_tick)): `Ok(None)` when it passed with no complete
+    /// value. A partial value stays buffered for the next call.
+    pub fn read_or_tick(&mut self) -> Result<Option<Value>, RedisError> {
+        loop {
+            if let Some(v) = resp::decode(self.proto, &mut self.buf)? {
+                return Ok(Some(v));
+            }
+            if self.buf.len() > MAX_REPLY_BYTES {
+                return Err(RedisError::Protocol(DecodeError::too_large()));
+            }
+            match self.stream.read(&mut self.chunk[..]) {
+                Ok(0) => return Err(RedisError::Closed),
+                Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Makes [`read_or_tick`](Self::read_or_tick) return after `tick` without data.
+    pub fn set_read_tick(&self, tick: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(tick))
+    }
+
     /// Bounds every later read and write by `timeout`, for a connection whose owner must not
     /// wait long on a Redis that stopped answering (the replay lease); a timeout is an
     /// [`RedisError::Io`], and the caller reconnects.

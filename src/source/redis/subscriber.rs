@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Sender, TrySendError};
@@ -22,6 +23,16 @@ use super::{Backoff, Input, RedisSettings};
 use crate::metrics::Metrics;
 use crate::router::UpstreamMsg;
 use crate::source::{SourceEvent, SourceInput};
+
+/// A subscribed connection silent this long gets a `PING`.
+pub const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
+/// A `PING` unanswered this long means Redis stopped answering (stopped, overloaded, or a
+/// network that drops packets without a reset): the source is reported down (`/healthz`
+/// degraded) until anything arrives again. The connection is kept: nothing published
+/// meanwhile is lost by a reconnect, and clients stay.
+pub const REPLY_DEADLINE: Duration = Duration::from_secs(3);
+/// How often the reader wakes up without data, to send pings and check the deadline.
+const TICK: Duration = Duration::from_millis(250);
 
 /// Most names per SUBSCRIBE command when resubscribing.
 pub(super) const CHUNK: usize = 512;
@@ -69,6 +80,11 @@ impl SubShared {
         existing
     }
 
+    /// Writes a `PING` on the connection (false when there is no writer).
+    pub fn ping(&self) -> bool {
+        write_ping(&mut self.lock().writer)
+    }
+
     /// Drops one reference to each name; sends UNSUBSCRIBE for names that went 1 → 0.
     pub fn remove(&self, kind: Kind, names: &[Bytes]) {
         let mut guard = self.lock();
@@ -109,6 +125,20 @@ impl Kind {
             (Kind::Pattern, false) => b"PUNSUBSCRIBE",
         }
     }
+}
+
+/// Writes `PING` (allowed on a subscribed connection, in RESP2 and RESP3); on failure drops the
+/// writer, as [`send`] does.
+pub(super) fn write_ping(writer: &mut Option<TcpStream>) -> bool {
+    let Some(w) = writer.as_mut() else {
+        return false;
+    };
+    if w.write_all(b"*1\r\n$4\r\nPING\r\n").is_err() {
+        let _ = w.shutdown(std::net::Shutdown::Both);
+        *writer = None;
+        return false;
+    }
+    true
 }
 
 /// Writes `cmd names…` in chunks; on failure drops the writer (the reader thread notices the
@@ -169,7 +199,19 @@ pub fn run(
             tracing::info!(redis = %settings.url, proto = ?conn.proto, "connected to redis");
         }
         connected_before = true;
-        let err = read_loop(settings.index, &mut conn, &hub, &metrics, &mut |_| {});
+        let err = read_loop(
+            settings.index,
+            &mut conn,
+            &hub,
+            &metrics,
+            &|| shared.ping(),
+            &mut |c| {
+                if let Control::Stalled(stalled) = c {
+                    stalled_log(&settings.url, stalled);
+                    stats.up.set(u64::from(!stalled));
+                }
+            },
+        );
         shared.lock().writer = None;
         stats.up.set(0);
         tracing::warn!(redis = %settings.url, error = %err, "redis subscriber connection lost");
@@ -209,24 +251,63 @@ pub enum Control {
     /// An error reply to a subscription command (`-MOVED` for an `SSUBSCRIBE` sent to a node
     /// that no longer owns the slot).
     Refused(String),
+    /// true: a `PING` went unanswered for [`REPLY_DEADLINE`]; false: Redis answers again.
+    Stalled(bool),
 }
 
-/// Reads pushes until the connection fails; returns why. `control` hears what a cluster needs
-/// to know ([`Control`]).
+/// The log line of a stall or of its end.
+pub(super) fn stalled_log(redis: &super::RedisUrl, stalled: bool) {
+    if stalled {
+        tracing::warn!(%redis, deadline = ?REPLY_DEADLINE, "redis stopped answering (no reply to PING): source down, /healthz degraded; clients stay connected");
+    } else {
+        tracing::info!(%redis, "redis answers again");
+    }
+}
+
+/// Reads pushes until the connection fails; returns why. `ping` writes a `PING` on the
+/// connection (through the shared writer); it is sent after [`PING_WHEN_IDLE`] of silence, and
+/// `control` hears [`Control::Stalled`] when it goes unanswered for [`REPLY_DEADLINE`], and
+/// what else a cluster needs to know ([`Control`]).
 pub fn read_loop(
     index: usize,
     conn: &mut RedisConn,
     hub: &Sender<UpstreamMsg>,
     metrics: &Metrics,
+    ping: &dyn Fn() -> bool,
     control: &mut dyn FnMut(Control),
 ) -> RedisError {
     let stats = &metrics.redis[index];
     let mut seen: u64 = 0;
+    if let Err(e) = conn.set_read_tick(TICK) {
+        return RedisError::Io(e);
+    }
+    let mut heard = Instant::now();
+    let mut ping_sent: Option<Instant> = None;
+    let mut stalled = false;
     loop {
-        let value = match conn.read() {
-            Ok(v) => v,
+        let value = match conn.read_or_tick() {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                match ping_sent {
+                    Some(at) if !stalled && at.elapsed() >= REPLY_DEADLINE => {
+                        stalled = true;
+                        control(Control::Stalled(true));
+                    }
+                    None if heard.elapsed() >= PING_WHEN_IDLE && ping() => {
+                        ping_sent = Some(Instant::now());
+                    }
+                    _ => {}
+                }
+                continue;
+            }
             Err(e) => return e,
         };
+        heard = Instant::now();
+        ping_sent = None;
+        if stalled {
+            stalled = false;
+            control(Control::Stalled(false));
+        }
         let input = match resp::classify(value) {
             PubSub::Message { channel, payload } => Input::Event {
                 event: SourceEvent::Message { channel, payload },

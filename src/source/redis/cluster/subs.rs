@@ -110,6 +110,8 @@ struct State {
 struct Node {
     writer: Option<TcpStream>,
     retired: Arc<AtomicBool>,
+    /// Its connection is up but Redis stopped answering (see `subscriber::REPLY_DEADLINE`).
+    stalled: bool,
 }
 
 /// The slot a command's names must share: `SSUBSCRIBE` and `SUNSUBSCRIBE` take channels of one
@@ -205,7 +207,10 @@ impl State {
     fn healthy(&self) -> bool {
         !self.nodes.is_empty()
             && self.main.is_some()
-            && self.nodes.values().all(|n| n.writer.is_some())
+            && self
+                .nodes
+                .values()
+                .all(|n| n.writer.is_some() && !n.stalled)
             && self.topology.covered() == usize::from(SLOTS)
     }
 }
@@ -402,6 +407,7 @@ impl ClusterSubs {
                     Node {
                         writer: None,
                         retired: retired.clone(),
+                        stalled: false,
                     },
                 );
                 let me = self.clone();
@@ -527,6 +533,7 @@ impl ClusterSubs {
                 &mut conn,
                 &self.hub,
                 &self.metrics,
+                &|| self.ping(&addr),
                 &mut |c| self.control(&addr, c),
             );
             if retired.load(Ordering::Relaxed) {
@@ -595,11 +602,20 @@ impl ClusterSubs {
         Ok(true)
     }
 
+    /// Writes a `PING` on `addr`'s subscriber connection.
+    fn ping(&self, addr: &NodeAddr) -> bool {
+        let mut st = self.lock();
+        st.nodes
+            .get_mut(addr)
+            .is_some_and(|n| subscriber::write_ping(&mut n.writer))
+    }
+
     /// A node's connection was lost: nothing is subscribed there any more.
     fn detach(&self, addr: &NodeAddr) {
         let mut st = self.lock();
         if let Some(node) = st.nodes.get_mut(addr) {
             node.writer = None;
+            node.stalled = false;
         }
         st.homes.retain(|_, home| home != addr);
         self.set_up(&st);
@@ -610,6 +626,14 @@ impl ClusterSubs {
     /// What a node's connection said besides messages.
     fn control(&self, addr: &NodeAddr, control: Control) {
         match control {
+            Control::Stalled(stalled) => {
+                subscriber::stalled_log(&self.settings.url.at(addr), stalled);
+                let mut st = self.lock();
+                if let Some(node) = st.nodes.get_mut(addr) {
+                    node.stalled = stalled;
+                }
+                self.set_up(&st);
+            }
             Control::ShardUnsubscribed(name) => {
                 let mut st = self.lock();
                 let wanted = st.wanted.contains_key(&(Kind::Channel, name.clone()));
