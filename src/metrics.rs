@@ -157,6 +157,8 @@ pub struct ShardStats {
     pub rejected_connections: Counter,
     /// Connections whose handling panicked: dropped alone, the shard goes on.
     pub connection_panics: Counter,
+    /// Connections accepted at the descriptor limit only to be answered 503 and closed.
+    pub fd_limit_refusals: Counter,
     /// Requests answered with an HTTP error (bad handshake, 404, ...).
     pub http_errors: Counter,
     /// Interest updates waiting because the hub channel was full. Gauge.
@@ -454,7 +456,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         type Field = fn(&ShardStats) -> &Counter;
-        let shard_metrics: [(&str, &str, &str, Field); 19] = [
+        let shard_metrics: [(&str, &str, &str, Field); 20] = [
             ("connections", "gauge", "Open TCP connections.", |s| {
                 &s.connections
             }),
@@ -544,6 +546,12 @@ impl Metrics {
                 "counter",
                 "Connections dropped because their handling panicked (a bug: the shard goes on).",
                 |s| &s.connection_panics,
+            ),
+            (
+                "fd_limit_refusals_total",
+                "counter",
+                "Connections answered 503 and closed at the file descriptor limit.",
+                |s| &s.fd_limit_refusals,
             ),
             (
                 "http_errors_total",

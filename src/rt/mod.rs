@@ -144,6 +144,46 @@ impl TcpListener {
         })
     }
 
+    /// At the descriptor limit, turns away one waiting connection cleanly instead of leaving it
+    /// in the backlog: the caller has just closed a reserve descriptor, so that `accept4` can
+    /// succeed; the connection gets `503` and is closed at once. Non-blocking: false when
+    /// nothing was waiting (or the accept failed anyway).
+    pub fn shed_one(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            TcpListener::IoUring(l) => l.as_raw_fd(),
+            TcpListener::Epoll(l) => l.get_ref().as_raw_fd(),
+        };
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a zero timeout never blocks.
+        if unsafe { libc::poll(&mut poll, 1, 0) } != 1 {
+            return false;
+        }
+        // SAFETY: `fd` is our listening socket; null address arguments are allowed.
+        let conn = unsafe {
+            libc::accept4(
+                fd,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if conn < 0 {
+            return false;
+        }
+        // SAFETY: accept4 returned a new descriptor that nothing else owns.
+        let stream = unsafe { <std::net::TcpStream as std::os::fd::FromRawFd>::from_raw_fd(conn) };
+        let _ = std::io::Write::write(
+            &mut &stream,
+            b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 35\r\n\r\nat the file descriptor limit, retry\n",
+        );
+        true
+    }
+
     /// Accepts one connection.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         match self {

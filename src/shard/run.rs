@@ -154,6 +154,7 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
 }
 
 async fn accept_loop(shard: ShardRef, listener: TcpListener, index: u8, stop: Rc<Notify>) {
+    let mut reserve = Reserve::open();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -171,13 +172,58 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, index: u8, stop: Rc
                 drop(s);
                 rt::spawn(crate::conn::io::serve(shard.clone(), key, stream));
             }
-            Err(e) => {
-                // EMFILE/ENFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Err(e) => accept_failed(&shard, &listener, &e, &mut reserve).await,
         }
     }
+}
+
+/// A descriptor kept open to be closed at the descriptor limit, so that one waiting connection
+/// can be accepted and turned away cleanly (`503`) instead of waiting in the backlog.
+struct Reserve {
+    file: Option<std::fs::File>,
+    /// When the limit was last logged (one line a second at most).
+    logged: Option<Instant>,
+}
+
+impl Reserve {
+    fn open() -> Reserve {
+        Reserve {
+            file: std::fs::File::open("/dev/null").ok(),
+            logged: None,
+        }
+    }
+}
+
+/// An accept failed. At the descriptor limit (`EMFILE`, `ENFILE`): close the reserve, turn the
+/// waiting connection away with 503 (`ringcast_fd_limit_refusals_total`), reopen the reserve.
+/// Any other error, or no reserve: back off briefly instead of spinning. Logged once a second.
+async fn accept_failed(
+    shard: &ShardRef,
+    listener: &TcpListener,
+    e: &std::io::Error,
+    reserve: &mut Reserve,
+) {
+    let at_limit = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+    if reserve
+        .logged
+        .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+    {
+        reserve.logged = Some(Instant::now());
+        if at_limit {
+            tracing::warn!(error = %e, "at the file descriptor limit: new connections get 503 until descriptors free up");
+        } else {
+            tracing::warn!(error = %e, "accept failed");
+        }
+    }
+    if at_limit && reserve.file.take().is_some() {
+        let shed = listener.shed_one();
+        reserve.file = std::fs::File::open("/dev/null").ok();
+        if shed {
+            shard.borrow().stats().fd_limit_refusals.inc();
+            return;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// Period of the sweep: a quarter of the shortest interval or timeout it enforces, at most once
