@@ -14,6 +14,7 @@
 //! write loop flushes what is left and half-closes, and the read loop stops at the peer's close,
 //! at EOF, or when the shard's sweep passes the closing deadline and shuts the socket down.
 
+mod admission;
 mod eio;
 mod ess;
 pub mod ess_api;
@@ -131,6 +132,10 @@ pub struct Conn {
     pub held: Vec<outbox::OutFrame>,
     /// Read time of a sampled event queued here: the next `writev` is timed against it.
     pub probe: Option<Instant>,
+    /// The token's grants and expiry, for a connection that presented a JWT; `None` for
+    /// anonymous clients, whom the listener's allow lists govern. Boxed: one pointer per
+    /// anonymous connection.
+    pub auth: Option<Box<crate::auth::ConnAuth>>,
 }
 
 /// Most events held for a connection waiting for a snapshot; past it the connection is closed
@@ -161,6 +166,7 @@ impl Conn {
             snapshots_pending: 0,
             held: Vec::new(),
             probe: None,
+            auth: None,
         }
     }
 
