@@ -322,7 +322,10 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         }
     }
     if let Some(admin) = config.admin_listener() {
-        tracing::info!("admin ready listen={} paths=/metrics,/healthz", bound[admin]);
+        tracing::info!(
+            "admin ready listen={} paths=/metrics,/healthz",
+            bound[admin]
+        );
     }
     tracing::info!("demo page: {}", demo_url(addr));
     tracing::info!(
