@@ -285,7 +285,7 @@ fn anonymous_clients_get_the_allow_lists() {
 #[test]
 fn a_token_that_expires_closes_the_connection_with_4003() {
     let gw = jwt_gateway(&["--ping-interval", "1s"]);
-    let mut c = connect(&gw, &format!("/ws?token={}", token(&["a"], 2)));
+    let mut c = connect(&gw, &format!("/ws?token={}", token(&["a"], 3)));
     c.subscribe("a");
     let started = Instant::now();
     loop {
@@ -304,8 +304,8 @@ fn a_token_that_expires_closes_the_connection_with_4003() {
 #[test]
 fn a_refresh_before_exp_keeps_the_connection_and_drops_what_it_no_longer_allows() {
     let gw = jwt_gateway(&[]);
-    let first = token(&["a", "b"], 2);
-    let old_exp = now() + 2;
+    let first = token(&["a", "b"], 4);
+    let old_exp = now() + 4;
     let mut c = connect(&gw, &format!("/ws?token={first}"));
     c.subscribe("a");
     c.subscribe("b");
