@@ -172,7 +172,7 @@ pub struct ShardStats {
 /// What one shard counts about access control ([`crate::auth`]).
 #[derive(Debug, Default)]
 pub struct AuthStats {
-    /// Handshakes and publishes refused (HTTP 401) for a missing or bad token, per
+    /// Tokens refused (HTTP 401 at an upgrade or a publish, `forbidden` on `refresh`), per
     /// [`crate::auth::Refusal`] (indexed by [`crate::auth::Refusal::index`]).
     pub refused: [Counter; 8],
     /// Subscriptions, watches, snapshots, upgrades and publishes refused because the grants do
@@ -1045,7 +1045,7 @@ impl Metrics {
             out,
             "ringcast_auth_refused_total",
             "counter",
-            "Handshakes and publishes refused with 401 for a missing or bad token, by reason.",
+            "Tokens refused (401 at an upgrade or publish, forbidden on refresh), by reason.",
             &samples,
         );
         type Field = fn(&AuthStats) -> &Counter;
