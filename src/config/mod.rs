@@ -1554,6 +1554,8 @@ impl Config {
                 None => out.push_str(&format!("# {key} is not set\n")),
             }
         }
+        // Top-level keys, so before the first table.
+        out.push_str(&access::to_toml(&self.access, &self.jwt, self.admin_listen));
         for source in self.sources.iter().filter(|s| s.name != CATCH_ALL_SOURCE) {
             let list = |v: &[String]| {
                 let items: Vec<String> = v.iter().map(|g| format!("{g:?}")).collect();
@@ -1567,7 +1569,6 @@ impl Config {
                 list(&source.keys)
             ));
         }
-        out.push_str(&access::to_toml(&self.access, &self.jwt, self.admin_listen));
         out.push_str(&routes::to_toml(&self.routes, &self.sources));
         out
     }
