@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::{Client, Gateway, TIMEOUT, TempPath};
+use common::{Client, Gateway, RedisServer, TIMEOUT, TempPath};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
@@ -417,6 +417,45 @@ fn a_jwt_route_gates_the_upgrade_and_checks_the_implied_channel() {
     // Health checks need no token.
     let (mut c, _) = try_connect(addr, "/s/health", &[]).expect("health");
     assert_eq!(c.recv_text(), "OK");
+}
+
+#[test]
+fn a_preflight_route_checks_the_run_key_against_the_watch_grant() {
+    let redis = RedisServer::start();
+    let gw = Gateway::weppcloud(
+        &redis,
+        &["--jwt-secret", SECRET, "--route", "preflight.auth=jwt"],
+    );
+    let addr = gw.route_addr("preflight");
+    let t = mint(json!({"exp": now() + 60, "watch": ["mine;;*"]}));
+    let path = |run: &str| format!("/weppcloud-microservices/preflight/{run}?token={t}");
+    let (mut c, _) = try_connect(addr, &path("mine;;run1"), &[]).expect("granted");
+    assert!(c.recv_text().starts_with(r#"{"type": "preflight""#));
+    assert_eq!(
+        try_connect(addr, &path("theirs;;run1"), &[]).err(),
+        Some(403)
+    );
+    let bare = "/weppcloud-microservices/preflight/mine;;run1";
+    assert_eq!(try_connect(addr, bare, &[]).err(), Some(401));
+    // The status route of the same preset keeps its default: anyone may connect.
+    let status = gw.route_addr("status");
+    try_connect(status, "/weppcloud-microservices/status/any:wepp", &[]).expect("open");
+}
+
+#[test]
+fn a_route_allow_list_limits_anonymous_clients() {
+    let gw = Gateway::start(&[
+        "--route",
+        "st.listen=127.0.0.1:0",
+        "--route",
+        "st.profile=status",
+        "--route",
+        "st.allow_subscribe=public:*",
+    ]);
+    let addr = gw.route_addr("st");
+    try_connect(addr, "/s/public:wepp", &[]).expect("allowed");
+    assert_eq!(try_connect(addr, "/s/private:wepp", &[]).err(), Some(403));
+    assert_eq!(gw.metric("ringcast_auth_forbidden_total"), 1);
 }
 
 #[test]
