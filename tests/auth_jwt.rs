@@ -125,6 +125,11 @@ fn a_token_is_taken_from_the_query_a_bearer_header_or_the_subprotocol() {
         let t = mint_with(alg, &key, &json!({"exp": now() + 60, "channels": ["*"]}));
         connect(&gw, &format!("/ws?token={t}")).subscribe("any");
     }
+    // A listener without tokens still echoes the offered subprotocol (browsers need it).
+    let open = Gateway::start(&[]);
+    let (_, proto) =
+        try_connect(open.addr, "/ws", &[("Sec-WebSocket-Protocol", &offered)]).expect("open");
+    assert_eq!(proto.as_deref(), Some(offered.as_str()));
     // Without a token the native listener refuses the upgrade.
     assert_eq!(try_connect(gw.addr, "/ws", &[]).err(), Some(401));
     assert_eq!(refused(&gw, "missing"), 1);

@@ -190,29 +190,36 @@ pub struct Presented {
     pub subprotocol: Option<String>,
 }
 
-/// Finds the token of a request: `?token=` first, then `Authorization: Bearer`, then a
-/// `Sec-WebSocket-Protocol` entry `ringcast.token.<jwt>`.
+/// Finds the token of a request: the `Sec-WebSocket-Protocol` entry `ringcast.token.<jwt>`
+/// first (a client that offers it must get it back, so it wins), then `?token=`, then
+/// `Authorization: Bearer`.
 pub fn token_of(req: &crate::http::Request<'_>) -> Option<Presented> {
+    if let Some((token, protocol)) = offered_subprotocol(req) {
+        return Some(Presented {
+            token: token.to_owned(),
+            subprotocol: Some(protocol.to_owned()),
+        });
+    }
     if let Some(token) = req.query_param("token").filter(|t| !t.is_empty()) {
         return Some(Presented {
             token: token.into_owned(),
             subprotocol: None,
         });
     }
-    if let Some(token) = req.header("authorization").and_then(bearer) {
-        return Some(Presented {
-            token: token.to_owned(),
-            subprotocol: None,
-        });
-    }
-    let protocols = req.header("sec-websocket-protocol")?;
-    let protocols = std::str::from_utf8(protocols).ok()?;
+    let token = req.header("authorization").and_then(bearer)?;
+    Some(Presented {
+        token: token.to_owned(),
+        subprotocol: None,
+    })
+}
+
+/// The first `ringcast.token.<jwt>` entry of `Sec-WebSocket-Protocol`: (the token, the whole
+/// subprotocol).
+pub fn offered_subprotocol<'r>(req: &'r crate::http::Request<'_>) -> Option<(&'r str, &'r str)> {
+    let protocols = std::str::from_utf8(req.header("sec-websocket-protocol")?).ok()?;
     protocols.split(',').map(str::trim).find_map(|p| {
         let token = p.strip_prefix(SUBPROTOCOL_PREFIX)?;
-        (!token.is_empty()).then(|| Presented {
-            token: token.to_owned(),
-            subprotocol: Some(p.to_owned()),
-        })
+        (!token.is_empty()).then_some((token, p))
     })
 }
 

@@ -52,9 +52,12 @@ pub(super) async fn admit(
     access: &Access,
 ) -> Result<Admitted, Step> {
     if access.mode == AuthMode::None {
+        // No token is checked here, but a browser that offered the token subprotocol fails
+        // the connection unless the 101 names it, so it is echoed all the same.
+        let subprotocol = crate::auth::offered_subprotocol(req).map(|(_, p)| p.to_owned());
         return Ok(Admitted {
             auth: None,
-            subprotocol: None,
+            subprotocol,
         });
     }
     let presented = crate::auth::token_of(req);
