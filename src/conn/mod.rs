@@ -6,6 +6,8 @@
 //!   WebSocket read loop and write loop.
 //! - [`outbox`] is the bounded queue of shared frames that the write loop flushes with `writev`.
 //! - [`native`] executes native-protocol commands against the shard.
+//! - `admission` checks the token of an upgrade on a `jwt` listener (401) and the
+//!   subscription a profile route's URL implies (403); see [`crate::auth`].
 //! - `ess_api` answers the Squonk2 ESS internal REST API on `ess_api` routes (the HTTP side of
 //!   [`crate::http::ess_api`], with the registry behind it).
 //!
