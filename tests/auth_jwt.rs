@@ -288,6 +288,24 @@ fn anonymous_clients_get_the_allow_lists() {
 }
 
 #[test]
+fn watches_and_snapshots_need_a_watch_grant() {
+    let redis = RedisServer::start();
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let gw = Gateway::start(&["--redis", &url, "--allow-watch", "public:*"]);
+    let mut c = gw.ws("/ws?subscribe=c&snapshot=secret:1");
+    assert_eq!(c.recv_json()["op"], "subscribed");
+    let e = c.recv_json();
+    assert_eq!(e["code"], "forbidden", "{e}");
+    c.command(json!({"op": "subscribe", "channel": "d", "snapshot": "secret:1"}));
+    assert_eq!(c.recv_json()["code"], "forbidden");
+    c.command(json!({"op": "watch", "key": "secret:1"}));
+    assert_eq!(c.recv_json()["code"], "forbidden");
+    c.command(json!({"op": "watch", "key": "public:1"}));
+    assert_eq!(c.recv_json()["op"], "watched");
+    assert_eq!(gw.metric("ringcast_auth_forbidden_total"), 3);
+}
+
+#[test]
 fn a_token_that_expires_closes_the_connection_with_4003() {
     let gw = jwt_gateway(&["--ping-interval", "1s"]);
     let mut c = connect(&gw, &format!("/ws?token={}", token(&["a"], 3)));
