@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`auth`]: access control: listener policies, JWT verification, grants per connection.
 //! - [`config`]: every knob, from CLI, `RINGCAST_*` environment variables, a TOML file, defaults.
 //! - [`server`]: process lifecycle: binds listeners, starts the hub thread and the shards, waits
 //!   for a signal, shuts down. `server/listen.rs` binds each address as one `SO_REUSEPORT`
@@ -34,6 +35,7 @@
 //!   thread of its own) and its shortuuid ids, and the SuperDARN echo-count history behind
 //!   `GET /echoes` (SQLite on a thread of its own, with retention).
 
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod http;

@@ -169,6 +169,27 @@ pub struct ShardStats {
     pub stages: StageTimes,
     /// Engine.IO / Socket.IO sessions owned by this shard.
     pub eio: EioStats,
+    /// Access control: refused tokens, denied names, expiries, refreshes.
+    pub auth: AuthStats,
+}
+
+/// What one shard counts about access control ([`crate::auth`]).
+#[derive(Debug, Default)]
+pub struct AuthStats {
+    /// Tokens refused (HTTP 401 at an upgrade or a publish, `forbidden` on `refresh`), per
+    /// [`crate::auth::Refusal`] (indexed by [`crate::auth::Refusal::index`]).
+    pub refused: [Counter; 8],
+    /// Subscriptions, watches, snapshots, upgrades and publishes refused because the grants do
+    /// not cover the name (`forbidden` error reply, or HTTP 403).
+    pub forbidden: Counter,
+    /// Connections closed (4003) when their token expired.
+    pub expired_closes: Counter,
+    /// Tokens replaced by a `refresh`.
+    pub refreshes: Counter,
+    /// `refresh` requests refused (bad token, another subject, or a listener without tokens).
+    pub refreshes_refused: Counter,
+    /// Subscriptions and watches dropped because a refreshed token no longer allows them.
+    pub revoked: Counter,
 }
 
 /// What one shard counts about its Engine.IO sessions (`socketio` routes).
@@ -581,6 +602,7 @@ impl Metrics {
             total_and_split(&mut out, name, "shard", kind, help, per);
         }
         self.render_eio(&mut out);
+        self.render_auth(&mut out);
         let drops = self.hub.inbox_drops.iter().enumerate();
         let drops = drops.map(|(i, c)| (format!("shard=\"{i}\""), c.get()));
         let help = "Events dropped because a shard inbox was full (policy: drop and count).";
@@ -1026,6 +1048,60 @@ fn histogram(out: &mut String, stage: &str, help: &str, hists: &[&Histogram]) {
 
 impl Metrics {
     /// The Engine.IO families: totals over the shards, closes split by reason.
+    fn render_auth(&self, out: &mut String) {
+        let refused: Vec<(String, u64)> = crate::auth::Refusal::ALL
+            .iter()
+            .map(|r| {
+                let n = self.shards.iter().map(|s| s.auth.refused[r.index()].get());
+                (format!("reason=\"{}\"", r.as_str()), n.sum())
+            })
+            .collect();
+        let samples: Vec<(&str, u64)> = refused.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        family(
+            out,
+            "ringcast_auth_refused_total",
+            "counter",
+            "Tokens refused (401 at an upgrade or publish, forbidden on refresh), by reason.",
+            &samples,
+        );
+        type Field = fn(&AuthStats) -> &Counter;
+        let plain: [(&str, &str, Field); 5] = [
+            (
+                "ringcast_auth_forbidden_total",
+                "Names refused because the grants do not cover them (forbidden reply or 403).",
+                |a| &a.forbidden,
+            ),
+            (
+                "ringcast_auth_expired_closes_total",
+                "Connections closed (4003) at their token's exp.",
+                |a| &a.expired_closes,
+            ),
+            (
+                "ringcast_auth_refreshes_total",
+                "Tokens replaced by a refresh.",
+                |a| &a.refreshes,
+            ),
+            (
+                "ringcast_auth_refreshes_refused_total",
+                "Refresh requests refused.",
+                |a| &a.refreshes_refused,
+            ),
+            (
+                "ringcast_auth_revoked_total",
+                "Subscriptions and watches dropped after a refresh no longer allowed them.",
+                |a| &a.revoked,
+            ),
+        ];
+        for (name, help, field) in plain {
+            let n = self
+                .shards
+                .iter()
+                .map(|s| field(&s.auth).get())
+                .sum::<u64>();
+            family(out, name, "counter", help, &[("", n)]);
+        }
+    }
+
     fn render_eio(&self, out: &mut String) {
         type Field = fn(&EioStats) -> &Counter;
         let sum = |f: Field| self.shards.iter().map(|s| f(&s.eio).get()).sum::<u64>();

@@ -321,6 +321,12 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             tracing::info!("{}", all_interfaces_note(&route.name, bound[l]));
         }
     }
+    if let Some(admin) = config.admin_listener() {
+        tracing::info!(
+            "admin ready listen={} paths=/metrics,/healthz",
+            bound[admin]
+        );
+    }
     tracing::info!("demo page: {}", demo_url(addr));
     tracing::info!(
         "listening addr={addr} shards={} io_backend={}",

@@ -161,6 +161,14 @@ fn help_documents_every_knob() {
         "max-days-store-echoes",
         "preset",
         "print-config",
+        "auth",
+        "allow-subscribe",
+        "allow-watch",
+        "jwt-secret",
+        "jwt-public-key",
+        "jwt-audience",
+        "jwt-issuer",
+        "admin-listen",
     ];
     for knob in knobs {
         // Followed by its value or by the end of the line (clap puts the help on the next line

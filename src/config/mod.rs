@@ -55,6 +55,7 @@ use serde::Deserialize;
 use crate::source::radar::config::{TcpFeed, ZmqAddr, is_site_code, parse_radars, parse_zmq_addr};
 use crate::source::redis::RedisUrl;
 
+mod access;
 pub mod routes;
 
 pub use routes::{Heartbeat, Preset, Profile, RouteConfig};
@@ -276,6 +277,15 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `--print-config` (command line only): print [`Config::to_toml`] and exit 0.
     pub print_config: bool,
+    /// The native listener's access policy (`--auth`, `--allow-subscribe`, `--allow-watch`).
+    /// Default: no token, everything allowed.
+    pub access: crate::auth::Access,
+    /// The keys JWTs are verified with (`--jwt-secret`, `--jwt-public-key`, `--jwt-audience`,
+    /// `--jwt-issuer`). Default none. The secret is never printed.
+    pub jwt: crate::auth::JwtKeys,
+    /// `--admin-listen`: where `/metrics` and `/healthz` are served instead of the native
+    /// listener (which then answers 404 for them). Default none: served on the native listener.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -314,6 +324,9 @@ impl Default for Config {
             preset: None,
             routes: Vec::new(),
             print_config: false,
+            access: crate::auth::Access::default(),
+            jwt: crate::auth::JwtKeys::default(),
+            admin_listen: None,
         }
     }
 }
@@ -354,6 +367,9 @@ impl fmt::Debug for Config {
             .field("preset", &self.preset)
             .field("routes", &self.routes)
             .field("print_config", &self.print_config)
+            .field("access", &self.access)
+            .field("jwt", &self.jwt)
+            .field("admin_listen", &self.admin_listen)
             .finish()
     }
 }
@@ -490,6 +506,14 @@ knobs! {
     CANADA_ADDR = "canada-addr", "RINGCAST_CANADA_ADDR", canada_addr;
     MAX_DAYS_STORE_ECHOES = "max-days-store-echoes", "RINGCAST_MAX_DAYS_STORE_ECHOES",
         max_days_store_echoes;
+    AUTH = "auth", "RINGCAST_AUTH", auth;
+    ALLOW_SUBSCRIBE = "allow-subscribe", "RINGCAST_ALLOW_SUBSCRIBE", allow_subscribe;
+    ALLOW_WATCH = "allow-watch", "RINGCAST_ALLOW_WATCH", allow_watch;
+    JWT_SECRET = "jwt-secret", "RINGCAST_JWT_SECRET", jwt_secret;
+    JWT_PUBLIC_KEY = "jwt-public-key", "RINGCAST_JWT_PUBLIC_KEY", jwt_public_key;
+    JWT_AUDIENCE = "jwt-audience", "RINGCAST_JWT_AUDIENCE", jwt_audience;
+    JWT_ISSUER = "jwt-issuer", "RINGCAST_JWT_ISSUER", jwt_issuer;
+    ADMIN_LISTEN = "admin-listen", "RINGCAST_ADMIN_LISTEN", admin_listen;
 }
 
 /// `--preset`: a knob of every layer, but tested on its own (it changes sources and routes,
@@ -691,6 +715,40 @@ struct Cli {
     /// Print the effective configuration as TOML and exit
     #[arg(long)]
     print_config: bool,
+    /// Token check on the native listener: none, or jwt (HTTP 401 without a valid token)
+    /// [default: none]
+    #[arg(long, env = "RINGCAST_AUTH", value_name = "none|jwt")]
+    auth: Option<String>,
+    /// Channel globs anonymous clients of the native listener may subscribe to, comma-separated
+    /// [default: *]
+    #[arg(long, env = "RINGCAST_ALLOW_SUBSCRIBE", value_name = "GLOBS")]
+    allow_subscribe: Option<String>,
+    /// Key globs anonymous clients of the native listener may watch, comma-separated
+    /// [default: *]
+    #[arg(long, env = "RINGCAST_ALLOW_WATCH", value_name = "GLOBS")]
+    allow_watch: Option<String>,
+    /// HMAC secret that verifies HS256/HS384/HS512 tokens; never printed [default: none]
+    #[arg(
+        long,
+        env = "RINGCAST_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
+    /// PEM file of the RSA (RS256) or EC P-256 (ES256) public key that verifies tokens
+    /// [default: none]
+    #[arg(long, env = "RINGCAST_JWT_PUBLIC_KEY", value_name = "FILE")]
+    jwt_public_key: Option<String>,
+    /// Accepted token audiences (aud), comma-separated [default: none, not checked]
+    #[arg(long, env = "RINGCAST_JWT_AUDIENCE", value_name = "AUD")]
+    jwt_audience: Option<String>,
+    /// Accepted token issuers (iss), comma-separated [default: none, not checked]
+    #[arg(long, env = "RINGCAST_JWT_ISSUER", value_name = "ISS")]
+    jwt_issuer: Option<String>,
+    /// Serve /metrics and /healthz on this address instead of the native listener (which then
+    /// answers 404 for them) [default: none, served on the native listener]
+    #[arg(long, env = "RINGCAST_ADMIN_LISTEN", value_name = "ADDR")]
+    admin_listen: Option<String>,
 }
 
 /// The TOML file. Keys are the knob names in snake_case. Values stay raw so that a bad one
@@ -730,6 +788,14 @@ struct FileConfig {
     canada_addr: Option<toml::Value>,
     max_days_store_echoes: Option<toml::Value>,
     preset: Option<toml::Value>,
+    auth: Option<toml::Value>,
+    allow_subscribe: Option<toml::Value>,
+    allow_watch: Option<toml::Value>,
+    jwt_secret: Option<toml::Value>,
+    jwt_public_key: Option<toml::Value>,
+    jwt_audience: Option<toml::Value>,
+    jwt_issuer: Option<toml::Value>,
+    admin_listen: Option<toml::Value>,
     /// `[[route]]` tables: profiles on their own listeners.
     route: Option<Vec<toml::Table>>,
     /// `[[source]]` tables: several Redis sources side by side.
@@ -1223,6 +1289,7 @@ impl Layers<'_> {
         }
         // A preset whose routes take 8080 moves the native listener out of their way.
         let default_listen = preset.map_or(DEFAULT_LISTEN, Preset::native_listen);
+        let (access, jwt, admin_listen) = access::resolve(self)?;
         Ok(Config {
             listen: self.value(&LISTEN, default_listen, socket_addr)?,
             shards: shards.value,
@@ -1294,10 +1361,14 @@ impl Layers<'_> {
             sources: Vec::new(),
             preset,
             routes: Vec::new(),
+            access,
+            jwt,
+            admin_listen,
         })
         .and_then(|mut config| {
             config.sources = sources(self.file, config.redis.as_ref(), config.preset)?;
             config.routes = self.routes(&config)?;
+            access::check(&config.access, &config.jwt, &config.routes)?;
             Ok(config)
         })
     }
@@ -1483,6 +1554,8 @@ impl Config {
                 None => out.push_str(&format!("# {key} is not set\n")),
             }
         }
+        // Top-level keys, so before the first table.
+        out.push_str(&access::to_toml(&self.access, &self.jwt, self.admin_listen));
         for source in self.sources.iter().filter(|s| s.name != CATCH_ALL_SOURCE) {
             let list = |v: &[String]| {
                 let items: Vec<String> = v.iter().map(|g| format!("{g:?}")).collect();
@@ -1500,8 +1573,9 @@ impl Config {
         out
     }
 
-    /// Every listening address: the native listener first, then each route's. Routes on the
-    /// same fixed address share a listener; each route on port 0 gets its own.
+    /// Every listening address: the native listener first, then each route's, then
+    /// `--admin-listen`. Routes on the same fixed address share a listener; each route on port
+    /// 0 gets its own.
     pub fn listeners(&self) -> Vec<SocketAddr> {
         let mut out = vec![self.listen];
         for r in &self.routes {
@@ -1509,7 +1583,14 @@ impl Config {
                 out.push(r.listen);
             }
         }
+        // `--admin-listen` always comes last, on a listener of its own.
+        out.extend(self.admin_listen);
         out
+    }
+
+    /// The index of the `--admin-listen` listener in [`Config::listeners`], when set.
+    pub fn admin_listener(&self) -> Option<usize> {
+        self.admin_listen.map(|_| self.listeners().len() - 1)
     }
 
     /// The listener index of each route, parallel to [`Config::routes`].
@@ -2339,7 +2420,21 @@ mod tests {
         (&RADARS, RADARS_FIXTURE),
         (&CANADA_ADDR, "tcp://zmq.example:5555"),
         (&MAX_DAYS_STORE_ECHOES, "30"),
+        (&AUTH, "jwt"),
+        (&ALLOW_SUBSCRIBE, "news:*,chat"),
+        (&ALLOW_WATCH, "run:*"),
+        (&JWT_SECRET, "jwt-sekrit"),
+        (&JWT_PUBLIC_KEY, JWT_KEY_FIXTURE),
+        (&JWT_AUDIENCE, "ringcast"),
+        (&JWT_ISSUER, "issuer-a,issuer-b"),
+        (&ADMIN_LISTEN, "127.0.0.1:0"),
     ];
+
+    /// An EC P-256 public key in PEM (ES256).
+    const JWT_KEY_FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/jwt-es256-public.pem"
+    );
 
     /// A radars.config.json with one feed, `sas` at 127.0.0.1:6032.
     const RADARS_FIXTURE: &str =
@@ -2417,6 +2512,19 @@ mod tests {
             preset: None,
             routes: Vec::new(),
             print_config: false,
+            access: crate::auth::Access {
+                mode: crate::auth::AuthMode::Jwt,
+                allow_subscribe: vec!["news:*".to_owned(), "chat".to_owned()],
+                allow_watch: vec!["run:*".to_owned()],
+            },
+            jwt: crate::auth::JwtKeys {
+                secret: Some("jwt-sekrit".to_owned()),
+                public_key: Some(PathBuf::from(JWT_KEY_FIXTURE)),
+                public_key_pem: Some(std::fs::read(JWT_KEY_FIXTURE).expect("fixture")),
+                audience: vec!["ringcast".to_owned()],
+                issuer: vec!["issuer-a".to_owned(), "issuer-b".to_owned()],
+            },
+            admin_listen: Some("127.0.0.1:0".parse().expect("literal")),
         };
         let expected = Config {
             sources: vec![SourceConfig::catch_all(
@@ -2831,10 +2939,16 @@ mod tests {
                 url.password = url.password.as_ref().map(|_| "***".to_owned());
                 url
             });
+            // The JWT secret reads back as the placeholder it was printed as.
+            let expected_jwt = crate::auth::JwtKeys {
+                secret: config.jwt.secret.as_ref().map(|_| REDACTED.to_owned()),
+                ..config.jwt.clone()
+            };
             assert_eq!(
                 read_back,
                 Config {
                     api_key: expected_key,
+                    jwt: expected_jwt,
                     sources: expected_redis
                         .iter()
                         .map(|u| SourceConfig::catch_all(CATCH_ALL_SOURCE, u.clone()))

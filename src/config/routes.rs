@@ -198,6 +198,10 @@ pub struct RouteConfig {
     /// `socketio`: the SQLite file of the echo counts served at `GET /echoes`; `None`: no
     /// `/echoes` (404).
     pub echoes_db: Option<PathBuf>,
+    /// Token requirement and anonymous allow lists (`auth`, `allow_subscribe`, `allow_watch`).
+    /// Default: no token, everything allowed. Only native, preflight, status and bess routes
+    /// may change it.
+    pub access: crate::auth::Access,
 }
 
 /// A built-in set of routes and sources.
@@ -367,6 +371,9 @@ pub const ROUTE_KEYS: &[&str] = &[
     "max_payload",
     "channels",
     "echoes_db",
+    "auth",
+    "allow_subscribe",
+    "allow_watch",
 ];
 
 /// A route's raw settings, each with where it came from.
@@ -668,6 +675,13 @@ fn resolve_one(
             Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
             _ => Err(format!("{} is not a file path", raw.shown())),
         })?,
+        access: crate::auth::Access {
+            mode: optional(r, "auth", super::access::auth_mode)?.unwrap_or_default(),
+            allow_subscribe: optional(r, "allow_subscribe", super::access::glob_list)?
+                .unwrap_or_else(|| vec!["*".to_owned()]),
+            allow_watch: optional(r, "allow_watch", super::access::glob_list)?
+                .unwrap_or_else(|| vec!["*".to_owned()]),
+        },
     };
     let max_payload = optional(r, "max_payload", |raw| {
         super::size(
@@ -923,6 +937,18 @@ pub fn to_toml(routes: &[RouteConfig], sources: &[SourceConfig]) -> String {
             origins.join(", "),
             r.max_outbox_bytes,
         ));
+        if r.access.is_restricted() {
+            let list = |v: &[String]| {
+                let items: Vec<String> = v.iter().map(|g| format!("{g:?}")).collect();
+                items.join(", ")
+            };
+            out.push_str(&format!(
+                "auth = \"{}\"\nallow_subscribe = [{}]\nallow_watch = [{}]\n",
+                r.access.mode.as_str(),
+                list(&r.access.allow_subscribe),
+                list(&r.access.allow_watch)
+            ));
+        }
         if r.profile == Profile::Ess {
             if let Some(url) = &r.amqp {
                 out.push_str(&format!("amqp = {:?}\n", mask_password(url)));

@@ -269,8 +269,20 @@ async fn respond(
         } else {
             return finish_error(shard, stream, 404, "no WebSocket route at this path").await;
         };
+        let admitted = if kind == ConnKind::Echo {
+            super::admission::Admitted {
+                auth: None,
+                subprotocol: None,
+            }
+        } else {
+            let config = shard.borrow().config.clone();
+            match super::admission::admit(shard, stream, &req, &config.access).await {
+                Ok(a) => a,
+                Err(step) => return step,
+            }
+        };
         let response = match handshake::accept(&req) {
-            Ok(r) => r,
+            Ok(r) => admitted.response(r),
             Err(e) => return finish_error(shard, stream, 400, &e.to_string()).await,
         };
         let subscribe = req.query_param("subscribe").map(|s| s.into_owned());
@@ -282,6 +294,7 @@ async fn respond(
         let mut out = response.to_vec();
         // Counted as a WebSocket before anything is written to it.
         shard.borrow_mut().upgraded(key, kind);
+        admitted.install(shard, key);
         if let ConnKind::Native(format) = kind {
             let mut s = shard.borrow_mut();
             let acks = format == Format::Json;
@@ -291,10 +304,8 @@ async fn respond(
             if let Some(list) = watch {
                 native::subscribe_from_url(&mut s, key, TopicKind::Key, &list, acks, &mut out);
             }
-            if let Some(snapshot) = snapshot.filter(|k| crate::protocol::check_topic(k).is_ok())
-                && s.metrics().redis_configured
-            {
-                s.request_snapshot(key, Bytes::from(snapshot), false);
+            if let Some(snapshot) = snapshot {
+                native::snapshot_from_url(&mut s, key, snapshot, &mut out);
             }
         }
         if stream.write_all(Bytes::from(out)).await.is_err() {
@@ -314,8 +325,11 @@ async fn respond(
         return Step::NeedMore;
     }
     let body = &pending[req.head_len..total];
-    let mut response = if listener == 0 {
-        route(shard, &req, body, keep_alive, &ws_path)
+    let admin = shard.borrow().config.admin_listener();
+    let mut response = if Some(listener) == admin {
+        admin_route(shard, &req, keep_alive)
+    } else if listener == 0 {
+        route(shard, &req, body, keep_alive, &ws_path, admin.is_some())
     } else {
         super::route::plain(shard, &req, listener, keep_alive)
     };
@@ -356,16 +370,11 @@ pub(super) async fn finish_error(
     Step::Finish(Next::Done)
 }
 
-/// Answers a plain HTTP request.
-fn route(
-    shard: &ShardRef,
-    req: &http::Request<'_>,
-    body: &[u8],
-    keep_alive: bool,
-    ws_path: &str,
-) -> Bytes {
+/// `/healthz` and `/metrics`, on the native listener or on `--admin-listen`; `None` for any
+/// other request.
+fn admin_answer(shard: &ShardRef, req: &http::Request<'_>, keep_alive: bool) -> Option<Bytes> {
     let ok = |ct: &str, body: &[u8]| http::response(200, ct, body, keep_alive);
-    let status = match (req.method, req.path) {
+    match (req.method, req.path) {
         ("GET" | "HEAD", "/healthz") => {
             // Degraded (Redis down) still answers 200: clients stay connected and a liveness
             // probe must not restart the gateway; the body says what is wrong.
@@ -374,12 +383,44 @@ fn route(
             } else {
                 b"{\"status\":\"ok\"}"
             };
-            return ok("application/json", body);
+            Some(ok("application/json", body))
         }
         ("GET" | "HEAD", "/metrics") => {
             let text = shard.borrow().metrics().render();
-            return ok("text/plain; version=0.0.4", text.as_bytes());
+            Some(ok("text/plain; version=0.0.4", text.as_bytes()))
         }
+        _ => None,
+    }
+}
+
+/// The `--admin-listen` listener: `/healthz` and `/metrics` only.
+fn admin_route(shard: &ShardRef, req: &http::Request<'_>, keep_alive: bool) -> Bytes {
+    if let Some(answer) = admin_answer(shard, req, keep_alive) {
+        return answer;
+    }
+    shard.borrow().stats().http_errors.inc();
+    match req.path {
+        "/healthz" | "/metrics" => http::json_error(405, "method not allowed", keep_alive),
+        _ => http::json_error(404, "not found", keep_alive),
+    }
+}
+
+/// Answers a plain HTTP request. With `--admin-listen` (`admin_moved`), `/healthz` and
+/// `/metrics` are not served here (404).
+fn route(
+    shard: &ShardRef,
+    req: &http::Request<'_>,
+    body: &[u8],
+    keep_alive: bool,
+    ws_path: &str,
+    admin_moved: bool,
+) -> Bytes {
+    let ok = |ct: &str, body: &[u8]| http::response(200, ct, body, keep_alive);
+    if !admin_moved && let Some(answer) = admin_answer(shard, req, keep_alive) {
+        return answer;
+    }
+    let status = match (req.method, req.path) {
+        (_, "/healthz" | "/metrics") if admin_moved => 404,
         ("GET" | "HEAD", "/") => {
             let page = http::demo_page(ws_path);
             return ok("text/html; charset=utf-8", page.as_bytes());
@@ -405,12 +446,13 @@ fn publish_route(
     keep_alive: bool,
 ) -> Bytes {
     let mut s = shard.borrow_mut();
-    if let Some(key) = s.config.api_key.as_deref()
-        && !publish::authorized(req.header("authorization"), key)
-    {
-        s.stats().http_errors.inc();
-        return http::json_error(401, "missing or wrong bearer key", keep_alive);
-    }
+    let grants = match publish_credential(&s, req) {
+        Ok(grants) => grants,
+        Err(message) => {
+            s.stats().http_errors.inc();
+            return http::json_error(401, message, keep_alive);
+        }
+    };
     let parsed = match publish::parse_body(body) {
         Ok(p) => p,
         Err(message) => {
@@ -418,6 +460,15 @@ fn publish_route(
             return http::json_error(400, &message, keep_alive);
         }
     };
+    if let Some(grants) = grants {
+        let channel = String::from_utf8_lossy(&parsed.channel);
+        if !grants.allows_publish(&channel) {
+            s.stats().http_errors.inc();
+            s.stats().auth.forbidden.inc();
+            let message = format!("forbidden: the token may not publish to {channel:?}");
+            return http::json_error(403, &message, keep_alive);
+        }
+    }
     if s.publish(parsed.channel, parsed.payload) {
         http::response(200, "application/json", b"{\"ok\":true}", keep_alive)
     } else {
@@ -427,6 +478,37 @@ fn publish_route(
             "cannot publish now (Redis down or hub overloaded); retry",
             keep_alive,
         )
+    }
+}
+
+/// Who may publish: `Ok(None)` for anyone (no `--api-key`, `--auth none`) or the API key;
+/// `Ok(Some(grants))` for a JWT, whose `publish` globs must then cover the channel; `Err` (401)
+/// with the message when a credential is needed and none is valid. A refused JWT is counted in
+/// `ringcast_auth_refused_total`.
+fn publish_credential(
+    s: &crate::shard::Shard,
+    req: &http::Request<'_>,
+) -> Result<Option<crate::auth::Grants>, &'static str> {
+    let header = req.header("authorization");
+    if let Some(key) = s.config.api_key.as_deref()
+        && publish::authorized(header, key)
+    {
+        return Ok(None);
+    }
+    let required = s.config.api_key.is_some() || s.config.access.mode == crate::auth::AuthMode::Jwt;
+    if !required {
+        return Ok(None);
+    }
+    match header.and_then(crate::auth::bearer) {
+        Some(token) if s.verifier.is_some() => s
+            .verify_token(token)
+            .map(Some)
+            .map_err(crate::auth::Refusal::message),
+        Some(_) => Err("missing or wrong bearer key"),
+        None => {
+            s.stats().auth.refused[crate::auth::Refusal::Missing.index()].inc();
+            Err("missing or wrong bearer key or token")
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 //!   WebSocket read loop and write loop.
 //! - [`outbox`] is the bounded queue of shared frames that the write loop flushes with `writev`.
 //! - [`native`] executes native-protocol commands against the shard.
+//! - `admission` checks the token of an upgrade on a `jwt` listener (401) and the
+//!   subscription a profile route's URL implies (403); see [`crate::auth`].
 //! - `ess_api` answers the Squonk2 ESS internal REST API on `ess_api` routes (the HTTP side of
 //!   [`crate::http::ess_api`], with the registry behind it).
 //!
@@ -14,6 +16,7 @@
 //! write loop flushes what is left and half-closes, and the read loop stops at the peer's close,
 //! at EOF, or when the shard's sweep passes the closing deadline and shuts the socket down.
 
+mod admission;
 mod eio;
 mod ess;
 pub mod ess_api;
@@ -131,6 +134,10 @@ pub struct Conn {
     pub held: Vec<outbox::OutFrame>,
     /// Read time of a sampled event queued here: the next `writev` is timed against it.
     pub probe: Option<Instant>,
+    /// The token's grants and expiry, for a connection that presented a JWT; `None` for
+    /// anonymous clients, whom the listener's allow lists govern. Boxed: one pointer per
+    /// anonymous connection.
+    pub auth: Option<Box<crate::auth::ConnAuth>>,
 }
 
 /// Most events held for a connection waiting for a snapshot; past it the connection is closed
@@ -161,6 +168,7 @@ impl Conn {
             snapshots_pending: 0,
             held: Vec::new(),
             probe: None,
+            auth: None,
         }
     }
 

@@ -85,6 +85,9 @@ fn execute(shard: &mut Shard, key: ConnKey, id: Option<&RequestId>, cmd: Command
             if !shard.metrics().redis_configured {
                 return unsupported(id, "snapshot");
             }
+            if !shard.allowed(key, TopicKind::Key, &snapshot) {
+                return forbidden(id, "read the snapshot of", &snapshot);
+            }
             match subscribe(shard, key, TopicKind::Channel, &channel, id) {
                 Ok(ack) => {
                     // The ack goes first; the snapshot follows before any event.
@@ -112,7 +115,35 @@ fn execute(shard: &mut Shard, key: ConnKey, id: Option<&RequestId>, cmd: Command
             unsubscribe(shard, key, TopicKind::Pattern, &pattern, id)
         }
         Command::Ping => render_pong(id),
+        Command::Refresh { token } => shard.refresh(key, &token, id),
     }
+}
+
+/// A `?snapshot=K` in the URL: the key's current value before any event, when the name is
+/// valid, a Redis source serves it and the grants allow watching it; a refused key gets a
+/// `forbidden` error frame in `out`.
+pub fn snapshot_from_url(shard: &mut Shard, key: ConnKey, name: String, out: &mut Vec<u8>) {
+    if crate::protocol::check_topic(&name).is_err() || !shard.metrics().redis_configured {
+        return;
+    }
+    if !shard.allowed(key, TopicKind::Key, &name) {
+        let error = forbidden(None, "read the snapshot of", &name);
+        let mut frame = crate::ws::frame::FrameBuilder::with_capacity(error.len());
+        frame.payload().extend_from_slice(error.as_bytes());
+        out.extend_from_slice(&frame.finish(crate::ws::frame::OpCode::Text));
+        shard.stats().messages_out.inc();
+        return;
+    }
+    shard.request_snapshot(key, Bytes::from(name), false);
+}
+
+/// The `forbidden` error reply for a name the grants do not cover.
+fn forbidden(id: Option<&RequestId>, what: &str, name: &str) -> String {
+    render_error(
+        id,
+        ErrorCode::Forbidden,
+        &format!("not allowed to {what} {name:?}"),
+    )
 }
 
 fn subscribe(
@@ -131,6 +162,13 @@ fn subscribe(
             ErrorCode::BadChannel,
             &format!("name {e}"),
         ));
+    }
+    if !shard.allowed(key, kind, name) {
+        let what = match kind {
+            TopicKind::Channel | TopicKind::Pattern => "subscribe to",
+            TopicKind::Key | TopicKind::KeyPattern => "watch",
+        };
+        return Err(forbidden(id, what, name));
     }
     let topic = Bytes::copy_from_slice(name.as_bytes());
     match shard.subscribe(key, kind, &topic) {

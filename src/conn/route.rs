@@ -12,6 +12,11 @@
 //! - **bess**: the connection subscribes to `battery:*:data` and gets the snapshot of every
 //!   battery first (its updates are held until the snapshot arrives).
 //! - **native**: the native protocol, with `?subscribe=` and `?format=raw`.
+//!
+//! A route with `auth = "jwt"` admits an upgrade only with a valid token (HTTP 401), and every
+//! route refuses (HTTP 403) an upgrade whose implied subscription (the Preflight run key, the
+//! Status channel, the BESS pattern) its grants or allow lists do not cover; see
+//! [`super::admission`]. Health checks need no token.
 
 use bytes::Bytes;
 
@@ -89,8 +94,37 @@ pub(super) async fn upgrade(
             return finish_error(shard, stream, 404, "no WebSocket route at this path").await;
         }
     };
+    // Health checks stay open: a probe carries no token.
+    let admitted = if let Action::Health = action {
+        super::admission::Admitted {
+            auth: None,
+            subprotocol: None,
+        }
+    } else {
+        match super::admission::admit(shard, stream, req, &route.access).await {
+            Ok(a) => a,
+            Err(step) => return step,
+        }
+    };
+    // The subscription the URL implies must be allowed too (403 otherwise).
+    let implied = match &action {
+        Action::Watch(run) => Some((TopicKind::Key, run.clone(), "watch")),
+        Action::Channel(channel) => Some((TopicKind::Channel, channel.clone(), "subscribe to")),
+        Action::Bess => Some((
+            TopicKind::Pattern,
+            Bytes::from_static(profile::bess::CHANNEL_PATTERN.as_bytes()),
+            "subscribe to",
+        )),
+        Action::Health | Action::Native | Action::CloseNow => None,
+    };
+    if let Some((kind, name, what)) = implied {
+        let name = String::from_utf8_lossy(&name);
+        if !admitted.allows(&route.access, kind, &name) {
+            return super::admission::forbid(shard, stream, what, &name).await;
+        }
+    }
     let response = match handshake::accept(req) {
-        Ok(r) => r,
+        Ok(r) => admitted.response(r),
         Err(e) => return finish_error(shard, stream, 400, &e.to_string()).await,
     };
     let format = match route.profile {
@@ -112,6 +146,7 @@ pub(super) async fn upgrade(
         s.upgraded(key, kind);
         if let Some(conn) = s.conns.get_mut(key) {
             conn.outbox.set_cap(route.max_outbox_bytes);
+            conn.auth = admitted.auth;
         }
         match &action {
             Action::Health => {

@@ -46,11 +46,14 @@ pub enum CloseCode {
     /// frame, or `{"type":"pong"}` on JSON-heartbeat routes), so it is taken for dead. A client
     /// that answers pings is never closed for being quiet. Reconnect when needed.
     PongTimeout = 4001,
+    /// 4003: the connection's token reached its `exp` and no `refresh` replaced it. Get a new
+    /// token, then reconnect (or send `refresh` before `exp` next time).
+    TokenExpired = 4003,
 }
 
 impl CloseCode {
     /// Every close code, for tests and documentation.
-    pub const ALL: [CloseCode; 9] = [
+    pub const ALL: [CloseCode; 10] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::ProtocolError,
@@ -60,6 +63,7 @@ impl CloseCode {
         CloseCode::InternalError,
         CloseCode::SlowConsumer,
         CloseCode::PongTimeout,
+        CloseCode::TokenExpired,
     ];
 
     /// The numeric code for the close frame.
@@ -84,6 +88,7 @@ impl CloseCode {
             CloseCode::InternalError => "internal server error",
             CloseCode::SlowConsumer => "slow consumer: outbox limit exceeded",
             CloseCode::PongTimeout => "pong timeout",
+            CloseCode::TokenExpired => "token expired",
         }
     }
 
@@ -100,6 +105,9 @@ impl CloseCode {
                 "reconnect with backoff; read faster or subscribe to fewer channels"
             }
             CloseCode::PongTimeout => "reconnect when needed; answer pings to stay connected",
+            CloseCode::TokenExpired => {
+                "get a fresh token, then reconnect; send refresh before exp to stay connected"
+            }
         }
     }
 
@@ -136,7 +144,7 @@ mod tests {
         let numbers: Vec<u16> = CloseCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(
             numbers,
-            [1000, 1001, 1002, 1007, 1008, 1009, 1011, 4000, 4001]
+            [1000, 1001, 1002, 1007, 1008, 1009, 1011, 4000, 4001, 4003]
         );
         assert_eq!(u16::from(CloseCode::SlowConsumer), 4000);
     }

@@ -93,6 +93,12 @@ pub enum Command {
     },
     /// Liveness check at the protocol level; the server answers `pong`.
     Ping,
+    /// Replaces the connection's token before it expires (`{"op":"refresh","token":"…"}`);
+    /// the server answers `refreshed`, or `error` with code `forbidden`.
+    Refresh {
+        /// The new JWT. Never echoed or logged.
+        token: String,
+    },
 }
 
 /// One parsed client message: the command and the id to echo in its reply.
@@ -123,6 +129,9 @@ pub mod codes {
     pub const NOT_SUBSCRIBED: &str = "not_subscribed";
     /// The server failed. Not the client's fault; retrying later may work.
     pub const INTERNAL: &str = "internal";
+    /// The connection's grants (its token's, or the listener's allow lists) do not allow the
+    /// subscription or watch, or a `refresh` token was refused. The connection stays open.
+    pub const FORBIDDEN: &str = "forbidden";
 }
 
 /// The `code` of an `error` reply. Each variant says whose fault it is and what the client
@@ -145,11 +154,14 @@ pub enum ErrorCode {
     NotSubscribed,
     /// Server's fault. The request may be retried later.
     Internal,
+    /// Not allowed: the grants do not cover the name, or a `refresh` token was refused. Do
+    /// not retry unchanged.
+    Forbidden,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownOp,
         ErrorCode::MissingField,
@@ -157,6 +169,7 @@ impl ErrorCode {
         ErrorCode::TooManySubscriptions,
         ErrorCode::NotSubscribed,
         ErrorCode::Internal,
+        ErrorCode::Forbidden,
     ];
 
     /// The stable wire string, for example `"bad_json"`.
@@ -169,6 +182,7 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => codes::TOO_MANY_SUBSCRIPTIONS,
             ErrorCode::NotSubscribed => codes::NOT_SUBSCRIBED,
             ErrorCode::Internal => codes::INTERNAL,
+            ErrorCode::Forbidden => codes::FORBIDDEN,
         }
     }
 }
@@ -294,12 +308,27 @@ pub fn parse_command(text: &mut [u8]) -> Result<Request, CommandError> {
             key: topic(members.key, "key", &id)?,
         },
         "ping" => Command::Ping,
+        "refresh" => match members
+            .token
+            .map(|raw| string_value(raw, &id))
+            .transpose()?
+        {
+            Some(Some(token)) if !token.is_empty() => Command::Refresh {
+                token: token.into_owned(),
+            },
+            _ => {
+                return fail(
+                    ErrorCode::MissingField,
+                    "\"token\" must be a non-empty string".to_owned(),
+                );
+            }
+        },
         // The op is not echoed: it could be up to a whole message long.
         _ => {
             return fail(
                 ErrorCode::UnknownOp,
                 "unknown \"op\"; expected subscribe, unsubscribe, psubscribe, punsubscribe, \
-                 watch, unwatch or ping"
+                 watch, unwatch, ping or refresh"
                     .to_owned(),
             );
         }
@@ -322,6 +351,8 @@ struct Members<'a> {
     snapshot: Option<&'a [u8]>,
     /// Raw value of `id`.
     id: Option<&'a [u8]>,
+    /// Raw value of `token` (`refresh`).
+    token: Option<&'a [u8]>,
 }
 
 /// The `bad_json` message for text that is not valid JSON.
@@ -362,6 +393,7 @@ impl<'a> Members<'a> {
                     "key" => members.key = Some(value),
                     "snapshot" => members.snapshot = Some(value),
                     "id" => members.id = Some(value),
+                    "token" => members.token = Some(value),
                     _ => {}
                 }
                 pos = skip_ws(text, value_end);
@@ -972,7 +1004,7 @@ mod tests {
         assert_eq!(
             e.message,
             "unknown \"op\"; expected subscribe, unsubscribe, psubscribe, punsubscribe, watch, \
-             unwatch or ping"
+             unwatch, ping or refresh"
         );
     }
 
@@ -988,7 +1020,8 @@ mod tests {
                 "bad_channel",
                 "too_many_subscriptions",
                 "not_subscribed",
-                "internal"
+                "internal",
+                "forbidden"
             ]
         );
         assert_eq!(ErrorCode::BadChannel.to_string(), "bad_channel");

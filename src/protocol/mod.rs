@@ -83,4 +83,6 @@ pub use envelope::{
     render_string_array, render_zset, write_json_string,
 };
 pub use glob::{MAX_GLOB_NESTING, glob_match};
-pub use reply::{AckOp, render_ack, render_command_error, render_error, render_pong};
+pub use reply::{
+    AckOp, render_ack, render_command_error, render_error, render_pong, render_refreshed,
+};

@@ -44,7 +44,7 @@ impl AckOp {
             Command::Punsubscribe { .. } => Some(AckOp::Punsubscribed),
             Command::Watch { .. } => Some(AckOp::Watched),
             Command::Unwatch { .. } => Some(AckOp::Unwatched),
-            Command::Ping => None,
+            Command::Ping | Command::Refresh { .. } => None,
         }
     }
 
@@ -90,6 +90,17 @@ pub fn render_ack(op: AckOp, name: &str, id: Option<&RequestId>) -> String {
 pub fn render_pong(id: Option<&RequestId>) -> String {
     let mut out = Vec::with_capacity(24 + id_len(id));
     out.extend_from_slice(b"{\"op\":\"pong\"");
+    push_id(&mut out, id);
+    out.push(b'}');
+    into_string(out)
+}
+
+/// Renders the answer to a successful `refresh`: `{"op":"refreshed","exp":1767225600,"id":5}`
+/// (`exp` is the new token's, in seconds since the Unix epoch).
+pub fn render_refreshed(exp: u64, id: Option<&RequestId>) -> String {
+    let mut out = Vec::with_capacity(48 + id_len(id));
+    out.extend_from_slice(b"{\"op\":\"refreshed\",\"exp\":");
+    out.extend_from_slice(exp.to_string().as_bytes());
     push_id(&mut out, id);
     out.push(b'}');
     into_string(out)

@@ -31,6 +31,9 @@ pub(super) fn listener_names(config: &Config) -> Vec<String> {
             n.push(format!("route {:?}", route.name));
         }
     }
+    if let Some(admin) = config.admin_listener().and_then(|i| names.get_mut(i)) {
+        admin.push("--admin-listen".to_owned());
+    }
     names.into_iter().map(|n| n.join(", ")).collect()
 }
 

@@ -10,6 +10,7 @@
 //! - the hub learns of every interest edge, in order (a local backlog absorbs a full channel);
 //! - one connection's trouble (overflow, silence) closes that connection, never stalls the shard.
 
+mod access;
 pub mod eio;
 pub mod replay;
 pub mod run;
@@ -100,6 +101,9 @@ pub struct Shard {
     /// Each route's SuperDARN echo store (parallel to `config.routes`; `None` for routes
     /// without `echoes_db`), for `GET /echoes`. Set from [`run::ShardSetup`].
     pub echoes: Vec<Option<crate::store::echoes::EchoesHandle>>,
+    /// Verifies JWTs with the configured keys; `None` without `--jwt-secret` or
+    /// `--jwt-public-key` ([`access`]).
+    pub verifier: Option<Rc<crate::auth::Verifier>>,
 }
 
 impl Shard {
@@ -112,6 +116,12 @@ impl Shard {
     ) -> Self {
         let max_conns = config.max_connections.div_ceil(config.shards.max(1));
         let route_listeners = config.route_listeners();
+        // The configuration checked the keys already; a failure here leaves tokens unverifiable
+        // (every `jwt` handshake is refused), never accepted.
+        let verifier = crate::auth::Verifier::new(&config.jwt)
+            .ok()
+            .flatten()
+            .map(Rc::new);
         Shard {
             id,
             config,
@@ -140,6 +150,7 @@ impl Shard {
             eio: eio::EioSessions::default(),
             peers: Vec::new(),
             echoes: Vec::new(),
+            verifier,
         }
     }
 

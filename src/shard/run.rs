@@ -4,7 +4,8 @@
 //! - the accept loop (one listener per shard, `SO_REUSEPORT` spreads connections);
 //! - the inbox loop: waits on the eventfd wake-up, then drains the hub's channel with `try_recv`
 //!   in budgeted turns, so a burst never starves the connections' tasks;
-//! - the sweep: pings, idle timeouts, closing deadlines, and retries of the hub backlog;
+//! - the sweep: pings, idle timeouts, closing deadlines, token expiry (4003), and retries of
+//!   the hub backlog;
 //! - one task per connection ([`crate::conn::io::serve`]).
 
 use std::cell::RefCell;
@@ -296,6 +297,7 @@ fn sweep(s: &mut Shard, now: Instant) {
         s.stats().pong_timeout_closes.inc();
         s.close(key, CloseCode::PongTimeout, super::CLOSE_GRACE);
     }
+    s.expire_tokens(now);
     s.eio_tick(now);
 }
 

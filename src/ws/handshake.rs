@@ -41,3 +41,15 @@ pub fn accept(req: &Request<'_>) -> Result<Bytes, HandshakeError> {
     out.extend_from_slice(b"\r\n");
     Ok(Bytes::from(out))
 }
+
+/// `response` (a complete 101 from [`accept`]) with `Sec-WebSocket-Protocol: protocol` added,
+/// for a client that offered it (RFC 6455 §4.2.2: the server names the one it selected).
+pub fn with_subprotocol(response: Bytes, protocol: &str) -> Bytes {
+    let head = response.strip_suffix(b"\r\n").unwrap_or(&response);
+    let mut out = Vec::with_capacity(response.len() + protocol.len() + 28);
+    out.extend_from_slice(head);
+    out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+    out.extend_from_slice(protocol.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    Bytes::from(out)
+}
