@@ -165,6 +165,8 @@ pub struct ShardStats {
     pub stages: StageTimes,
     /// Engine.IO / Socket.IO sessions owned by this shard.
     pub eio: EioStats,
+    /// Refusals at the edge, by reason (`ringcast_refused_total`).
+    pub refused: crate::limits::RefusedStats,
 }
 
 /// What one shard counts about its Engine.IO sessions (`socketio` routes).
@@ -565,6 +567,7 @@ impl Metrics {
             total_and_split(&mut out, name, "shard", kind, help, per);
         }
         self.render_eio(&mut out);
+        crate::limits::render_refused(&mut out, self.shards.iter().map(|s| &s.refused));
         let drops = self.hub.inbox_drops.iter().enumerate();
         let drops = drops.map(|(i, c)| (format!("shard=\"{i}\""), c.get()));
         let help = "Events dropped because a shard inbox was full (policy: drop and count).";

@@ -20,6 +20,7 @@ pub mod ess_api;
 pub mod io;
 pub mod native;
 pub mod outbox;
+pub mod proxy;
 mod route;
 
 use std::rc::Rc;
@@ -131,6 +132,13 @@ pub struct Conn {
     pub held: Vec<outbox::OutFrame>,
     /// Read time of a sampled event queued here: the next `writev` is timed against it.
     pub probe: Option<Instant>,
+    /// The client's address: the socket's peer, or the PROXY header's source on a listener
+    /// that expects one ([`proxy`]). What logs and per-IP limits name.
+    pub peer: std::net::SocketAddr,
+    /// Its slot in the per-IP table while per-IP limits are on; dropped with the connection.
+    pub ip_lease: Option<crate::limits::IpLease>,
+    /// Its native-command budget (`command-rate`).
+    pub commands: crate::limits::CommandBucket,
 }
 
 /// Most events held for a connection waiting for a snapshot; past it the connection is closed
@@ -161,6 +169,9 @@ impl Conn {
             snapshots_pending: 0,
             held: Vec::new(),
             probe: None,
+            peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            ip_lease: None,
+            commands: crate::limits::CommandBucket::default(),
         }
     }
 

@@ -11,9 +11,15 @@ use crate::shard::Shard;
 
 /// Handles one text message from a native client: a command, answered with an ack or an error.
 /// A malformed or unknown command gets an error reply; the connection stays open.
+///
+/// With `command-rate`, every message takes a token from the connection's bucket; one that
+/// finds it empty is not run and gets the `rate_limited` error (with its id, when it has one).
 pub fn handle_text(shard: &mut Shard, key: ConnKey, text: &[u8]) {
+    let allowed = within_rate(shard, key);
     let mut scratch = text.to_vec();
     let reply = match parse_command(&mut scratch) {
+        Ok(req) if !allowed => rate_limited(req.id.as_ref()),
+        Err(e) if !allowed => rate_limited(e.id.as_ref()),
         Ok(req) => execute(shard, key, req.id.as_ref(), req.command),
         Err(e) => render_error(e.id.as_ref(), e.code, &e.message),
     };
@@ -21,6 +27,33 @@ pub fn handle_text(shard: &mut Shard, key: ConnKey, text: &[u8]) {
     if !reply.is_empty() {
         shard.send_text(key, &reply);
     }
+}
+
+/// Takes a token for one command; false (counted) when `command-rate` is exhausted.
+fn within_rate(shard: &mut Shard, key: ConnKey) -> bool {
+    let Some(rate) = shard.config.command_rate else {
+        return true;
+    };
+    let now = crate::limits::clock_ns();
+    let allowed = shard
+        .conns
+        .get_mut(key)
+        .is_none_or(|conn| conn.commands.take(rate, now));
+    if !allowed {
+        shard
+            .stats()
+            .refused
+            .inc(crate::limits::Refusal::CommandRate);
+    }
+    allowed
+}
+
+fn rate_limited(id: Option<&RequestId>) -> String {
+    render_error(
+        id,
+        ErrorCode::RateLimited,
+        "command rate exceeded; slow down",
+    )
 }
 
 /// Subscribes to channels (`?subscribe=a,b`) or watches keys (`?watch=k`) named in the URL at

@@ -123,6 +123,9 @@ pub mod codes {
     pub const NOT_SUBSCRIBED: &str = "not_subscribed";
     /// The server failed. Not the client's fault; retrying later may work.
     pub const INTERNAL: &str = "internal";
+    /// The connection sent commands faster than `command-rate`; this one was not run. Slow
+    /// down and retry.
+    pub const RATE_LIMITED: &str = "rate_limited";
 }
 
 /// The `code` of an `error` reply. Each variant says whose fault it is and what the client
@@ -145,11 +148,13 @@ pub enum ErrorCode {
     NotSubscribed,
     /// Server's fault. The request may be retried later.
     Internal,
+    /// A limit, not a fault: commands came faster than `command-rate`. Retry later, slower.
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownOp,
         ErrorCode::MissingField,
@@ -157,6 +162,7 @@ impl ErrorCode {
         ErrorCode::TooManySubscriptions,
         ErrorCode::NotSubscribed,
         ErrorCode::Internal,
+        ErrorCode::RateLimited,
     ];
 
     /// The stable wire string, for example `"bad_json"`.
@@ -169,6 +175,7 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => codes::TOO_MANY_SUBSCRIPTIONS,
             ErrorCode::NotSubscribed => codes::NOT_SUBSCRIBED,
             ErrorCode::Internal => codes::INTERNAL,
+            ErrorCode::RateLimited => codes::RATE_LIMITED,
         }
     }
 }
@@ -988,7 +995,8 @@ mod tests {
                 "bad_channel",
                 "too_many_subscriptions",
                 "not_subscribed",
-                "internal"
+                "internal",
+                "rate_limited"
             ]
         );
         assert_eq!(ErrorCode::BadChannel.to_string(), "bad_channel");
