@@ -13,18 +13,6 @@ use std::time::{Duration, Instant};
 use common::{Gateway, TIMEOUT, parse_response};
 use serde_json::json;
 
-/// A TCP connection to `addr` from the loopback address `src`.
-fn connect_from(src: [u8; 4], addr: SocketAddr) -> TcpStream {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&SocketAddr::from((src, 0)).into())
-        .expect("bind a loopback source address");
-    socket.connect(&addr.into()).expect("connect");
-    let s = TcpStream::from(socket);
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    s
-}
-
 /// Status of `GET /healthz` on a fresh connection.
 fn healthz(addr: SocketAddr) -> u16 {
     common::http(addr, "GET", "/healthz", &[], b"").0
@@ -84,7 +72,7 @@ fn the_handshake_rate_per_ip_refuses_bursts_with_429() {
     );
     assert!(refused > 0 || elapsed >= 6, "{statuses:?} in {elapsed}s");
     // Another address has a bucket of its own: 127.0.0.2 is loopback too.
-    let mut other = connect_from([127, 0, 0, 2], gw.addr);
+    let mut other = common::connect_from([127, 0, 0, 2], gw.addr);
     other
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
