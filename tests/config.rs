@@ -159,6 +159,11 @@ fn help_documents_every_knob() {
         "radars",
         "canada-addr",
         "max-days-store-echoes",
+        "proxy-protocol",
+        "max-connections-per-ip",
+        "handshake-rate-per-ip",
+        "command-rate",
+        "head-timeout",
         "preset",
         "print-config",
     ];
