@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use crate::metrics::Counter;
 
-/// Slots of the per-IP table: 16_384, 12 bytes each (192 KiB for the process). More slots
+/// Slots of the per-IP table: 16_384, 16 bytes each (256 KiB for the process). More slots
 /// make collisions (two clients sharing one slot's counters) rarer; with 20_000 clients from
 /// distinct addresses a slot holds about one client on average.
 pub const SLOTS: usize = 16_384;

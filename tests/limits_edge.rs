@@ -190,3 +190,53 @@ fn slowloris_is_cut_off_at_head_timeout_while_bytes_trickle_in() {
     // Clients that send whole requests are served as before.
     assert_eq!(healthz(gw.addr), 200);
 }
+
+#[test]
+fn half_open_handshakes_cannot_hold_the_accept_path() {
+    // 20 connection slots on one shard, a 500 ms head deadline. An attacker opens 20
+    // connections and never sends a byte: while they last, a real client is refused (the
+    // shard is full), but the deadline frees every slot, and the real client is served.
+    let gw = Gateway::start(&[
+        "--shards",
+        "1",
+        "--max-connections",
+        "20",
+        "--head-timeout",
+        "500ms",
+        "--idle-timeout",
+        "60s",
+    ]);
+    let start = Instant::now();
+    let silent: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let s = TcpStream::connect(gw.addr).unwrap();
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            s
+        })
+        .collect();
+    // Until the deadline frees them, a newcomer is accepted and closed at once (the cap), or
+    // served if the slots were already freed; either way it is never left waiting.
+    let mut refused_while_held = false;
+    loop {
+        let (status, _) = common::http(gw.addr, "GET", "/healthz", &[], b"");
+        if status == 200 {
+            break;
+        }
+        refused_while_held = true;
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the silent connections were never cut off"
+        );
+    }
+    let held_for = start.elapsed();
+    assert!(
+        refused_while_held || held_for >= Duration::from_millis(500),
+        "a client was served while 20 silent connections held every slot"
+    );
+    for mut s in silent {
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "a silent connection got {rest:?}");
+    }
+    assert!(gw.metric("ringcast_refused_total{reason=\"head_timeout\"}") >= 20);
+}
