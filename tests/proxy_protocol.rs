@@ -269,7 +269,21 @@ fn a_route_with_proxy_protocol_expects_it_and_the_native_listener_does_not() {
         route,
         b"GET /edge HTTP/1.1\r\nHost: x\r\n\r\n",
     ));
-    // The native listener takes plain requests, as before.
+    // The native listener takes plain requests, as before, and reads a header as a bad one.
+    let raw = common::http_raw(
+        gw.addr,
+        &[
+            v1("192.0.2.34"),
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        parse_response(&raw).0,
+        400,
+        "{:?}",
+        String::from_utf8_lossy(&raw)
+    );
     assert_eq!(
         gw.metric("ringcast_refused_total{reason=\"proxy_header\"}"),
         1
