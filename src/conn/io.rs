@@ -553,7 +553,8 @@ fn on_input(
             Ok(None) => break,
             Err(e) => {
                 s.stats().protocol_closes.inc();
-                tracing::debug!(conn = key, error = %e, "closing connection for bad input");
+                let peer = s.conns.get(key).map(|c| c.peer);
+                tracing::debug!(conn = key, peer = ?peer, error = %e, "closing connection for bad input");
                 s.close(key, e.close_code(), CLOSE_GRACE);
                 *discard = true;
                 return true;
