@@ -105,19 +105,12 @@ async fn http_phase(
         let s = shard.borrow();
         (s.config.head_timeout, s.config.max_message_bytes)
     };
-    let mut deadline = Some(Instant::now() + head_timeout);
-    if fresh
-        && !proxy::admit(
-            shard,
-            key,
-            stream,
-            &mut pending,
-            deadline.unwrap_or_else(Instant::now),
-        )
-        .await
-    {
+    // The first request's deadline runs from the accept, the PROXY header included.
+    let first = Instant::now() + head_timeout;
+    if fresh && !proxy::admit(shard, key, stream, &mut pending, first).await {
         return Next::Done;
     }
+    let mut deadline = Some(first);
     // A request head plus the largest body we accept; reading pauses past it and `respond`
     // answers 431/413.
     let limit = http::MAX_HEAD_BYTES + max_body;
