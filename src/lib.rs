@@ -28,6 +28,8 @@
 //!   rendering and parsing.
 //! - [`protocol`]: the native protocol v1: client commands, replies, event envelopes, close codes.
 //! - [`metrics`]: single-writer per-shard counters and the Prometheus rendering.
+//! - [`limits`]: what a hostile client meets: per-IP connection cap and handshake rate (one
+//!   lock-free table shared by the shards), per-connection command rate, refusal counters.
 //! - [`transport`]: how bytes reach a client whatever the profile: today `engineio` (Engine.IO
 //!   v4 / Socket.IO v5: packets, polling payloads, the request parser, shard-naming sids and the
 //!   session state machine, all pure); `ws` moves here later.
@@ -39,6 +41,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 pub mod profile;
 pub mod protocol;

@@ -169,6 +169,8 @@ pub struct ShardStats {
     pub stages: StageTimes,
     /// Engine.IO / Socket.IO sessions owned by this shard.
     pub eio: EioStats,
+    /// Refusals at the edge, by reason (`ringcast_refused_total`).
+    pub refused: crate::limits::RefusedStats,
     /// Access control: refused tokens, denied names, expiries, refreshes.
     pub auth: AuthStats,
 }
@@ -603,6 +605,7 @@ impl Metrics {
         }
         self.render_eio(&mut out);
         self.render_auth(&mut out);
+        crate::limits::render_refused(&mut out, self.shards.iter().map(|s| &s.refused));
         let drops = self.hub.inbox_drops.iter().enumerate();
         let drops = drops.map(|(i, c)| (format!("shard=\"{i}\""), c.get()));
         let help = "Events dropped because a shard inbox was full (policy: drop and count).";

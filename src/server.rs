@@ -167,6 +167,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             echo_stores.push((path.clone(), handle));
         }
     }
+    // One per-IP table for every shard (docs/decisions/0009-*).
+    let per_ip = Arc::new(crate::limits::PerIp::new(
+        config.max_connections_per_ip,
+        config.handshake_rate_per_ip,
+    ));
     let echoes: Vec<Option<EchoesHandle>> = config
         .routes
         .iter()
@@ -214,6 +219,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             registries: registries.clone(),
             echoes: echoes.clone(),
             peers: links.clone(),
+            per_ip: per_ip.clone(),
         };
         let done = done_tx.clone();
         let pin = config.pin_cores.then_some(i);

@@ -1,7 +1,9 @@
 //! Two ringcast nodes behind a real haproxy running `deploy/haproxy.cfg`: one Redis, health checks
 //! on `/healthz`, WebSocket clients spread over both nodes, a publish reaching every client
 //! whichever node it is on, and a node stopped with SIGTERM whose clients get 1001, reconnect
-//! through haproxy to the survivor and receive the next publish.
+//! through haproxy to the survivor and receive the next publish. haproxy sends a PROXY v2 header
+//! (`send-proxy-v2`) and the nodes run with `--proxy-protocol`: a node's per-IP cap and its log
+//! see each client's own address (clients bound to 127.0.0.2 and 127.0.0.3), not haproxy's.
 //!
 //! Needs `haproxy` on `PATH` (`scripts/test` installs it with apt). Without it the test prints a
 //! skip line, except under `CI=true`, where it fails.
@@ -16,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use common::{Client, Gateway, RedisClient, RedisServer, Resp, TIMEOUT, TempPath};
+use common::{Client, Gateway, RedisClient, RedisServer, Resp, TIMEOUT, TempPath, parse_response};
 use serde_json::json;
 use tungstenite::Message;
 
@@ -194,6 +196,35 @@ impl Drop for Haproxy {
     }
 }
 
+/// Reads one metric from a node that expects a PROXY header, as a health check would (a v2
+/// `LOCAL` header, then the request).
+fn node_metric(node: &Gateway, series: &str) -> u64 {
+    let mut s = TcpStream::connect(node.addr).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.write_all(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00")
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let (status, text) = parse_response(&out);
+    assert_eq!(status, 200, "{text}");
+    ringcast::metrics::value(&text, series).unwrap_or_else(|| panic!("no series {series}"))
+}
+
+/// Waits until `series` on `node` satisfies `pred` ([`node_metric`]).
+fn wait_node_metric(node: &Gateway, series: &str, pred: impl Fn(u64) -> bool) -> u64 {
+    let start = Instant::now();
+    loop {
+        let v = node_metric(node, series);
+        if pred(v) {
+            return v;
+        }
+        assert!(start.elapsed() < TIMEOUT, "{series} stuck at {v}");
+        std::thread::yield_now();
+    }
+}
+
 fn server_name(i: usize) -> String {
     char::from(b'a' + i as u8).to_string()
 }
@@ -261,15 +292,25 @@ fn two_nodes_behind_haproxy_share_clients_and_take_over_on_stop() {
     let redis = RedisServer::start();
     let url = redis.url(0);
     // One shard each: two nodes, haproxy, Redis and the clients share a small machine.
-    let node = || Gateway::start(&["--shards", "1", "--shutdown-timeout", "2s", "--redis", &url]);
+    let node = || {
+        Gateway::start(&[
+            "--shards",
+            "1",
+            "--shutdown-timeout",
+            "2s",
+            "--redis",
+            &url,
+            "--proxy-protocol",
+        ])
+    };
     let mut a = node();
     let b = node();
     let haproxy = Haproxy::start(&[a.addr, b.addr]);
     haproxy.wait_statuses(&["UP", "UP"]);
 
     let mut clients: Vec<Client> = (0..CLIENTS).map(|_| haproxy.subscriber()).collect();
-    let on_a = a.wait_metric("ringcast_websockets", |v| v > 0);
-    let on_b = b.wait_metric("ringcast_websockets", |v| v > 0);
+    let on_a = wait_node_metric(&a, "ringcast_websockets", |v| v > 0);
+    let on_b = wait_node_metric(&b, "ringcast_websockets", |v| v > 0);
     assert_eq!(on_a + on_b, CLIENTS as u64, "every client is on a node");
     eprintln!("haproxy spread {CLIENTS} clients: {on_a} on a, {on_b} on b");
 
@@ -289,8 +330,73 @@ fn two_nodes_behind_haproxy_share_clients_and_take_over_on_stop() {
     for &(i, _) in &closed {
         clients[i] = haproxy.subscriber();
     }
-    b.wait_metric("ringcast_websockets", |v| v == CLIENTS as u64);
+    wait_node_metric(&b, "ringcast_websockets", |v| v == CLIENTS as u64);
     redis.wait_numsub("news", 1);
     assert_eq!(publish(&redis, 2), Resp::Int(1));
     all_receive(&mut clients, 2);
+}
+
+#[test]
+fn behind_haproxy_per_ip_limits_and_logs_see_the_client_address() {
+    if !available("behind_haproxy_per_ip_limits_and_logs_see_the_client_address") {
+        return;
+    }
+    let node = Gateway::start(&[
+        "--shards",
+        "2",
+        "--proxy-protocol",
+        "--max-connections-per-ip",
+        "1",
+    ]);
+    let haproxy = Haproxy::start(&[node.addr]);
+    haproxy.wait_statuses(&["UP"]);
+    // Every connection reaches the node from haproxy (127.0.0.1); only the PROXY header tells
+    // 127.0.0.2 from 127.0.0.3. Without it the second client would be refused.
+    let via = |src: [u8; 4]| common::connect_from(src, haproxy.addr);
+    let mut two = Client::over(via([127, 0, 0, 2]), haproxy.addr, "/ws?subscribe=edge");
+    assert_eq!(two.recv_json()["op"], "subscribed");
+    let mut three = Client::over(via([127, 0, 0, 3]), haproxy.addr, "/ws?subscribe=edge");
+    assert_eq!(three.recv_json()["op"], "subscribed");
+    assert_eq!(node_metric(&node, "ringcast_websockets"), 2);
+
+    // A second connection from 127.0.0.2 gets the node's 429 through haproxy.
+    let mut again = via([127, 0, 0, 2]);
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = again.read_to_end(&mut out);
+    assert_eq!(
+        parse_response(&out).0,
+        429,
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    let start = Instant::now();
+    while !node
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("connection refused") && l.contains("peer=127.0.0.2:"))
+    {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "no refusal naming 127.0.0.2: {:?}",
+            node.log.lock().unwrap()
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        node_metric(
+            &node,
+            "ringcast_refused_total{reason=\"per_ip_connections\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        node_metric(&node, "ringcast_refused_total{reason=\"proxy_header\"}"),
+        0,
+        "haproxy's health checks carry a header too"
+    );
 }

@@ -116,6 +116,10 @@ fn request_head_over_8kib_gets_431() {
     many.push_str("\r\n");
     let (status, body) = http_status(gw.addr, many.as_bytes());
     assert_eq!(status, 431, "{body}");
+    assert_eq!(
+        gw.metric("ringcast_refused_total{reason=\"header_too_large\"}"),
+        2
+    );
 
     // A head just under the limit is fine.
     let under = format!(

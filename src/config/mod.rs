@@ -101,6 +101,10 @@ pub const DEFAULT_REDIS_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Default [`Config::redis_connect_timeout`]: 2 s.
 pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Default [`Config::head_timeout`]: 10 s for a client to send a whole request (haproxy's
+/// usual `timeout http-request`); after it, 408 and close (slowloris).
+pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
 const MAX_SHARDS: usize = 1_024;
 const MAX_SHARD_INBOX: usize = 1 << 24;
 /// The shortest ping interval, pong timeout or idle timeout, native or per route. The sweep that
@@ -263,6 +267,24 @@ pub struct Config {
     /// original's (`None` keeps them for ever; no knob value gives it). After the flag, `RINGCAST_MAX_DAYS_STORE_ECHOES` and the file, the original's
     /// `MAX_DAYS_STORE_ECHOES` is read. Smaller bounds the file; larger keeps more history.
     pub max_days_store_echoes: Option<u32>,
+    /// The native listener expects a PROXY protocol v1 or v2 header (from haproxy
+    /// `send-proxy-v2`) before anything else; its address becomes the client's. Default false.
+    /// Routes set it per route (`proxy_protocol = true`).
+    pub proxy_protocol: bool,
+    /// Open connections one client address may hold (IPv6: per /64), refused with HTTP 429
+    /// past it. 0 (the default): no cap. Counted in a fixed table shared by the shards
+    /// ([`crate::limits`]), where a hash collision can only refuse early.
+    pub max_connections_per_ip: usize,
+    /// New connections one client address may open per second, with a burst (`10/40`).
+    /// Default none (no rate). Past it: HTTP 429.
+    pub handshake_rate_per_ip: Option<crate::limits::Rate>,
+    /// Native-protocol commands one connection may send per second, with a burst (`50/200`).
+    /// Default none (no rate). Past it: the `rate_limited` error reply, command not run.
+    pub command_rate: Option<crate::limits::Rate>,
+    /// A client must send a whole request (the PROXY header, the head and any body) within
+    /// this long of its connection (or of the request's first byte on keep-alive), else 408
+    /// and close. At least 100 ms. Default 10 s.
+    pub head_timeout: Duration,
     /// Test hook (hidden flag and variable only, never in the file): shard N never drains its
     /// inbox, to prove a stalled shard delays no one else. Default none. Must be below `shards`.
     pub debug_stall_shard: Option<usize>,
@@ -319,6 +341,11 @@ impl Default for Config {
             radar_feeds: Vec::new(),
             canada_addr: None,
             max_days_store_echoes: Some(DEFAULT_MAX_DAYS_STORE_ECHOES),
+            proxy_protocol: false,
+            max_connections_per_ip: 0,
+            handshake_rate_per_ip: None,
+            command_rate: None,
+            head_timeout: DEFAULT_HEAD_TIMEOUT,
             debug_stall_shard: None,
             sources: Vec::new(),
             preset: None,
@@ -363,6 +390,11 @@ impl fmt::Debug for Config {
             .field("radar_feeds", &self.radar_feeds)
             .field("canada_addr", &self.canada_addr)
             .field("max_days_store_echoes", &self.max_days_store_echoes)
+            .field("proxy_protocol", &self.proxy_protocol)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
+            .field("handshake_rate_per_ip", &self.handshake_rate_per_ip)
+            .field("command_rate", &self.command_rate)
+            .field("head_timeout", &self.head_timeout)
             .field("debug_stall_shard", &self.debug_stall_shard)
             .field("preset", &self.preset)
             .field("routes", &self.routes)
@@ -514,6 +546,13 @@ knobs! {
     JWT_AUDIENCE = "jwt-audience", "RINGCAST_JWT_AUDIENCE", jwt_audience;
     JWT_ISSUER = "jwt-issuer", "RINGCAST_JWT_ISSUER", jwt_issuer;
     ADMIN_LISTEN = "admin-listen", "RINGCAST_ADMIN_LISTEN", admin_listen;
+    PROXY_PROTOCOL = "proxy-protocol", "RINGCAST_PROXY_PROTOCOL", proxy_protocol;
+    MAX_CONNECTIONS_PER_IP = "max-connections-per-ip", "RINGCAST_MAX_CONNECTIONS_PER_IP",
+        max_connections_per_ip;
+    HANDSHAKE_RATE_PER_IP = "handshake-rate-per-ip", "RINGCAST_HANDSHAKE_RATE_PER_IP",
+        handshake_rate_per_ip;
+    COMMAND_RATE = "command-rate", "RINGCAST_COMMAND_RATE", command_rate;
+    HEAD_TIMEOUT = "head-timeout", "RINGCAST_HEAD_TIMEOUT", head_timeout;
 }
 
 /// `--preset`: a knob of every layer, but tested on its own (it changes sources and routes,
@@ -695,6 +734,32 @@ struct Cli {
     /// MAX_DAYS_STORE_ECHOES (the original's variable) is read [default: 30, the original's]
     #[arg(long, env = "RINGCAST_MAX_DAYS_STORE_ECHOES", value_name = "DAYS")]
     max_days_store_echoes: Option<String>,
+    /// Expect a PROXY protocol v1/v2 header (haproxy send-proxy-v2) on the native listener and
+    /// take the client address from it; connections without one are closed (true/false/1/0;
+    /// the bare flag means true) [default: false]
+    #[arg(long, env = "RINGCAST_PROXY_PROTOCOL", value_name = "BOOL")]
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    proxy_protocol: Option<String>,
+    /// Open connections one client address (IPv6: /64) may hold; past it HTTP 429; 0 is no cap
+    /// [default: 0]
+    #[arg(long, env = "RINGCAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    max_connections_per_ip: Option<String>,
+    /// New connections per second one client address may open, RATE or RATE/BURST (10/40);
+    /// past it HTTP 429; 0 is off [default: 0, off]
+    #[arg(
+        long,
+        env = "RINGCAST_HANDSHAKE_RATE_PER_IP",
+        value_name = "RATE[/BURST]"
+    )]
+    handshake_rate_per_ip: Option<String>,
+    /// Native commands per second one connection may send, RATE or RATE/BURST (50/200); past it
+    /// the rate_limited error reply; 0 is off [default: 0, off]
+    #[arg(long, env = "RINGCAST_COMMAND_RATE", value_name = "RATE[/BURST]")]
+    command_rate: Option<String>,
+    /// Time a client has to send a whole request (PROXY header, head, body) from its connection
+    /// or the request's first byte; then 408 and close; at least 100ms [default: 10s]
+    #[arg(long, env = "RINGCAST_HEAD_TIMEOUT", value_name = "DURATION")]
+    head_timeout: Option<String>,
     /// Built-in routes and sources for a drop-in replacement: weppcloud (Preflight on :9001,
     /// Status on :9002) or bess (WebsocketServerMS on :8001) [default: none]
     #[arg(long, env = "RINGCAST_PRESET", value_name = "NAME")]
@@ -786,6 +851,11 @@ struct FileConfig {
     redis_connect_timeout: Option<toml::Value>,
     radars: Option<toml::Value>,
     canada_addr: Option<toml::Value>,
+    proxy_protocol: Option<toml::Value>,
+    max_connections_per_ip: Option<toml::Value>,
+    handshake_rate_per_ip: Option<toml::Value>,
+    command_rate: Option<toml::Value>,
+    head_timeout: Option<toml::Value>,
     max_days_store_echoes: Option<toml::Value>,
     preset: Option<toml::Value>,
     auth: Option<toml::Value>,
@@ -1356,6 +1426,14 @@ impl Layers<'_> {
             radar_feeds: radars.value.map(|(_, feeds)| feeds).unwrap_or_default(),
             canada_addr: self.canada_addr()?,
             max_days_store_echoes: self.max_days_store_echoes()?,
+            proxy_protocol: self.value(&PROXY_PROTOCOL, false, boolean)?,
+            max_connections_per_ip: self
+                .value(&MAX_CONNECTIONS_PER_IP, 0, |r| count(r, 0, usize::MAX, 100))?,
+            handshake_rate_per_ip: self.value(&HANDSHAKE_RATE_PER_IP, None, rate)?,
+            command_rate: self.value(&COMMAND_RATE, None, rate)?,
+            head_timeout: self.value(&HEAD_TIMEOUT, DEFAULT_HEAD_TIMEOUT, |r| {
+                duration(r, MIN_HEARTBEAT, Duration::MAX, DEFAULT_HEAD_TIMEOUT)
+            })?,
             debug_stall_shard: debug_stall_shard.value,
             print_config,
             sources: Vec::new(),
@@ -1534,6 +1612,27 @@ impl Config {
                 self.max_days_store_echoes
                     .map(|d| Value::Integer(i64::from(d))),
             ),
+            (
+                PROXY_PROTOCOL.key,
+                Some(Value::Boolean(self.proxy_protocol)),
+            ),
+            (
+                MAX_CONNECTIONS_PER_IP.key,
+                number(self.max_connections_per_ip),
+            ),
+            (
+                HANDSHAKE_RATE_PER_IP.key,
+                text(
+                    &self
+                        .handshake_rate_per_ip
+                        .map_or("0".into(), |r| r.to_string()),
+                ),
+            ),
+            (
+                COMMAND_RATE.key,
+                text(&self.command_rate.map_or("0".into(), |r| r.to_string())),
+            ),
+            (HEAD_TIMEOUT.key, time(self.head_timeout)),
             (PRESET.key, self.preset.and_then(|p| text(p.as_str()))),
         ];
         // Display prints `***` whenever the URL has credentials, even a user alone.
@@ -1917,6 +2016,21 @@ fn count(raw: Raw<'_>, min: usize, max: usize, example: usize) -> Result<usize, 
 fn days(raw: Raw<'_>) -> Result<u32, String> {
     let n = count(raw, 1, usize::try_from(u32::MAX).unwrap_or(usize::MAX), 30)?;
     u32::try_from(n).map_err(|_| format!("{n} is above the maximum, {}", u32::MAX))
+}
+
+/// A token-bucket rate, `RATE` or `RATE/BURST`; `0` is off.
+fn rate(raw: Raw<'_>) -> Result<Option<crate::limits::Rate>, String> {
+    let text = match raw {
+        Raw::Toml(toml::Value::Integer(n)) => n.to_string(),
+        _ => raw
+            .text()
+            .ok_or_else(|| format!("{} is not RATE or RATE/BURST", raw.shown()))?
+            .to_owned(),
+    };
+    if text.trim() == "0" {
+        return Ok(None);
+    }
+    crate::limits::Rate::parse(&text).map(Some)
 }
 
 fn boolean(raw: Raw<'_>) -> Result<bool, String> {
@@ -2428,6 +2542,11 @@ mod tests {
         (&JWT_AUDIENCE, "ringcast"),
         (&JWT_ISSUER, "issuer-a,issuer-b"),
         (&ADMIN_LISTEN, "127.0.0.1:0"),
+        (&PROXY_PROTOCOL, "true"),
+        (&MAX_CONNECTIONS_PER_IP, "7"),
+        (&HANDSHAKE_RATE_PER_IP, "5/9"),
+        (&COMMAND_RATE, "50"),
+        (&HEAD_TIMEOUT, "3s"),
     ];
 
     /// An EC P-256 public key in PEM (ES256).
@@ -2507,6 +2626,17 @@ mod tests {
                 port: 5_555,
             }),
             max_days_store_echoes: Some(30),
+            proxy_protocol: true,
+            max_connections_per_ip: 7,
+            handshake_rate_per_ip: Some(crate::limits::Rate {
+                per_second: 5,
+                burst: 9,
+            }),
+            command_rate: Some(crate::limits::Rate {
+                per_second: 50,
+                burst: 50,
+            }),
+            head_timeout: Duration::from_secs(3),
             debug_stall_shard: None,
             sources: Vec::new(),
             preset: None,

@@ -202,6 +202,9 @@ pub struct RouteConfig {
     /// Default: no token, everything allowed. Only native, preflight, status and bess routes
     /// may change it.
     pub access: crate::auth::Access,
+    /// The route's listener expects a PROXY protocol v1/v2 header first (haproxy
+    /// `send-proxy-v2`). Default false. Routes sharing a listener: any one turns it on for all.
+    pub proxy_protocol: bool,
 }
 
 /// A built-in set of routes and sources.
@@ -374,6 +377,7 @@ pub const ROUTE_KEYS: &[&str] = &[
     "auth",
     "allow_subscribe",
     "allow_watch",
+    "proxy_protocol",
 ];
 
 /// A route's raw settings, each with where it came from.
@@ -671,6 +675,7 @@ fn resolve_one(
         ingress: None,
         eio: None,
         channels: optional(r, "channels", string_list)?.unwrap_or_else(|| vec!["*".to_owned()]),
+        proxy_protocol: optional(r, "proxy_protocol", super::boolean)?.unwrap_or(false),
         echoes_db: optional(r, "echoes_db", |raw| match raw.text() {
             Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
             _ => Err(format!("{} is not a file path", raw.shown())),
@@ -918,7 +923,7 @@ pub fn to_toml(routes: &[RouteConfig], sources: &[SourceConfig]) -> String {
         out.push_str(&format!(
             "\n[[route]]\nname = {:?}\nlisten = \"{}\"\npath = {:?}\nprofile = \"{}\"\nsources = [{}]\n\
              # heartbeat: {}\nheartbeat = \"{}\"\nping_interval = \"{}\"\npong_timeout = \"{}\"\nhangup = {}\n\
-             checklist = \"{}\"\nlocks = \"{}\"\norigins = [{}]\nmax_outbox_bytes = {}\n",
+             checklist = \"{}\"\nlocks = \"{}\"\norigins = [{}]\nmax_outbox_bytes = {}\nproxy_protocol = {}\n",
             r.name,
             r.listen,
             r.path,
@@ -936,6 +941,7 @@ pub fn to_toml(routes: &[RouteConfig], sources: &[SourceConfig]) -> String {
             r.preflight.locks.as_str(),
             origins.join(", "),
             r.max_outbox_bytes,
+            r.proxy_protocol,
         ));
         if r.access.is_restricted() {
             let list = |v: &[String]| {

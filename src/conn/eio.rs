@@ -395,10 +395,14 @@ async fn hand_off(
         )
         .await;
     };
-    let (link, listener) = {
+    let (link, listener, peer) = {
         let s = shard.borrow();
         let listener = s.conns.get(key).map_or(0, |c| c.listener);
-        (s.peers.get(owner).cloned(), listener)
+        let peer = s
+            .conns
+            .get(key)
+            .map_or(([0, 0, 0, 0], 0).into(), |c| c.peer);
+        (s.peers.get(owner).cloned(), listener, peer)
     };
     let Some(link) = link else {
         return refuse(shard, stream, EioError::UnknownSid.into(), &[]).await;
@@ -407,6 +411,7 @@ async fn hand_off(
         stream: socket,
         pending: std::mem::take(pending),
         listener,
+        peer,
     };
     match link.tx.try_send(msg) {
         Ok(()) => {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::outbox::OutFrame;
-use super::{ConnKind, ConnState, native};
+use super::{ConnKind, ConnState, native, proxy};
 use crate::config::{Heartbeat, Profile};
 use crate::http::{self, MAX_HEADERS, publish};
 use crate::router::table::ConnKey;
@@ -33,13 +33,19 @@ pub(super) enum Next {
 pub fn serve(shard: ShardRef, key: ConnKey, stream: TcpStream) -> impl Future<Output = ()> {
     // Not an `async fn` around `serve_from`: that would nest one future in another and grow
     // every connection's task (measured: 656 bytes against 560).
-    serve_from(shard, key, stream, Vec::new())
+    serve_from(shard, key, stream, Vec::new(), true)
 }
 
 /// Serves a connection another shard handed over (an Engine.IO request for a session this
 /// shard owns), starting with the bytes it had read. A full shard refuses it (counted in
 /// `ringcast_rejected_connections_total`), as its accept loop would.
-pub fn adopt(shard: &ShardRef, stream: std::net::TcpStream, pending: Vec<u8>, listener: u8) {
+pub fn adopt(
+    shard: &ShardRef,
+    stream: std::net::TcpStream,
+    pending: Vec<u8>,
+    listener: u8,
+    peer: std::net::SocketAddr,
+) {
     let mut s = shard.borrow_mut();
     if s.conns.len() >= s.max_conns {
         s.stats().rejected_connections.inc();
@@ -54,8 +60,12 @@ pub fn adopt(shard: &ShardRef, stream: std::net::TcpStream, pending: Vec<u8>, li
     };
     stream.set_nodelay();
     let key = s.insert_conn(stream.handle(), listener, Instant::now());
+    // The sending shard admitted this client and gave its per-IP slot back when it let go.
+    let lease = s.per_ip.is_active().then(|| s.per_ip.lease(peer.ip()));
+    s.conns[key].peer = peer;
+    s.conns[key].ip_lease = lease;
     drop(s);
-    crate::rt::spawn(serve_from(shard.clone(), key, stream, pending));
+    crate::rt::spawn(serve_from(shard.clone(), key, stream, pending, false));
 }
 
 /// Removes a connection from its shard when its task ends, however it ends: normally, or by a
@@ -83,14 +93,22 @@ impl Drop for Cleanup {
     }
 }
 
-async fn serve_from(shard: ShardRef, key: ConnKey, stream: TcpStream, pending: Vec<u8>) {
+/// `fresh`: a connection just accepted here, which first passes [`proxy::admit`]; false for
+/// one handed over by another shard, which did that already.
+async fn serve_from(
+    shard: ShardRef,
+    key: ConnKey,
+    stream: TcpStream,
+    pending: Vec<u8>,
+    fresh: bool,
+) {
     let _cleanup = Cleanup {
         shard: shard.clone(),
         key,
     };
     // Boxed: its state (request parsing, headers) is dropped at the upgrade instead of
     // sizing this connection's task for its whole life.
-    let next = Box::pin(http_phase(&shard, key, &stream, pending)).await;
+    let next = Box::pin(http_phase(&shard, key, &stream, pending, fresh)).await;
     if let Next::Upgrade(leftover) = next {
         let reader = read_loop(&shard, key, &stream, leftover);
         let writer = write_loop(&shard, key, &stream);
@@ -99,22 +117,41 @@ async fn serve_from(shard: ShardRef, key: ConnKey, stream: TcpStream, pending: V
 }
 
 /// Reads HTTP requests and answers them until an upgrade, an error or the client leaves.
+///
+/// Each request must be complete within `head-timeout` of the connection (the first one) or
+/// of its own first byte (later ones on a keep-alive connection), else 408 and close
+/// (slowloris; counted as `refused_total{reason="head_timeout"}`). Between requests,
+/// `idle-timeout` applies (the shard's sweep).
 async fn http_phase(
     shard: &ShardRef,
     key: ConnKey,
     stream: &TcpStream,
     mut pending: Vec<u8>,
+    fresh: bool,
 ) -> Next {
+    let (head_timeout, max_body) = {
+        let s = shard.borrow();
+        (s.config.head_timeout, s.config.max_message_bytes)
+    };
+    // The first request's deadline runs from the accept, the PROXY header included.
+    let first = Instant::now() + head_timeout;
+    if fresh && !proxy::admit(shard, key, stream, &mut pending, first).await {
+        return Next::Done;
+    }
+    let mut deadline = Some(first);
     // A request head plus the largest body we accept; reading pauses past it and `respond`
     // answers 431/413.
-    let limit = http::MAX_HEAD_BYTES + shard.borrow().config.max_message_bytes;
+    let limit = http::MAX_HEAD_BYTES + max_body;
     let mut eof = false;
     loop {
         // Answer every complete request already buffered.
         loop {
             match respond(shard, key, stream, &mut pending).await {
                 Step::NeedMore => break,
-                Step::Continue => continue,
+                Step::Continue => {
+                    deadline = (!pending.is_empty()).then(|| Instant::now() + head_timeout);
+                    continue;
+                }
                 Step::Finish(next) => return next,
             }
         }
@@ -127,13 +164,39 @@ async fn http_phase(
             got += data.len();
             pending.len() < limit
         };
-        eof = stream.read_available(&mut on_data).await == ReadOutcome::Eof;
+        let read = stream.read_available(&mut on_data);
+        let outcome = match deadline {
+            Some(at) => match tokio::time::timeout_at(at.into(), read).await {
+                Ok(outcome) => outcome,
+                Err(_) => return head_timed_out(shard, key, stream, pending.is_empty()).await,
+            },
+            None => read.await,
+        };
+        eof = outcome == ReadOutcome::Eof;
+        if deadline.is_none() && !pending.is_empty() {
+            deadline = Some(Instant::now() + head_timeout);
+        }
         let mut s = shard.borrow_mut();
         s.stats().bytes_in.add(got as u64);
         if let Some(conn) = s.conns.get_mut(key) {
             conn.last_seen = Instant::now();
         }
     }
+}
+
+/// A request not complete within `head-timeout`: 408 if it sent anything, then close.
+async fn head_timed_out(shard: &ShardRef, key: ConnKey, stream: &TcpStream, silent: bool) -> Next {
+    let peer = {
+        let s = shard.borrow();
+        s.stats().refused.inc(crate::limits::Refusal::HeadTimeout);
+        s.conns.get(key).map(|c| c.peer)
+    };
+    tracing::debug!(peer = ?peer, silent, "request not complete within head-timeout: closed");
+    if !silent {
+        let response = http::json_error(408, "request not complete within head-timeout", false);
+        let _ = stream.write_all(response).await;
+    }
+    Next::Done
 }
 
 pub(super) enum Step {
@@ -157,6 +220,14 @@ async fn respond(
         Ok(None) => return Step::NeedMore,
         Err(e) => {
             shard.borrow().stats().http_errors.inc();
+            if e.status() == 431 {
+                let s = shard.borrow();
+                s.stats()
+                    .refused
+                    .inc(crate::limits::Refusal::HeaderTooLarge);
+                let peer = s.conns.get(key).map(|c| c.peer);
+                tracing::debug!(peer = ?peer, "request head too large: 431");
+            }
             let _ = stream
                 .write_all(http::json_error(e.status(), &e.to_string(), false))
                 .await;
@@ -585,7 +656,8 @@ fn on_input(
             Ok(None) => break,
             Err(e) => {
                 s.stats().protocol_closes.inc();
-                tracing::debug!(conn = key, error = %e, "closing connection for bad input");
+                let peer = s.conns.get(key).map(|c| c.peer);
+                tracing::debug!(conn = key, peer = ?peer, error = %e, "closing connection for bad input");
                 s.close(key, e.close_code(), CLOSE_GRACE);
                 *discard = true;
                 return true;

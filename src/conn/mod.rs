@@ -23,6 +23,7 @@ pub mod ess_api;
 pub mod io;
 pub mod native;
 pub mod outbox;
+pub mod proxy;
 mod route;
 
 use std::rc::Rc;
@@ -138,6 +139,13 @@ pub struct Conn {
     /// anonymous clients, whom the listener's allow lists govern. Boxed: one pointer per
     /// anonymous connection.
     pub auth: Option<Box<crate::auth::ConnAuth>>,
+    /// The client's address: the socket's peer, or the PROXY header's source on a listener
+    /// that expects one ([`proxy`]). What logs and per-IP limits name.
+    pub peer: std::net::SocketAddr,
+    /// Its slot in the per-IP table while per-IP limits are on; dropped with the connection.
+    pub ip_lease: Option<crate::limits::IpLease>,
+    /// Its native-command budget (`command-rate`).
+    pub commands: crate::limits::CommandBucket,
 }
 
 /// Most events held for a connection waiting for a snapshot; past it the connection is closed
@@ -169,6 +177,9 @@ impl Conn {
             held: Vec::new(),
             probe: None,
             auth: None,
+            peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            ip_lease: None,
+            commands: crate::limits::CommandBucket::default(),
         }
     }
 

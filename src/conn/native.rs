@@ -11,6 +11,9 @@ use crate::shard::Shard;
 
 /// Handles one text message from a native client: a command, answered with an ack or an error.
 /// A malformed or unknown command gets an error reply; the connection stays open.
+///
+/// With `command-rate`, every message takes a token from the connection's bucket; one that
+/// finds it empty is not run and gets the `rate_limited` error (with its id, when it has one).
 pub fn handle_text(shard: &mut Shard, key: ConnKey, text: &[u8]) {
     // Test hook, debug builds only (the test suite's binary): a panic inside one connection's
     // handling, to show that only that connection is lost (tests/fault_panic.rs).
@@ -18,8 +21,11 @@ pub fn handle_text(shard: &mut Shard, key: ConnKey, text: &[u8]) {
     if text == DEBUG_PANIC {
         panic!("debug hook: {{\"op\":\"debug_panic\"}}");
     }
+    let allowed = within_rate(shard, key);
     let mut scratch = text.to_vec();
     let reply = match parse_command(&mut scratch) {
+        Ok(req) if !allowed => rate_limited(req.id.as_ref()),
+        Err(e) if !allowed => rate_limited(e.id.as_ref()),
         Ok(req) => execute(shard, key, req.id.as_ref(), req.command),
         Err(e) => render_error(e.id.as_ref(), e.code, &e.message),
     };
@@ -32,6 +38,32 @@ pub fn handle_text(shard: &mut Shard, key: ConnKey, text: &[u8]) {
 /// The message that panics its connection's handling in debug builds (a test hook; release
 /// builds answer it as an unknown op).
 pub const DEBUG_PANIC: &[u8] = br#"{"op":"debug_panic"}"#;
+/// Takes a token for one command; false (counted) when `command-rate` is exhausted.
+fn within_rate(shard: &mut Shard, key: ConnKey) -> bool {
+    let Some(rate) = shard.config.command_rate else {
+        return true;
+    };
+    let now = crate::limits::clock_ns();
+    let allowed = shard
+        .conns
+        .get_mut(key)
+        .is_none_or(|conn| conn.commands.take(rate, now));
+    if !allowed {
+        shard
+            .stats()
+            .refused
+            .inc(crate::limits::Refusal::CommandRate);
+    }
+    allowed
+}
+
+fn rate_limited(id: Option<&RequestId>) -> String {
+    render_error(
+        id,
+        ErrorCode::RateLimited,
+        "command rate exceeded; slow down",
+    )
+}
 
 /// Subscribes to channels (`?subscribe=a,b`) or watches keys (`?watch=k`) named in the URL at
 /// connect time. Each one is acknowledged (JSON format only); the first refused name gets an

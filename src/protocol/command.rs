@@ -132,6 +132,9 @@ pub mod codes {
     /// The connection's grants (its token's, or the listener's allow lists) do not allow the
     /// subscription or watch, or a `refresh` token was refused. The connection stays open.
     pub const FORBIDDEN: &str = "forbidden";
+    /// The connection sent commands faster than `command-rate`; this one was not run. Slow
+    /// down and retry.
+    pub const RATE_LIMITED: &str = "rate_limited";
 }
 
 /// The `code` of an `error` reply. Each variant says whose fault it is and what the client
@@ -157,11 +160,13 @@ pub enum ErrorCode {
     /// Not allowed: the grants do not cover the name, or a `refresh` token was refused. Do
     /// not retry unchanged.
     Forbidden,
+    /// A limit, not a fault: commands came faster than `command-rate`. Retry later, slower.
+    RateLimited,
 }
 
 impl ErrorCode {
     /// Every code, for tests and documentation.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownOp,
         ErrorCode::MissingField,
@@ -170,6 +175,7 @@ impl ErrorCode {
         ErrorCode::NotSubscribed,
         ErrorCode::Internal,
         ErrorCode::Forbidden,
+        ErrorCode::RateLimited,
     ];
 
     /// The stable wire string, for example `"bad_json"`.
@@ -183,6 +189,7 @@ impl ErrorCode {
             ErrorCode::NotSubscribed => codes::NOT_SUBSCRIBED,
             ErrorCode::Internal => codes::INTERNAL,
             ErrorCode::Forbidden => codes::FORBIDDEN,
+            ErrorCode::RateLimited => codes::RATE_LIMITED,
         }
     }
 }
@@ -1021,7 +1028,8 @@ mod tests {
                 "too_many_subscriptions",
                 "not_subscribed",
                 "internal",
-                "forbidden"
+                "forbidden",
+                "rate_limited"
             ]
         );
         assert_eq!(ErrorCode::BadChannel.to_string(), "bad_channel");

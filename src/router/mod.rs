@@ -224,6 +224,8 @@ pub enum ShardMsg {
         pending: Vec<u8>,
         /// The index of the listener that accepted it (the same on every shard).
         listener: u8,
+        /// The client's address (the PROXY header's source where the listener expects one).
+        peer: std::net::SocketAddr,
     },
     /// Deliver `frames` to every local subscriber of `target`.
     Deliver {

@@ -84,6 +84,10 @@ pub struct Shard {
     pub cork: bool,
     /// Most connections this shard accepts.
     pub max_conns: usize,
+    /// The per-IP table shared by every shard (set from [`run::ShardSetup`]).
+    pub per_ip: Arc<crate::limits::PerIp>,
+    /// Whether each listener expects a PROXY protocol header ([`crate::conn::proxy`]).
+    pub proxy_listeners: Vec<bool>,
     /// Source of [`Conn::id`]s.
     next_conn_id: u64,
     /// Notified when the last connection leaves during shutdown.
@@ -122,6 +126,7 @@ impl Shard {
             .ok()
             .flatten()
             .map(Rc::new);
+        let proxy_listeners = crate::conn::proxy::listeners(&config);
         Shard {
             id,
             config,
@@ -143,6 +148,8 @@ impl Shard {
             shutting_down: false,
             cork: false,
             max_conns,
+            per_ip: Arc::new(crate::limits::PerIp::new(0, None)),
+            proxy_listeners,
             next_conn_id: 0,
             drained: Rc::new(tokio::sync::Notify::new()),
             replays: replay::Replays::default(),

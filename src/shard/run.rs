@@ -56,6 +56,8 @@ pub struct ShardSetup {
     pub peers: Vec<crate::router::hub::ShardLink>,
     /// Each route's echo store (parallel to `config.routes`; socketio routes with `echoes_db`).
     pub echoes: Vec<Option<crate::store::echoes::EchoesHandle>>,
+    /// The per-IP limits table, one for the process.
+    pub per_ip: Arc<crate::limits::PerIp>,
 }
 
 /// Runs a shard on the current thread until graceful shutdown completes.
@@ -73,6 +75,7 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
         registries,
         peers,
         echoes,
+        per_ip,
     } = setup;
     crate::rt::set_read_size(config.read_buffer_bytes);
     runtime.block_on(async move {
@@ -82,6 +85,7 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
         state.registries = registries;
         state.peers = peers;
         state.echoes = echoes;
+        state.per_ip = per_ip;
         state.eio_subscribe_routes();
         let shard = Rc::new(RefCell::new(state));
         let mut stops: Vec<Rc<Notify>> = Vec::with_capacity(listeners.len());
@@ -124,7 +128,8 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
                 stream,
                 pending,
                 listener,
-            } => crate::conn::io::adopt(shard, stream, pending, listener),
+                peer,
+            } => crate::conn::io::adopt(shard, stream, pending, listener, peer),
             ShardMsg::DeliverTo {
                 conn,
                 frame,
@@ -162,7 +167,7 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, index: u8, stop: Rc
             _ = stop.notified() => return,
         };
         match accepted {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 let mut s = shard.borrow_mut();
                 if s.conns.len() >= s.max_conns {
                     s.stats().rejected_connections.inc();
@@ -170,6 +175,7 @@ async fn accept_loop(shard: ShardRef, listener: TcpListener, index: u8, stop: Rc
                 }
                 stream.set_nodelay();
                 let key = s.insert_conn(stream.handle(), index, Instant::now());
+                s.conns[key].peer = peer;
                 drop(s);
                 rt::spawn(crate::conn::io::serve(shard.clone(), key, stream));
             }

@@ -897,3 +897,17 @@ impl RedisClient {
         }
     }
 }
+
+/// A TCP connection to `addr` from the loopback address `src` (any of 127.0.0.0/8 works on
+/// Linux), so one test can play several client addresses.
+pub fn connect_from(src: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&SocketAddr::from((src, 0)).into())
+        .expect("bind a loopback source address");
+    socket.connect(&addr.into()).expect("connect");
+    let s = TcpStream::from(socket);
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s
+}
