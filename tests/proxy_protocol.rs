@@ -94,24 +94,6 @@ fn closed_silently(mut s: TcpStream) -> std::time::Duration {
     start.elapsed()
 }
 
-/// Waits for a log line containing every one of `needles`.
-fn wait_log(gw: &Gateway, needles: &[&str]) -> String {
-    let start = Instant::now();
-    loop {
-        if let Some(line) = gw
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| needles.iter().all(|n| l.contains(n)))
-        {
-            return line.clone();
-        }
-        assert!(start.elapsed() < TIMEOUT, "no log line with {needles:?}");
-        std::thread::yield_now();
-    }
-}
-
 #[test]
 fn v1_and_v2_headers_carry_the_client_address_into_per_ip_limits() {
     let gw = Gateway::start(&[
@@ -126,7 +108,7 @@ fn v1_and_v2_headers_carry_the_client_address_into_per_ip_limits() {
     let (status, body) = upgrade_status(gw.addr, &v1("203.0.113.5"));
     assert_eq!(status, 429, "{body}");
     assert!(body.contains("too many connections"), "{body}");
-    let line = wait_log(&gw, &["connection refused", "203.0.113.5"]);
+    let line = gw.wait_log(&["connection refused", "203.0.113.5"], 1);
     assert!(line.contains("per_ip_connections"), "{line}");
 
     let mut b = ws_with(gw.addr, &v2(1, [198, 51, 100, 7]));
@@ -195,7 +177,7 @@ fn a_missing_or_garbage_header_closes_the_connection_and_is_counted() {
         b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     );
     closed_silently(s);
-    let line = wait_log(&gw, &["PROXY protocol header refused", "127.0.0.1"]);
+    let line = gw.wait_log(&["PROXY protocol header refused", "127.0.0.1"], 1);
     assert!(line.contains("not a PROXY header"), "{line}");
 
     // Garbage, a v1 line with missing fields, a v2 header with a bad version.
@@ -231,10 +213,7 @@ fn a_header_not_complete_within_head_timeout_is_cut_off() {
     let slow = connect_with(gw.addr, b"PROXY TCP4 192.0.2.1 ");
     let took = closed_silently(slow);
     assert!(took < TIMEOUT, "closed after {took:?}");
-    wait_log(
-        &gw,
-        &["PROXY protocol header refused", "within head-timeout"],
-    );
+    gw.wait_log(&["PROXY protocol header refused", "within head-timeout"], 1);
     // A connection that sends nothing at all is cut off too.
     let silent = TcpStream::connect(gw.addr).unwrap();
     silent.set_read_timeout(Some(TIMEOUT)).unwrap();

@@ -12,9 +12,8 @@ mod radar;
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::time::Instant;
 
-use common::{Gateway, TIMEOUT};
+use common::Gateway;
 use radar::{CONNECT_WAIT, RadarsFile, accept, frame, record};
 use ringcast::source::radar::connex;
 use serde_json::{Value as Json, json};
@@ -33,15 +32,6 @@ fn next_record(c: &mut common::Client) -> Json {
     let ev = c.recv_json();
     assert_eq!(ev["channel"], "sas", "{ev}");
     ev["data"].clone()
-}
-
-/// Waits until a log line contains `needle`.
-fn wait_log(gw: &Gateway, needle: &str) {
-    let start = Instant::now();
-    while !gw.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
-        assert!(start.elapsed() < TIMEOUT, "no log line with {needle:?}");
-        std::thread::yield_now();
-    }
 }
 
 #[test]
@@ -125,7 +115,7 @@ fn a_radar_down_at_start_is_connected_when_it_comes_up() {
     let file = RadarsFile::sas("late", addr);
     let gw = Gateway::start(&["--shards", "1", "--radars", file.arg()]);
     let mut c = subscriber(&gw);
-    wait_log(&gw, &format!("connect to {addr} failed"));
+    gw.wait_log(&[&format!("connect to {addr} failed")], 1);
     assert_eq!(gw.metric("ringcast_radar_up"), 0);
 
     let radar = TcpListener::bind(addr).expect("rebind the radar's port");

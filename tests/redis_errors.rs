@@ -11,28 +11,6 @@ use std::time::Instant;
 
 use common::{Gateway, RedisServer, TIMEOUT};
 
-fn wait_log(gw: &Gateway, needle: &str, times: usize) {
-    let start = Instant::now();
-    loop {
-        let n = gw
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(needle))
-            .count();
-        if n >= times {
-            return;
-        }
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "log never had {times}× {needle:?}: {:?}",
-            gw.log.lock().unwrap()
-        );
-        std::thread::yield_now();
-    }
-}
-
 #[test]
 fn wrong_password_is_logged_clearly_and_retried() {
     let redis = RedisServer::start_with(&["--requirepass", "right"]);
@@ -45,7 +23,7 @@ fn wrong_password_is_logged_clearly_and_retried() {
         "--redis-backoff-max",
         "200ms",
     ]);
-    wait_log(&gw, "authentication refused", 2);
+    gw.wait_log(&["authentication refused"], 2);
     assert!(
         !gw.log
             .lock()
@@ -97,7 +75,7 @@ fn garbage_from_redis_resets_the_connection_and_recovers() {
         );
         std::thread::yield_now();
     }
-    wait_log(&gw, "bad RESP", 1);
+    gw.wait_log(&["bad RESP"], 1);
     assert!(
         !gw.log
             .lock()

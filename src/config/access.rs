@@ -185,20 +185,9 @@ pub(super) fn to_toml(access: &Access, keys: &JwtKeys, admin: Option<SocketAddr>
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::ffi::OsString;
-
-    use super::super::{Config, ConfigError};
+    use super::super::tests::parse;
     use crate::auth::AuthMode;
 
-    fn parse(args: &[&str], vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, OsString> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
-        let argv = std::iter::once("ringcast").chain(args.iter().copied());
-        Config::parse_with_env(argv, &|name| vars.get(name).cloned())
-    }
 
     #[test]
     fn the_jwt_secret_is_never_shown() {

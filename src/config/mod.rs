@@ -2214,7 +2214,7 @@ mod tests {
     use std::collections::HashMap;
 
     /// Parses `args` (after the program name) with `vars` as the whole environment.
-    fn parse(args: &[&str], vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    pub(super) fn parse(args: &[&str], vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let vars: HashMap<String, OsString> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), OsString::from(v)))

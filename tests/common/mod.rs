@@ -208,6 +208,26 @@ impl Gateway {
         }
     }
 
+    /// Waits until `times` log lines each contain every one of `needles`; returns the last of
+    /// them. Fails after [`TIMEOUT`], showing the log.
+    pub fn wait_log(&self, needles: &[&str], times: usize) -> String {
+        let start = Instant::now();
+        loop {
+            {
+                let log = self.log.lock().unwrap();
+                let mut hits = log.iter().filter(|l| needles.iter().all(|n| l.contains(n)));
+                if let Some(line) = hits.nth(times.saturating_sub(1)) {
+                    return line.clone();
+                }
+                assert!(
+                    start.elapsed() < TIMEOUT,
+                    "log never had {times}× {needles:?}: {log:?}"
+                );
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// Sends a signal to the gateway.
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
