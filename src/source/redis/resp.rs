@@ -33,7 +33,7 @@ pub enum Value {
     Bulk(Bytes),
     /// `*n` (or a RESP3 set).
     Array(Vec<Value>),
-    /// A RESP3 map, as key/value pairs.
+    /// A RESP3 map, as key/value pairs in the order Redis sent them.
     Map(Vec<(Value, Value)>),
     /// A RESP3 push (`>`).
     Push(Vec<Value>),
@@ -111,8 +111,12 @@ fn from_resp3(frame: Resp3Frame) -> Result<Value, DecodeError> {
         Resp3Frame::Array { data, .. } => Value::Array(all(data)?),
         Resp3Frame::Push { data, .. } => Value::Push(all(data)?),
         Resp3Frame::Set { data, .. } => Value::Array(all(data.into_iter().collect())?),
+        // With its `index-map` feature redis-protocol keeps a map's order, but builds it from
+        // the last pair to the first: reversing gives the order Redis sent (HGETALL's hash
+        // order, which BESS renders). `resp3_map_and_set_keep_wire_order` checks it.
         Resp3Frame::Map { data, .. } => Value::Map(
             data.into_iter()
+                .rev()
                 .map(|(k, v)| Ok((from_resp3(k)?, from_resp3(v)?)))
                 .collect::<Result<_, DecodeError>>()?,
         ),
@@ -258,6 +262,33 @@ mod tests {
         assert!(matches!(classify(v), PubSub::PMessage { .. }));
         let v = decode(Proto::Resp3, &mut buf).unwrap().unwrap();
         assert!(matches!(classify(v), PubSub::Confirm { count: 1, .. }));
+    }
+
+    /// A RESP3 map (HGETALL, HELLO, CONFIG GET) keeps the order Redis sent, as a RESP2 array
+    /// does: BESS writes a battery's fields in hash order. Found by `fuzz/resp_decode`, when
+    /// redis-protocol decoded maps into a `HashMap` (random order on every decode).
+    #[test]
+    fn resp3_map_and_set_keep_wire_order() {
+        let names = ["timestamp", "voltage", "current", "soc", "t", "a", "b", "c"];
+        let mut wire = format!("%{}\r\n", names.len());
+        for (i, n) in names.iter().enumerate() {
+            wire.push_str(&format!("${}\r\n{n}\r\n:{i}\r\n", n.len()));
+        }
+        wire.push_str(&format!("~{}\r\n", names.len()));
+        for n in names {
+            wire.push_str(&format!("+{n}\r\n"));
+        }
+        let mut buf = BytesMut::from(wire.as_bytes());
+        let Some(Value::Map(pairs)) = decode(Proto::Resp3, &mut buf).unwrap() else {
+            panic!("not a map");
+        };
+        let keys: Vec<_> = pairs.iter().map(|(k, _)| k.as_bytes().unwrap()).collect();
+        assert_eq!(keys, names.map(str::as_bytes));
+        let Some(Value::Array(members)) = decode(Proto::Resp3, &mut buf).unwrap() else {
+            panic!("not a set");
+        };
+        let members: Vec<_> = members.iter().map(|m| m.as_bytes().unwrap()).collect();
+        assert_eq!(members, names.map(str::as_bytes));
     }
 
     #[test]
