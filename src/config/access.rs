@@ -188,7 +188,6 @@ mod tests {
     use super::super::tests::parse;
     use crate::auth::AuthMode;
 
-
     #[test]
     fn the_jwt_secret_is_never_shown() {
         let config =

@@ -55,10 +55,27 @@ pub fn parse(buf: &[u8]) -> Parsed {
     // ppp 2.3 calls a v1 line cut just after a space (`… 56324 `) invalid rather than partial;
     // TCP may cut anywhere, so a v1 line is only parsed once its newline (or 107 bytes, the
     // longest v1 line) is here.
+    //
+    // And a v1 line ends at its first CRLF: ppp, given more bytes than the line, may take a bare
+    // LF as part of the line and look further for a CRLF, so the header found would depend on
+    // how TCP cut the stream (found by the `proxy_header` fuzz target). Only the line itself is
+    // handed to it, and a line not ended by CRLF is refused.
     let v1_start = buf.starts_with(b"PROXY") || b"PROXY".starts_with(buf);
-    if v1_start && buf.len() < V1_MAX_BYTES && !buf.contains(&b'\n') {
-        return Parsed::Incomplete;
-    }
+    let buf = if v1_start {
+        match buf.iter().position(|&b| b == b'\n') {
+            None if buf.len() < V1_MAX_BYTES => return Parsed::Incomplete,
+            None => return Parsed::Invalid("PROXY v1 line longer than 107 bytes".to_owned()),
+            Some(nl) if nl >= V1_MAX_BYTES => {
+                return Parsed::Invalid("PROXY v1 line longer than 107 bytes".to_owned());
+            }
+            Some(nl) if nl == 0 || buf[nl - 1] != b'\r' => {
+                return Parsed::Invalid("PROXY v1 line not ended by CRLF".to_owned());
+            }
+            Some(nl) => &buf[..=nl],
+        }
+    } else {
+        buf
+    };
     let result = HeaderResult::parse(buf);
     if result.is_incomplete() {
         return if v1_start {
@@ -226,6 +243,28 @@ mod tests {
         out.extend_from_slice(&u16::try_from(addresses.len()).unwrap().to_be_bytes());
         out.extend_from_slice(addresses);
         out
+    }
+
+    /// Found by the `proxy_header` fuzz target: a v1 line ended by a bare LF was a 15-byte
+    /// header when cut there, and a 52-byte one with the bytes after it (ppp looked on for a
+    /// CRLF). Now the verdict is the same however the bytes are cut: refused.
+    #[test]
+    fn a_v1_line_needs_crlf_and_its_verdict_does_not_depend_on_the_cut() {
+        let data = b"PROXY UNKNOWN \nRPROXY TCP4 192.02Y..X1 U\0\0\0=\0\x11\0W\0\n\r\n\r\n";
+        for cut in 0..=data.len() {
+            assert!(
+                !matches!(parse(&data[..cut]), Parsed::Header { .. }),
+                "cut {cut} parsed as a header"
+            );
+        }
+        assert!(matches!(parse(data), Parsed::Invalid(_)));
+        assert!(matches!(
+            parse(b"PROXY UNKNOWN\r\nGET /"),
+            Parsed::Header {
+                len: 15,
+                source: None
+            }
+        ));
     }
 
     #[test]
