@@ -55,6 +55,10 @@ fuzz_target!(|data: &[u8]| {
                 Command::Watch { key } => ("watch", Some(("key", key))),
                 Command::Unwatch { key } => ("unwatch", Some(("key", key))),
                 Command::Ping => ("ping", None),
+                Command::Refresh { token } => {
+                    assert_eq!(text("token"), Some(token.as_str()));
+                    ("refresh", None)
+                }
             };
             assert_eq!(text("op"), Some(op));
             if let Some((field, name)) = topic {
