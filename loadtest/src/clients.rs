@@ -188,8 +188,12 @@ pub async fn run(
             return out;
         }
         if !out.churned {
+            // No longer a stayer: it leaves the expected count, so what it delivered so far
+            // leaves the delivered count (else it would hide a stayer's loss).
             out.churned = true;
             live.readers[plan.channel].fetch_sub(1, Ordering::Relaxed);
+            live.delivered.fetch_sub(out.delivered, Ordering::Relaxed);
+            out.delivered = 0;
         }
         let again = tokio::select! {
             _ = stop.wait_for(|&s| s) => return out,

@@ -6,6 +6,9 @@ use serde::Serialize;
 
 use crate::latency::Summary;
 
+/// One row of `samples`: `[t_s, phase, rss_kib, fds, clients]`.
+pub type SampleRow = (f64, &'static str, u64, u64, usize);
+
 /// Points in `latency_cdf`.
 const CDF_POINTS: usize = 50;
 
@@ -75,7 +78,7 @@ pub struct Report {
 
     // The gateway over time (`--sample-every`; `null` without it).
     /// `[t_s, phase, rss_kib, fds, clients]` rows.
-    pub samples: Option<Vec<(f64, &'static str, u64, u64, usize)>>,
+    pub samples: Option<Vec<SampleRow>>,
     pub rss_after_warmup_kib: Option<u64>,
     pub rss_end_kib: Option<u64>,
     pub rss_drift_pct: Option<f64>,
