@@ -219,10 +219,10 @@ async fn execute(cfg: &Config, nofile: u64) -> anyhow::Result<Report> {
         .into_iter()
         .filter_map(Result::ok)
         .collect();
-    report.dropped_clients = outcomes.iter().filter(|o| o.dropped).count();
+    report.dropped_clients = outcomes.iter().filter(|o| o.dropped && !o.slow).count();
     report.dropped_slow_consumer = outcomes
         .iter()
-        .filter(|o| o.dropped && o.close_code == Some(4000))
+        .filter(|o| o.dropped && !o.slow && o.close_code == Some(4000))
         .count();
     report.seq_gaps = outcomes.iter().map(|o| o.gaps).sum();
     report.out_of_order = outcomes.iter().map(|o| o.out_of_order).sum();
