@@ -7,8 +7,9 @@
 # Steps: builds ringcast and ringcast-loadtest in release (unless RINGCAST_SKIP_BUILD=1),
 # starts a private redis-server on a free port and a fresh gateway (--shards 1) on 127.0.0.1:0
 # against it, pinned to one core with the load test and Redis on the other, and runs
-# loadtest/scenarios/soak.toml: CLIENTS clients on CHANNELS channels for DURATION seconds in
-# all (the first WARMUP of them the warm-up), RATE events/s published through Redis, CHURN_PCT
+# loadtest/scenarios/soak.toml: CLIENTS clients on CHANNELS channels, then DURATION seconds of
+# publishing once they are connected (the first WARMUP of them the warm-up), RATE events/s
+# published through Redis, CHURN_PCT
 # % of the clients reconnecting per minute, the gateway sampled every SAMPLE_EVERY seconds.
 # Writes reports/soak.json (the run's JSON line), reports/soak.csv (the samples), the gateway's
 # log reports/soak.log and the chart PLOT; prints the figures and checks the targets:
@@ -34,7 +35,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
