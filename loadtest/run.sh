@@ -259,6 +259,10 @@ if r["mode"] == "publish":
          f"max {f(r['latency_max_us'])}  (n={r['latency_count']})")
     line("stream checks", f"{r['seq_gaps']} seq gaps, {r['out_of_order']} out of order, "
          f"{r['dropped_clients']} clients dropped")
+    if r.get("slow_clients"):
+        line("slow clients", f"{r['slow_clients']}: {r['slow_closed']} closed by the gateway "
+             f"({r['slow_closed_4000']} saw 4000); gateway slow-consumer closes (4000): "
+             f"{f(r['gateway_slow_consumer_closes'])}")
 line("gateway", f"{f(r['gateway_cpu_s'], '{:.2f}')} CPU-s ({f(r['gateway_cpu_pct'], '{:.1f}')} % "
      f"of a core), RSS {f(r['gateway_rss_before_kib'])} -> {f(r['gateway_rss_after_kib'])} KiB")
 if r.get("delivered_per_gateway_cpu_s") is not None:

@@ -3,8 +3,15 @@
 //!
 //! Each client is one tokio task. A semaphore bounds how many are in their connect phase (TCP
 //! connect, WebSocket handshake, subscribe ack) at once. Slow clients stop after the ack: they
-//! keep the socket open and never read it again. Readers keep per-client counts and record each
-//! in-window event's latency into the shared [`Recorder`].
+//! keep the socket open and never read it again (when the run stops they read what is left, for
+//! a bounded time, to see whether the gateway closed them and with which code). Readers keep
+//! per-client counts and record each in-window event's latency into the shared [`Recorder`].
+//!
+//! **Churn**: a reader kicked through its [`Notify`] in `Live::churn` drops its connection and
+//! connects and subscribes again (through the same semaphore). From its first churn on it is no
+//! longer a *stayer*: its events count as received but not as delivered (a publish racing its
+//! new subscribe may be missed, see `docs/PROTOCOL.md`), and it leaves its channel's reader count,
+//! so loss is accounted over the clients that stayed connected the whole run.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -15,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::net::TcpSocket;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::latency::Recorder;
 use crate::payload::{now_ns, parse_ts};
@@ -25,6 +32,8 @@ use crate::ws::{Frame, RawWs};
 
 /// How long one client may take to connect, upgrade and get its subscribe ack.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// When the run stops, how long a slow client reads what is left looking for the gateway's close.
+const SLOW_DRAIN: Duration = Duration::from_secs(2);
 
 /// What every client shares, fixed before the first connects.
 pub struct ClientSetup {
@@ -36,6 +45,8 @@ pub struct ClientSetup {
     pub subscribe: SubscribeMode,
     /// Channel names, `ch0..chN-1`.
     pub channels: Vec<String>,
+    /// `SO_RCVBUF` of slow clients' sockets (`--slow-rcvbuf`).
+    pub slow_rcvbuf: Option<usize>,
 }
 
 /// What clients report while they run.
@@ -57,13 +68,21 @@ pub struct Live {
     /// `u64::MAX` until the run sets them.
     pub window_start_ns: AtomicU64,
     pub window_end_ns: AtomicU64,
-    /// Per channel: connected clients that read (not slow).
+    /// Per channel: connected clients that read (not slow) and have not churned.
     pub readers: Vec<AtomicU64>,
     pub latency: Recorder,
+    /// Connections open right now (slow and churned clients included).
+    pub open: AtomicUsize,
+    /// One churn kick per client (empty without churn).
+    pub churn: Vec<Notify>,
+    /// Reconnects after a churn that got their subscribe ack, and those that failed.
+    pub reconnects: AtomicU64,
+    pub reconnect_failed: AtomicU64,
 }
 
 impl Live {
-    pub fn new(channels: usize, latency_shards: usize) -> Live {
+    /// `churn_clients`: how many clients can be kicked (0 without churn).
+    pub fn new(channels: usize, latency_shards: usize, churn_clients: usize) -> Live {
         Live {
             connected: AtomicUsize::new(0),
             failed: AtomicUsize::new(0),
@@ -77,6 +96,10 @@ impl Live {
             window_end_ns: AtomicU64::new(u64::MAX),
             readers: (0..channels).map(|_| AtomicU64::new(0)).collect(),
             latency: Recorder::new(latency_shards),
+            open: AtomicUsize::new(0),
+            churn: (0..churn_clients).map(|_| Notify::new()).collect(),
+            reconnects: AtomicU64::new(0),
+            reconnect_failed: AtomicU64::new(0),
         }
     }
 
@@ -106,6 +129,8 @@ pub struct Outcome {
     pub connected: bool,
     /// The gateway closed the connection (or it failed) before the run ended.
     pub dropped: bool,
+    /// It was churned at least once (so it is not a stayer).
+    pub churned: bool,
     /// The close code the gateway sent, if it sent one (4000: slow consumer).
     pub close_code: Option<u16>,
     /// Events with `t` inside the window.
@@ -131,23 +156,15 @@ pub async fn run(
         slow: plan.slow,
         ..Outcome::default()
     };
-    let ws = {
-        let _permit = gate.acquire().await;
-        match tokio::time::timeout(CONNECT_TIMEOUT, connect(&plan, &setup)).await {
-            Ok(Ok(ws)) => ws,
-            Ok(Err(e)) => {
-                live.fail(e);
-                return out;
-            }
-            Err(_) => {
-                live.fail(anyhow::anyhow!(
-                    "no subscribe ack within {CONNECT_TIMEOUT:?}"
-                ));
-                return out;
-            }
-        }
+    let Some(mut ws) = connect_bounded(&plan, &setup, &gate)
+        .await
+        .map_err(|e| live.fail(e))
+        .ok()
+    else {
+        return out;
     };
     out.connected = true;
+    live.open.fetch_add(1, Ordering::Relaxed);
     if !plan.slow {
         live.readers[plan.channel].fetch_add(1, Ordering::Relaxed);
     }
@@ -156,32 +173,109 @@ pub async fn run(
     live.last_connect_ns.fetch_max(at, Ordering::Relaxed);
 
     if plan.slow {
-        // Keep the socket open, never read it.
+        // Keep the socket open, never read it; at the end, see whether the gateway closed it.
         let _ = stop.wait_for(|&s| s).await;
+        drain_slow(&mut ws, &mut out).await;
         drop(ws);
+        live.open.fetch_sub(1, Ordering::Relaxed);
         return out;
     }
-    read_events(plan, ws, &live, &mut stop, &mut out).await;
-    out
+    loop {
+        let kicked = read_events(plan, &mut ws, &live, &mut stop, &mut out).await;
+        drop(ws);
+        live.open.fetch_sub(1, Ordering::Relaxed);
+        if !kicked {
+            return out;
+        }
+        if !out.churned {
+            // No longer a stayer: it leaves the expected count, so what it delivered so far
+            // leaves the delivered count (else it would hide a stayer's loss).
+            out.churned = true;
+            live.readers[plan.channel].fetch_sub(1, Ordering::Relaxed);
+            live.delivered.fetch_sub(out.delivered, Ordering::Relaxed);
+            out.delivered = 0;
+        }
+        let again = tokio::select! {
+            _ = stop.wait_for(|&s| s) => return out,
+            r = connect_bounded(&plan, &setup, &gate) => r,
+        };
+        match again {
+            Ok(new) => {
+                live.reconnects.fetch_add(1, Ordering::Relaxed);
+                live.open.fetch_add(1, Ordering::Relaxed);
+                ws = new;
+            }
+            Err(_) => {
+                live.reconnect_failed.fetch_add(1, Ordering::Relaxed);
+                return out;
+            }
+        }
+    }
 }
 
+/// [`connect`] inside the connect semaphore and [`CONNECT_TIMEOUT`].
+async fn connect_bounded(
+    plan: &Plan,
+    setup: &ClientSetup,
+    gate: &Semaphore,
+) -> anyhow::Result<RawWs> {
+    let _permit = gate.acquire().await;
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect(plan, setup)).await {
+        Ok(r) => r,
+        Err(_) => bail!("no subscribe ack within {CONNECT_TIMEOUT:?}"),
+    }
+}
+
+/// Reads what a slow client left unread, for at most [`SLOW_DRAIN`] and until a second of
+/// silence: a close frame or the end of the stream means the gateway closed it.
+async fn drain_slow(ws: &mut RawWs, out: &mut Outcome) {
+    let deadline = tokio::time::Instant::now() + SLOW_DRAIN;
+    loop {
+        let quiet = tokio::time::Instant::now() + Duration::from_secs(1);
+        match tokio::time::timeout_at(deadline.min(quiet), ws.next()).await {
+            Err(_) => return,
+            Ok(Ok(Some(Frame::Close(code)))) => {
+                out.close_code = code;
+                out.dropped = true;
+                return;
+            }
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) | Ok(Err(_)) => {
+                out.dropped = true;
+                return;
+            }
+        }
+    }
+}
+
+/// Reads events until the run stops or the connection ends (`false`), or until the client is
+/// kicked for churn (`true`).
 async fn read_events(
     plan: Plan,
-    mut ws: RawWs,
+    ws: &mut RawWs,
     live: &Live,
     stop: &mut watch::Receiver<bool>,
     out: &mut Outcome,
-) {
+) -> bool {
     let mut next_seq: Option<u64> = None;
     // One stop future for the whole loop: building and registering a fresh `wait_for` per
     // message cost about a fifth of this thread's CPU (perf, fanout-throughput), which made
-    // the load test, not the gateway, the bottleneck.
+    // the load test, not the gateway, the bottleneck. The churn kick likewise.
     let stopped = stop.wait_for(|&s| s);
     tokio::pin!(stopped);
+    let kick = live.churn.get(plan.id);
+    let kicked = async {
+        match kick {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(kicked);
     loop {
         let msg = tokio::select! {
             biased;
-            _ = &mut stopped => return,
+            _ = &mut stopped => return false,
+            _ = &mut kicked => return true,
             msg = ws.next() => msg,
         };
         match msg {
@@ -196,7 +290,7 @@ async fn read_events(
             }
             Err(_) | Ok(None) => {
                 out.dropped = true;
-                return;
+                return false;
             }
         }
         let now = now_ns();
@@ -211,6 +305,9 @@ async fn read_events(
             None => {}
         }
         next_seq = Some(next_seq.map_or(s + 1, |n| n.max(s + 1)));
+        if out.churned {
+            continue;
+        }
         let start = live.window_start_ns.load(Ordering::Relaxed);
         let end = live.window_end_ns.load(Ordering::Relaxed);
         if t >= start && t < end {
@@ -227,6 +324,13 @@ async fn connect(plan: &Plan, setup: &ClientSetup) -> anyhow::Result<RawWs> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
         .context("socket")?;
     socket.set_nonblocking(true)?;
+    if plan.slow
+        && let Some(bytes) = setup.slow_rcvbuf
+    {
+        socket
+            .set_recv_buffer_size(bytes)
+            .context("SO_RCVBUF for a slow client")?;
+    }
     if let Some(ip) = plan.source_ip {
         sys::set_bind_address_no_port(socket.as_raw_fd()).context("IP_BIND_ADDRESS_NO_PORT")?;
         socket

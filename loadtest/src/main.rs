@@ -7,7 +7,8 @@
 //! `ess` drives one RabbitMQ stream to one socket through `--preset squonk2` (see `ess.rs`).
 //! `socketio` broadcasts one SuperDARN radar record to N Socket.IO clients (see `socketio.rs`).
 //! `floor` measures the kernel's cost of the write path alone (see `floor.rs`). `plot` draws
-//! SVG charts from saved `run --json` reports (see `plot.rs`).
+//! SVG charts from saved `run --json` reports (see `plot.rs`); `plot-soak` draws a soak's
+//! memory and descriptors over time (see `soak.rs`, `soak_plot.rs`).
 //! Every flag, scenario key and JSON field is in `loadtest/README.md`.
 
 mod amqp;
@@ -27,6 +28,8 @@ mod report;
 mod run;
 mod scrape;
 mod settings;
+mod soak;
+mod soak_plot;
 mod socketio;
 mod socketio_client;
 mod socketio_report;
@@ -58,6 +61,8 @@ enum Command {
     Socketio(Box<socketio::SocketIoArgs>),
     /// Draw SVG charts (latency CDF, delivered msgs/s) from saved `run --json` reports.
     Plot(plot::PlotArgs),
+    /// Draw the gateway's RSS and open descriptors over a soak from its `--samples-csv`.
+    PlotSoak(soak_plot::PlotSoakArgs),
 }
 
 #[derive(clap::Args)]
@@ -86,6 +91,7 @@ fn main() {
         Command::Ess(args) => ess::main(*args),
         Command::Socketio(args) => socketio::main(*args),
         Command::Plot(args) => plot::run(args),
+        Command::PlotSoak(args) => soak_plot::run(args),
     };
     if let Err(e) = result {
         eprintln!("ringcast-loadtest: {e:#}");

@@ -6,6 +6,9 @@ use serde::Serialize;
 
 use crate::latency::Summary;
 
+/// One row of `samples`: `[t_s, phase, rss_kib, fds, clients]`.
+pub type SampleRow = (f64, &'static str, u64, u64, usize);
+
 /// Points in `latency_cdf`.
 const CDF_POINTS: usize = 50;
 
@@ -24,6 +27,7 @@ pub struct Report {
     pub clients: usize,
     pub channels: usize,
     pub slow_clients: usize,
+    pub churn_pct_per_min: f64,
     pub rate: u64,
     pub payload_bytes: usize,
     pub warmup_s: f64,
@@ -56,6 +60,33 @@ pub struct Report {
     pub other_messages: u64,
     pub dropped_clients: usize,
     pub dropped_slow_consumer: usize,
+    /// Slow clients the gateway had closed by the end, and those closed with 4000.
+    pub slow_closed: usize,
+    pub slow_closed_4000: usize,
+
+    // Churn and the clients that stayed.
+    /// Churn kicks sent (`null` without churn).
+    pub churn_kicks: Option<u64>,
+    pub reconnects: u64,
+    pub reconnect_failed: u64,
+    pub churned_clients: usize,
+    /// Readers that were never churned (connected the whole run unless the gateway dropped them).
+    pub stayed_clients: usize,
+    /// Stayers that received fewer in-window events than were published on their channel.
+    pub stayers_with_loss: Option<usize>,
+    pub stayed_seq_gaps: u64,
+
+    // The gateway over time (`--sample-every`; `null` without it).
+    /// `[t_s, phase, rss_kib, fds, clients]` rows.
+    pub samples: Option<Vec<SampleRow>>,
+    pub rss_after_warmup_kib: Option<u64>,
+    pub rss_end_kib: Option<u64>,
+    pub rss_drift_pct: Option<f64>,
+    pub rss_max_kib: Option<u64>,
+    pub fds_before: Option<u64>,
+    pub fds_max: Option<u64>,
+    pub fds_after_clients_left: Option<u64>,
+    pub rss_after_clients_left_kib: Option<u64>,
 
     // Latency, µs.
     pub latency_count: u64,
@@ -108,6 +139,25 @@ impl Report {
         self.latency_p999_us = s.map(|s| s.p999);
         self.latency_max_us = s.map(|s| s.max);
         self.latency_mean_us = s.map(|s| s.mean);
+    }
+
+    /// Sets `samples` and the figures derived from them.
+    pub fn set_samples(&mut self, points: &[crate::soak::Point]) {
+        let f = crate::soak::figures(points);
+        self.samples = Some(
+            points
+                .iter()
+                .map(|p| (p.t_s, p.phase.name(), p.rss_kib, p.fds, p.clients))
+                .collect(),
+        );
+        self.rss_after_warmup_kib = f.rss_after_warmup_kib;
+        self.rss_end_kib = f.rss_end_kib;
+        self.rss_drift_pct = f.rss_drift_pct;
+        self.rss_max_kib = f.rss_max_kib;
+        self.fds_before = f.fds_before;
+        self.fds_max = f.fds_max;
+        self.fds_after_clients_left = f.fds_after_clients_left;
+        self.rss_after_clients_left_kib = f.rss_after_clients_left_kib;
     }
 
     /// Sets `latency_cdf` from the run's merged latency histogram.
@@ -210,6 +260,31 @@ impl Report {
                 ),
                 None => line("latency (µs)", "no events received".to_string()),
             }
+            if let Some(kicks) = self.churn_kicks {
+                line(
+                    "churn",
+                    format!(
+                        "{:.1} %/min: {kicks} kicks, {} reconnects, {} failed; {} clients \
+                         churned, {} stayed, {} stayers with loss, {} stayer seq gaps",
+                        self.churn_pct_per_min,
+                        self.reconnects,
+                        self.reconnect_failed,
+                        self.churned_clients,
+                        self.stayed_clients,
+                        self.stayers_with_loss.unwrap_or(0),
+                        self.stayed_seq_gaps
+                    ),
+                );
+            }
+            if self.slow_clients > 0 {
+                line(
+                    "slow clients",
+                    format!(
+                        "{} of {} closed by the gateway, {} with 4000",
+                        self.slow_closed, self.slow_clients, self.slow_closed_4000
+                    ),
+                );
+            }
             if let Some(f) = &self.floor_interleaved {
                 line(
                     "floor (interleaved)",
@@ -256,6 +331,33 @@ impl Report {
                 "gateway",
                 "no --server-pid: CPU and RSS not measured".into(),
             ),
+        }
+        if let Some(samples) = &self.samples {
+            let kib = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{v} KiB"));
+            line(
+                "gateway RSS",
+                format!(
+                    "{} samples: after warm-up {}, end {}, drift {}, max {}, after the clients \
+                     left {}",
+                    samples.len(),
+                    kib(self.rss_after_warmup_kib),
+                    kib(self.rss_end_kib),
+                    self.rss_drift_pct
+                        .map_or("-".to_string(), |d| format!("{d:+.2} %")),
+                    kib(self.rss_max_kib),
+                    kib(self.rss_after_clients_left_kib)
+                ),
+            );
+            let n = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+            line(
+                "gateway fds",
+                format!(
+                    "{} before, max {}, {} after the clients left",
+                    n(self.fds_before),
+                    n(self.fds_max),
+                    n(self.fds_after_clients_left)
+                ),
+            );
         }
         if let Some(drops) = self.gateway_queue_drops {
             line(
@@ -332,6 +434,7 @@ mod tests {
         assert!(v["latency_p99_us"].is_null());
         assert!(v["delivered"].is_null());
         assert!(v.as_object().unwrap().values().all(|x| !x.is_object()));
+        assert!(v["samples"].is_null() && v["rss_drift_pct"].is_null());
         assert!(v["latency_cdf"].is_null());
     }
 

@@ -10,6 +10,10 @@
 //!    test are sampled at the window's start and again after the drain (until every expected
 //!    event arrived, or none arrived for a second).
 //! 5. Stop the clients, merge their counts and histograms, build the [`Report`].
+//!
+//! With `--churn-pct-per-min` readers reconnect while the publishers run, and with
+//! `--sample-every` the gateway's RSS and descriptors are sampled from before the first connect
+//! to after the clients left (see `soak.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -28,6 +32,7 @@ use crate::publisher::{self, Job, PubStats};
 use crate::report::Report;
 use crate::scrape::{self, Counters};
 use crate::settings::{self, Config, Settings};
+use crate::soak::{self, Phase, Sampler};
 use crate::sys;
 
 /// A load test thread above this share of a core may be the bottleneck.
@@ -107,6 +112,9 @@ async fn execute(cfg: &Config, nofile: u64) -> anyhow::Result<Report> {
             "the open-file limit is {nofile}, below clients + 64: connects will fail"
         ));
     }
+    if cfg.sample_every_s > 0.0 && cfg.server_pid.is_none() {
+        anyhow::bail!("--sample-every needs --server-pid");
+    }
     let names: Arc<Vec<String>> = Arc::new((0..cfg.channels).map(|c| format!("ch{c}")).collect());
     let slow = cfg.slow_clients();
     let plans: Vec<Plan> = (0..cfg.clients)
@@ -126,8 +134,28 @@ async fn execute(cfg: &Config, nofile: u64) -> anyhow::Result<Report> {
         path: cfg.target.path.clone(),
         subscribe: cfg.subscribe,
         channels: names.to_vec(),
+        slow_rcvbuf: cfg.slow_rcvbuf,
     });
-    let live = Arc::new(Live::new(cfg.channels, cfg.client_threads * 2));
+    let churn_slots = if cfg.churn_pct_per_min > 0.0 {
+        cfg.clients
+    } else {
+        0
+    };
+    let live = Arc::new(Live::new(cfg.channels, cfg.client_threads * 2, churn_slots));
+    let sampler = match cfg.server_pid {
+        Some(pid) if cfg.sample_every_s > 0.0 => Some(Sampler::start(
+            pid,
+            Duration::from_secs_f64(cfg.sample_every_s),
+            live.clone(),
+        )?),
+        _ => None,
+    };
+    let set_phase = |phase| {
+        if let Some(s) = &sampler {
+            s.set_phase(phase);
+        }
+    };
+    set_phase(Phase::Warmup);
     let gate = Arc::new(Semaphore::new(cfg.connect_concurrency));
     let (stop_tx, stop_rx) = watch::channel(false);
     let handles: Vec<_> = plans
@@ -168,31 +196,66 @@ async fn execute(cfg: &Config, nofile: u64) -> anyhow::Result<Report> {
         .clone();
 
     let window = if cfg.idle {
+        set_phase(Phase::Window);
         hold_idle(cfg).await;
         Window {
             start: before_connect,
             end: Snapshot::take(cfg, true).await?,
             channel_expected: Vec::new(),
+            accepted: Vec::new(),
         }
     } else {
-        publish(cfg, &names, &live, &mut report).await?
+        let slow: Vec<bool> = plans.iter().map(|p| p.slow).collect();
+        publish(cfg, &names, &live, slow, &set_phase, &mut report).await?
     };
 
     // Stop the clients and merge what they saw.
+    if let Some(s) = &sampler {
+        s.stop_periodic();
+    }
     let _ = stop_tx.send(true);
     let outcomes: Vec<Outcome> = futures_util::future::join_all(handles)
         .await
         .into_iter()
         .filter_map(Result::ok)
         .collect();
-    report.dropped_clients = outcomes.iter().filter(|o| o.dropped).count();
+    report.dropped_clients = outcomes.iter().filter(|o| o.dropped && !o.slow).count();
     report.dropped_slow_consumer = outcomes
         .iter()
-        .filter(|o| o.dropped && o.close_code == Some(4000))
+        .filter(|o| o.dropped && !o.slow && o.close_code == Some(4000))
         .count();
     report.seq_gaps = outcomes.iter().map(|o| o.gaps).sum();
     report.out_of_order = outcomes.iter().map(|o| o.out_of_order).sum();
     report.other_messages = outcomes.iter().map(|o| o.other).sum();
+    report.slow_closed = outcomes.iter().filter(|o| o.slow && o.dropped).count();
+    report.slow_closed_4000 = outcomes
+        .iter()
+        .filter(|o| o.slow && o.dropped && o.close_code == Some(4000))
+        .count();
+    report.reconnects = live.reconnects.load(Ordering::Relaxed);
+    report.reconnect_failed = live.reconnect_failed.load(Ordering::Relaxed);
+    report.churned_clients = outcomes.iter().filter(|o| o.churned).count();
+    let stayers: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.connected && !o.slow && !o.churned)
+        .collect();
+    report.stayed_clients = stayers.len();
+    report.stayed_seq_gaps = stayers.iter().map(|o| o.gaps).sum();
+    if !cfg.idle {
+        report.stayers_with_loss = Some(
+            stayers
+                .iter()
+                .filter(|o| o.delivered < window.accepted.get(o.channel).copied().unwrap_or(0))
+                .count(),
+        );
+    }
+    if let Some(s) = sampler {
+        let points = s.finish().await?;
+        if let Some(path) = &cfg.samples_csv {
+            soak::write_csv(&points, path)?;
+        }
+        report.set_samples(&points);
+    }
     if !cfg.idle {
         let hist = live.latency.merged();
         report.set_latency(latency::summarize(&hist));
@@ -229,6 +292,8 @@ struct Window {
     end: Snapshot,
     /// Per channel: accepted in-window publishes × reading subscribers.
     channel_expected: Vec<u64>,
+    /// Per channel: accepted in-window publishes (what each stayer should have received).
+    accepted: Vec<u64>,
 }
 
 /// Publishes through the warm-up and the window, then drains.
@@ -236,6 +301,8 @@ async fn publish(
     cfg: &Config,
     names: &Arc<Vec<String>>,
     live: &Arc<Live>,
+    slow: Vec<bool>,
+    set_phase: &dyn Fn(Phase),
     report: &mut Report,
 ) -> anyhow::Result<Window> {
     // The gateway's drop counters cover the whole publish phase, warm-up included: a client
@@ -292,6 +359,16 @@ async fn publish(
         })
         .collect();
 
+    let churn = (cfg.churn_pct_per_min > 0.0).then(|| {
+        let until = Instant::now() + Duration::from_nanos(end_ns.saturating_sub(now_ns()));
+        tokio::spawn(soak::churn(
+            live.clone(),
+            slow,
+            cfg.churn_pct_per_min,
+            until,
+        ))
+    });
+
     let total_ms = (warmup_ns + duration_ns) / 1_000_000;
     let bar = Progress::timed(total_ms, "publish");
     let show = |bar: &Progress| {
@@ -310,6 +387,7 @@ async fn publish(
         let left = Duration::from_nanos(start_ns.saturating_sub(now_ns()));
         tokio::time::sleep(left.min(Duration::from_millis(50))).await;
     }
+    set_phase(Phase::Window);
     let mut start = Snapshot::take(cfg, false).await?;
     start.counters = counters_before;
     while pubs.iter().any(|h| !h.is_finished()) {
@@ -367,6 +445,9 @@ async fn publish(
         }
     }
     let end = Snapshot::take(cfg, true).await?;
+    if let Some(task) = churn {
+        report.churn_kicks = Some(task.await.unwrap_or(0));
+    }
 
     let delivered = live.delivered.load(Ordering::Relaxed);
     let published: u64 = accepted.iter().sum();
@@ -396,6 +477,7 @@ async fn publish(
         start,
         end,
         channel_expected: accepted.iter().zip(&readers).map(|(a, r)| a * r).collect(),
+        accepted,
     })
 }
 
@@ -411,6 +493,7 @@ fn base_report(cfg: &Config, nofile: u64) -> Report {
         clients: cfg.clients,
         channels: cfg.channels,
         slow_clients: cfg.slow_clients(),
+        churn_pct_per_min: cfg.churn_pct_per_min,
         rate: cfg.rate,
         payload_bytes: cfg.payload_bytes,
         warmup_s: cfg.warmup_s,

@@ -99,6 +99,23 @@ pub struct Settings {
     /// Fraction of clients that subscribe and then never read. [default: 0]
     #[arg(long, value_name = "F")]
     pub slow_fraction: Option<f64>,
+    /// Exactly N clients subscribe and then never read (beats --slow-fraction).
+    #[arg(long, value_name = "N")]
+    pub slow_clients: Option<usize>,
+    /// Receive buffer (`SO_RCVBUF`) of the slow clients' sockets, in bytes. [default: the kernel's]
+    #[arg(long, value_name = "BYTES")]
+    pub slow_rcvbuf: Option<usize>,
+    /// Reading clients that disconnect and reconnect (resubscribing) per minute, in % of
+    /// --clients, while publishing. [default: 0]
+    #[arg(long, value_name = "PCT")]
+    pub churn_pct_per_min: Option<f64>,
+    /// Record the gateway's RSS and open descriptors every S seconds (needs --server-pid);
+    /// 0 = off. [default: 0]
+    #[arg(long, value_name = "S")]
+    pub sample_every: Option<f64>,
+    /// Also write those samples as CSV to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub samples_csv: Option<PathBuf>,
     /// Connect and subscribe only, no publishing (RSS per idle connection).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub idle: Option<bool>,
@@ -160,6 +177,11 @@ impl Settings {
             warmup: self.warmup.or(file.warmup),
             payload_bytes: self.payload_bytes.or(file.payload_bytes),
             slow_fraction: self.slow_fraction.or(file.slow_fraction),
+            slow_clients: self.slow_clients.or(file.slow_clients),
+            slow_rcvbuf: self.slow_rcvbuf.or(file.slow_rcvbuf),
+            churn_pct_per_min: self.churn_pct_per_min.or(file.churn_pct_per_min),
+            sample_every: self.sample_every.or(file.sample_every),
+            samples_csv: self.samples_csv.or(file.samples_csv),
             idle: self.idle.or(file.idle),
             server_pid: self.server_pid.or(file.server_pid),
             json: self.json.or(file.json),
@@ -232,6 +254,13 @@ pub struct Config {
     pub warmup_s: f64,
     pub payload_bytes: usize,
     pub slow_fraction: f64,
+    /// `--slow-clients`: an exact count that beats `slow_fraction`.
+    pub slow_count: Option<usize>,
+    pub slow_rcvbuf: Option<usize>,
+    pub churn_pct_per_min: f64,
+    /// Seconds between gateway samples; 0 = no sampling.
+    pub sample_every_s: f64,
+    pub samples_csv: Option<PathBuf>,
     pub idle: bool,
     pub server_pid: Option<u32>,
     pub json: bool,
@@ -303,6 +332,11 @@ impl Config {
             warmup_s: if idle { 0.0 } else { s.warmup.unwrap_or(1.0) },
             payload_bytes: s.payload_bytes.unwrap_or(200),
             slow_fraction: s.slow_fraction.unwrap_or(0.0),
+            slow_count: s.slow_clients,
+            slow_rcvbuf: s.slow_rcvbuf,
+            churn_pct_per_min: s.churn_pct_per_min.unwrap_or(0.0),
+            sample_every_s: s.sample_every.unwrap_or(0.0),
+            samples_csv: s.samples_csv,
             idle,
             server_pid: s.server_pid,
             json: s.json.unwrap_or(false),
@@ -330,6 +364,22 @@ impl Config {
         if !(0.0..=1.0).contains(&self.slow_fraction) {
             bail!("--slow-fraction must be between 0 and 1");
         }
+        if self.slow_count.is_some_and(|n| n > self.clients) {
+            bail!("--slow-clients must be at most --clients");
+        }
+        if !(self.churn_pct_per_min.is_finite() && (0.0..=100.0).contains(&self.churn_pct_per_min))
+        {
+            bail!("--churn-pct-per-min must be between 0 and 100");
+        }
+        if self.churn_pct_per_min > 0.0 && self.idle {
+            bail!("--churn-pct-per-min needs a publishing run (not --idle)");
+        }
+        if !(self.sample_every_s.is_finite() && self.sample_every_s >= 0.0) {
+            bail!("--sample-every must be a number of seconds, at least 0");
+        }
+        if self.samples_csv.is_some() && self.sample_every_s <= 0.0 {
+            bail!("--samples-csv needs --sample-every");
+        }
         if !(self.duration_s.is_finite() && self.duration_s >= 0.0) {
             bail!("--duration must be a number of seconds, at least 0");
         }
@@ -352,7 +402,8 @@ impl Config {
 
     /// Number of clients that never read.
     pub fn slow_clients(&self) -> usize {
-        ((self.clients as f64) * self.slow_fraction).round() as usize
+        self.slow_count
+            .unwrap_or_else(|| ((self.clients as f64) * self.slow_fraction).round() as usize)
     }
 }
 
