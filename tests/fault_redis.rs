@@ -91,14 +91,7 @@ fn a_stalled_redis_degrades_health_drops_no_client_and_loses_nothing_after() {
 fn a_redis_restarted_with_another_password_recovers_once_it_is_fixed() {
     let mut redis = RedisServer::start_with(&["--requirepass", "first"]);
     let url = format!("redis://:first@127.0.0.1:{}/0", redis.port);
-    let gw = Gateway::start(&[
-        "--shards",
-        "1",
-        "--redis",
-        &url,
-        "--redis-backoff-max",
-        "200ms",
-    ]);
+    let gw = Gateway::redis_fast_retry(&url);
     let mut c = gw.ws("/ws?subscribe=ev");
     assert_eq!(c.recv_json()["op"], "subscribed");
     wait_health(&gw, "\"ok\"");

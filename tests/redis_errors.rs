@@ -15,14 +15,7 @@ use common::{Gateway, RedisServer, TIMEOUT};
 fn wrong_password_is_logged_clearly_and_retried() {
     let redis = RedisServer::start_with(&["--requirepass", "right"]);
     let url = format!("redis://:hunter2x@127.0.0.1:{}/0", redis.port);
-    let gw = Gateway::start(&[
-        "--shards",
-        "1",
-        "--redis",
-        &url,
-        "--redis-backoff-max",
-        "200ms",
-    ]);
+    let gw = Gateway::redis_fast_retry(&url);
     gw.wait_log(&["authentication refused"], 2);
     assert!(
         !gw.log
@@ -59,14 +52,7 @@ fn garbage_from_redis_resets_the_connection_and_recovers() {
         }
     });
     let url = format!("redis://127.0.0.1:{port}/0");
-    let gw = Gateway::start(&[
-        "--shards",
-        "1",
-        "--redis",
-        &url,
-        "--redis-backoff-max",
-        "200ms",
-    ]);
+    let gw = Gateway::redis_fast_retry(&url);
     let start = Instant::now();
     while accepted.load(Ordering::SeqCst) < 4 {
         assert!(

@@ -228,6 +228,19 @@ impl Gateway {
         }
     }
 
+    /// One shard against the Redis at `url`, retrying a refused connection every 200 ms at
+    /// most (the fault tests: a wrong password, a restarted server).
+    pub fn redis_fast_retry(url: &str) -> Gateway {
+        Gateway::start(&[
+            "--shards",
+            "1",
+            "--redis",
+            url,
+            "--redis-backoff-max",
+            "200ms",
+        ])
+    }
+
     /// Sends a signal to the gateway.
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
