@@ -24,11 +24,13 @@
 # ringcast, baseline, ratios); the runs' own lines stay in reports/SCENARIO-TARGET.json.
 #
 # Environment: as run.sh (RINGCAST_GATEWAY_CORES, RINGCAST_LOAD_CORES, RINGCAST_SHARDS,
-# RINGCAST_SKIP_BUILD, REDIS_SERVER, REPORTS_DIR); SKIP_FLOOR=1 leaves the floor out.
+# RINGCAST_SKIP_BUILD, REDIS_SERVER, BASELINE_FLAGS, REPORTS_DIR); SKIP_FLOOR=1 leaves the floor
+# out. The baseline runs tuned as its users run it (a 4 KiB read buffer); BASELINE_FLAGS=
+# '--read-buffer 0' measures the untuned one (tungstenite's 128 KiB default).
 set -euo pipefail
 
 usage() {
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {

@@ -23,12 +23,14 @@
 #   RINGCAST_SHARDS         ringcast's --shards (default 1)
 #   RINGCAST_SKIP_BUILD=1   use the binaries already built
 #   REDIS_SERVER            the redis-server binary (default redis-server)
+#   BASELINE_FLAGS          more flags for the baseline gateway, e.g. --read-buffer 0 (the
+#                           untuned 128 KiB read buffer; the default is 4 KiB)
 #   REPORTS_DIR             where reports go (default reports/ at the repository root)
 # Pinning is skipped, with a warning, when taskset is missing or the machine has one core.
 set -euo pipefail
 
 usage() {
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -188,8 +190,9 @@ if [ "$target" = ringcast ]; then
     "${pin_gateway[@]}" "$gateway_bin" --listen 127.0.0.1:0 --shards "${RINGCAST_SHARDS:-1}" \
         --redis "$redis_url" 2>"$gateway_log" &
 else
+    # shellcheck disable=SC2086 # BASELINE_FLAGS is a word list on purpose
     "${pin_gateway[@]}" "$gateway_bin" --listen 127.0.0.1:0 --redis "$redis_url" \
-        2>"$gateway_log" &
+        ${BASELINE_FLAGS:-} 2>"$gateway_log" &
 fi
 gateway_pid=$!
 pids+=("$gateway_pid")

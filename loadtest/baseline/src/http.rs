@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::hub::Hub;
 
@@ -29,9 +29,19 @@ fn reply(status: StatusCode, body: &'static str) -> Resp {
     resp
 }
 
-pub async fn handle(req: Request<Incoming>, hub: Arc<Hub>) -> Result<Resp, Infallible> {
+/// The WebSocket settings: tungstenite's defaults with a read buffer of `read_buffer` bytes
+/// (0: tungstenite's default, 128 KiB).
+pub fn ws_config(read_buffer: usize) -> Option<WebSocketConfig> {
+    (read_buffer > 0).then(|| WebSocketConfig::default().read_buffer_size(read_buffer))
+}
+
+pub async fn handle(
+    req: Request<Incoming>,
+    hub: Arc<Hub>,
+    ws_config: Option<WebSocketConfig>,
+) -> Result<Resp, Infallible> {
     Ok(match (req.method(), req.uri().path()) {
-        (_, "/ws") => upgrade(req, hub),
+        (_, "/ws") => upgrade(req, hub, ws_config),
         (&Method::POST, "/api/publish") => publish(req, &hub).await,
         (&Method::GET, "/healthz") => reply(StatusCode::OK, r#"{"status":"ok"}"#),
         (_, "/api/publish" | "/healthz") => reply(StatusCode::METHOD_NOT_ALLOWED, "{}"),
@@ -49,7 +59,7 @@ fn header_has(req: &Request<Incoming>, name: header::HeaderName, token: &str) ->
 }
 
 /// `GET /ws?subscribe=a,b`: answers 101 and hands the upgraded connection to a new task.
-fn upgrade(mut req: Request<Incoming>, hub: Arc<Hub>) -> Resp {
+fn upgrade(mut req: Request<Incoming>, hub: Arc<Hub>, ws_config: Option<WebSocketConfig>) -> Resp {
     if !header_has(&req, header::UPGRADE, "websocket") {
         let mut resp = reply(StatusCode::UPGRADE_REQUIRED, "{}");
         resp.headers_mut()
@@ -84,8 +94,9 @@ fn upgrade(mut req: Request<Incoming>, hub: Arc<Hub>) -> Resp {
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        // tokio-tungstenite with its default WebSocketConfig.
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        // tokio-tungstenite with its default WebSocketConfig apart from the read buffer.
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, ws_config).await;
         crate::ws::run(ws, hub, channels).await;
     });
 

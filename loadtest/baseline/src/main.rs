@@ -1,6 +1,6 @@
 //! ringcast-baseline: the gateway a Rust team would write first, for ringcast's load tests to
 //! compare against. tokio's multi-thread runtime, hyper for HTTP, tokio-tungstenite with its
-//! default settings, the `redis` crate for pub/sub and one `tokio::sync::broadcast` per topic.
+//! usual settings (a 4 KiB read buffer), the `redis` crate for pub/sub and one `tokio::sync::broadcast` per topic.
 //! See README.md.
 
 mod http;
@@ -27,11 +27,17 @@ struct Args {
     /// Redis URL.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis: String,
+    /// WebSocket read buffer per connection, in bytes: tungstenite reads the socket in chunks of
+    /// this size into a buffer it keeps for the connection's life. Default 4096, what users of
+    /// tokio-tungstenite usually set; 0 keeps tungstenite's own default (128 KiB).
+    #[arg(long, default_value_t = 4096)]
+    read_buffer: usize,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    let ws_config = http::ws_config(args.read_buffer);
     let hub = match hub::Hub::connect(&args.redis).await {
         Ok(hub) => hub,
         Err(e) => {
@@ -63,7 +69,7 @@ async fn main() {
         let _ = stream.set_nodelay(true);
         let hub = hub.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| http::handle(req, hub.clone()));
+            let service = service_fn(move |req| http::handle(req, hub.clone(), ws_config));
             // Errors here are clients going away mid-request; nothing to do.
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
