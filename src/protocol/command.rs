@@ -256,8 +256,9 @@ pub fn check_topic(name: &str) -> Result<(), TopicError> {
 
 /// Parses one client text message.
 ///
-/// `text` may be modified (simd-json parses in place), so callers pass a scratch copy. Today's
-/// scanner only reads it; the `&mut` keeps the signature stable if a SIMD parser comes back.
+/// `text` may be modified (an in-place parser such as simd-json would), so callers pass a scratch
+/// copy. Today's scanner only reads it; simd-json lost to it on every command measured
+/// (`benches/json_scan.rs`), but the `&mut` keeps the signature stable for a parser that wins.
 ///
 /// Errors carry the request id whenever the message is a JSON object with an `id` that is a
 /// number or a string, even when the rest is wrong. An `id` of any other type is itself a
