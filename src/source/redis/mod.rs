@@ -2,8 +2,7 @@
 //!
 //! Threads (none of them a shard):
 //! - the subscriber thread ([`subscriber`]) owns the pub/sub connection, drains it at once, and
-//!   passes each push to the hub as [`Input`], routing it itself under the hub's lock once the
-//!   hub runs ([`HubDoor`]); it reconnects and resubscribes by itself, and
+//!   passes each push to the hub as [`Input`]; it reconnects and resubscribes by itself, and
 //!   checks `notify-keyspace-events` on each connection of a source that serves watches
 //!   ([`notify`]);
 //! - the command thread ([`commander`]) owns a second connection for `PUBLISH` and key reads;
@@ -36,7 +35,6 @@ pub use url::RedisUrl;
 use super::{Source, SourceError, SourceEvent};
 use crate::metrics::Metrics;
 use crate::router::UpstreamMsg;
-use crate::router::hub::HubDoor;
 use commander::Cmd;
 use conn::RedisConn;
 use resp::Proto;
@@ -156,9 +154,6 @@ pub struct RedisSource {
     /// Watched key globs, as their keyspace patterns (`__keyspace@0__:run:*`).
     watched_patterns: std::collections::HashSet<Bytes>,
     metrics: Arc<Metrics>,
-    /// The subscriber thread's way into the hub (a single Redis; a cluster's node threads use
-    /// the channel).
-    door: Option<HubDoor>,
 }
 
 impl Input {
@@ -188,7 +183,6 @@ impl RedisSource {
             proto: resp::Proto::Resp2,
             ..(*settings).clone()
         });
-        let mut door = None;
         let shared = if settings.url.cluster {
             let subs =
                 cluster::subs::ClusterSubs::start(settings.clone(), hub.clone(), metrics.clone())?;
@@ -199,18 +193,15 @@ impl RedisSource {
             Subs::Cluster(subs)
         } else {
             let shared = Arc::new(SubShared::default());
-            let opened = HubDoor::new();
-            let (s, sh, h, d, m) = (
+            let (s, sh, h, m) = (
                 settings.clone(),
                 shared.clone(),
                 hub.clone(),
-                opened.clone(),
                 metrics.clone(),
             );
             std::thread::Builder::new()
                 .name("ringcast-redis-sub".into())
-                .spawn(move || subscriber::run(s, sh, h, d, m))?;
-            door = Some(opened);
+                .spawn(move || subscriber::run(s, sh, h, m))?;
             let (s, h, m) = (resp2, hub, metrics.clone());
             std::thread::Builder::new()
                 .name("ringcast-redis-cmd".into())
@@ -226,7 +217,6 @@ impl RedisSource {
             watched: HashMap::new(),
             watched_patterns: Default::default(),
             metrics,
-            door,
         })
     }
 
@@ -345,10 +335,6 @@ impl Source for RedisSource {
             suffix: suffix.clone(),
         };
         self.commands.try_send(cmd).is_ok()
-    }
-
-    fn hub_door(&self) -> Option<&HubDoor> {
-        self.door.as_ref()
     }
 
     fn handle_input(&mut self, input: super::SourceInput, out: &mut Vec<SourceEvent>) {

@@ -532,7 +532,6 @@ impl ClusterSubs {
                 settings.index,
                 &mut conn,
                 &self.hub,
-                None,
                 &self.metrics,
                 &|| self.ping(&addr),
                 &mut |c| self.control(&addr, c),
