@@ -586,8 +586,9 @@ fn publish_credential(
 /// Reads frames until the close handshake, an error, EOF, or a shutdown of the socket.
 async fn read_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream, leftover: Vec<u8>) {
     let max = shard.borrow().config.max_message_bytes;
-    // Created on the first byte from the client: an idle connection (subscribed by URL, never
-    // sending) then holds neither the codec (about 300 bytes in this task) nor its buffers.
+    // Created on the first byte from the client and dropped again whenever its input ends on a
+    // message boundary: an idle connection, whether it never spoke (subscribed by URL) or spoke
+    // and went quiet, then holds neither the codec nor its buffers.
     let mut codec = LazyCodec { max, codec: None };
     // After we fail the connection, input is read and discarded until the peer leaves.
     let mut discard = false;
@@ -606,7 +607,7 @@ async fn read_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream, leftover:
     shard.borrow_mut().close_quietly(key, None);
 }
 
-/// The WebSocket codec of one connection, made on first use.
+/// The WebSocket codec of one connection, made on first use and dropped when at rest.
 struct LazyCodec {
     max: usize,
     codec: Option<Box<Codec>>,
@@ -617,13 +618,20 @@ impl LazyCodec {
         let max = self.max;
         self.codec.get_or_insert_with(|| Box::new(Codec::new(max)))
     }
+
+    /// Drops the codec when a new one would do the same (see [`Codec::at_rest`]).
+    fn release_at_rest(&mut self) {
+        if self.codec.as_ref().is_some_and(|c| c.at_rest()) {
+            self.codec = None;
+        }
+    }
 }
 
 /// Feeds input to the codec and acts on every complete message. False when reading should stop.
 fn on_input(
     shard: &ShardRef,
     key: ConnKey,
-    codec: &mut LazyCodec,
+    lazy: &mut LazyCodec,
     data: &[u8],
     discard: &mut bool,
 ) -> bool {
@@ -648,7 +656,7 @@ fn on_input(
     if *discard {
         return true;
     }
-    let codec = codec.get();
+    let codec = lazy.get();
     codec.handle_input(data);
     loop {
         let msg = match codec.poll_message() {
@@ -720,6 +728,10 @@ fn on_input(
                 }
             }
         }
+    }
+    // Once closing, the codec's close-handshake state matters: keep it.
+    if open {
+        lazy.release_at_rest();
     }
     true
 }
