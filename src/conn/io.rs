@@ -738,23 +738,25 @@ fn on_input(
 
 /// Flushes the outbox with one `writev` per batch until the connection is closing and drained.
 async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
-    // Allocated on the first write, not per idle connection.
-    let mut batch: Vec<OutFrame> = Vec::new();
     // A sampled event is in this batch: its read time, for the write stage timings.
     let mut probe: Option<Instant> = None;
     loop {
-        let notify = {
+        // `Ok(batch)` to write, `Err(notify)` to wait. The batch vector lives in the outbox
+        // between writes (made on the first write, returned by the sweep once the connection is
+        // quiet), not in this task.
+        let step: Result<Vec<OutFrame>, _> = {
             let mut s = shard.borrow_mut();
             let Some(conn) = s.conns.get_mut(key) else {
                 return;
             };
             if !conn.outbox.is_empty() {
+                let mut batch = Vec::new();
                 conn.outbox.take_batch(&mut batch);
                 probe = conn.probe.take();
                 if let Some(stamp) = probe {
                     s.stats().stages.write_submit.observe(stamp.elapsed());
                 }
-                None
+                Ok(batch)
             } else if conn.outbox.is_closed() || conn.state != ConnState::Open {
                 // Everything, including our close frame, is written: half-close. The read
                 // loop ends at the peer's close or EOF, or the sweep shuts the socket down.
@@ -762,25 +764,27 @@ async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
                 half_close(stream);
                 return;
             } else {
-                Some(conn.writer.clone())
+                Err(conn.writer.clone())
             }
         };
-        if let Some(notify) = notify {
-            notify.notified().await;
-            // Cork under load: let the tasks already scheduled on this shard (the inbox drain,
-            // other requests) run once more before flushing, so one writev carries every frame
-            // they queue; this multiplies frames per write. A lone event is written at once.
-            let cork = shard.borrow().cork;
-            if cork {
-                tokio::task::yield_now().await;
+        let batch = match step {
+            Ok(batch) => batch,
+            Err(notify) => {
+                notify.notified().await;
+                // Cork under load: let the tasks already scheduled on this shard (the inbox drain,
+                // other requests) run once more before flushing, so one writev carries every frame
+                // they queue; this multiplies frames per write. A lone event is written at once.
+                let cork = shard.borrow().cork;
+                if cork {
+                    tokio::task::yield_now().await;
+                }
+                continue;
             }
-            continue;
-        }
+        };
         // Boxed: the in-flight write's state (about 130 bytes) then lives only while a write
         // is in flight, instead of in every idle connection's task. One allocation per writev,
         // next to a syscall-sized operation.
-        let (res, b) = Box::pin(stream.writev(std::mem::take(&mut batch))).await;
-        batch = b;
+        let (res, mut batch) = Box::pin(stream.writev(batch)).await;
         let mut s = shard.borrow_mut();
         match res {
             Ok(n) => {
