@@ -62,6 +62,8 @@ pub struct Live {
     pub delivered: AtomicU64,
     /// Every event received, window or not (for the progress display).
     pub received: AtomicU64,
+    /// Clients that have received at least one event (`--touch` waits on it).
+    pub with_event: AtomicUsize,
     /// Receive time (ns since the epoch) of the latest in-window event.
     pub last_in_window_ns: AtomicU64,
     /// Measured window `[start, end)` in ns since the epoch, by publish time `t`.
@@ -91,6 +93,7 @@ impl Live {
             first_error: Mutex::new(None),
             delivered: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            with_event: AtomicUsize::new(0),
             last_in_window_ns: AtomicU64::new(0),
             window_start_ns: AtomicU64::new(u64::MAX),
             window_end_ns: AtomicU64::new(u64::MAX),
@@ -141,6 +144,8 @@ pub struct Outcome {
     pub out_of_order: u64,
     /// Text messages that were not events (no `"t":`), and binary messages.
     pub other: u64,
+    /// Events received, window or not.
+    pub events: u64,
 }
 
 /// Runs one client until `stop` turns true.
@@ -299,6 +304,10 @@ async fn read_events(
             out.other += 1;
             continue;
         };
+        out.events += 1;
+        if out.events == 1 {
+            live.with_event.fetch_add(1, Ordering::Relaxed);
+        }
         match next_seq {
             Some(n) if s < n => out.out_of_order += 1,
             Some(n) => out.gaps += s - n,

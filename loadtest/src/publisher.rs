@@ -295,3 +295,123 @@ async fn read_loop(
         buf.drain(..used);
     }
 }
+
+/// What [`publish_once`] achieved.
+#[derive(Debug, Clone, Default)]
+pub struct OnceStats {
+    /// Publishes answered with success.
+    pub accepted: u64,
+    /// Publishes refused, and the first refusal.
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+/// Publishes one event to each of `names` on one connection (`--touch`), at most `pipeline`
+/// unanswered at a time, and waits for every reply (each round within [`REPLY_GRACE`]).
+pub async fn publish_once(
+    mode: PublishMode,
+    endpoint: &Endpoint,
+    names: &[String],
+    payload_bytes: usize,
+    pipeline: usize,
+) -> anyhow::Result<OnceStats> {
+    let mut stream = TcpStream::connect(endpoint.addr)
+        .await
+        .with_context(|| format!("connecting to {}", endpoint.url))?;
+    stream.set_nodelay(true)?;
+    let parse: fn(&[u8]) -> Result<Option<Reply>, Garbled> = match mode {
+        PublishMode::Redis => wire::parse_resp_reply,
+        PublishMode::Http => wire::parse_http_response,
+    };
+    let mut out = OnceStats::default();
+    let mut buf = Vec::new();
+    let mut replies = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    if mode == PublishMode::Redis
+        && let Some(password) = &endpoint.password
+    {
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        if let Some(user) = &endpoint.user {
+            args.push(user.as_bytes());
+        }
+        args.push(password.as_bytes());
+        wire::write_resp_command(&mut buf, &args);
+        stream.write_all(&buf).await.context("sending AUTH")?;
+        buf.clear();
+        let reply = read_replies_once(&mut stream, parse, &mut replies, &mut chunk, 1).await?;
+        if let Some(e) = reply.into_iter().next().and_then(|r| r.error) {
+            bail!("Redis refused AUTH: {e}");
+        }
+    }
+    let mut payload = Vec::with_capacity(payload_bytes + 64);
+    for (round, group) in names.chunks(pipeline.max(1)).enumerate() {
+        for (i, name) in group.iter().enumerate() {
+            payload.clear();
+            // Sequence numbers count up over the channels: each channel sees exactly one.
+            write_payload(
+                &mut payload,
+                now_ns(),
+                (round * pipeline + i) as u64,
+                payload_bytes,
+            );
+            match mode {
+                PublishMode::Redis => wire::write_resp_publish(&mut buf, name.as_bytes(), &payload),
+                PublishMode::Http => wire::write_http_publish(
+                    &mut buf,
+                    &endpoint.host,
+                    &endpoint.path,
+                    name,
+                    &payload,
+                ),
+            }
+        }
+        stream.write_all(&buf).await.context("writing publishes")?;
+        buf.clear();
+        let got = tokio::time::timeout(
+            REPLY_GRACE,
+            read_replies_once(&mut stream, parse, &mut replies, &mut chunk, group.len()),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("publishes unanswered after {REPLY_GRACE:?}"))??;
+        for reply in got {
+            match reply.error {
+                None => out.accepted += 1,
+                Some(e) => {
+                    out.errors += 1;
+                    out.first_error.get_or_insert(e);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads until `n` complete replies are parsed; `pending` keeps the bytes of a reply split
+/// across reads (at most one reply's worth, since no more than `n` were asked for).
+async fn read_replies_once(
+    stream: &mut TcpStream,
+    parse: fn(&[u8]) -> Result<Option<Reply>, Garbled>,
+    pending: &mut Vec<u8>,
+    chunk: &mut [u8],
+    n: usize,
+) -> anyhow::Result<Vec<Reply>> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let read = stream.read(chunk).await.context("reading replies")?;
+        if read == 0 {
+            bail!("publisher connection closed by the peer");
+        }
+        pending.extend_from_slice(&chunk[..read]);
+        let mut used = 0;
+        while got.len() < n {
+            let Some(reply) = parse(&pending[used..]).map_err(|Garbled(e)| anyhow::anyhow!(e))?
+            else {
+                break;
+            };
+            used += reply.len;
+            got.push(reply);
+        }
+        pending.drain(..used);
+    }
+    Ok(got)
+}

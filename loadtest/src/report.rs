@@ -42,6 +42,17 @@ pub struct Report {
     pub connect_rate_per_s: f64,
     pub connect_error: Option<String>,
 
+    // `--touch` (idle runs): one event per channel before the hold.
+    /// Whether the idle connections were used (`--touch`) before the hold.
+    pub touched: bool,
+    /// Touch publishes accepted (one per channel and round), and the rounds it took.
+    pub touch_published: Option<u64>,
+    pub touch_rounds: Option<u32>,
+    /// Reading clients that had received at least one event when the hold started.
+    pub touched_clients: Option<usize>,
+    /// Seconds from the first touch publish until every reading client had an event.
+    pub touch_s: Option<f64>,
+
     // Publish and delivery, inside the measured window.
     pub window_s: Option<f64>,
     pub sent: Option<u64>,
@@ -203,6 +214,17 @@ impl Report {
         );
         if let Some(e) = &self.connect_error {
             line("first connect error", e.clone());
+        }
+        if let (Some(touched), Some(published)) = (self.touched_clients, self.touch_published) {
+            line(
+                "touch",
+                format!(
+                    "{published} publishes in {} round(s): {touched} clients had an event \
+                     after {:.2} s",
+                    self.touch_rounds.unwrap_or(0),
+                    self.touch_s.unwrap_or(0.0)
+                ),
+            );
         }
         if let (Some(window), Some(published)) = (self.window_s, self.published) {
             let target = if self.rate == 0 {
@@ -436,6 +458,8 @@ mod tests {
         assert!(v.as_object().unwrap().values().all(|x| !x.is_object()));
         assert!(v["samples"].is_null() && v["rss_drift_pct"].is_null());
         assert!(v["latency_cdf"].is_null());
+        assert_eq!(v["touched"], false);
+        assert!(v["touched_clients"].is_null());
     }
 
     #[test]

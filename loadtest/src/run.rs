@@ -4,7 +4,9 @@
 //! 2. **Connect**: spawn every client; measure connections per second (first spawn to last
 //!    successful subscribe ack).
 //! 3. **Idle** (`--idle`): hold the connections for `--duration` s; the gateway's RSS before
-//!    connecting and at the end give the RSS per idle connection.
+//!    connecting and at the end give the RSS per idle connection. With `--touch`, one event is
+//!    first published to every channel and the hold starts once every reading client has
+//!    received one (connections that have been used, not fresh ones).
 //! 4. **Publish**: publishers start at once; the measured window is
 //!    `[start + warmup, start + warmup + duration)` by send time `t`. The gateway and the load
 //!    test are sampled at the window's start and again after the drain (until every expected
@@ -47,6 +49,11 @@ const DRAIN_QUIET: Duration = Duration::from_secs(1);
 const PACING_LEAD: Duration = Duration::from_millis(100);
 /// The drain ends after this long in any case.
 const DRAIN_MAX: Duration = Duration::from_secs(15);
+/// `--touch`: how long one round waits for every reading client to have an event.
+const TOUCH_ROUND: Duration = Duration::from_secs(10);
+/// `--touch`: rounds of one publish per channel at most (a publish racing a channel's first
+/// subscribe upstream may be missed, see `docs/PROTOCOL.md`; the next round covers it).
+const TOUCH_ROUNDS: u32 = 3;
 
 /// Runs the `run` subcommand and prints its report.
 pub fn main(flags: Settings) -> anyhow::Result<()> {
@@ -196,6 +203,9 @@ async fn execute(cfg: &Config, nofile: u64) -> anyhow::Result<Report> {
         .clone();
 
     let window = if cfg.idle {
+        if cfg.touch {
+            touch(cfg, &names, &plans, &live, &mut report).await?;
+        }
         set_phase(Phase::Window);
         hold_idle(cfg).await;
         Window {
@@ -270,6 +280,85 @@ async fn execute(cfg: &Config, nofile: u64) -> anyhow::Result<Report> {
     }
     finish(cfg, &mut report, &window, &outcomes);
     Ok(report)
+}
+
+/// `--touch`: publishes one event to every channel, then waits (a round at most
+/// [`TOUCH_ROUND`]) until every connected reading client has received one; repeats up to
+/// [`TOUCH_ROUNDS`] times. Clients that never got one are a warning, not an error: the RSS
+/// figure is still reported, with `touched_clients` saying how many were used.
+async fn touch(
+    cfg: &Config,
+    names: &[String],
+    plans: &[Plan],
+    live: &Live,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let endpoint = cfg
+        .publish_to
+        .as_ref()
+        .context("no publish endpoint resolved")?;
+    // Readers that connected (slow clients never read, so they cannot be waited for).
+    let readers: usize = live
+        .readers
+        .iter()
+        .map(|r| r.load(Ordering::Relaxed) as usize)
+        .sum();
+    let slow_connected = plans.iter().filter(|p| p.slow).count();
+    let started = Instant::now();
+    let bar = Progress::count(readers as u64, "touch");
+    let mut published = 0;
+    let mut rounds = 0;
+    let mut done_at = None;
+    while rounds < TOUCH_ROUNDS && done_at.is_none() {
+        rounds += 1;
+        let once = publisher::publish_once(
+            cfg.publish,
+            endpoint,
+            names,
+            cfg.payload_bytes,
+            cfg.pipeline,
+        )
+        .await
+        .context("publishing the touch events")?;
+        published += once.accepted;
+        if let Some(e) = once.first_error {
+            report.warnings.push(format!(
+                "{} touch publishes were refused (round {rounds}): {e}",
+                once.errors
+            ));
+        }
+        let deadline = Instant::now() + TOUCH_ROUND;
+        loop {
+            let got = live.with_event.load(Ordering::Relaxed);
+            bar.set(got as u64, format!("round {rounds}"));
+            if got >= readers {
+                done_at = Some(started.elapsed());
+                break;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    bar.finish();
+    let touched = live.with_event.load(Ordering::Relaxed);
+    report.touch_published = Some(published);
+    report.touch_rounds = Some(rounds);
+    report.touched_clients = Some(touched);
+    report.touch_s = Some(done_at.unwrap_or_else(|| started.elapsed()).as_secs_f64());
+    if touched < readers {
+        report.warnings.push(format!(
+            "--touch: only {touched} of {readers} reading clients received an event in \
+             {rounds} round(s); the figure mixes used and fresh connections"
+        ));
+    }
+    if slow_connected > 0 {
+        report.warnings.push(format!(
+            "--touch: {slow_connected} slow clients never read their event; it stays queued"
+        ));
+    }
+    Ok(())
 }
 
 /// Holds idle connections for `--duration` seconds.
@@ -489,7 +578,8 @@ fn base_report(cfg: &Config, nofile: u64) -> Report {
         mode: if cfg.idle { "idle" } else { "publish" },
         target: cfg.ws_url(),
         subscribe: cfg.subscribe.name(),
-        publish: (!cfg.idle).then(|| cfg.publish.name()),
+        publish: (!cfg.idle || cfg.touch).then(|| cfg.publish.name()),
+        touched: cfg.touch,
         clients: cfg.clients,
         channels: cfg.channels,
         slow_clients: cfg.slow_clients(),

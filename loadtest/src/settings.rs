@@ -119,6 +119,11 @@ pub struct Settings {
     /// Connect and subscribe only, no publishing (RSS per idle connection).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub idle: Option<bool>,
+    /// With --idle: after every client subscribed, publish one event to every channel (through
+    /// --publish) and wait until every reading client has received one before holding idle, so
+    /// the RSS is that of connections that have been used.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub touch: Option<bool>,
     /// Gateway process id, for its CPU time and RSS from /proc.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
@@ -183,6 +188,7 @@ impl Settings {
             sample_every: self.sample_every.or(file.sample_every),
             samples_csv: self.samples_csv.or(file.samples_csv),
             idle: self.idle.or(file.idle),
+            touch: self.touch.or(file.touch),
             server_pid: self.server_pid.or(file.server_pid),
             json: self.json.or(file.json),
             client_threads: self.client_threads.or(file.client_threads),
@@ -262,6 +268,8 @@ pub struct Config {
     pub sample_every_s: f64,
     pub samples_csv: Option<PathBuf>,
     pub idle: bool,
+    /// `--touch`: one event per channel before the idle hold.
+    pub touch: bool,
     pub server_pid: Option<u32>,
     pub json: bool,
     pub client_threads: usize,
@@ -292,8 +300,9 @@ impl Config {
             target.path = "/ws".to_string();
         }
         let idle = s.idle.unwrap_or(false);
+        let touch = s.touch.unwrap_or(false);
         let publish = s.publish.unwrap_or(PublishMode::Http);
-        let publish_to = if idle {
+        let publish_to = if idle && !touch {
             None
         } else {
             Some(match publish {
@@ -338,6 +347,7 @@ impl Config {
             sample_every_s: s.sample_every.unwrap_or(0.0),
             samples_csv: s.samples_csv,
             idle,
+            touch,
             server_pid: s.server_pid,
             json: s.json.unwrap_or(false),
             client_threads: s.client_threads.unwrap_or(1),
@@ -370,6 +380,9 @@ impl Config {
         if !(self.churn_pct_per_min.is_finite() && (0.0..=100.0).contains(&self.churn_pct_per_min))
         {
             bail!("--churn-pct-per-min must be between 0 and 100");
+        }
+        if self.touch && !self.idle {
+            bail!("--touch goes with --idle (a publishing run uses every connection anyway)");
         }
         if self.churn_pct_per_min > 0.0 && self.idle {
             bail!("--churn-pct-per-min needs a publishing run (not --idle)");
@@ -481,6 +494,28 @@ mod tests {
         let http = c.publish_to.unwrap();
         assert_eq!(http.host, "127.0.0.1:9000");
         assert_eq!(http.path, "/api/publish");
+    }
+
+    #[test]
+    fn touch_goes_with_idle_and_resolves_a_publisher() {
+        let s = Settings {
+            touch: Some(true),
+            ..Settings::default()
+        };
+        assert!(Config::resolve(s).is_err());
+        let s = Settings {
+            idle: Some(true),
+            ..Settings::default()
+        };
+        assert!(Config::resolve(s).unwrap().publish_to.is_none());
+        let s = Settings {
+            idle: Some(true),
+            touch: Some(true),
+            ..Settings::default()
+        };
+        let c = Config::resolve(s).unwrap();
+        assert!(c.touch);
+        assert_eq!(c.publish_to.unwrap().path, "/api/publish");
     }
 
     #[test]

@@ -586,8 +586,9 @@ fn publish_credential(
 /// Reads frames until the close handshake, an error, EOF, or a shutdown of the socket.
 async fn read_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream, leftover: Vec<u8>) {
     let max = shard.borrow().config.max_message_bytes;
-    // Created on the first byte from the client: an idle connection (subscribed by URL, never
-    // sending) then holds neither the codec (about 300 bytes in this task) nor its buffers.
+    // Created on the first byte from the client and dropped again whenever its input ends on a
+    // message boundary: an idle connection, whether it never spoke (subscribed by URL) or spoke
+    // and went quiet, then holds neither the codec nor its buffers.
     let mut codec = LazyCodec { max, codec: None };
     // After we fail the connection, input is read and discarded until the peer leaves.
     let mut discard = false;
@@ -606,7 +607,7 @@ async fn read_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream, leftover:
     shard.borrow_mut().close_quietly(key, None);
 }
 
-/// The WebSocket codec of one connection, made on first use.
+/// The WebSocket codec of one connection, made on first use and dropped when at rest.
 struct LazyCodec {
     max: usize,
     codec: Option<Box<Codec>>,
@@ -617,13 +618,20 @@ impl LazyCodec {
         let max = self.max;
         self.codec.get_or_insert_with(|| Box::new(Codec::new(max)))
     }
+
+    /// Drops the codec when a new one would do the same (see [`Codec::at_rest`]).
+    fn release_at_rest(&mut self) {
+        if self.codec.as_ref().is_some_and(|c| c.at_rest()) {
+            self.codec = None;
+        }
+    }
 }
 
 /// Feeds input to the codec and acts on every complete message. False when reading should stop.
 fn on_input(
     shard: &ShardRef,
     key: ConnKey,
-    codec: &mut LazyCodec,
+    lazy: &mut LazyCodec,
     data: &[u8],
     discard: &mut bool,
 ) -> bool {
@@ -648,7 +656,7 @@ fn on_input(
     if *discard {
         return true;
     }
-    let codec = codec.get();
+    let codec = lazy.get();
     codec.handle_input(data);
     loop {
         let msg = match codec.poll_message() {
@@ -721,28 +729,34 @@ fn on_input(
             }
         }
     }
+    // Once closing, the codec's close-handshake state matters: keep it.
+    if open {
+        lazy.release_at_rest();
+    }
     true
 }
 
 /// Flushes the outbox with one `writev` per batch until the connection is closing and drained.
 async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
-    // Allocated on the first write, not per idle connection.
-    let mut batch: Vec<OutFrame> = Vec::new();
     // A sampled event is in this batch: its read time, for the write stage timings.
     let mut probe: Option<Instant> = None;
     loop {
-        let notify = {
+        // `Ok(batch)` to write, `Err(notify)` to wait. The batch vector lives in the outbox
+        // between writes (made on the first write, returned by the sweep once the connection is
+        // quiet), not in this task.
+        let step: Result<Vec<OutFrame>, _> = {
             let mut s = shard.borrow_mut();
             let Some(conn) = s.conns.get_mut(key) else {
                 return;
             };
             if !conn.outbox.is_empty() {
+                let mut batch = Vec::new();
                 conn.outbox.take_batch(&mut batch);
                 probe = conn.probe.take();
                 if let Some(stamp) = probe {
                     s.stats().stages.write_submit.observe(stamp.elapsed());
                 }
-                None
+                Ok(batch)
             } else if conn.outbox.is_closed() || conn.state != ConnState::Open {
                 // Everything, including our close frame, is written: half-close. The read
                 // loop ends at the peer's close or EOF, or the sweep shuts the socket down.
@@ -750,25 +764,27 @@ async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
                 half_close(stream);
                 return;
             } else {
-                Some(conn.writer.clone())
+                Err(conn.writer.clone())
             }
         };
-        if let Some(notify) = notify {
-            notify.notified().await;
-            // Cork under load: let the tasks already scheduled on this shard (the inbox drain,
-            // other requests) run once more before flushing, so one writev carries every frame
-            // they queue; this multiplies frames per write. A lone event is written at once.
-            let cork = shard.borrow().cork;
-            if cork {
-                tokio::task::yield_now().await;
+        let batch = match step {
+            Ok(batch) => batch,
+            Err(notify) => {
+                notify.notified().await;
+                // Cork under load: let the tasks already scheduled on this shard (the inbox drain,
+                // other requests) run once more before flushing, so one writev carries every frame
+                // they queue; this multiplies frames per write. A lone event is written at once.
+                let cork = shard.borrow().cork;
+                if cork {
+                    tokio::task::yield_now().await;
+                }
+                continue;
             }
-            continue;
-        }
+        };
         // Boxed: the in-flight write's state (about 130 bytes) then lives only while a write
         // is in flight, instead of in every idle connection's task. One allocation per writev,
         // next to a syscall-sized operation.
-        let (res, b) = Box::pin(stream.writev(std::mem::take(&mut batch))).await;
-        batch = b;
+        let (res, mut batch) = Box::pin(stream.writev(batch)).await;
         let mut s = shard.borrow_mut();
         match res {
             Ok(n) => {

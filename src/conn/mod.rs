@@ -183,6 +183,18 @@ impl Conn {
         }
     }
 
+    /// Returns the buffers that only a busy connection needs, if it is quiet now: the outbox's
+    /// queue and batch vector ([`Outbox::release`]) and, with no snapshot pending, the vector
+    /// that held events back. True when something was returned. Called by the shard's sweep.
+    pub fn release_idle_buffers(&mut self) -> bool {
+        let mut released = self.outbox.release();
+        if self.snapshots_pending == 0 && self.held.capacity() > 0 {
+            self.held = Vec::new();
+            released = true;
+        }
+        released
+    }
+
     /// The client answered our pings: the pong timeout stops running.
     pub fn answered(&mut self) {
         self.unanswered_ping = None;
@@ -207,5 +219,43 @@ impl Conn {
             ConnKind::Route { route, .. } | ConnKind::Eio { route, .. } => Some(usize::from(route)),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sizes behind the memory-per-connection breakdown in docs/BENCHMARKS.md (issue 15):
+    /// `cargo test --lib conn::tests::sizes -- --nocapture` prints them. The slab holds one
+    /// `Conn` per connection, so growth here is paid by every connection, idle or not.
+    #[test]
+    fn sizes() {
+        use std::mem::size_of;
+        let rows = [
+            ("Conn (the slab entry)", size_of::<Conn>()),
+            ("  Outbox", size_of::<Outbox>()),
+            ("  ConnKind", size_of::<ConnKind>()),
+            ("  ConnState", size_of::<ConnState>()),
+            ("  Instant", size_of::<Instant>()),
+            ("  SocketAddr (peer)", size_of::<std::net::SocketAddr>()),
+            (
+                "  Option<IpLease>",
+                size_of::<Option<crate::limits::IpLease>>(),
+            ),
+            ("  CommandBucket", size_of::<crate::limits::CommandBucket>()),
+            ("OutFrame (per queued frame)", size_of::<outbox::OutFrame>()),
+            ("Notify (Rc<Notify> adds 16)", size_of::<Notify>()),
+            (
+                "Codec (boxed while it exists)",
+                size_of::<crate::ws::codec::Codec>(),
+            ),
+        ];
+        for (name, bytes) in rows {
+            println!("{name:<34} {bytes:>4} bytes");
+        }
+        // 320 bytes on 2026-12-04 (the outbox keeps the batch vector between writes).
+        let conn = size_of::<Conn>();
+        assert!(conn <= 320, "Conn grew: {conn} bytes");
     }
 }

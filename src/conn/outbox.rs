@@ -9,6 +9,10 @@
 //! frame past the cap is refused with [`SendStatus::Overflow`], and the shard closes the
 //! connection as a slow consumer. Control frames (pongs, pings, close) bypass the cap: they are
 //! tiny, and the close frame must still go out when closing for overflow.
+//!
+//! Memory: the queue's buffer and the writer's batch vector (kept here between writes, so a busy
+//! connection allocates neither per write) are what a busy connection needs; [`Outbox::release`]
+//! returns both once it is idle, which the shard's sweep does for every quiet connection.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -73,6 +77,8 @@ pub enum SendStatus {
 #[derive(Debug)]
 pub struct Outbox {
     queue: VecDeque<OutFrame>,
+    /// The batch vector of the last `writev`, emptied, for the next one.
+    spare: Vec<OutFrame>,
     queued_bytes: usize,
     inflight_bytes: usize,
     cap: usize,
@@ -84,6 +90,7 @@ impl Outbox {
     pub fn new(cap: usize) -> Self {
         Outbox {
             queue: VecDeque::new(),
+            spare: Vec::new(),
             queued_bytes: 0,
             inflight_bytes: 0,
             cap,
@@ -160,8 +167,24 @@ impl Outbox {
         self.queued_bytes + self.inflight_bytes
     }
 
-    /// Moves up to [`MAX_IOVECS`] frames into `batch` for one `writev`.
+    /// Returns the queue's buffer and the spare batch vector when nothing is queued or in
+    /// flight; true when there was something to return. The next push or write allocates
+    /// again: call this for a connection that has gone quiet, not after every write.
+    pub fn release(&mut self) -> bool {
+        if !self.is_idle() || (self.queue.capacity() == 0 && self.spare.capacity() == 0) {
+            return false;
+        }
+        self.queue = VecDeque::new();
+        self.spare = Vec::new();
+        true
+    }
+
+    /// Moves up to [`MAX_IOVECS`] frames into `batch` for one `writev`. An unallocated `batch`
+    /// gets the vector [`complete`](Self::complete) kept from the last write.
     pub fn take_batch(&mut self, batch: &mut Vec<OutFrame>) {
+        if batch.capacity() == 0 {
+            *batch = std::mem::take(&mut self.spare);
+        }
         let n = self.queue.len().min(MAX_IOVECS);
         for frame in self.queue.drain(..n) {
             self.queued_bytes -= frame.len();
@@ -171,7 +194,8 @@ impl Outbox {
     }
 
     /// Accounts a completed `writev` of `batch` that wrote `written` bytes: fully written frames
-    /// are released, the rest go back to the front of the queue in order. Empties `batch`.
+    /// are released, the rest go back to the front of the queue in order. Empties `batch` and
+    /// keeps its buffer for the next [`take_batch`](Self::take_batch).
     pub fn complete(&mut self, batch: &mut Vec<OutFrame>, mut written: usize) {
         self.inflight_bytes = 0;
         let mut rest = Vec::new();
@@ -187,6 +211,9 @@ impl Outbox {
         for frame in rest.into_iter().rev() {
             self.queued_bytes += frame.len();
             self.queue.push_front(frame);
+        }
+        if self.spare.capacity() < batch.capacity() {
+            self.spare = std::mem::take(batch);
         }
     }
 }
@@ -228,6 +255,33 @@ mod tests {
         assert_eq!(bytes, [1, 1, 2, 2, 2, 2, 2]);
         o.complete(&mut batch, 7);
         assert!(o.is_idle());
+    }
+
+    #[test]
+    fn the_batch_vector_is_kept_between_writes_and_released_when_idle() {
+        let mut o = Outbox::new(1 << 20);
+        o.push(f(3));
+        let mut batch = Vec::new();
+        o.take_batch(&mut batch);
+        let buffer = batch.as_ptr();
+        assert!(!o.release(), "a frame is in flight");
+        o.complete(&mut batch, 3);
+        assert_eq!(batch.capacity(), 0, "the outbox keeps the vector");
+        o.push(f(2));
+        o.take_batch(&mut batch);
+        assert_eq!(
+            batch.as_ptr(),
+            buffer,
+            "and hands it back for the next write"
+        );
+        o.complete(&mut batch, 2);
+        assert!(o.is_idle());
+        assert!(o.release());
+        assert!(!o.release(), "nothing left to return");
+        assert_eq!((o.queue.capacity(), o.spare.capacity()), (0, 0));
+        // Still usable.
+        assert_eq!(o.push(f(1)), SendStatus::Queued { wake_writer: true });
+        assert!(!o.release(), "a frame is queued");
     }
 
     #[test]

@@ -50,6 +50,26 @@ pub struct Beat {
     pub style: crate::config::Heartbeat,
 }
 
+/// The heartbeat of connections of `kind` under `config` (see [`Shard::heartbeat`]).
+fn beat_of(config: &Config, kind: crate::conn::ConnKind) -> Beat {
+    let route = match kind {
+        crate::conn::ConnKind::Route { route, .. } => config.routes.get(usize::from(route)),
+        _ => None,
+    };
+    match route {
+        Some(r) => Beat {
+            ping_interval: r.ping_interval,
+            pong_timeout: r.pong_timeout,
+            style: r.heartbeat,
+        },
+        None => Beat {
+            ping_interval: config.ping_interval,
+            pong_timeout: config.pong_timeout,
+            style: crate::config::Heartbeat::Ws,
+        },
+    }
+}
+
 /// Shared handle to a shard's state, for the tasks on its thread.
 pub type ShardRef = Rc<RefCell<Shard>>;
 
@@ -90,6 +110,8 @@ pub struct Shard {
     pub proxy_listeners: Vec<bool>,
     /// Source of [`Conn::id`]s.
     next_conn_id: u64,
+    /// Until when the sweep returns freed memory to the OS (see `run::sweep`).
+    trim_until: Option<Instant>,
     /// Notified when the last connection leaves during shutdown.
     pub drained: Rc<tokio::sync::Notify>,
     /// Connections served by a replay source, and the channel to it.
@@ -151,6 +173,7 @@ impl Shard {
             per_ip: Arc::new(crate::limits::PerIp::new(0, None)),
             proxy_listeners,
             next_conn_id: 0,
+            trim_until: None,
             drained: Rc::new(tokio::sync::Notify::new()),
             replays: replay::Replays::default(),
             registries: Vec::new(),
@@ -500,24 +523,7 @@ impl Shard {
 
     /// The heartbeat of connections of `kind`: their route's, or the native listener's.
     pub fn heartbeat(&self, kind: crate::conn::ConnKind) -> Beat {
-        let route = match kind {
-            crate::conn::ConnKind::Route { route, .. } => {
-                self.config.routes.get(usize::from(route))
-            }
-            _ => None,
-        };
-        match route {
-            Some(r) => Beat {
-                ping_interval: r.ping_interval,
-                pong_timeout: r.pong_timeout,
-                style: r.heartbeat,
-            },
-            None => Beat {
-                ping_interval: self.config.ping_interval,
-                pong_timeout: self.config.pong_timeout,
-                style: crate::config::Heartbeat::Ws,
-            },
-        }
+        beat_of(&self.config, kind)
     }
 
     /// Subscribes `key` to a channel or pattern; `Err` with an error code when refused.

@@ -8,6 +8,10 @@
 //!
 //! Owned by one connection on one shard thread. Holds at most [`TUNGSTENITE_READ_BUFFER`] bytes of
 //! buffered input while idle (tungstenite's `in_buffer`), plus a partial message.
+//!
+//! [`Codec::at_rest`] tells when the codec holds nothing a fresh one would not (no partial frame,
+//! no fragmented message, no reply waiting): the connection can then drop it and make a new one
+//! for its next message, so a connection that has spoken once does not keep a codec for ever.
 
 use std::io::{self, Read, Write};
 
@@ -98,11 +102,76 @@ impl Write for MemStream {
     }
 }
 
+/// Where the client's byte stream stands between frames, tracked from the frame headers alone
+/// (tungstenite keeps the same state, but does not expose it).
+#[derive(Debug, Default)]
+struct Boundary {
+    /// The header bytes seen of the frame being started (at most 14).
+    header: [u8; 14],
+    /// How many of `header` are filled; 0 between frames.
+    have: u8,
+    /// Payload bytes of the current frame still to come.
+    left: u64,
+    /// A data frame without FIN started a message whose last fragment has not come yet.
+    fragmented: bool,
+}
+
+impl Boundary {
+    /// Follows `data` through frame headers and payloads.
+    fn advance(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.left > 0 {
+                let n = usize::try_from(self.left).map_or(data.len(), |left| left.min(data.len()));
+                self.left -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            self.header[usize::from(self.have)] = data[0];
+            self.have += 1;
+            data = &data[1..];
+            if self.have < 2 {
+                continue;
+            }
+            let (b0, b1) = (self.header[0], self.header[1]);
+            let extended = match b1 & 0x7f {
+                126 => 2,
+                127 => 8,
+                _ => 0,
+            };
+            let masked = if b1 & 0x80 != 0 { 4 } else { 0 };
+            if usize::from(self.have) < 2 + extended + masked {
+                continue;
+            }
+            self.left = match extended {
+                2 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+                8 => {
+                    let mut len = [0u8; 8];
+                    len.copy_from_slice(&self.header[2..10]);
+                    u64::from_be_bytes(len)
+                }
+                _ => u64::from(b1 & 0x7f),
+            };
+            // Data frames (continuation, text, binary: opcodes below 8) open or close a
+            // fragmented message; control frames may come between its fragments.
+            if b0 & 0x0f < 8 {
+                self.fragmented = b0 & 0x80 == 0;
+            }
+            self.have = 0;
+        }
+    }
+
+    /// Between frames and outside a fragmented message.
+    fn at_rest(&self) -> bool {
+        self.have == 0 && self.left == 0 && !self.fragmented
+    }
+}
+
 /// One connection's WebSocket codec.
 #[derive(Debug)]
 pub struct Codec {
     ctx: WebSocketContext,
     io: MemStream,
+    boundary: Boundary,
 }
 
 impl Codec {
@@ -116,6 +185,7 @@ impl Codec {
         Self {
             ctx: WebSocketContext::new(Role::Server, Some(config)),
             io: MemStream::default(),
+            boundary: Boundary::default(),
         }
     }
 
@@ -127,6 +197,15 @@ impl Codec {
             self.io.pos = 0;
         }
         self.io.input.extend_from_slice(data);
+        self.boundary.advance(data);
+    }
+
+    /// True when the input so far ends exactly after a complete message (or control frame) and
+    /// nothing of it waits here. Ask after [`poll_message`](Self::poll_message) returned
+    /// `Ok(None)` and [`poll_output`](Self::poll_output) took every reply: a new codec would
+    /// then behave exactly as this one, as long as the close handshake has not started.
+    pub fn at_rest(&self) -> bool {
+        self.boundary.at_rest() && self.io.pos == self.io.input.len() && self.io.output.is_empty()
     }
 
     /// The next complete message, `Ok(None)` when more input is needed.
@@ -218,6 +297,49 @@ mod tests {
             }
         }
         panic!("no message");
+    }
+
+    #[test]
+    fn at_rest_only_between_whole_messages() {
+        let mut c = Codec::new(1 << 20);
+        assert!(c.at_rest());
+        // A fragmented text message, a ping between its fragments, and a frame with a 16-bit
+        // length, fed one byte at a time.
+        let mut bytes = client_frame(false, 0x1, b"hel");
+        bytes.extend(client_frame(true, 0x9, b"p"));
+        bytes.extend(client_frame(true, 0x0, b"lo"));
+        let long = vec![b'x'; 300];
+        bytes.extend(client_frame(true, 0x1, &long));
+        let ends = [
+            bytes.len() - client_frame(true, 0x1, &long).len(),
+            bytes.len(),
+        ];
+        for (i, b) in bytes.iter().enumerate() {
+            c.handle_input(std::slice::from_ref(b));
+            while c.poll_message().unwrap().is_some() {}
+            let _ = c.poll_output();
+            assert_eq!(c.at_rest(), ends.contains(&(i + 1)), "after byte {}", i + 1);
+        }
+        // A 64-bit length, and two messages in one read.
+        let mut c = Codec::new(1 << 20);
+        let big = vec![b'y'; 70_000];
+        let mut bytes = client_frame(true, 0x2, &big);
+        bytes.extend(client_frame(true, 0x1, b"hi"));
+        c.handle_input(&bytes[..bytes.len() - 1]);
+        assert_eq!(
+            c.poll_message().unwrap(),
+            Some(Incoming::Binary(Bytes::from(big)))
+        );
+        assert_eq!(c.poll_message().unwrap(), None);
+        assert!(!c.at_rest(), "one byte of the text frame is missing");
+        c.handle_input(&bytes[bytes.len() - 1..]);
+        assert!(!c.at_rest(), "a message not taken yet");
+        assert_eq!(
+            c.poll_message().unwrap(),
+            Some(Incoming::Text(Bytes::from_static(b"hi")))
+        );
+        assert_eq!(c.poll_message().unwrap(), None);
+        assert!(c.at_rest());
     }
 
     #[test]
