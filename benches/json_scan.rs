@@ -1,13 +1,14 @@
-//! The hand-written JSON scanner (`protocol::envelope::is_json`, and `Members::scan` inside
-//! `protocol::command::parse_command`) against `serde_json` and `simd-json`, on the payloads the
-//! gateway sees. Issue 15 point 6: keep the hand-written code only where it is at least 1.5×
-//! faster than the best library.
+//! The gateway's JSON validation (`protocol::envelope::is_json`) and command parser
+//! (`protocol::command::parse_command`) against plain `serde_json` and `simd-json`, on the payloads
+//! the gateway sees. Issue 15 point 6: keep hand-written code only where it is at least 1.5×
+//! faster than the best library. Until 2026-12-04 both were a hand-written scanner; they are now
+//! serde_json behind a first-byte check (docs/decisions/0012).
 //!
 //! Group `json_validate`: is this publish payload one valid JSON value? The gateway asks once per
 //! publish (encode-once) to decide whether to embed the payload or quote it. Every contender
 //! answers the same question, UTF-8 inside strings included:
 //!
-//! - `is_json`: the scanner, in place, no allocation.
+//! - `is_json`: the gateway's: a first-byte check, then the same as `serde_json` below.
 //! - `serde_json`: `std::str::from_utf8` then `serde_json::from_str::<IgnoredAny>` (`from_slice`
 //!   alone skips the UTF-8 check inside strings, so it would answer a weaker question).
 //! - `simd_json`: the payload copied into a reused scratch buffer (simd-json parses in place and
@@ -15,9 +16,10 @@
 //!
 //! Group `command_decode`: one client command (`{"op":"subscribe",…}`) decoded into its members:
 //!
-//! - `parse_command`: the gateway's whole parser (scan, then the checks and the `Request`).
-//! - `serde_json`: `from_slice` into a struct of borrowed `&RawValue` members (what a
-//!   serde-based `Members::scan` would do; the checks after it not included).
+//! - `parse_command`: the gateway's whole parser (serde_json into raw members, then the checks
+//!   and the `Request`).
+//! - `serde_json`: `from_slice` into a derived struct of borrowed `&RawValue` members (the
+//!   decode alone; the checks after it not included).
 //! - `simd_json`: `simd_json::serde::from_slice_with_buffers` into a struct of borrowed strings
 //!   and an owned `id` value, from a reused scratch copy.
 //!

@@ -1,8 +1,8 @@
 //! Client commands: parsing one client text message into a typed [`Request`].
 //!
 //! A command is a JSON object such as `{"op":"subscribe","channel":"a","id":1}`. The parser
-//! checks the whole message against the JSON grammar (the same scanner as
-//! [`is_json`]), picks out the members `op`, `channel`, `pattern`, `key`,
+//! (`serde_json`, into borrowed raw members) checks the whole message against the JSON grammar
+//! (the same as [`is_json`](super::is_json)), picks out the members `op`, `channel`, `pattern`, `key`,
 //! `snapshot` and `id`, and ignores any others (and any of these that the command does not
 //! use), so clients can add fields without breaking old servers.
 //!
@@ -23,7 +23,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use super::envelope::{MAX_JSON_DEPTH, is_json, scan_string, scan_value, skip_ws};
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::envelope::is_json;
 
 /// The longest channel name, pattern or key a client may use, in bytes of UTF-8. Default: 1024.
 ///
@@ -257,7 +260,7 @@ pub fn check_topic(name: &str) -> Result<(), TopicError> {
 /// Parses one client text message.
 ///
 /// `text` may be modified (an in-place parser such as simd-json would), so callers pass a scratch
-/// copy. Today's scanner only reads it; simd-json lost to it on every command measured
+/// copy. serde_json only reads it; simd-json lost to it on every command measured
 /// (`benches/json_scan.rs`), but the `&mut` keeps the signature stable for a parser that wins.
 ///
 /// Errors carry the request id whenever the message is a JSON object with an `id` that is a
@@ -270,8 +273,8 @@ pub fn parse_command(text: &mut [u8]) -> Result<Request, CommandError> {
 
     let id = match members.id {
         None => None,
-        Some(raw) => match raw.first() {
-            Some(b'"' | b'-' | b'0'..=b'9') => Some(RequestId(utf8(raw)?.into())),
+        Some(raw) => match raw.get().as_bytes().first() {
+            Some(b'"' | b'-' | b'0'..=b'9') => Some(RequestId(raw.get().into())),
             _ => {
                 return Err(CommandError::new(
                     None,
@@ -286,11 +289,16 @@ pub fn parse_command(text: &mut [u8]) -> Result<Request, CommandError> {
     let Some(op_raw) = members.op else {
         return fail(ErrorCode::MissingField, "missing \"op\"".to_owned());
     };
-    let Some(op) = string_value(op_raw, &id)? else {
-        return fail(
-            ErrorCode::MissingField,
-            "\"op\" must be a string".to_owned(),
-        );
+    // An op with an unpaired surrogate escape is no op this protocol knows.
+    let op = match string_value(op_raw) {
+        Ok(Some(op)) => op,
+        Ok(None) => {
+            return fail(
+                ErrorCode::MissingField,
+                "\"op\" must be a string".to_owned(),
+            );
+        }
+        Err(Unpaired) => Cow::Borrowed(""),
     };
     let command = match &*op {
         "subscribe" => Command::Subscribe {
@@ -316,12 +324,8 @@ pub fn parse_command(text: &mut [u8]) -> Result<Request, CommandError> {
             key: topic(members.key, "key", &id)?,
         },
         "ping" => Command::Ping,
-        "refresh" => match members
-            .token
-            .map(|raw| string_value(raw, &id))
-            .transpose()?
-        {
-            Some(Some(token)) if !token.is_empty() => Command::Refresh {
+        "refresh" => match members.token.map(string_value) {
+            Some(Ok(Some(token))) if !token.is_empty() => Command::Refresh {
                 token: token.into_owned(),
             },
             _ => {
@@ -348,19 +352,19 @@ pub fn parse_command(text: &mut [u8]) -> Result<Request, CommandError> {
 #[derive(Debug, Default)]
 struct Members<'a> {
     /// Raw value of `op`.
-    op: Option<&'a [u8]>,
+    op: Option<&'a RawValue>,
     /// Raw value of `channel`.
-    channel: Option<&'a [u8]>,
+    channel: Option<&'a RawValue>,
     /// Raw value of `pattern`.
-    pattern: Option<&'a [u8]>,
+    pattern: Option<&'a RawValue>,
     /// Raw value of `key`.
-    key: Option<&'a [u8]>,
+    key: Option<&'a RawValue>,
     /// Raw value of `snapshot`.
-    snapshot: Option<&'a [u8]>,
+    snapshot: Option<&'a RawValue>,
     /// Raw value of `id`.
-    id: Option<&'a [u8]>,
+    id: Option<&'a RawValue>,
     /// Raw value of `token` (`refresh`).
-    token: Option<&'a [u8]>,
+    token: Option<&'a RawValue>,
 }
 
 /// The `bad_json` message for text that is not valid JSON.
@@ -370,60 +374,98 @@ impl<'a> Members<'a> {
     /// Validates `text` as one JSON object and records the raw values of the members we read.
     /// The error is the message for a `bad_json` reply.
     fn scan(text: &'a [u8]) -> Result<Self, &'static str> {
-        let mut members = Members::default();
-        let mut pos = skip_ws(text, 0);
-        if text.get(pos) != Some(&b'{') {
-            return Err(if is_json(text) {
-                "message must be a JSON object"
-            } else {
-                NOT_JSON
-            });
-        }
-        pos = skip_ws(text, pos + 1);
-        if text.get(pos) == Some(&b'}') {
-            pos += 1;
-        } else {
-            loop {
-                let key_end = scan_string(text, pos).ok_or(NOT_JSON)?;
-                let key = decode_string(&text[pos + 1..key_end - 1]).ok_or(NOT_JSON)?;
-                pos = skip_ws(text, key_end);
-                if text.get(pos) != Some(&b':') {
-                    return Err(NOT_JSON);
-                }
-                pos = skip_ws(text, pos + 1);
-                // The object itself is one level.
-                let value_end = scan_value(text, pos, MAX_JSON_DEPTH - 1).ok_or(NOT_JSON)?;
-                let value = &text[pos..value_end];
-                match &*key {
-                    "op" => members.op = Some(value),
-                    "channel" => members.channel = Some(value),
-                    "pattern" => members.pattern = Some(value),
-                    "key" => members.key = Some(value),
-                    "snapshot" => members.snapshot = Some(value),
-                    "id" => members.id = Some(value),
-                    "token" => members.token = Some(value),
-                    _ => {}
-                }
-                pos = skip_ws(text, value_end);
-                match text.get(pos) {
-                    Some(b',') => pos = skip_ws(text, pos + 1),
-                    Some(b'}') => {
-                        pos += 1;
-                        break;
-                    }
-                    _ => return Err(NOT_JSON),
-                }
+        let utf8 = std::str::from_utf8(text).map_err(|_| NOT_JSON)?;
+        serde_json::from_str(utf8).map_err(|e| match e.classify() {
+            // The only type error is a top level that is not an object; if the text is valid
+            // JSON, say what is wrong with it.
+            serde_json::error::Category::Data if is_json(text) => "message must be a JSON object",
+            _ => NOT_JSON,
+        })
+    }
+}
+
+/// A member name this protocol reads, or any other.
+enum Member {
+    Op,
+    Channel,
+    Pattern,
+    Key,
+    Snapshot,
+    Id,
+    Token,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    /// Reads the name as bytes, with escapes decoded, so that a name holding an unpaired
+    /// surrogate escape (which the JSON grammar allows) is just another unknown member.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = Member;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_bytes<E: de::Error>(self, name: &[u8]) -> Result<Member, E> {
+                Ok(match name {
+                    b"op" => Member::Op,
+                    b"channel" => Member::Channel,
+                    b"pattern" => Member::Pattern,
+                    b"key" => Member::Key,
+                    b"snapshot" => Member::Snapshot,
+                    b"id" => Member::Id,
+                    b"token" => Member::Token,
+                    _ => Member::Other,
+                })
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Member, E> {
+                self.visit_bytes(name.as_bytes())
             }
         }
-        if skip_ws(text, pos) != text.len() {
-            return Err(NOT_JSON);
+        deserializer.deserialize_bytes(Name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    /// Duplicate members: the last one wins (a derived struct would refuse them).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Members::default();
+                while let Some(name) = map.next_key::<Member>()? {
+                    let slot = match name {
+                        Member::Op => &mut members.op,
+                        Member::Channel => &mut members.channel,
+                        Member::Pattern => &mut members.pattern,
+                        Member::Key => &mut members.key,
+                        Member::Snapshot => &mut members.snapshot,
+                        Member::Id => &mut members.id,
+                        Member::Token => &mut members.token,
+                        Member::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(members)
+            }
         }
-        Ok(members)
+        deserializer.deserialize_map(Object)
     }
 }
 
 /// Reads the required name member `field` (`"channel"`, `"pattern"` or `"key"`) and checks it.
-fn topic(raw: Option<&[u8]>, field: &str, id: &Option<RequestId>) -> Result<String, CommandError> {
+fn topic(
+    raw: Option<&RawValue>,
+    field: &str,
+    id: &Option<RequestId>,
+) -> Result<String, CommandError> {
     let Some(raw) = raw else {
         return Err(not_a_string(field, id));
     };
@@ -434,12 +476,22 @@ fn topic(raw: Option<&[u8]>, field: &str, id: &Option<RequestId>) -> Result<Stri
 /// value that is not a string is a [`ErrorCode::MissingField`] error. A name that breaks the
 /// rules is a [`ErrorCode::BadChannel`] error whose message starts with `label`.
 fn name(
-    raw: &[u8],
+    raw: &RawValue,
     field: &str,
     label: &str,
     id: &Option<RequestId>,
 ) -> Result<String, CommandError> {
-    let name = string_value(raw, id)?.ok_or_else(|| not_a_string(field, id))?;
+    let name = match string_value(raw) {
+        Ok(Some(name)) => name,
+        Ok(None) => return Err(not_a_string(field, id)),
+        Err(Unpaired) => {
+            return Err(CommandError::new(
+                id.clone(),
+                ErrorCode::BadChannel,
+                format!("{label} holds an unpaired UTF-16 surrogate escape"),
+            ));
+        }
+    };
     match check_topic(&name) {
         Ok(()) => Ok(name.into_owned()),
         Err(problem) => Err(CommandError::new(
@@ -459,86 +511,21 @@ fn not_a_string(field: &str, id: &Option<RequestId>) -> CommandError {
     )
 }
 
-/// Decodes a raw JSON value that has already been validated. `Ok(None)` when it is not a
-/// string.
-fn string_value<'a>(
-    raw: &'a [u8],
-    id: &Option<RequestId>,
-) -> Result<Option<Cow<'a, str>>, CommandError> {
-    match raw {
-        [b'"', body @ .., b'"'] => match decode_string(body) {
-            Some(s) => Ok(Some(s)),
-            None => Err(scanner_bug(id)),
-        },
-        _ => Ok(None),
+/// A string member held an unpaired UTF-16 surrogate escape (`"\ud800"`): valid JSON, but no
+/// Rust string can hold it.
+struct Unpaired;
+
+/// Decodes a raw JSON value. `Ok(None)` when it is not a string. Borrows when there is no escape.
+fn string_value(raw: &RawValue) -> Result<Option<Cow<'_, str>>, Unpaired> {
+    let text = raw.get();
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        None => Ok(None),
+        Some(body) if !body.contains('\\') => Ok(Some(Cow::Borrowed(body))),
+        // The raw value is a valid JSON string, so the only failure left is a lone surrogate.
+        Some(_) => serde_json::from_str::<String>(text)
+            .map(|s| Some(Cow::Owned(s)))
+            .map_err(|_| Unpaired),
     }
-}
-
-/// Raw JSON text as `&str`. It was validated, so failure means a scanner bug.
-fn utf8(raw: &[u8]) -> Result<&str, CommandError> {
-    std::str::from_utf8(raw).map_err(|_| scanner_bug(&None))
-}
-
-/// The error for "validated JSON did not decode", which would be a bug in the scanner.
-fn scanner_bug(id: &Option<RequestId>) -> CommandError {
-    CommandError::new(
-        id.clone(),
-        ErrorCode::Internal,
-        "internal error while decoding the command",
-    )
-}
-
-/// Decodes the body of a validated JSON string (between the quotes). Borrows when there is no
-/// escape. `None` only if the body is not valid, which the scanner has already ruled out.
-fn decode_string(body: &[u8]) -> Option<Cow<'_, str>> {
-    if !body.contains(&b'\\') {
-        return std::str::from_utf8(body).ok().map(Cow::Borrowed);
-    }
-    let mut out = String::with_capacity(body.len());
-    let mut rest = body;
-    while let Some(backslash) = rest.iter().position(|&b| b == b'\\') {
-        out.push_str(std::str::from_utf8(&rest[..backslash]).ok()?);
-        let escape = rest.get(backslash + 1)?;
-        rest = &rest[backslash + 2..];
-        let c = match escape {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                let high = hex4(rest)?;
-                rest = &rest[4..];
-                if (0xD800..0xDC00).contains(&high) {
-                    let low = match rest {
-                        [b'\\', b'u', tail @ ..] => hex4(tail)?,
-                        _ => return None,
-                    };
-                    if !(0xDC00..0xE000).contains(&low) {
-                        return None;
-                    }
-                    rest = &rest[6..];
-                    char::from_u32(0x1_0000 + ((high - 0xD800) << 10) + (low - 0xDC00))?
-                } else {
-                    char::from_u32(high)?
-                }
-            }
-            _ => return None,
-        };
-        out.push(c);
-    }
-    out.push_str(std::str::from_utf8(rest).ok()?);
-    Some(Cow::Owned(out))
-}
-
-/// Reads four hex digits at the start of `s`.
-fn hex4(s: &[u8]) -> Option<u32> {
-    s.get(..4)?
-        .iter()
-        .try_fold(0, |acc, &d| Some((acc << 4) | char::from(d).to_digit(16)?))
 }
 
 #[cfg(test)]
@@ -1042,24 +1029,64 @@ mod tests {
         assert_eq!(e.to_string(), "boom");
     }
 
+    fn raw(text: &str) -> &RawValue {
+        serde_json::from_str(text).expect("valid JSON")
+    }
+
     #[test]
-    fn decode_string_handles_escapes() {
-        assert_eq!(decode_string(b"plain").as_deref(), Some("plain"));
-        assert!(matches!(decode_string(b"plain"), Some(Cow::Borrowed(_))));
+    fn string_value_decodes_escapes_and_borrows_plain_text() {
+        let value = |text| string_value(raw(text)).ok().flatten();
+        assert_eq!(value(r#""plain""#).as_deref(), Some("plain"));
+        assert!(matches!(value(r#""plain""#), Some(Cow::Borrowed(_))));
         assert_eq!(
-            decode_string(br#"\"\\\/\b\f\n\r\t\u0041\u00E9\uD83D\uDE00x"#).as_deref(),
+            value(r#""\"\\\/\b\f\n\r\t\u0041\u00E9\uD83D\uDE00x""#).as_deref(),
             Some("\"\\/\u{8}\u{c}\n\r\tA\u{e9}\u{1F600}x")
         );
-        // Defensive paths: never reached after validation, but must not panic.
-        assert_eq!(decode_string(b"\\"), None);
-        assert_eq!(decode_string(b"\\q"), None);
-        assert_eq!(decode_string(b"\\u12"), None);
-        assert_eq!(decode_string(b"\\uD800"), None);
-        assert_eq!(decode_string(b"\\uD800\\u0041"), None);
-        assert_eq!(decode_string(b"\\uDC00"), None);
-        assert_eq!(decode_string(b"\\uD800\\uE000"), None);
-        assert_eq!(decode_string(b"\\u+123"), None);
-        assert_eq!(decode_string(b"\xff"), None);
+        assert_eq!(value("1"), None);
+        assert_eq!(value("[\"a\"]"), None);
+        for lone in [
+            r#""\uD800""#,
+            r#""\uD800\u0041""#,
+            r#""\uDC00""#,
+            r#""\uD800\uE000""#,
+        ] {
+            assert!(string_value(raw(lone)).is_err(), "{lone}");
+        }
+    }
+
+    #[test]
+    fn unpaired_surrogates_are_json_but_not_names() {
+        // Valid JSON (RFC 8259's grammar allows them), so not bad_json.
+        let e = err(r#"{"op":"subscribe","channel":"a\ud800","id":7}"#);
+        assert_eq!(e.code, ErrorCode::BadChannel);
+        assert_eq!(e.id, id("7"));
+        assert_eq!(
+            e.message,
+            "\"channel\" holds an unpaired UTF-16 surrogate escape"
+        );
+        assert_eq!(err(r#"{"op":"\udc00","id":1}"#).code, ErrorCode::UnknownOp);
+        assert_eq!(
+            err(r#"{"op":"refresh","token":"\ud800"}"#).code,
+            ErrorCode::MissingField
+        );
+        // In a member nobody reads, or in a member name, it is ignored.
+        assert_eq!(
+            ok(r#"{"op":"ping","x":"\ud800","\udbff":1,"id":1}"#),
+            Request {
+                id: id("1"),
+                command: Command::Ping
+            }
+        );
+    }
+
+    #[test]
+    fn deep_members_are_skipped_without_a_depth_limit() {
+        let deep = format!(
+            r#"{{"op":"ping","x":{}{}}}"#,
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        assert_eq!(ok(&deep).command, Command::Ping);
     }
 
     #[test]
