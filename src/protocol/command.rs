@@ -23,7 +23,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::envelope::is_json;
@@ -396,33 +396,24 @@ enum Member {
     Other,
 }
 
-impl<'de> Deserialize<'de> for Member {
-    /// Reads the name as bytes, with escapes decoded, so that a name holding an unpaired
-    /// surrogate escape (which the JSON grammar allows) is just another unknown member.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Name;
-        impl Visitor<'_> for Name {
-            type Value = Member;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_bytes<E: de::Error>(self, name: &[u8]) -> Result<Member, E> {
-                Ok(match name {
-                    b"op" => Member::Op,
-                    b"channel" => Member::Channel,
-                    b"pattern" => Member::Pattern,
-                    b"key" => Member::Key,
-                    b"snapshot" => Member::Snapshot,
-                    b"id" => Member::Id,
-                    b"token" => Member::Token,
-                    _ => Member::Other,
-                })
-            }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<Member, E> {
-                self.visit_bytes(name.as_bytes())
-            }
+impl Member {
+    /// Names the member whose raw name (a JSON string, quotes included) is `raw`. Read raw, with
+    /// serde_json's own checks, so that a name holding an unpaired surrogate escape (which the
+    /// JSON grammar allows) is just another unknown member.
+    fn named(raw: &RawValue) -> Member {
+        let Ok(Some(name)) = string_value(raw) else {
+            return Member::Other;
+        };
+        match &*name {
+            "op" => Member::Op,
+            "channel" => Member::Channel,
+            "pattern" => Member::Pattern,
+            "key" => Member::Key,
+            "snapshot" => Member::Snapshot,
+            "id" => Member::Id,
+            "token" => Member::Token,
+            _ => Member::Other,
         }
-        deserializer.deserialize_bytes(Name)
     }
 }
 
@@ -437,8 +428,8 @@ impl<'de> Deserialize<'de> for Members<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
                 let mut members = Members::default();
-                while let Some(name) = map.next_key::<Member>()? {
-                    let slot = match name {
+                while let Some(name) = map.next_key::<&RawValue>()? {
+                    let slot = match Member::named(name) {
                         Member::Op => &mut members.op,
                         Member::Channel => &mut members.channel,
                         Member::Pattern => &mut members.pattern,
@@ -724,6 +715,8 @@ mod tests {
             r#"{"id":1,"op":"ping\x"}"#,
             r#"{id:1}"#,
             "{\"op\":\"ping\",\"id\":\"\u{1}\"}",
+            // A raw control character in a member name (found by the native_command fuzzer).
+            "{\"op\u{0}\":\"subscribe\",\"channel\":\"\\ud800\"}",
         ] {
             let e = err(text);
             assert_eq!(e.code, ErrorCode::BadJson, "{text}");
