@@ -340,7 +340,11 @@ async fn wait_for_packets(
             if !parked {
                 return None;
             }
-            s.conns.get(key)?.writer.clone()
+            s.conns
+                .get_mut(key)?
+                .parked
+                .get_or_insert_with(Default::default)
+                .clone()
         };
         if !reading {
             notify.notified().await;

@@ -4,11 +4,11 @@
 //! WebSocket, the read loop and the write loop side by side in the same task. Every `.await`
 //! happens with no borrow of the shard held.
 
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::outbox::OutFrame;
 use super::{ConnKind, ConnState, native, proxy};
 use crate::config::{Heartbeat, Profile};
 use crate::http::{self, MAX_HEADERS, publish};
@@ -95,22 +95,44 @@ impl Drop for Cleanup {
 
 /// `fresh`: a connection just accepted here, which first passes [`proxy::admit`]; false for
 /// one handed over by another shard, which did that already.
-async fn serve_from(
+///
+/// This future is most of what an idle connection costs, so it is kept small on purpose
+/// (`an_idle_connection_task_stays_small`). It and the two loops are plain functions around an
+/// `async move` block, not `async fn`s: an `async fn` keeps its arguments twice in the state
+/// machine (once as captured, once as locals), which cost 112 bytes here (measured with
+/// `RUSTC_BOOTSTRAP=1 cargo rustc --lib -- -Zprint-type-sizes`).
+fn serve_from(
     shard: ShardRef,
     key: ConnKey,
     stream: TcpStream,
     pending: Vec<u8>,
     fresh: bool,
-) {
-    let _cleanup = Cleanup {
+) -> impl Future<Output = ()> {
+    let cleanup = Cleanup {
         shard: shard.clone(),
         key,
     };
-    // Boxed: its state (request parsing, headers) is dropped at the upgrade instead of
-    // sizing this connection's task for its whole life.
-    let next = Box::pin(http_phase(&shard, key, &stream, pending, fresh)).await;
-    if let Next::Upgrade(leftover) = next {
-        let reader = read_loop(&shard, key, &stream, leftover);
+    async move {
+        // Dropped with this future, however it ends: the connection leaves the shard.
+        let _cleanup = &cleanup;
+        // Boxed: its state (request parsing, headers) is dropped at the upgrade instead of
+        // sizing this connection's task for its whole life.
+        let Next::Upgrade(leftover) =
+            Box::pin(http_phase(&shard, key, &stream, pending, fresh)).await
+        else {
+            return;
+        };
+        // Bytes that came with the upgrade request: handled before the loops start, so the
+        // read loop does not carry them.
+        let mut codec = LazyCodec {
+            max: shard.borrow().config.max_message_bytes,
+            codec: None,
+        };
+        let mut discard = false;
+        let stopped =
+            !leftover.is_empty() && !on_input(&shard, key, &mut codec, &leftover, &mut discard);
+        drop(leftover);
+        let reader = read_loop(&shard, key, &stream, codec, discard, stopped);
         let writer = write_loop(&shard, key, &stream);
         tokio::join!(reader, writer);
     }
@@ -584,27 +606,36 @@ fn publish_credential(
 }
 
 /// Reads frames until the close handshake, an error, EOF, or a shutdown of the socket.
-async fn read_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream, leftover: Vec<u8>) {
-    let max = shard.borrow().config.max_message_bytes;
-    // Created on the first byte from the client and dropped again whenever its input ends on a
-    // message boundary: an idle connection, whether it never spoke (subscribed by URL) or spoke
-    // and went quiet, then holds neither the codec nor its buffers.
-    let mut codec = LazyCodec { max, codec: None };
-    // After we fail the connection, input is read and discarded until the peer leaves.
-    let mut discard = false;
-    if !leftover.is_empty() && !on_input(shard, key, &mut codec, &leftover, &mut discard) {
-        return;
-    }
-    loop {
-        let mut on_data = |data: &[u8]| on_input(shard, key, &mut codec, data, &mut discard);
-        match stream.read_available(&mut on_data).await {
-            ReadOutcome::Drained => {}
-            ReadOutcome::Stopped => return,
-            ReadOutcome::Eof => break,
+///
+/// `codec` is created on the first byte from the client and dropped again whenever its input
+/// ends on a message boundary: an idle connection, whether it never spoke (subscribed by URL)
+/// or spoke and went quiet, then holds neither the codec nor its buffers. `discard`: after we
+/// fail the connection, input is read and discarded until the peer leaves. `stopped`: the bytes
+/// that came with the upgrade already ended reading.
+#[allow(clippy::manual_async_fn)] // an async fn would keep its arguments twice (see serve_from)
+fn read_loop<'a>(
+    shard: &'a ShardRef,
+    key: ConnKey,
+    stream: &'a TcpStream,
+    mut codec: LazyCodec,
+    mut discard: bool,
+    stopped: bool,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        if stopped {
+            return;
         }
+        loop {
+            let mut on_data = |data: &[u8]| on_input(shard, key, &mut codec, data, &mut discard);
+            match stream.read_available(&mut on_data).await {
+                ReadOutcome::Drained => {}
+                ReadOutcome::Stopped => return,
+                ReadOutcome::Eof => break,
+            }
+        }
+        // EOF or reset: the peer is gone. Nothing more can be delivered.
+        shard.borrow_mut().close_quietly(key, None);
     }
-    // EOF or reset: the peer is gone. Nothing more can be delivered.
-    shard.borrow_mut().close_quietly(key, None);
 }
 
 /// The WebSocket codec of one connection, made on first use and dropped when at rest.
@@ -737,76 +768,102 @@ fn on_input(
 }
 
 /// Flushes the outbox with one `writev` per batch until the connection is closing and drained.
-async fn write_loop(shard: &ShardRef, key: ConnKey, stream: &TcpStream) {
-    // A sampled event is in this batch: its read time, for the write stage timings.
-    let mut probe: Option<Instant> = None;
-    loop {
-        // `Ok(batch)` to write, `Err(notify)` to wait. The batch vector lives in the outbox
-        // between writes (made on the first write, returned by the sweep once the connection is
-        // quiet), not in this task.
-        let step: Result<Vec<OutFrame>, _> = {
-            let mut s = shard.borrow_mut();
-            let Some(conn) = s.conns.get_mut(key) else {
-                return;
+#[allow(clippy::manual_async_fn)] // an async fn would keep its arguments twice (see serve_from)
+fn write_loop<'a>(
+    shard: &'a ShardRef,
+    key: ConnKey,
+    stream: &'a TcpStream,
+) -> impl Future<Output = ()> + 'a {
+    async move {
+        loop {
+            // Wait for frames (or the close). The waker goes in the connection's slot, which
+            // `Conn::wake_writer` empties; a `Notified` future here would put its waiter node in
+            // every connection's task.
+            let corked = {
+                let mut waited = false;
+                let present = std::future::poll_fn(|cx| {
+                    let mut s = shard.borrow_mut();
+                    let Some(conn) = s.conns.get_mut(key) else {
+                        return Poll::Ready(false);
+                    };
+                    if conn.outbox.is_empty()
+                        && !conn.outbox.is_closed()
+                        && conn.state == ConnState::Open
+                    {
+                        waited = true;
+                        conn.writer_waker = Some(cx.waker().clone());
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(true)
+                })
+                .await;
+                if !present {
+                    return;
+                }
+                waited && shard.borrow().cork
             };
-            if !conn.outbox.is_empty() {
+            // Cork under load: let the tasks already scheduled on this shard (the inbox drain,
+            // other requests) run once more before flushing, so one writev carries every frame
+            // they queue; this multiplies frames per write. A lone event is written at once.
+            if corked {
+                tokio::task::yield_now().await;
+            }
+            // The batch vector lives in the outbox between writes (made on the first write,
+            // returned by the sweep once the connection is quiet), not in this task. `probe`: a
+            // sampled event is in this batch, its read time, for the write stage timings.
+            let (batch, probe) = {
+                let mut s = shard.borrow_mut();
+                let Some(conn) = s.conns.get_mut(key) else {
+                    return;
+                };
+                if conn.outbox.is_empty() {
+                    if conn.outbox.is_closed() || conn.state != ConnState::Open {
+                        // Everything, including our close frame, is written: half-close. The
+                        // read loop ends at the peer's close or EOF, or the sweep shuts the
+                        // socket down.
+                        drop(s);
+                        half_close(stream);
+                        return;
+                    }
+                    // Emptied while corked (a slow-consumer clear): wait again.
+                    continue;
+                }
                 let mut batch = Vec::new();
                 conn.outbox.take_batch(&mut batch);
-                probe = conn.probe.take();
+                let probe = conn.probe.take();
                 if let Some(stamp) = probe {
                     s.stats().stages.write_submit.observe(stamp.elapsed());
                 }
-                Ok(batch)
-            } else if conn.outbox.is_closed() || conn.state != ConnState::Open {
-                // Everything, including our close frame, is written: half-close. The read
-                // loop ends at the peer's close or EOF, or the sweep shuts the socket down.
-                drop(s);
-                half_close(stream);
-                return;
-            } else {
-                Err(conn.writer.clone())
-            }
-        };
-        let batch = match step {
-            Ok(batch) => batch,
-            Err(notify) => {
-                notify.notified().await;
-                // Cork under load: let the tasks already scheduled on this shard (the inbox drain,
-                // other requests) run once more before flushing, so one writev carries every frame
-                // they queue; this multiplies frames per write. A lone event is written at once.
-                let cork = shard.borrow().cork;
-                if cork {
-                    tokio::task::yield_now().await;
-                }
-                continue;
-            }
-        };
-        // Boxed: the in-flight write's state (about 130 bytes) then lives only while a write
-        // is in flight, instead of in every idle connection's task. One allocation per writev,
-        // next to a syscall-sized operation.
-        let (res, mut batch) = Box::pin(stream.writev(batch)).await;
-        let mut s = shard.borrow_mut();
-        match res {
-            Ok(n) => {
-                s.stats().bytes_out.add(n as u64);
-                s.stats().writes.inc();
-                if let Some(stamp) = probe.take() {
-                    s.stats().stages.write_complete.observe(stamp.elapsed());
-                }
-                if let Some(conn) = s.conns.get_mut(key) {
-                    conn.outbox.complete(&mut batch, n);
-                    if conn.outbox.is_empty() && !s.replays.is_empty() {
-                        s.replay_written(key);
+                (batch, probe)
+            };
+            // Boxed: the in-flight write's state (about 130 bytes, and the probe) then lives
+            // only while a write is in flight, instead of in every idle connection's task. One
+            // allocation per writev, next to a syscall-sized operation.
+            let ((res, mut batch), probe) =
+                Box::pin(async move { (stream.writev(batch).await, probe) }).await;
+            let mut s = shard.borrow_mut();
+            match res {
+                Ok(n) => {
+                    s.stats().bytes_out.add(n as u64);
+                    s.stats().writes.inc();
+                    if let Some(stamp) = probe {
+                        s.stats().stages.write_complete.observe(stamp.elapsed());
+                    }
+                    if let Some(conn) = s.conns.get_mut(key) {
+                        conn.outbox.complete(&mut batch, n);
+                        if conn.outbox.is_empty() && !s.replays.is_empty() {
+                            s.replay_written(key);
+                        }
                     }
                 }
-            }
-            Err(_) => {
-                batch.clear();
-                s.close_quietly(key, None);
-                if let Some(conn) = s.conns.get(key) {
-                    conn.socket.shutdown();
+                Err(_) => {
+                    batch.clear();
+                    s.close_quietly(key, None);
+                    if let Some(conn) = s.conns.get(key) {
+                        conn.socket.shutdown();
+                    }
+                    return;
                 }
-                return;
             }
         }
     }
@@ -843,18 +900,26 @@ mod tests {
                 true
             };
             let read = std::mem::size_of_val(&stream.read_available(&mut on_data));
-            let reader = std::mem::size_of_val(&super::read_loop(&shard, 0, &stream, Vec::new()));
+            let codec = super::LazyCodec {
+                max: 1 << 20,
+                codec: None,
+            };
+            let reader =
+                std::mem::size_of_val(&super::read_loop(&shard, 0, &stream, codec, false, false));
             let writer = std::mem::size_of_val(&super::write_loop(&shard, 0, &stream));
             let serve = std::mem::size_of_val(&super::serve(shard.clone(), 0, stream));
             // Measured: 64, 216, 176, 560 bytes (was 216, 664, 304, 1136 before the lazy codec,
             // `poll_read_ready` and the boxed writev); on 2026-12-04, with the batch vector kept
-            // in the outbox, 64, 216, 168, 616 in both debug and release builds. The task's
-            // allocation is this plus about 100 bytes, in 128-byte steps (tokio's task cell):
-            // 768 bytes from 537 to 664 (docs/BENCHMARKS.md, issue 15).
+            // in the outbox, 64, 216, 168, 616; then 64, 144, 64, 400 with the write loop's
+            // waker slot instead of a `Notified`, and the three futures written as functions
+            // around `async move` blocks (debug and release alike). The task's allocation is
+            // this plus 104 bytes, in 128-byte steps (tokio's task cell is 128-aligned): 512
+            // bytes up to a 408-byte future, 640 up to 536, 768 up to 664. Staying within 408
+            // is worth 128 bytes per connection.
             assert!(read <= 96, "read_available future: {read} bytes");
-            assert!(reader <= 256, "read loop: {reader} bytes");
-            assert!(writer <= 200, "write loop: {writer} bytes");
-            assert!(serve <= 640, "connection task: {serve} bytes");
+            assert!(reader <= 160, "read loop: {reader} bytes");
+            assert!(writer <= 80, "write loop: {writer} bytes");
+            assert!(serve <= 408, "connection task: {serve} bytes");
             drop(client.join());
         });
     }

@@ -111,8 +111,13 @@ pub struct Conn {
     pub state: ConnState,
     /// Frames waiting to be written.
     pub outbox: Outbox,
-    /// Wakes the write loop when the outbox goes from idle to non-empty.
-    pub writer: Rc<Notify>,
+    /// The write loop's waker while it waits for frames (see [`Conn::wake_writer`]). A slot
+    /// instead of a `Notify`: the waiting write loop then holds no waiter node, which keeps
+    /// every connection's task a size step smaller.
+    pub writer_waker: Option<std::task::Waker>,
+    /// Wakes a parked Engine.IO polling GET (`conn::eio`); made by the first one to park, so
+    /// other connections carry no allocation for it.
+    pub parked: Option<Rc<Notify>>,
     /// Shuts the socket down from the shard (sweep, shutdown, slow consumer).
     pub socket: SocketHandle,
     /// Channels and patterns this connection is subscribed to, for cleanup on close.
@@ -167,7 +172,8 @@ impl Conn {
             kind: ConnKind::Http,
             state: ConnState::Open,
             outbox: Outbox::new(outbox_cap),
-            writer: Rc::new(Notify::new()),
+            writer_waker: None,
+            parked: None,
             socket,
             subscriptions: Vec::new(),
             last_seen: now,
@@ -193,6 +199,17 @@ impl Conn {
             released = true;
         }
         released
+    }
+
+    /// Wakes whatever waits for this connection's outbox: the write loop, or a parked
+    /// Engine.IO polling GET. Call it when a push reports `wake_writer`, and when closing.
+    pub fn wake_writer(&mut self) {
+        if let Some(waker) = self.writer_waker.take() {
+            waker.wake();
+        }
+        if let Some(parked) = &self.parked {
+            parked.notify_one();
+        }
     }
 
     /// The client answered our pings: the pong timeout stops running.
@@ -245,7 +262,10 @@ mod tests {
             ),
             ("  CommandBucket", size_of::<crate::limits::CommandBucket>()),
             ("OutFrame (per queued frame)", size_of::<outbox::OutFrame>()),
-            ("Notify (Rc<Notify> adds 16)", size_of::<Notify>()),
+            (
+                "Notify (Engine.IO parked GETs only; Rc adds 16)",
+                size_of::<Notify>(),
+            ),
             (
                 "Codec (boxed while it exists)",
                 size_of::<crate::ws::codec::Codec>(),
@@ -254,8 +274,11 @@ mod tests {
         for (name, bytes) in rows {
             println!("{name:<34} {bytes:>4} bytes");
         }
-        // 320 bytes on 2026-12-04 (the outbox keeps the batch vector between writes).
+        // 320 bytes on 2026-12-04 (the outbox keeps the batch vector between writes); 336 with
+        // the write loop's waker slot (16) and the Engine.IO `parked` notifier (8) instead of
+        // an `Rc<Notify>` (8) for every connection: 16 bytes here for 48 of heap and 256 of
+        // task cell per connection (`an_idle_connection_task_stays_small` in `conn::io`).
         let conn = size_of::<Conn>();
-        assert!(conn <= 320, "Conn grew: {conn} bytes");
+        assert!(conn <= 336, "Conn grew: {conn} bytes");
     }
 }

@@ -197,7 +197,7 @@ impl Shard {
                         SendStatus::Queued { wake_writer } => {
                             delivered += 1;
                             if wake_writer {
-                                conn.writer.notify_one();
+                                conn.wake_writer();
                             }
                         }
                         SendStatus::Overflow => overflowed.push(key),
@@ -260,9 +260,9 @@ impl Shard {
             }
         }
         if let Some(key) = wake_get
-            && let Some(conn) = self.conns.get(key)
+            && let Some(conn) = self.conns.get_mut(key)
         {
-            conn.writer.notify_one();
+            conn.wake_writer();
         }
         if let Some(reason) = closed {
             self.count_close(reason);

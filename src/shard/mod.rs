@@ -263,7 +263,7 @@ impl Shard {
                     delivered += 1;
                     probe = Some(key);
                     if wake_writer {
-                        conn.writer.notify_one();
+                        conn.wake_writer();
                     }
                 }
                 SendStatus::Overflow => overflowed.push(key),
@@ -386,7 +386,7 @@ impl Shard {
             match c.outbox.push(f) {
                 SendStatus::Queued { wake_writer } => {
                     if wake_writer {
-                        c.writer.notify_one();
+                        c.wake_writer();
                     }
                 }
                 SendStatus::Overflow => {
@@ -410,7 +410,7 @@ impl Shard {
         match conn.outbox.push(OutFrame::new(frame)) {
             SendStatus::Queued { wake_writer } => {
                 if wake_writer {
-                    conn.writer.notify_one();
+                    conn.wake_writer();
                 }
                 self.stats().messages_out.inc();
             }
@@ -436,7 +436,7 @@ impl Shard {
         if let SendStatus::Queued { wake_writer: true } =
             conn.outbox.push_control(OutFrame::new(bytes))
         {
-            conn.writer.notify_one();
+            conn.wake_writer();
         }
     }
 
@@ -456,7 +456,7 @@ impl Shard {
         conn.last_ping = now;
         conn.unanswered_ping.get_or_insert(now);
         if let SendStatus::Queued { wake_writer: true } = conn.outbox.push_control(ping) {
-            conn.writer.notify_one();
+            conn.wake_writer();
         }
     }
 
@@ -491,7 +491,7 @@ impl Shard {
             let _ = conn.outbox.push_control(self.hangup.clone());
         }
         conn.outbox.push_last(OutFrame::new(close));
-        conn.writer.notify_one();
+        conn.wake_writer();
         self.unsubscribe_all(key);
     }
 
@@ -511,7 +511,7 @@ impl Shard {
             }
             None => conn.outbox.seal(),
         }
-        conn.writer.notify_one();
+        conn.wake_writer();
         self.unsubscribe_all(key);
     }
 

@@ -131,7 +131,7 @@ impl Shard {
                 SendStatus::Queued { wake_writer } => {
                     queued += 1;
                     if wake_writer {
-                        conn.writer.notify_one();
+                        conn.wake_writer();
                     }
                 }
                 SendStatus::Overflow => {
