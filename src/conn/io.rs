@@ -201,7 +201,7 @@ async fn http_phase(
         let mut s = shard.borrow_mut();
         s.stats().bytes_in.add(got as u64);
         if let Some(conn) = s.conns.get_mut(key) {
-            conn.last_seen = Instant::now();
+            conn.last_seen = crate::conn::Tick::now();
         }
     }
 }

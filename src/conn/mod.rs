@@ -26,8 +26,10 @@ pub mod outbox;
 pub mod proxy;
 mod route;
 
+use std::num::NonZeroU32;
 use std::rc::Rc;
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -95,8 +97,66 @@ pub enum ConnState {
     /// latest.
     Closing {
         /// When the sweep shuts the socket down regardless.
-        deadline: Instant,
+        deadline: Tick,
     },
+}
+
+/// A connection's clock reading: milliseconds since the process's first reading, in 4 bytes
+/// instead of an `Instant`'s 16, because the slab holds one `Conn` per connection and the
+/// clocks are only compared against timeouts of seconds. The count wraps after 49.7 days;
+/// [`Tick::since`] and [`Tick::reached`] compare by wrapping difference, so they are right for
+/// any two readings less than 24.8 days apart, which the idle, ping, pong and close timeouts
+/// always are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick(NonZeroU32);
+
+impl Tick {
+    /// The reading at `t` (an instant over a second before the process's first reading counts
+    /// as 1 ms).
+    pub fn at(t: Instant) -> Tick {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        // A second before the first reading, so that instants taken just before it (an accept's
+        // `now`) still read right.
+        let epoch = *EPOCH.get_or_init(|| {
+            let now = Instant::now();
+            now.checked_sub(Duration::from_secs(1)).unwrap_or(now)
+        });
+        // Truncation wraps the count; 0 is read as 1 ms, so `Option<Tick>` stays 4 bytes.
+        let ms = t.saturating_duration_since(epoch).as_millis() as u32;
+        Tick(NonZeroU32::new(ms).unwrap_or(NonZeroU32::MIN))
+    }
+
+    /// The reading now.
+    pub fn now() -> Tick {
+        Tick::at(Instant::now())
+    }
+
+    /// The reading `d` after this one (to the millisecond).
+    pub fn after(self, d: Duration) -> Tick {
+        let ms = self.0.get().wrapping_add(d.as_millis() as u32);
+        Tick(NonZeroU32::new(ms).unwrap_or(NonZeroU32::MIN))
+    }
+
+    /// Time from `earlier` to this reading; zero if `earlier` is later.
+    pub fn since(self, earlier: Tick) -> Duration {
+        let d = self.0.get().wrapping_sub(earlier.0.get()) as i32;
+        Duration::from_millis(u64::try_from(d).unwrap_or(0))
+    }
+
+    /// True once this reading is at or past `deadline`.
+    pub fn reached(self, deadline: Tick) -> bool {
+        self.0.get().wrapping_sub(deadline.0.get()) as i32 >= 0
+    }
+}
+
+/// Events held back for a connection while it waits for snapshots it asked for, boxed and made
+/// only while one is pending, so the connections that never ask carry one pointer for it.
+#[derive(Debug, Default)]
+pub struct Held {
+    /// Snapshots requested and not yet delivered (at least 1 while this exists).
+    pub pending: u32,
+    /// The events that arrived meanwhile, in order (bounded by [`MAX_HELD`]).
+    pub frames: Vec<outbox::OutFrame>,
 }
 
 /// A connection's state on its shard.
@@ -124,20 +184,18 @@ pub struct Conn {
     pub subscriptions: Vec<LocalTopicId>,
     /// When the client last sent anything in the HTTP phase. Drives `idle-timeout`, which
     /// applies to that phase only.
-    pub last_seen: Instant,
+    pub last_seen: Tick,
     /// When the shard last pinged it. Drives `ping-interval`.
-    pub last_ping: Instant,
+    pub last_ping: Tick,
     /// When the oldest ping the client has not answered yet was sent, or `None` when every
     /// ping was answered. The sweep closes the connection once this is `pong_timeout` old; a
     /// client that answers pings can stay silent for ever. What counts as an answer depends
     /// on the heartbeat style ([`crate::config::Heartbeat`]): any frame for protocol pings,
     /// `pong` or `init` for JSON pings.
-    pub unanswered_ping: Option<Instant>,
-    /// Snapshots requested and not yet delivered. While non-zero, events are held in `held`
-    /// so the client sees the snapshot before any update.
-    pub snapshots_pending: u32,
-    /// Events held back until the pending snapshots arrive (bounded by [`MAX_HELD`]).
-    pub held: Vec<outbox::OutFrame>,
+    pub unanswered_ping: Option<Tick>,
+    /// While snapshots are pending, the events held back so that the client sees each
+    /// snapshot before any update; `None` otherwise.
+    pub held: Option<Box<Held>>,
     /// Read time of a sampled event queued here: the next `writev` is timed against it.
     pub probe: Option<Instant>,
     /// The token's grants and expiry, for a connection that presented a JWT; `None` for
@@ -159,13 +217,7 @@ pub const MAX_HELD: usize = 1024;
 
 impl Conn {
     /// A new connection in the HTTP phase.
-    pub fn new(
-        id: u64,
-        listener: u8,
-        socket: SocketHandle,
-        outbox_cap: usize,
-        now: Instant,
-    ) -> Self {
+    pub fn new(id: u64, listener: u8, socket: SocketHandle, outbox_cap: usize, now: Tick) -> Self {
         Conn {
             id,
             listener,
@@ -179,8 +231,7 @@ impl Conn {
             last_seen: now,
             last_ping: now,
             unanswered_ping: None,
-            snapshots_pending: 0,
-            held: Vec::new(),
+            held: None,
             probe: None,
             auth: None,
             peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -190,15 +241,16 @@ impl Conn {
     }
 
     /// Returns the buffers that only a busy connection needs, if it is quiet now: the outbox's
-    /// queue and batch vector ([`Outbox::release`]) and, with no snapshot pending, the vector
-    /// that held events back. True when something was returned. Called by the shard's sweep.
+    /// queue and batch vector ([`Outbox::release`]). (Held events go with their box when the
+    /// last pending snapshot arrives.) True when something was returned. Called by the shard's
+    /// sweep.
     pub fn release_idle_buffers(&mut self) -> bool {
-        let mut released = self.outbox.release();
-        if self.snapshots_pending == 0 && self.held.capacity() > 0 {
-            self.held = Vec::new();
-            released = true;
-        }
-        released
+        self.outbox.release()
+    }
+
+    /// The events held back while a snapshot is pending, or `None` when none is.
+    pub fn holding(&mut self) -> Option<&mut Held> {
+        self.held.as_deref_mut()
     }
 
     /// Wakes whatever waits for this connection's outbox: the write loop, or a parked
@@ -278,7 +330,32 @@ mod tests {
         // the write loop's waker slot (16) and the Engine.IO `parked` notifier (8) instead of
         // an `Rc<Notify>` (8) for every connection: 16 bytes here for 48 of heap and 256 of
         // task cell per connection (`an_idle_connection_task_stays_small` in `conn::io`).
+        // 264 with 4-byte `Tick`s for the four clocks and the held events boxed while a
+        // snapshot is pending.
         let conn = size_of::<Conn>();
-        assert!(conn <= 336, "Conn grew: {conn} bytes");
+        assert!(conn <= 264, "Conn grew: {conn} bytes");
+        assert_eq!(size_of::<Option<Tick>>(), 4);
+    }
+
+    #[test]
+    fn ticks_compare_across_the_wrap() {
+        let near_wrap = Tick(NonZeroU32::new(u32::MAX - 500).unwrap());
+        let later = near_wrap.after(Duration::from_secs(2));
+        assert!(later.0.get() < near_wrap.0.get(), "the count wrapped");
+        assert_eq!(later.since(near_wrap), Duration::from_secs(2));
+        assert!(later.reached(near_wrap));
+        assert!(!near_wrap.reached(later));
+        // An earlier reading read as later is zero, not 49 days.
+        assert_eq!(near_wrap.since(later), Duration::ZERO);
+    }
+
+    #[test]
+    fn ticks_follow_the_clock_to_the_millisecond() {
+        let t0 = Instant::now();
+        let a = Tick::at(t0);
+        let b = Tick::at(t0 + Duration::from_millis(1500));
+        assert_eq!(b.since(a), Duration::from_millis(1500));
+        assert!(b.reached(a.after(Duration::from_millis(1500))));
+        assert!(!b.reached(a.after(Duration::from_millis(1501))));
     }
 }

@@ -349,7 +349,7 @@ impl Shard {
             .dec();
         if let Some(conn) = self.conns.get_mut(key) {
             conn.kind = ConnKind::Http;
-            conn.last_seen = Instant::now();
+            conn.last_seen = crate::conn::Tick::now();
         }
         self.eio_reap(slot);
         Some(body)

@@ -27,7 +27,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::conn::outbox::{OutFrame, SendStatus};
-use crate::conn::{Conn, ConnState};
+use crate::conn::{Conn, ConnState, Tick};
 use crate::metrics::{Metrics, ShardStats};
 use crate::protocol::CloseCode;
 use crate::router::table::{Change, ConnKey, TopicTable};
@@ -250,9 +250,9 @@ impl Shard {
             let Some(frame) = conn.format().and_then(pick) else {
                 continue;
             };
-            if conn.snapshots_pending > 0 {
-                if conn.held.len() < crate::conn::MAX_HELD {
-                    conn.held.push(frame.clone());
+            if let Some(held) = conn.holding() {
+                if held.frames.len() < crate::conn::MAX_HELD {
+                    held.frames.push(frame.clone());
                 } else {
                     overflowed.push(key);
                 }
@@ -304,7 +304,7 @@ impl Shard {
             listener,
             socket,
             self.config.max_outbox_bytes,
-            now,
+            Tick::at(now),
         );
         self.stats().connections.inc();
         self.conns.insert(conn)
@@ -347,7 +347,7 @@ impl Shard {
             self.source_of(c.route(), &key, true)
         };
         if let Some(c) = self.conns.get_mut(conn).filter(|_| !watcher) {
-            c.snapshots_pending += 1;
+            c.held.get_or_insert_with(Box::default).pending += 1;
         }
         if watcher && let Some(id) = self.topics.lookup(source, TopicKind::Key, &key) {
             self.topics.await_first(id, conn);
@@ -369,18 +369,21 @@ impl Shard {
         let Some(c) = self.conns.get_mut(conn.key).filter(|c| c.id == conn.id) else {
             return;
         };
-        if !releases_held && c.snapshots_pending > 0 {
-            if c.held.len() < crate::conn::MAX_HELD {
-                c.held.push(OutFrame::new(frame));
+        if !releases_held && let Some(held) = c.holding() {
+            if held.frames.len() < crate::conn::MAX_HELD {
+                held.frames.push(OutFrame::new(frame));
             }
             return;
         }
         let mut frames = vec![OutFrame::new(frame)];
-        if releases_held {
-            c.snapshots_pending = c.snapshots_pending.saturating_sub(1);
-            if c.snapshots_pending == 0 {
-                frames.append(&mut c.held);
-            }
+        if releases_held
+            && c.holding().is_some_and(|h| {
+                h.pending = h.pending.saturating_sub(1);
+                h.pending == 0
+            })
+            && let Some(held) = c.held.take()
+        {
+            frames.extend(held.frames);
         }
         for f in frames {
             match c.outbox.push(f) {
@@ -453,6 +456,7 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        let now = Tick::at(now);
         conn.last_ping = now;
         conn.unanswered_ping.get_or_insert(now);
         if let SendStatus::Queued { wake_writer: true } = conn.outbox.push_control(ping) {
@@ -481,7 +485,7 @@ impl Shard {
             return;
         }
         conn.state = ConnState::Closing {
-            deadline: Instant::now() + grace,
+            deadline: Tick::now().after(grace),
         };
         if conn
             .route()
@@ -502,7 +506,7 @@ impl Shard {
         };
         if conn.is_open() {
             conn.state = ConnState::Closing {
-                deadline: Instant::now() + CLOSE_GRACE,
+                deadline: Tick::now().after(CLOSE_GRACE),
             };
         }
         match final_frame {

@@ -274,6 +274,7 @@ fn sweep(s: &mut Shard, now: Instant) {
     s.flush_backlog();
     s.flush_replay();
     let idle = s.config.idle_timeout;
+    let tick = crate::conn::Tick::at(now);
     let mut timed_out = Vec::new();
     let mut ping_keys = Vec::new();
     let Shard {
@@ -287,13 +288,13 @@ fn sweep(s: &mut Shard, now: Instant) {
     let mut released = 0usize;
     for (key, conn) in conns.iter_mut() {
         match conn.state {
-            ConnState::Closing { deadline } if now >= deadline => conn.socket.shutdown(),
+            ConnState::Closing { deadline } if tick.reached(deadline) => conn.socket.shutdown(),
             ConnState::Closing { .. } => {}
             // A client that never finishes its request (or idles on keep-alive) is cut off.
             // Engine.IO connections: the session runs their heartbeat (`eio_tick` below).
             ConnState::Open if conn.kind.is_eio() => {}
             ConnState::Open if conn.kind == ConnKind::Http => {
-                if now.duration_since(conn.last_seen) > idle {
+                if tick.since(conn.last_seen) > idle {
                     stats.idle_closes.inc();
                     conn.socket.shutdown();
                 }
@@ -303,10 +304,10 @@ fn sweep(s: &mut Shard, now: Instant) {
                 let beat = super::beat_of(config, conn.kind);
                 if conn
                     .unanswered_ping
-                    .is_some_and(|sent| now.duration_since(sent) >= beat.pong_timeout)
+                    .is_some_and(|sent| tick.since(sent) >= beat.pong_timeout)
                 {
                     timed_out.push(key);
-                } else if now.duration_since(conn.last_ping) >= beat.ping_interval {
+                } else if tick.since(conn.last_ping) >= beat.ping_interval {
                     ping_keys.push(key);
                 }
             }
