@@ -6,6 +6,10 @@
 //! turns each source event into frames, **encoded once per format in the whole process**, sent
 //! only to the shards that have subscribers.
 //!
+//! A source whose own thread reads the upstream (Redis pub/sub) routes its events itself,
+//! through a [`HubDoor`], under the lock that holds this state once [`Hub::run`] starts: the
+//! hub thread is not woken for each of them (decision 0013).
+//!
 //! It never waits on a shard: deliveries use `try_send`, and when a shard's inbox is full the
 //! event is dropped for that shard and counted in `ringcast_shard_queue_drops_total{shard="i"}` (the same
 //! at-most-once contract as Redis pub/sub). Blocking on its own inbox is fine: it is not a shard.
@@ -22,7 +26,7 @@
 //! BESS reads are one state machine over the same maps, and its unit tests sit at the bottom.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -35,7 +39,7 @@ use super::{
 use crate::metrics::Metrics;
 use crate::protocol::render_event;
 use crate::rt::WakeHandle;
-use crate::source::{Hash, Source, SourceEvent};
+use crate::source::{Hash, Source, SourceEvent, SourceInput};
 use crate::ws::frame::{self, FrameBuilder, OpCode};
 
 /// Most upstream messages handled before the hub flushes batched subscriptions and wakes shards.
@@ -48,6 +52,52 @@ pub struct ShardLink {
     pub tx: Sender<ShardMsg>,
     /// Wakes the shard after messages were queued.
     pub wake: WakeHandle,
+}
+
+/// A source thread's way into the hub's state, so that its events are routed on that thread
+/// instead of waking the hub thread for each one (one thread hand-off fewer per event; see
+/// decision 0013). The source creates it before the hub exists; [`Hub::run`] opens it. It holds
+/// the hub weakly, so it never keeps the hub alive.
+#[derive(Debug, Clone, Default)]
+pub struct HubDoor(Arc<OnceLock<Weak<Mutex<Hub>>>>);
+
+impl HubDoor {
+    /// A closed door: [`route`](Self::route) refuses until the hub opens it.
+    pub fn new() -> Self {
+        HubDoor::default()
+    }
+
+    fn open(&self, hub: &Arc<Mutex<Hub>>) {
+        // Opened once, by the one hub that owns the source.
+        let _ = self.0.set(Arc::downgrade(hub));
+    }
+
+    /// Routes `inputs` on the calling thread, under the hub's lock, as the hub thread would
+    /// (`UpstreamMsg::Source`, in order), then wakes each shard that got something, once.
+    /// False, with `inputs` untouched, when the hub is not running: not started yet, gone, or
+    /// poisoned by a panic. The caller then hands them to the hub's channel.
+    ///
+    /// The lock is held for one batch of the hub's own channel at most (`BATCH` messages);
+    /// nothing under it blocks on a shard or on this source's thread.
+    pub fn route(&self, inputs: &mut Vec<SourceInput>) -> bool {
+        let Some(hub) = self.0.get().and_then(Weak::upgrade) else {
+            return false;
+        };
+        let Ok(mut hub) = hub.lock() else {
+            return false;
+        };
+        for input in inputs.drain(..) {
+            hub.handle(UpstreamMsg::Source(input));
+        }
+        hub.wake_shards();
+        true
+    }
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
 }
 
 /// One shard's interest in a topic.
@@ -155,16 +205,35 @@ impl Hub {
     }
 
     /// Runs until [`UpstreamMsg::Shutdown`] or until every sender is gone.
-    pub fn run(mut self, rx: Receiver<UpstreamMsg>) {
+    ///
+    /// The state sits behind a mutex from here on, so that a source thread holding a
+    /// [`HubDoor`] can route its events itself instead of waking this thread for each one. This
+    /// thread takes the lock for one batch of its own channel at a time.
+    pub fn run(self, rx: Receiver<UpstreamMsg>) {
         for s in &self.sources {
             tracing::info!(source = s.name(), "hub started");
         }
+        let hub = Arc::new(Mutex::new(self));
+        if let Ok(h) = hub.lock() {
+            for door in h.sources.iter().filter_map(|s| s.hub_door()) {
+                door.open(&hub);
+            }
+        }
+        // `recv` spins and calls `sched_yield` up to four times before it parks. A `Select`
+        // (which parks at once) was tried: with the Redis hop through this thread it cost more
+        // CPU per event, not less (docs/BENCHMARKS.md, issue 15).
         while let Ok(first) = rx.recv() {
+            // Poisoned: a source thread panicked while routing. Stop, so that main reports
+            // the hub as gone and shuts the gateway down, as for a panic on this thread.
+            let Ok(mut h) = hub.lock() else {
+                tracing::error!("hub state poisoned by a panic on a source thread");
+                return;
+            };
             let mut next = Some(first);
             let mut handled = 0;
             while let Some(msg) = next.take() {
-                if !self.handle(msg) {
-                    self.finish_batch();
+                if !h.handle(msg) {
+                    h.finish_batch();
                     return;
                 }
                 handled += 1;
@@ -172,7 +241,7 @@ impl Hub {
                     next = rx.try_recv().ok();
                 }
             }
-            self.finish_batch();
+            h.finish_batch();
         }
     }
 
@@ -248,6 +317,11 @@ impl Hub {
     pub fn finish_batch(&mut self) {
         self.flush_edges();
         self.poll_source();
+        self.wake_shards();
+    }
+
+    /// Wakes each shard something was queued for since the last wake-up, once.
+    fn wake_shards(&mut self) {
         for (i, wake) in self.to_wake.iter_mut().enumerate() {
             if std::mem::take(wake) {
                 self.shards[i].wake.wake();
@@ -938,6 +1012,54 @@ mod tests {
             "sent again for the watcher that missed it"
         );
         assert_eq!(suppressed(&hub), 0);
+    }
+
+    /// A source thread routes through its door only while the hub runs: refused (input kept)
+    /// before the hub opens it and after the hub is gone; in between, delivered under the lock.
+    #[test]
+    fn a_door_routes_only_while_the_hub_lives() {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let (wake, _unused_receiver) = crate::rt::wake_pair().expect("eventfd");
+        let sources: Vec<Box<dyn Source>> = vec![Box::new(
+            crate::source::radar::source::RadarSource::new(&[], None),
+        )];
+        let mut hub = Hub::new(
+            sources,
+            vec![ShardLink { tx, wake }],
+            Arc::new(Metrics::new(1)),
+        );
+        hub.handle(UpstreamMsg::Interest(Interest {
+            shard: ShardId(0),
+            source: 0,
+            kind: TopicKind::Channel,
+            name: Bytes::from_static(b"sas"),
+            target: LocalTopicId {
+                slot: 3,
+                generation: 0,
+            },
+            formats: FormatSet::EMPTY.with(Format::Json),
+        }));
+        hub.finish_batch();
+        let record = || crate::source::SourceInput::Radar {
+            source: 0,
+            event: SourceEvent::Message {
+                channel: Bytes::from_static(b"sas"),
+                payload: Bytes::from_static(br#"{"beam":1}"#),
+            },
+        };
+        let door = HubDoor::new();
+        let mut inputs = vec![record()];
+        assert!(!door.route(&mut inputs), "closed before the hub opens it");
+        assert_eq!(inputs.len(), 1, "refused input stays with the caller");
+        let hub = Arc::new(Mutex::new(hub));
+        door.open(&hub);
+        assert!(door.route(&mut inputs));
+        assert!(inputs.is_empty());
+        assert_eq!(delivered(&rx), [(3, vec![Format::Json])]);
+        drop(hub);
+        let mut inputs = vec![record()];
+        assert!(!door.route(&mut inputs), "the hub is gone");
+        assert_eq!(inputs.len(), 1);
     }
 
     /// A pattern subscription and a radar record in the same batch: the source (which matches

@@ -148,4 +148,10 @@ pub trait Source: Send {
     }
     /// Interprets input from the source's own threads, appending events to route.
     fn handle_input(&mut self, _input: SourceInput, _out: &mut Vec<SourceEvent>) {}
+    /// The door through which the source's own threads route their input themselves, under
+    /// the hub's lock, instead of waking the hub thread (opened by the hub when it starts).
+    /// `None`: everything comes on the hub's channel, as [`crate::router::UpstreamMsg`]s.
+    fn hub_door(&self) -> Option<&crate::router::hub::HubDoor> {
+        None
+    }
 }

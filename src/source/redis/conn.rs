@@ -167,6 +167,11 @@ impl RedisConn {
         }
     }
 
+    /// The next value already complete in the read buffer, without touching the socket.
+    pub fn next_buffered(&mut self) -> Result<Option<Value>, RedisError> {
+        Ok(resp::decode(self.proto, &mut self.buf)?)
+    }
+
     /// Reads the next value (reply or push), waiting at most the socket's read timeout (set by
     /// [`set_read_tick`](Self::set_read_tick)): `Ok(None)` when it passed with no complete
     /// value. A partial value stays buffered for the next call.

@@ -2,7 +2,8 @@
 //!
 //! Threads (none of them a shard):
 //! - the subscriber thread ([`subscriber`]) owns the pub/sub connection, drains it at once, and
-//!   passes each push to the hub as [`Input`]; it reconnects and resubscribes by itself, and
+//!   passes each push to the hub as [`Input`], routing it itself under the hub's lock once the
+//!   hub runs ([`HubDoor`]); it reconnects and resubscribes by itself, and
 //!   checks `notify-keyspace-events` on each connection of a source that serves watches
 //!   ([`notify`]);
 //! - the command thread ([`commander`]) owns a second connection for `PUBLISH` and key reads;
@@ -35,6 +36,7 @@ pub use url::RedisUrl;
 use super::{Source, SourceError, SourceEvent};
 use crate::metrics::Metrics;
 use crate::router::UpstreamMsg;
+use crate::router::hub::HubDoor;
 use commander::Cmd;
 use conn::RedisConn;
 use resp::Proto;
@@ -154,6 +156,9 @@ pub struct RedisSource {
     /// Watched key globs, as their keyspace patterns (`__keyspace@0__:run:*`).
     watched_patterns: std::collections::HashSet<Bytes>,
     metrics: Arc<Metrics>,
+    /// The subscriber thread's way into the hub (a single Redis; a cluster's node threads use
+    /// the channel).
+    door: Option<HubDoor>,
 }
 
 impl Input {
@@ -183,6 +188,7 @@ impl RedisSource {
             proto: resp::Proto::Resp2,
             ..(*settings).clone()
         });
+        let mut door = None;
         let shared = if settings.url.cluster {
             let subs =
                 cluster::subs::ClusterSubs::start(settings.clone(), hub.clone(), metrics.clone())?;
@@ -193,15 +199,18 @@ impl RedisSource {
             Subs::Cluster(subs)
         } else {
             let shared = Arc::new(SubShared::default());
-            let (s, sh, h, m) = (
+            let opened = HubDoor::new();
+            let (s, sh, h, d, m) = (
                 settings.clone(),
                 shared.clone(),
                 hub.clone(),
+                opened.clone(),
                 metrics.clone(),
             );
             std::thread::Builder::new()
                 .name("ringcast-redis-sub".into())
-                .spawn(move || subscriber::run(s, sh, h, m))?;
+                .spawn(move || subscriber::run(s, sh, h, d, m))?;
+            door = Some(opened);
             let (s, h, m) = (resp2, hub, metrics.clone());
             std::thread::Builder::new()
                 .name("ringcast-redis-cmd".into())
@@ -217,6 +226,7 @@ impl RedisSource {
             watched: HashMap::new(),
             watched_patterns: Default::default(),
             metrics,
+            door,
         })
     }
 
@@ -335,6 +345,10 @@ impl Source for RedisSource {
             suffix: suffix.clone(),
         };
         self.commands.try_send(cmd).is_ok()
+    }
+
+    fn hub_door(&self) -> Option<&HubDoor> {
+        self.door.as_ref()
     }
 
     fn handle_input(&mut self, input: super::SourceInput, out: &mut Vec<SourceEvent>) {

@@ -1,5 +1,7 @@
 //! The subscriber thread: owns the pub/sub connection to Redis, drains it at once, and hands
-//! every push to the hub. Reconnects with capped exponential backoff and jitter, checks
+//! every push to the hub: routed on this thread under the hub's lock once the hub runs
+//! ([`HubDoor`], decision 0013), else on the hub's channel. Reconnects with capped exponential
+//! backoff and jitter, checks
 //! `notify-keyspace-events` when the source serves watches ([`super::notify`]), then
 //! resubscribes everything.
 //!
@@ -22,6 +24,7 @@ use super::resp::{self, Proto, PubSub};
 use super::{Backoff, Input, RedisSettings};
 use crate::metrics::Metrics;
 use crate::router::UpstreamMsg;
+use crate::router::hub::HubDoor;
 use crate::source::{SourceEvent, SourceInput};
 
 /// A subscribed connection silent this long gets a `PING`.
@@ -33,6 +36,9 @@ pub const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
 pub const REPLY_DEADLINE: Duration = Duration::from_secs(3);
 /// How often the reader wakes up without data, to send pings and check the deadline.
 const TICK: Duration = Duration::from_millis(250);
+
+/// Most inputs handed to the hub at once (the bound of the hand-over batch).
+const BATCH: usize = 512;
 
 /// Most names per SUBSCRIBE command when resubscribing.
 pub(super) const CHUNK: usize = 512;
@@ -162,11 +168,13 @@ pub(super) fn send(writer: &mut Option<TcpStream>, cmd: &[u8], names: &[Bytes]) 
     }
 }
 
-/// Runs the subscriber thread forever (it ends with the process).
+/// Runs the subscriber thread forever (it ends with the process). Input goes through `door`
+/// once the hub has opened it, else on the hub's channel.
 pub fn run(
     settings: Arc<RedisSettings>,
     shared: Arc<SubShared>,
     hub: Sender<UpstreamMsg>,
+    door: HubDoor,
     metrics: Arc<Metrics>,
 ) {
     let stats = &metrics.redis[settings.index];
@@ -203,6 +211,7 @@ pub fn run(
             settings.index,
             &mut conn,
             &hub,
+            Some(&door),
             &metrics,
             &|| shared.ping(),
             &mut |c| {
@@ -268,10 +277,34 @@ pub(super) fn stalled_log(redis: &super::RedisUrl, stalled: bool) {
 /// connection (through the shared writer); it is sent after [`PING_WHEN_IDLE`] of silence, and
 /// `control` hears [`Control::Stalled`] when it goes unanswered for [`REPLY_DEADLINE`], and
 /// what else a cluster needs to know ([`Control`]).
+///
+/// Everything one socket read brought (at most `BATCH`, 512 inputs) is handed over together
+/// before the next read: through `door` when the hub has opened it, so this thread routes it
+/// under the hub's lock and each shard is woken once per batch; else on `hub`, the hub's
+/// channel.
 pub fn read_loop(
     index: usize,
     conn: &mut RedisConn,
     hub: &Sender<UpstreamMsg>,
+    door: Option<&HubDoor>,
+    metrics: &Metrics,
+    ping: &dyn Fn() -> bool,
+    control: &mut dyn FnMut(Control),
+) -> RedisError {
+    let mut batch = Vec::new();
+    let err = read_batches(index, conn, &mut batch, hub, door, metrics, ping, control);
+    hand_over(&mut batch, hub, door, metrics);
+    err
+}
+
+/// [`read_loop`] until the connection fails, with `batch` as its hand-over buffer.
+#[allow(clippy::too_many_arguments)]
+fn read_batches(
+    index: usize,
+    conn: &mut RedisConn,
+    batch: &mut Vec<SourceInput>,
+    hub: &Sender<UpstreamMsg>,
+    door: Option<&HubDoor>,
     metrics: &Metrics,
     ping: &dyn Fn() -> bool,
     control: &mut dyn FnMut(Control),
@@ -285,7 +318,20 @@ pub fn read_loop(
     let mut ping_sent: Option<Instant> = None;
     let mut stalled = false;
     loop {
-        let value = match conn.read_or_tick() {
+        let buffered = match conn.next_buffered() {
+            Ok(v) => v,
+            Err(e) => return e,
+        };
+        let read = match buffered {
+            Some(v) => Ok(Some(v)),
+            None => {
+                // Nothing complete is left from the last read: hand the batch over before
+                // the next read can block.
+                hand_over(batch, hub, door, metrics);
+                conn.read_or_tick()
+            }
+        };
+        let value = match read {
             Ok(Some(v)) => v,
             Ok(None) => {
                 match ping_sent {
@@ -333,13 +379,7 @@ pub fn read_loop(
                 if &kind[..] != b"subscribe" {
                     continue;
                 }
-                // A confirmation drives snapshot reads: wait for room rather than lose it (only
-                // when the hub channel is full, in which case messages are being dropped anyway).
-                let _ = hub.send(UpstreamMsg::Source(SourceInput::Redis {
-                    source: index,
-                    input: Input::Subscribed { channel: name },
-                }));
-                continue;
+                Input::Subscribed { channel: name }
             }
             PubSub::Pong => continue,
             PubSub::Reply(resp::Value::Error(e)) => {
@@ -361,14 +401,46 @@ pub fn read_loop(
                 continue;
             }
         };
-        stats.events.inc();
-        // Never block on the hub: a full channel drops the event (counted), so Redis's output
-        // buffer for this client never grows because of us.
-        if let Err(TrySendError::Full(_)) = hub.try_send(UpstreamMsg::Source(SourceInput::Redis {
+        if matches!(input, Input::Event { .. }) {
+            stats.events.inc();
+        }
+        batch.push(SourceInput::Redis {
             source: index,
             input,
-        })) {
-            stats.events_dropped.inc();
+        });
+        // Without a door (a cluster's node threads), each input goes at once, as it arrives.
+        if door.is_none() || batch.len() >= BATCH {
+            hand_over(batch, hub, door, metrics);
+        }
+    }
+}
+
+/// Hands `batch` to the hub (emptying it): routed on this thread through `door` when the hub
+/// runs, else queued on the hub's channel.
+fn hand_over(
+    batch: &mut Vec<SourceInput>,
+    hub: &Sender<UpstreamMsg>,
+    door: Option<&HubDoor>,
+    metrics: &Metrics,
+) {
+    if batch.is_empty() || door.is_some_and(|d| d.route(batch)) {
+        return;
+    }
+    for input in batch.drain(..) {
+        let SourceInput::Redis { source, input } = input else {
+            continue;
+        };
+        if let Input::Subscribed { .. } = input {
+            // A confirmation drives snapshot reads: wait for room rather than lose it (only
+            // when the hub channel is full, in which case messages are being dropped anyway).
+            let _ = hub.send(UpstreamMsg::Source(SourceInput::Redis { source, input }));
+            continue;
+        }
+        // Never block on the hub: a full channel drops the event (counted), so Redis's output
+        // buffer for this client never grows because of us.
+        let msg = UpstreamMsg::Source(SourceInput::Redis { source, input });
+        if let Err(TrySendError::Full(_)) = hub.try_send(msg) {
+            metrics.redis[source].events_dropped.inc();
         }
     }
 }

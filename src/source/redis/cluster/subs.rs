@@ -532,6 +532,7 @@ impl ClusterSubs {
                 settings.index,
                 &mut conn,
                 &self.hub,
+                None,
                 &self.metrics,
                 &|| self.ping(&addr),
                 &mut |c| self.control(&addr, c),
