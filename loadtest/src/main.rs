@@ -6,7 +6,8 @@
 //! loss per channel from sequence numbers, and the gateway's CPU time and RSS from `/proc`.
 //! `ess` drives one RabbitMQ stream to one socket through `--preset squonk2` (see `ess.rs`).
 //! `socketio` broadcasts one SuperDARN radar record to N Socket.IO clients (see `socketio.rs`).
-//! `floor` measures the kernel's cost of the write path alone (see `floor.rs`). `plot` draws
+//! `floor` measures the kernel's cost of the write path alone (see `floor.rs`); `redis-hop` the
+//! latency Redis alone adds at a scenario's pace (see `redis_hop.rs`). `plot` draws
 //! SVG charts from saved `run --json` reports (see `plot.rs`); `plot-soak` draws a soak's
 //! memory and descriptors over time (see `soak.rs`, `soak_plot.rs`).
 //! Every flag, scenario key and JSON field is in `loadtest/README.md`.
@@ -24,6 +25,7 @@ mod procfs;
 mod progress;
 mod publisher;
 mod radar_payload;
+mod redis_hop;
 mod report;
 mod run;
 mod scrape;
@@ -59,6 +61,9 @@ enum Command {
     /// One radar record broadcast to N Socket.IO clients (`--preset superdarn` or the
     /// python-socketio original): delivered, missing, latency, server CPU per delivery.
     Socketio(Box<socketio::SocketIoArgs>),
+    /// The latency Redis alone adds (PUBLISH to a subscriber's read) at a scenario's pace: the
+    /// part of a `--publish redis` run's latency that no gateway can remove.
+    RedisHop(redis_hop::RedisHopArgs),
     /// Draw SVG charts (latency CDF, delivered msgs/s) from saved `run --json` reports.
     Plot(plot::PlotArgs),
     /// Draw the gateway's RSS and open descriptors over a soak from its `--samples-csv`.
@@ -90,6 +95,7 @@ fn main() {
         }),
         Command::Ess(args) => ess::main(*args),
         Command::Socketio(args) => socketio::main(*args),
+        Command::RedisHop(args) => redis_hop::main(args),
         Command::Plot(args) => plot::run(args),
         Command::PlotSoak(args) => soak_plot::run(args),
     };

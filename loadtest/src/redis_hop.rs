@@ -1,0 +1,248 @@
+//! `redis-hop`: the latency that Redis alone adds to an event, at a scenario's pace.
+//!
+//! `many-channels --publish redis` measures from the publisher's send to the client's receive,
+//! so its p50 holds the Redis hop (the publisher's write, redis-server's wake-up and its write to
+//! the subscriber, the subscriber's wake-up) before the gateway does anything. The paced floor
+//! (`floor`) holds none of it. This subcommand measures that hop on its own: one publisher
+//! thread sends `PUBLISH` at `--rate` on one connection (timestamped payloads of
+//! `--payload-bytes`, as `run` sends them), one subscriber thread on its own connection reads the
+//! pushes with a blocking read, as the gateway's subscriber thread does, and records the time from
+//! the send to the read in an HDR histogram. The threads are pinned like the gateway's and the
+//! load test's (`--subscriber-core`, `--publisher-core`); Redis stays wherever it runs.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+
+use crate::latency::new_histogram;
+use crate::wire::write_resp_command;
+
+/// The channel used; nothing else should publish on it.
+const CHANNEL: &[u8] = b"ringcast-loadtest-redis-hop";
+/// Digits of the send timestamp (nanoseconds since the start) at the front of each payload.
+const STAMP_DIGITS: usize = 20;
+
+#[derive(clap::Args, Debug)]
+pub struct RedisHopArgs {
+    /// Redis server
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+    /// Publishes per second (many-channels: 2000)
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// Seconds of publishing
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Payload bytes (at least 20: the timestamp)
+    #[arg(long, default_value_t = 200)]
+    pub payload_bytes: usize,
+    /// Core for the subscriber thread (the gateway's core)
+    #[arg(long, default_value_t = 0)]
+    pub subscriber_core: usize,
+    /// Core for the publisher thread (the load test's core)
+    #[arg(long, default_value_t = 1)]
+    pub publisher_core: usize,
+    /// Print one JSON line instead of the human summary
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RedisHopReport {
+    pub rate: u64,
+    pub payload_bytes: usize,
+    pub published: u64,
+    pub received: u64,
+    pub latency_p50_us: u64,
+    pub latency_p90_us: u64,
+    pub latency_p99_us: u64,
+    pub latency_p999_us: u64,
+    pub latency_max_us: u64,
+}
+
+pub fn main(args: RedisHopArgs) -> anyhow::Result<()> {
+    let report = run(&args)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "redis hop at {}/s, {} B: {} published, {} received; p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+            report.rate,
+            report.payload_bytes,
+            report.published,
+            report.received,
+            report.latency_p50_us,
+            report.latency_p90_us,
+            report.latency_p99_us,
+            report.latency_p999_us,
+            report.latency_max_us
+        );
+    }
+    Ok(())
+}
+
+fn connect(addr: &str, password: Option<&str>) -> anyhow::Result<TcpStream> {
+    let mut s = TcpStream::connect(addr).with_context(|| format!("connect to Redis at {addr}"))?;
+    s.set_nodelay(true)?;
+    if let Some(pw) = password {
+        let mut buf = Vec::new();
+        write_resp_command(&mut buf, &[b"AUTH", pw.as_bytes()]);
+        s.write_all(&buf)?;
+        let mut reply = [0u8; 64];
+        let n = s.read(&mut reply)?;
+        if !reply[..n].starts_with(b"+OK") {
+            bail!(
+                "AUTH refused: {}",
+                String::from_utf8_lossy(&reply[..n]).trim()
+            );
+        }
+    }
+    Ok(s)
+}
+
+fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
+    if args.payload_bytes < STAMP_DIGITS {
+        bail!("--payload-bytes must be at least {STAMP_DIGITS}");
+    }
+    if args.rate == 0 {
+        bail!("--rate must be above 0");
+    }
+    let url = crate::url::Url::parse(&args.redis)?;
+    let addr = format!("{}:{}", url.host, url.port.unwrap_or(6379));
+    let password = url.password.clone();
+    let total = (args.rate as f64 * args.seconds).round().max(1.0) as u64;
+    let base = Instant::now();
+
+    // A push is `*3 $7 message $len channel $len payload`, the same length every time.
+    let mut prefix = Vec::new();
+    prefix.extend_from_slice(b"*3\r\n$7\r\nmessage\r\n$");
+    prefix.extend_from_slice(CHANNEL.len().to_string().as_bytes());
+    prefix.extend_from_slice(b"\r\n");
+    prefix.extend_from_slice(CHANNEL);
+    prefix.extend_from_slice(b"\r\n$");
+    prefix.extend_from_slice(args.payload_bytes.to_string().as_bytes());
+    prefix.extend_from_slice(b"\r\n");
+    let push_len = prefix.len() + args.payload_bytes + 2;
+
+    let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
+    let sub_core = args.subscriber_core;
+    let sub_addr = addr.clone();
+    let sub_pw = password.clone();
+    let wait_for = Duration::from_secs_f64(args.seconds) + Duration::from_secs(5);
+    let subscriber = std::thread::spawn(move || -> anyhow::Result<(u64, _)> {
+        crate::sys::pin_to_cpus(&[sub_core])?;
+        let mut s = match connect(&sub_addr, sub_pw.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = ready_tx.send(Err(anyhow::anyhow!("{e:#}")));
+                return Err(e);
+            }
+        };
+        let mut cmd = Vec::new();
+        write_resp_command(&mut cmd, &[b"SUBSCRIBE", CHANNEL]);
+        s.write_all(&cmd)?;
+        // The confirmation: `*3 $9 subscribe $len channel :1`.
+        let mut confirm = Vec::new();
+        confirm.extend_from_slice(b"*3\r\n$9\r\nsubscribe\r\n$");
+        confirm.extend_from_slice(CHANNEL.len().to_string().as_bytes());
+        confirm.extend_from_slice(b"\r\n");
+        confirm.extend_from_slice(CHANNEL);
+        confirm.extend_from_slice(b"\r\n:1\r\n");
+        let mut got = vec![0u8; confirm.len()];
+        s.read_exact(&mut got)
+            .context("reading the SUBSCRIBE reply")?;
+        if got != confirm {
+            bail!(
+                "unexpected SUBSCRIBE reply: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+        let _ = ready_tx.send(Ok(()));
+        s.set_read_timeout(Some(wait_for))?;
+        let mut hist = new_histogram();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut have = 0;
+        let mut received = 0u64;
+        while received < total {
+            let n = match s.read(&mut buf[have..]) {
+                Ok(0) => bail!("Redis closed the subscriber connection"),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+                Err(e) => return Err(e.into()),
+            };
+            let now = base.elapsed().as_nanos() as u64;
+            have += n;
+            let mut at = 0;
+            while have - at >= push_len {
+                let push = &buf[at..at + push_len];
+                if !push.starts_with(&prefix) {
+                    bail!(
+                        "unexpected push from Redis: {:?}",
+                        String::from_utf8_lossy(&push[..push.len().min(80)])
+                    );
+                }
+                let stamp = &push[prefix.len()..prefix.len() + STAMP_DIGITS];
+                let sent: u64 = std::str::from_utf8(stamp)
+                    .ok()
+                    .and_then(|t| t.parse().ok())
+                    .context("a push without a timestamp")?;
+                hist.saturating_record((now.saturating_sub(sent) / 1000).max(1));
+                received += 1;
+                at += push_len;
+            }
+            buf.copy_within(at..have, 0);
+            have -= at;
+        }
+        Ok((received, hist))
+    });
+    ready_rx
+        .recv()
+        .context("the subscriber thread ended before subscribing")??;
+
+    crate::sys::pin_to_cpus(&[args.publisher_core])?;
+    let mut publisher = connect(&addr, password.as_deref())?;
+    // Replies (`:1`) are read on a thread of their own, so the publisher never waits for one.
+    let mut replies = publisher.try_clone()?;
+    let drain = std::thread::spawn(move || {
+        let mut sink = [0u8; 4096];
+        while matches!(replies.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let interval_ns = 1_000_000_000 / args.rate;
+    let start = Instant::now();
+    let mut payload = vec![b'x'; args.payload_bytes];
+    let mut cmd = Vec::with_capacity(args.payload_bytes + 64);
+    for i in 0..total {
+        let due = start + Duration::from_nanos(interval_ns * i);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let stamp = base.elapsed().as_nanos() as u64;
+        let digits = format!("{stamp:0width$}", width = STAMP_DIGITS);
+        payload[..STAMP_DIGITS].copy_from_slice(digits.as_bytes());
+        cmd.clear();
+        write_resp_command(&mut cmd, &[b"PUBLISH", CHANNEL, &payload]);
+        publisher.write_all(&cmd).context("PUBLISH")?;
+    }
+    let (received, hist) = subscriber
+        .join()
+        .map_err(|_| anyhow::anyhow!("the subscriber thread panicked"))??;
+    let _ = publisher.shutdown(std::net::Shutdown::Both);
+    let _ = drain.join();
+    Ok(RedisHopReport {
+        rate: args.rate,
+        payload_bytes: args.payload_bytes,
+        published: total,
+        received,
+        latency_p50_us: hist.value_at_quantile(0.50),
+        latency_p90_us: hist.value_at_quantile(0.90),
+        latency_p99_us: hist.value_at_quantile(0.99),
+        latency_p999_us: hist.value_at_quantile(0.999),
+        latency_max_us: hist.max(),
+    })
+}
