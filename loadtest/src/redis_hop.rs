@@ -104,6 +104,19 @@ fn connect(addr: &str, password: Option<&str>) -> anyhow::Result<TcpStream> {
     Ok(s)
 }
 
+/// The first two elements of a RESP2 pub/sub push on [`CHANNEL`]: `*3 $N kind $N channel`.
+fn push_head(kind: &[u8]) -> Vec<u8> {
+    let mut head = b"*3\r\n".to_vec();
+    for part in [kind, CHANNEL] {
+        head.push(b'$');
+        head.extend_from_slice(part.len().to_string().as_bytes());
+        head.extend_from_slice(b"\r\n");
+        head.extend_from_slice(part);
+        head.extend_from_slice(b"\r\n");
+    }
+    head
+}
+
 fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
     if args.payload_bytes < STAMP_DIGITS {
         bail!("--payload-bytes must be at least {STAMP_DIGITS}");
@@ -118,12 +131,8 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
     let base = Instant::now();
 
     // A push is `*3 $7 message $len channel $len payload`, the same length every time.
-    let mut prefix = Vec::new();
-    prefix.extend_from_slice(b"*3\r\n$7\r\nmessage\r\n$");
-    prefix.extend_from_slice(CHANNEL.len().to_string().as_bytes());
-    prefix.extend_from_slice(b"\r\n");
-    prefix.extend_from_slice(CHANNEL);
-    prefix.extend_from_slice(b"\r\n$");
+    let mut prefix = push_head(b"message");
+    prefix.push(b'$');
     prefix.extend_from_slice(args.payload_bytes.to_string().as_bytes());
     prefix.extend_from_slice(b"\r\n");
     let push_len = prefix.len() + args.payload_bytes + 2;
@@ -146,12 +155,8 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
         write_resp_command(&mut cmd, &[b"SUBSCRIBE", CHANNEL]);
         s.write_all(&cmd)?;
         // The confirmation: `*3 $9 subscribe $len channel :1`.
-        let mut confirm = Vec::new();
-        confirm.extend_from_slice(b"*3\r\n$9\r\nsubscribe\r\n$");
-        confirm.extend_from_slice(CHANNEL.len().to_string().as_bytes());
-        confirm.extend_from_slice(b"\r\n");
-        confirm.extend_from_slice(CHANNEL);
-        confirm.extend_from_slice(b"\r\n:1\r\n");
+        let mut confirm = push_head(b"subscribe");
+        confirm.extend_from_slice(b":1\r\n");
         let mut got = vec![0u8; confirm.len()];
         s.read_exact(&mut got)
             .context("reading the SUBSCRIBE reply")?;
@@ -245,4 +250,18 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
         latency_p999_us: hist.value_at_quantile(0.999),
         latency_max_us: hist.max(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_heads_are_the_resp2_pushes_redis_sends() {
+        assert_eq!(
+            push_head(b"subscribe"),
+            b"*3\r\n$9\r\nsubscribe\r\n$27\r\nringcast-loadtest-redis-hop\r\n"
+        );
+        assert!(push_head(b"message").starts_with(b"*3\r\n$7\r\nmessage\r\n$27\r\n"));
+    }
 }

@@ -876,9 +876,13 @@ mod tests {
     /// A hub over one memory source and one shard whose inbox holds `inbox` messages, and that
     /// inbox's receiving end.
     fn hub(inbox: usize) -> (Hub, Receiver<ShardMsg>) {
+        hub_over(vec![Box::new(MemorySource::new())], inbox)
+    }
+
+    /// A hub over `sources` with one shard whose inbox holds `inbox` messages.
+    fn hub_over(sources: Vec<Box<dyn Source>>, inbox: usize) -> (Hub, Receiver<ShardMsg>) {
         let (tx, rx) = crossbeam_channel::bounded(inbox);
         let (wake, _unused_receiver) = crate::rt::wake_pair().expect("eventfd");
-        let sources: Vec<Box<dyn Source>> = vec![Box::new(MemorySource::new())];
         let metrics = Arc::new(Metrics::new(1));
         (Hub::new(sources, vec![ShardLink { tx, wake }], metrics), rx)
     }
@@ -1018,15 +1022,12 @@ mod tests {
     /// before the hub opens it and after the hub is gone; in between, delivered under the lock.
     #[test]
     fn a_door_routes_only_while_the_hub_lives() {
-        let (tx, rx) = crossbeam_channel::bounded(16);
-        let (wake, _unused_receiver) = crate::rt::wake_pair().expect("eventfd");
-        let sources: Vec<Box<dyn Source>> = vec![Box::new(
-            crate::source::radar::source::RadarSource::new(&[], None),
-        )];
-        let mut hub = Hub::new(
-            sources,
-            vec![ShardLink { tx, wake }],
-            Arc::new(Metrics::new(1)),
+        let (mut hub, rx) = hub_over(
+            vec![Box::new(crate::source::radar::source::RadarSource::new(
+                &[],
+                None,
+            ))],
+            16,
         );
         hub.handle(UpstreamMsg::Interest(Interest {
             shard: ShardId(0),
@@ -1066,16 +1067,12 @@ mod tests {
     /// patterns itself) hears of the pattern before the record, so the record is delivered.
     #[test]
     fn a_pattern_queued_in_the_same_batch_reaches_the_source_before_its_input() {
-        let (tx, rx) = crossbeam_channel::bounded(16);
-        let (wake, _unused_receiver) = crate::rt::wake_pair().expect("eventfd");
-        let sources: Vec<Box<dyn Source>> = vec![
-            Box::new(MemorySource::new()),
-            Box::new(crate::source::radar::source::RadarSource::new(&[], None)),
-        ];
-        let mut hub = Hub::new(
-            sources,
-            vec![ShardLink { tx, wake }],
-            Arc::new(Metrics::new(1)),
+        let (mut hub, rx) = hub_over(
+            vec![
+                Box::new(MemorySource::new()),
+                Box::new(crate::source::radar::source::RadarSource::new(&[], None)),
+            ],
+            16,
         );
         hub.handle(UpstreamMsg::Interest(Interest {
             shard: ShardId(0),
