@@ -127,6 +127,13 @@ pub struct Report {
     pub gateway_queue_drops: Option<u64>,
     pub gateway_slow_consumer_closes: Option<u64>,
     pub gateway_redis_events_dropped: Option<u64>,
+    /// Frames the gateway queued, and its write submissions (of which direct: written by the
+    /// shard right after an inbox turn), over the publish phase (warm-up included).
+    pub gateway_frames_out: Option<u64>,
+    pub gateway_writes: Option<u64>,
+    pub gateway_direct_writes: Option<u64>,
+    /// `gateway_frames_out / gateway_writes`.
+    pub gateway_frames_per_write: Option<f64>,
 
     // The load test itself.
     pub loadtest_cpu_s: f64,
@@ -385,9 +392,14 @@ impl Report {
             line(
                 "gateway counters",
                 format!(
-                    "{drops} queue drops, {} slow-consumer closes, {} Redis events dropped",
+                    "{drops} queue drops, {} slow-consumer closes, {} Redis events dropped; \
+                     {} frames in {} writes ({} direct), {:.1} frames per write",
                     self.gateway_slow_consumer_closes.unwrap_or(0),
-                    self.gateway_redis_events_dropped.unwrap_or(0)
+                    self.gateway_redis_events_dropped.unwrap_or(0),
+                    self.gateway_frames_out.unwrap_or(0),
+                    self.gateway_writes.unwrap_or(0),
+                    self.gateway_direct_writes.unwrap_or(0),
+                    self.gateway_frames_per_write.unwrap_or(0.0)
                 ),
             );
         }

@@ -685,6 +685,11 @@ fn finish(cfg: &Config, r: &mut Report, window: &Window, outcomes: &[Outcome]) {
         r.gateway_queue_drops = Some(d.queue_drops);
         r.gateway_slow_consumer_closes = Some(d.slow_consumer_closes);
         r.gateway_redis_events_dropped = Some(d.redis_events_dropped);
+        r.gateway_frames_out = Some(d.messages_out);
+        r.gateway_writes = Some(d.writes);
+        r.gateway_direct_writes = Some(d.direct_writes);
+        r.gateway_frames_per_write =
+            (d.writes > 0).then(|| d.messages_out as f64 / d.writes as f64);
     }
 
     if r.connect_failed > 0 {

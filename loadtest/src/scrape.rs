@@ -26,6 +26,12 @@ pub struct Counters {
     /// Open Engine.IO sessions (a gauge: `ringcast_eio_sessions`, or `eio_sessions` as the
     /// `socketio` subcommand's Python peer reports it).
     pub eio_sessions: u64,
+    /// Frames queued to clients (`ringcast_messages_out_total`).
+    pub messages_out: u64,
+    /// Write submissions to clients (`ringcast_writes_total`).
+    pub writes: u64,
+    /// Of `writes`, those the shards made right after an inbox turn.
+    pub direct_writes: u64,
 }
 
 impl Counters {
@@ -46,6 +52,9 @@ impl Counters {
                 .rabbit_inbox_full_retries
                 .saturating_sub(before.rabbit_inbox_full_retries),
             eio_sessions: self.eio_sessions,
+            messages_out: self.messages_out.saturating_sub(before.messages_out),
+            writes: self.writes.saturating_sub(before.writes),
+            direct_writes: self.direct_writes.saturating_sub(before.direct_writes),
         }
     }
 }
@@ -91,6 +100,9 @@ pub fn parse(text: &str) -> Counters {
             "ringcast_rabbit_stream_messages_total" => c.rabbit_messages = v,
             "ringcast_rabbit_stream_inbox_full_retries_total" => c.rabbit_inbox_full_retries = v,
             "ringcast_eio_sessions" | "eio_sessions" => c.eio_sessions = v,
+            "ringcast_messages_out_total" => c.messages_out = v,
+            "ringcast_writes_total" => c.writes = v,
+            "ringcast_direct_writes_total" => c.direct_writes = v,
             _ => {}
         }
     }
@@ -106,7 +118,9 @@ mod tests {
         let text = "# HELP ringcast_queue_drops_total x\n# TYPE ringcast_queue_drops_total counter\n\
                     ringcast_queue_drops_total 12\nringcast_shard_queue_drops_total{shard=\"0\"} 12\n\
                     ringcast_slow_consumer_closes_total 3\nringcast_connections 5\n\
-                    ringcast_bytes_in_total 1e3\nringcast_eio_sessions 7\n";
+                    ringcast_bytes_in_total 1e3\nringcast_eio_sessions 7\n\
+                    ringcast_messages_out_total 900\nringcast_writes_total 30\n\
+                    ringcast_direct_writes_total 20\n";
         let c = parse(text);
         assert_eq!(
             c,
@@ -116,6 +130,9 @@ mod tests {
                 redis_events_dropped: 0,
                 bytes_in: 1000,
                 eio_sessions: 7,
+                messages_out: 900,
+                writes: 30,
+                direct_writes: 20,
                 ..Counters::default()
             }
         );
