@@ -169,15 +169,20 @@ impl Rig {
         }
     }
 
-    /// Step 3: every writer flushes its whole outbox in one (emulated) `writev`.
+    /// Step 3: the shard's direct flush, emulated: every connection the turn queued frames
+    /// for writes its whole outbox in one (emulated) `writev`.
     fn flush_writers(&mut self) -> usize {
         let mut flushed = 0;
-        for (_, conn) in self.shard.conns.iter_mut() {
-            conn.outbox.take_batch(&mut self.batch);
+        let keys = std::mem::take(&mut self.shard.to_flush);
+        for &key in &keys {
+            let conn = &mut self.shard.conns[key];
+            conn.outbox.take_batch_into(&mut self.batch);
             flushed += self.batch.len();
             let written = self.batch.iter().map(OutFrame::len).sum();
-            conn.outbox.complete(&mut self.batch, written);
+            conn.outbox.complete_into(&mut self.batch, written);
         }
+        self.shard.to_flush = keys;
+        self.shard.to_flush.clear();
         flushed
     }
 }

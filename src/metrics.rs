@@ -143,6 +143,11 @@ pub struct ShardStats {
     pub bytes_out: Counter,
     /// Write submissions (one `writev` per connection per flush).
     pub writes: Counter,
+    /// Of `writes`, those the shard made itself right after an inbox turn (`flush_direct`).
+    pub direct_writes: Counter,
+    /// Direct flushes that left frames for the connection's write loop (socket buffer full, or
+    /// an error for the loop to meet).
+    pub direct_writes_handed_over: Counter,
     /// Connections closed because their outbox passed `max-outbox-bytes`.
     pub slow_consumer_closes: Counter,
     /// Connections cut off in the HTTP phase after `idle-timeout` of silence.
@@ -479,7 +484,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         type Field = fn(&ShardStats) -> &Counter;
-        let shard_metrics: [(&str, &str, &str, Field); 20] = [
+        let shard_metrics: [(&str, &str, &str, Field); 22] = [
             ("connections", "gauge", "Open TCP connections.", |s| {
                 &s.connections
             }),
@@ -527,6 +532,18 @@ impl Metrics {
                 "counter",
                 "writev submissions to clients.",
                 |s| &s.writes,
+            ),
+            (
+                "direct_writes_total",
+                "counter",
+                "Of the writes, those the shard made right after an inbox turn.",
+                |s| &s.direct_writes,
+            ),
+            (
+                "direct_writes_handed_over_total",
+                "counter",
+                "Direct writes that left frames for the connection's write loop (socket full).",
+                |s| &s.direct_writes_handed_over,
             ),
             (
                 "slow_consumer_closes_total",

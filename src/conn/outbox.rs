@@ -157,6 +157,16 @@ impl Outbox {
         self.queue.is_empty() && self.inflight_bytes == 0
     }
 
+    /// Frames queued (not in flight).
+    pub fn queued_frames(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// True while a write of some of its frames is in flight.
+    pub fn in_flight(&self) -> bool {
+        self.inflight_bytes > 0
+    }
+
     /// True once [`push_last`](Self::push_last) was called.
     pub fn is_closed(&self) -> bool {
         self.closed
@@ -185,6 +195,12 @@ impl Outbox {
         if batch.capacity() == 0 {
             *batch = std::mem::take(&mut self.spare);
         }
+        self.take_batch_into(batch);
+    }
+
+    /// Moves up to [`MAX_IOVECS`] frames into `batch`, the caller's own vector (the shard's
+    /// direct flush): unlike [`take_batch`](Self::take_batch), never this outbox's spare.
+    pub fn take_batch_into(&mut self, batch: &mut Vec<OutFrame>) {
         let n = self.queue.len().min(MAX_IOVECS);
         for frame in self.queue.drain(..n) {
             self.queued_bytes -= frame.len();
@@ -193,10 +209,24 @@ impl Outbox {
         }
     }
 
+    /// [`complete`](Self::complete) for a batch from [`take_batch_into`](Self::take_batch_into):
+    /// `batch` is emptied and its buffer stays with the caller.
+    pub fn complete_into(&mut self, batch: &mut Vec<OutFrame>, written: usize) {
+        self.account(batch, written);
+    }
+
     /// Accounts a completed `writev` of `batch` that wrote `written` bytes: fully written frames
     /// are released, the rest go back to the front of the queue in order. Empties `batch` and
     /// keeps its buffer for the next [`take_batch`](Self::take_batch).
-    pub fn complete(&mut self, batch: &mut Vec<OutFrame>, mut written: usize) {
+    pub fn complete(&mut self, batch: &mut Vec<OutFrame>, written: usize) {
+        self.account(batch, written);
+        if self.spare.capacity() < batch.capacity() {
+            self.spare = std::mem::take(batch);
+        }
+    }
+
+    /// Releases the fully written frames of `batch` and puts the rest back in front, in order.
+    fn account(&mut self, batch: &mut Vec<OutFrame>, mut written: usize) {
         self.inflight_bytes = 0;
         let mut rest = Vec::new();
         for mut frame in batch.drain(..) {
@@ -211,9 +241,6 @@ impl Outbox {
         for frame in rest.into_iter().rev() {
             self.queued_bytes += frame.len();
             self.queue.push_front(frame);
-        }
-        if self.spare.capacity() < batch.capacity() {
-            self.spare = std::mem::take(batch);
         }
     }
 }

@@ -68,27 +68,24 @@ pub(super) async fn writev(ready: &AsyncFd<Fd>, frames: &[OutFrame]) -> io::Resu
 async fn send(ready: &AsyncFd<Fd>, iov: &[libc::iovec]) -> io::Result<usize> {
     loop {
         let mut guard = ready.writable().await?;
-        let sent = guard.try_io(|fd| {
-            // SAFETY: a zeroed msghdr is valid (no name, no control data); the iovecs point
-            // into buffers the caller borrows for this whole call.
-            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-            msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-            msg.msg_iovlen = iov.len();
-            // SAFETY: sendmsg(2) only reads the live iovecs described by `msg`.
-            let n = unsafe {
-                libc::sendmsg(
-                    fd.get_ref().as_raw_fd(),
-                    &msg,
-                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-                )
-            };
-            usize::try_from(n).map_err(|_| io::Error::last_os_error())
-        });
-        match sent {
+        match guard.try_io(|fd| send_now(fd.get_ref().as_raw_fd(), iov)) {
             Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             Ok(result) => return result,
             // Would block: the socket buffer is full; wait for it to drain.
             Err(_) => continue,
         }
     }
+}
+
+/// One non-blocking `sendmsg` of `iov` on `fd`: what the socket buffer takes now, or
+/// `WouldBlock` when it takes nothing.
+pub(super) fn send_now(fd: std::os::fd::RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+    // SAFETY: a zeroed msghdr is valid (no name, no control data); the iovecs point into
+    // buffers the caller borrows for this whole call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len();
+    // SAFETY: sendmsg(2) only reads the live iovecs described by `msg`.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }

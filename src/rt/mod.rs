@@ -419,6 +419,45 @@ impl SocketHandle {
             }
         }
     }
+
+    /// Writes as much of `frames` (up to [`MAX_IOVECS`](crate::conn::outbox::MAX_IOVECS)) as
+    /// the socket buffer takes now, with one non-blocking `sendmsg`, on either backend: the
+    /// shard's direct flush, for a connection with no write in flight (see
+    /// `Shard::flush_direct`). `WouldBlock` when the buffer is full; then the connection's
+    /// write loop takes over. Only for a handle reached through the shard's slab (the type's
+    /// invariant keeps the descriptor live).
+    pub fn try_writev(self, frames: &[OutFrame]) -> io::Result<usize> {
+        if self.0 < 0 {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        IOVECS.with(|iov| {
+            let mut iov = iov.borrow_mut();
+            iov.extend(
+                frames
+                    .iter()
+                    .take(crate::conn::outbox::MAX_IOVECS)
+                    .map(|f| libc::iovec {
+                        iov_base: f.as_slice().as_ptr() as *mut libc::c_void,
+                        iov_len: f.len(),
+                    }),
+            );
+            let sent = loop {
+                match epoll::send_now(self.0, &iov) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    sent => break sent,
+                }
+            };
+            // No pointer into the frames outlives the call.
+            iov.clear();
+            sent
+        })
+    }
+}
+
+thread_local! {
+    /// The iovec array of [`SocketHandle::try_writev`], kept empty between calls so that a
+    /// direct flush allocates nothing.
+    static IOVECS: std::cell::RefCell<Vec<libc::iovec>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 // SAFETY: an `OutFrame` owns a refcount on an immutable `Bytes`; the pointer stays valid and the

@@ -146,7 +146,11 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
         }
         handled += 1;
         if handled % INBOX_BUDGET == 0 {
-            shard.borrow_mut().cork = true;
+            {
+                let mut s = shard.borrow_mut();
+                s.cork = true;
+                s.flush_turn(false);
+            }
             tokio::task::yield_now().await;
         }
     }
@@ -155,6 +159,7 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
     // writers then cork (wait one scheduler round for more frames). A lone event goes out at
     // once.
     s.cork = handled > 1;
+    s.flush_turn(true);
     s.flush_backlog();
     s.flush_replay();
 }
