@@ -344,15 +344,18 @@ impl Shard {
             if conn.outbox.is_empty() {
                 continue;
             }
-            if conn.outbox.in_flight()
+            if conn.writer_waker.is_none()
+                || conn.outbox.in_flight()
                 || conn.outbox.queued_frames() > 1
                 || conn.outbox.is_closed()
                 || conn.state != ConnState::Open
             {
-                // A write is in flight (its loop takes the rest after it), the connection is
-                // being sent a stream (several frames this turn: its loop corks, and one
-                // submission carries more of them), or it is closing (its loop writes the
-                // close and half-closes).
+                // Only a write loop parked on an empty outbox leaves the socket to us: one not
+                // started yet (the upgrade's response may still be in flight) or already awake
+                // writes the frame itself. Likewise a write in flight (its loop takes the rest
+                // after it), a connection being sent a stream (several frames this turn: its
+                // loop corks, and one submission carries more of them), or one closing (its
+                // loop writes the close and half-closes).
                 conn.wake_writer();
                 continue;
             }
