@@ -143,7 +143,7 @@ pub struct ShardStats {
     pub bytes_out: Counter,
     /// Write submissions (one `writev` per connection per flush).
     pub writes: Counter,
-    /// Of `writes`, those the shard made itself right after an inbox turn (`flush_direct`).
+    /// Of `writes`, those the shard made itself at the end of an inbox turn (`Shard::flush_turn`).
     pub direct_writes: Counter,
     /// Direct flushes that left frames for the connection's write loop (socket buffer full, or
     /// an error for the loop to meet).

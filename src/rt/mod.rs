@@ -422,9 +422,9 @@ impl SocketHandle {
 
     /// Writes as much of `frames` (up to [`MAX_IOVECS`](crate::conn::outbox::MAX_IOVECS)) as
     /// the socket buffer takes now, with one non-blocking `sendmsg`, on either backend: the
-    /// shard's direct flush, for a connection with no write in flight (see
-    /// `Shard::flush_direct`). `WouldBlock` when the buffer is full; then the connection's
-    /// write loop takes over. Only for a handle reached through the shard's slab (the type's
+    /// shard's direct flush, for a connection whose write loop is parked (see
+    /// `Shard::flush_turn`). `WouldBlock` when the buffer is full; then the connection's write
+    /// loop takes over. Only for a handle reached through the shard's slab (the type's
     /// invariant keeps the descriptor live).
     pub fn try_writev(self, frames: &[OutFrame]) -> io::Result<usize> {
         if self.0 < 0 {
