@@ -840,3 +840,98 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+    use crate::conn::ConnKind;
+
+    /// The direct flush's rule (decision 0014) on real loopback sockets: a connection whose write
+    /// loop is parked and that got one frame this turn is written by the shard; one whose loop
+    /// has not parked yet (it may still be writing the 101) keeps the frame queued; one given
+    /// several frames in the turn is left to its (woken) write loop.
+    #[test]
+    fn the_shard_writes_only_a_lone_frame_and_only_to_a_parked_write_loop() {
+        let rt = crate::rt::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let listener = crate::rt::TcpListener::from_std(listener).expect("listener");
+            let (tx, _hub) = crossbeam_channel::bounded(64);
+            let mut s = Shard::new(
+                ShardId(0),
+                Arc::new(Config::default()),
+                tx,
+                Arc::new(Metrics::new(1)),
+            );
+            let channel = Bytes::from_static(b"c");
+            // Three connections: not started, parked, parked (given two frames).
+            let mut peers = Vec::new();
+            let mut streams = Vec::new();
+            let mut keys = Vec::new();
+            for parked in [false, true, true] {
+                let peer = std::net::TcpStream::connect(addr).expect("connect");
+                peer.set_nonblocking(true).expect("nonblocking");
+                let (stream, _) = listener.accept().await.expect("accept");
+                let key = s.insert_conn(stream.handle(), 0, Instant::now());
+                s.conns[key].kind = ConnKind::Native(Format::Json);
+                if parked {
+                    s.conns[key].writer_waker = Some(std::task::Waker::noop().clone());
+                }
+                s.subscribe(key, TopicKind::Channel, &channel)
+                    .expect("subscribe");
+                peers.push(peer);
+                streams.push(stream);
+                keys.push(key);
+            }
+            let topic = s.topics.lookup(0, TopicKind::Channel, b"c").expect("topic");
+            let frame = |text: &'static [u8]| {
+                let mut frames = Frames::new();
+                frames.push(Format::Json, Bytes::from_static(text));
+                frames
+            };
+            // The third connection gets a second frame in the same turn.
+            s.deliver(topic, frame(b"one"), None);
+            s.topics.unsubscribe(topic, keys[1], Format::Json);
+            s.topics.unsubscribe(topic, keys[0], Format::Json);
+            s.deliver(topic, frame(b"two"), None);
+            s.flush_turn(true);
+
+            let read_now = |peer: &mut std::net::TcpStream| {
+                let mut buf = [0u8; 64];
+                match peer.read(&mut buf) {
+                    Ok(n) => buf[..n].to_vec(),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Vec::new(),
+                    Err(e) => panic!("read: {e}"),
+                }
+            };
+            // Not parked: nothing written, the frame waits for the write loop.
+            assert_eq!(s.conns[keys[0]].outbox.queued_frames(), 1);
+            assert!(read_now(&mut peers[0]).is_empty());
+            // Parked, one frame: written by the shard, the loop still parked.
+            assert!(s.conns[keys[1]].outbox.is_idle());
+            assert!(s.conns[keys[1]].writer_waker.is_some());
+            // The shard's `sendmsg` is done by now; loopback delivers it at once.
+            let mut got = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while got.len() < 3 && Instant::now() < deadline {
+                got.extend(read_now(&mut peers[1]));
+                std::thread::yield_now();
+            }
+            assert_eq!(got, b"one");
+            // Parked, two frames: left to the write loop, which was woken (its waker taken).
+            assert_eq!(s.conns[keys[2]].outbox.queued_frames(), 2);
+            assert!(s.conns[keys[2]].writer_waker.is_none());
+            assert!(read_now(&mut peers[2]).is_empty());
+            assert_eq!(s.stats().direct_writes.get(), 1);
+            assert_eq!(s.stats().direct_writes_handed_over.get(), 0);
+            assert!(s.to_flush.is_empty());
+            for key in keys {
+                s.conns.remove(key);
+            }
+            drop(streams);
+        });
+    }
+}
