@@ -148,6 +148,10 @@ pub struct ShardStats {
     /// Direct flushes that left frames for the connection's write loop (socket buffer full, or
     /// an error for the loop to meet).
     pub direct_writes_handed_over: Counter,
+    /// WebSockets that gave up their task while quiet (`conn::dormant`). Gauge.
+    pub dormant: Counter,
+    /// Dormant WebSockets given a task again.
+    pub resumes: Counter,
     /// Connections closed because their outbox passed `max-outbox-bytes`.
     pub slow_consumer_closes: Counter,
     /// Connections cut off in the HTTP phase after `idle-timeout` of silence.
@@ -484,7 +488,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         type Field = fn(&ShardStats) -> &Counter;
-        let shard_metrics: [(&str, &str, &str, Field); 22] = [
+        let shard_metrics: [(&str, &str, &str, Field); 24] = [
             ("connections", "gauge", "Open TCP connections.", |s| {
                 &s.connections
             }),
@@ -544,6 +548,18 @@ impl Metrics {
                 "counter",
                 "Direct writes that left frames for the connection's write loop (socket full).",
                 |s| &s.direct_writes_handed_over,
+            ),
+            (
+                "dormant_connections",
+                "gauge",
+                "Quiet WebSockets waiting without a task.",
+                |s| &s.dormant,
+            ),
+            (
+                "resumes_total",
+                "counter",
+                "Dormant WebSockets given a task again.",
+                |s| &s.resumes,
             ),
             (
                 "slow_consumer_closes_total",

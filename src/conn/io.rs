@@ -70,7 +70,8 @@ pub fn adopt(
 
 /// Removes a connection from its shard when its task ends, however it ends: normally, or by a
 /// panic in its handling (a bug), which the runtime catches at the task: that connection is
-/// dropped alone, counted in `ringcast_connection_panics_total`, and the shard goes on.
+/// dropped alone, counted in `ringcast_connection_panics_total`, and the shard goes on. A
+/// connection that went dormant ([`super::dormant`]) stays.
 struct Cleanup {
     shard: ShardRef,
     key: ConnKey,
@@ -88,6 +89,8 @@ impl Drop for Cleanup {
             tracing::error!(
                 "a connection's handling panicked; that connection is closed, the shard goes on"
             );
+        } else if s.conns.get(self.key).is_some_and(|c| c.dormant.is_some()) {
+            return;
         }
         s.remove(self.key);
     }
@@ -96,11 +99,13 @@ impl Drop for Cleanup {
 /// `fresh`: a connection just accepted here, which first passes [`proxy::admit`]; false for
 /// one handed over by another shard, which did that already.
 ///
-/// This future is most of what an idle connection costs, so it is kept small on purpose
-/// (`an_idle_connection_task_stays_small`). It and the two loops are plain functions around an
-/// `async move` block, not `async fn`s: an `async fn` keeps its arguments twice in the state
+/// The HTTP phase's task. An upgrade hands the socket to a task of its own
+/// ([`websocket`]), so that what an idle WebSocket's task holds is only the two loops: the
+/// HTTP phase's state is boxed and gone by then. They are plain functions around
+/// `async move` blocks, not `async fn`s: an `async fn` keeps its arguments twice in the state
 /// machine (once as captured, once as locals), which cost 112 bytes here (measured with
 /// `RUSTC_BOOTSTRAP=1 cargo rustc --lib -- -Zprint-type-sizes`).
+#[allow(clippy::manual_async_fn)] // an async fn would keep its arguments twice (see above)
 fn serve_from(
     shard: ShardRef,
     key: ConnKey,
@@ -108,15 +113,14 @@ fn serve_from(
     pending: Vec<u8>,
     fresh: bool,
 ) -> impl Future<Output = ()> {
-    let cleanup = Cleanup {
-        shard: shard.clone(),
-        key,
-    };
     async move {
-        // Dropped with this future, however it ends: the connection leaves the shard.
-        let _cleanup = &cleanup;
-        // Boxed: its state (request parsing, headers) is dropped at the upgrade instead of
-        // sizing this connection's task for its whole life.
+        // Dropped when this task ends, unless the WebSocket's task took it over: the
+        // connection leaves the shard.
+        let cleanup = Cleanup {
+            shard: shard.clone(),
+            key,
+        };
+        // Boxed: its state (request parsing, headers) is dropped at the upgrade.
         let Next::Upgrade(leftover) =
             Box::pin(http_phase(&shard, key, &stream, pending, fresh)).await
         else {
@@ -124,18 +128,98 @@ fn serve_from(
         };
         // Bytes that came with the upgrade request: handled before the loops start, so the
         // read loop does not carry them.
-        let mut codec = LazyCodec {
-            max: shard.borrow().config.max_message_bytes,
-            codec: None,
-        };
+        let mut codec = LazyCodec::default();
         let mut discard = false;
         let stopped =
             !leftover.is_empty() && !on_input(&shard, key, &mut codec, &leftover, &mut discard);
         drop(leftover);
-        let reader = read_loop(&shard, key, &stream, codec, discard, stopped);
-        let writer = write_loop(&shard, key, &stream);
-        tokio::join!(reader, writer);
+        crate::rt::spawn(websocket(cleanup, stream, codec, discard, stopped));
     }
+}
+
+/// A dormant connection's new task ([`super::dormant::resume_loop`]): a WebSocket at rest, so
+/// with no codec and nothing to discard.
+pub(super) fn resume(shard: ShardRef, key: ConnKey, stream: TcpStream) -> impl Future<Output = ()> {
+    websocket(
+        Cleanup { shard, key },
+        stream,
+        LazyCodec::default(),
+        false,
+        false,
+    )
+}
+
+/// A WebSocket's task: the read loop and the write loop side by side, until both end, or until
+/// the connection dozes ([`super::dormant`]): the sweep asked it to, and the read loop found it
+/// at rest (open, nothing queued or in flight, no codec, not discarding) and both loops
+/// returned. Then the socket moves into the connection's slab entry, the connection's waker is
+/// left where the task's was, and the task ends.
+///
+/// This future is what a busy connection's task holds, so it is kept small
+/// (`an_idle_connection_task_stays_small`).
+#[allow(clippy::manual_async_fn)] // an async fn would keep its arguments twice (see serve_from)
+fn websocket(
+    cleanup: Cleanup,
+    stream: TcpStream,
+    codec: LazyCodec,
+    discard: bool,
+    stopped: bool,
+) -> impl Future<Output = ()> {
+    async move {
+        let cleanup = cleanup;
+        let (shard, key) = (&cleanup.shard, cleanup.key);
+        let (mut codec, mut discard, mut stopped) = (codec, discard, stopped);
+        loop {
+            let reader = read_loop(shard, key, &stream, codec, discard, stopped);
+            let writer = write_loop(shard, key, &stream);
+            let (dozing, _) = tokio::join!(reader, writer);
+            if !dozing {
+                return;
+            }
+            let mut s = shard.borrow_mut();
+            let Some(conn) = s.conns.get_mut(key) else {
+                return;
+            };
+            let waker = super::dormant::waker(key);
+            // The read loop saw the connection at rest; the write loop may have taken frames
+            // or met a close since, and input may have arrived: then the loops start again
+            // (the read loop held no codec, so nothing is lost).
+            if conn.state == ConnState::Open
+                && conn.outbox.is_empty()
+                && !conn.outbox.in_flight()
+                && !conn.outbox.is_closed()
+                && stream.park_readable(&waker)
+            {
+                conn.writer_waker = Some(waker);
+                conn.doze = super::dormant::Doze::Dormant;
+                conn.dormant = Some(Box::new(stream));
+                s.stats().dormant.inc();
+                return;
+            }
+            conn.doze = super::dormant::Doze::Awake;
+            (codec, discard, stopped) = (LazyCodec::default(), false, false);
+        }
+    }
+}
+
+/// Whether the read loop of a WebSocket at rest should end for it to doze: the sweep asked, and
+/// nothing is queued or in flight. Marks it [`Doze::Dozing`](super::dormant::Doze::Dozing), for
+/// the write loop to end too.
+fn doze_now(shard: &ShardRef, key: ConnKey) -> bool {
+    let mut s = shard.borrow_mut();
+    let Some(c) = s.conns.get_mut(key) else {
+        return false;
+    };
+    let now = c.doze == super::dormant::Doze::Asked
+        && c.state == ConnState::Open
+        && c.outbox.is_empty()
+        && !c.outbox.in_flight()
+        && !c.outbox.is_closed()
+        && c.held.is_none();
+    if now {
+        c.doze = super::dormant::Doze::Dozing;
+    }
+    now
 }
 
 /// Reads HTTP requests and answers them until an upgrade, an error or the client leaves.
@@ -620,40 +704,54 @@ fn read_loop<'a>(
     mut codec: LazyCodec,
     mut discard: bool,
     stopped: bool,
-) -> impl Future<Output = ()> + 'a {
+) -> impl Future<Output = bool> + 'a {
     async move {
         if stopped {
-            return;
+            return false;
         }
         loop {
+            if codec.0.is_none() && !discard {
+                // At rest: wait for input, or end for the connection to doze (`websocket`).
+                let dozing = std::future::poll_fn(|cx| {
+                    if doze_now(shard, key) {
+                        // The write loop may have been polled already this round: again.
+                        cx.waker().wake_by_ref();
+                        return Poll::Ready(true);
+                    }
+                    stream.poll_readable(cx).map(|()| false)
+                })
+                .await;
+                if dozing {
+                    return true;
+                }
+            }
             let mut on_data = |data: &[u8]| on_input(shard, key, &mut codec, data, &mut discard);
             match stream.read_available(&mut on_data).await {
                 ReadOutcome::Drained => {}
-                ReadOutcome::Stopped => return,
+                ReadOutcome::Stopped => return false,
                 ReadOutcome::Eof => break,
             }
         }
         // EOF or reset: the peer is gone. Nothing more can be delivered.
         shard.borrow_mut().close_quietly(key, None);
+        false
     }
 }
 
 /// The WebSocket codec of one connection, made on first use and dropped when at rest.
-struct LazyCodec {
-    max: usize,
-    codec: Option<Box<Codec>>,
-}
+#[derive(Default)]
+struct LazyCodec(Option<Box<Codec>>);
 
 impl LazyCodec {
-    fn get(&mut self) -> &mut Codec {
-        let max = self.max;
-        self.codec.get_or_insert_with(|| Box::new(Codec::new(max)))
+    /// The codec, made now if there is none (`max`: the largest message it accepts).
+    fn get(&mut self, max: usize) -> &mut Codec {
+        self.0.get_or_insert_with(|| Box::new(Codec::new(max)))
     }
 
     /// Drops the codec when a new one would do the same (see [`Codec::at_rest`]).
     fn release_at_rest(&mut self) {
-        if self.codec.as_ref().is_some_and(|c| c.at_rest()) {
-            self.codec = None;
+        if self.0.as_ref().is_some_and(|c| c.at_rest()) {
+            self.0 = None;
         }
     }
 }
@@ -671,6 +769,7 @@ fn on_input(
     let Some(conn) = s.conns.get_mut(key) else {
         return false;
     };
+    conn.doze = conn.doze.on_activity();
     let kind = conn.kind;
     let open = conn.is_open();
     let profile = conn
@@ -687,7 +786,7 @@ fn on_input(
     if *discard {
         return true;
     }
-    let codec = lazy.get();
+    let codec = lazy.get(s.config.max_message_bytes);
     codec.handle_input(data);
     loop {
         let msg = match codec.poll_message() {
@@ -786,6 +885,10 @@ fn write_loop<'a>(
                     let Some(conn) = s.conns.get_mut(key) else {
                         return Poll::Ready(false);
                     };
+                    // The read loop ended for the connection to doze (`websocket`).
+                    if conn.doze == super::dormant::Doze::Dozing {
+                        return Poll::Ready(false);
+                    }
                     if conn.outbox.is_empty()
                         && !conn.outbox.is_closed()
                         && conn.state == ConnState::Open
@@ -828,6 +931,7 @@ fn write_loop<'a>(
                     // Emptied while corked (a slow-consumer clear): wait again.
                     continue;
                 }
+                conn.doze = conn.doze.on_activity();
                 let mut batch = Vec::new();
                 conn.outbox.take_batch(&mut batch);
                 let probe = conn.probe.take();
@@ -876,8 +980,9 @@ fn half_close(stream: &TcpStream) {
 
 #[cfg(test)]
 mod tests {
-    /// The idle connection's memory budget (issue 4: at most 2 KiB of RSS per idle
-    /// connection) is mostly this task. Regressions here show up as RSS per connection.
+    /// A busy WebSocket's task; a quiet one gives it up (`conn::dormant`), so this is paid by
+    /// the connections that are busy, and during the connect burst. Regressions here show up
+    /// as RSS per used connection and in the connect burst's peak.
     #[test]
     fn an_idle_connection_task_stays_small() {
         let rt = crate::rt::Runtime::new().expect("io_uring");
@@ -900,29 +1005,36 @@ mod tests {
                 true
             };
             let read = std::mem::size_of_val(&stream.read_available(&mut on_data));
-            let codec = super::LazyCodec {
-                max: 1 << 20,
-                codec: None,
-            };
+            let codec = super::LazyCodec::default();
             let reader =
                 std::mem::size_of_val(&super::read_loop(&shard, 0, &stream, codec, false, false));
             let writer = std::mem::size_of_val(&super::write_loop(&shard, 0, &stream));
-            let serve = std::mem::size_of_val(&super::serve(shard.clone(), 0, stream));
+            let http = std::mem::size_of_val(&super::serve(shard.clone(), 0, stream));
+            let l2 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr2 = l2.local_addr().expect("addr");
+            let client2 = std::thread::spawn(move || std::net::TcpStream::connect(addr2));
+            let (std_stream, _) = l2.accept().expect("accept");
+            let stream = crate::rt::TcpStream::from_std(std_stream).expect("stream");
+            let serve = std::mem::size_of_val(&super::resume(shard.clone(), 0, stream));
+            println!("read_available {read}, read loop {reader}, write loop {writer}, HTTP phase {http}, WebSocket task {serve}");
+            drop(client2.join());
             // Measured: 64, 216, 176, 560 bytes (was 216, 664, 304, 1136 before the lazy codec,
             // `poll_read_ready` and the boxed writev); on 2026-12-04, with the batch vector kept
             // in the outbox, 64, 216, 168, 616; then 64, 144, 64, 400 with the write loop's
             // waker slot instead of a `Notified`, and the three futures written as functions
-            // around `async move` blocks (debug and release alike). The task's allocation is
-            // this plus 104 bytes, in 128-byte steps (tokio's task cell is 128-aligned): 512
-            // bytes up to a 408-byte future, 640 up to 536, 768 up to 664. Staying within 408
-            // is worth 128 bytes per connection. The next step down (a 384-byte cell, for a
-            // future within 280 bytes: reached and measured on 2026-12-04) buys nothing under
-            // mimalloc: its pages of non-power-of-two blocks are not 128-aligned, so a 384-byte
-            // cell at 128-byte alignment is served from the 512-byte bin.
+            // around `async move` blocks (debug and release alike); then 64, 136, 64 and a
+            // WebSocket task of 344 (HTTP phase 120) once the upgrade hands the socket to a task
+            // of its own, which a quiet connection gives up (`conn::dormant`). The task's
+            // allocation is this plus 104 bytes, in 128-byte steps (tokio's task cell is
+            // 128-aligned): 512 bytes up to a 408-byte future, 640 up to 536, 768 up to 664.
+            // The next step down (a 384-byte cell, for a future within 280 bytes: reached and
+            // measured on 2026-12-04) buys nothing under mimalloc: its pages of non-power-of-two
+            // blocks are not 128-aligned, so a 384-byte cell at 128-byte alignment is served
+            // from the 512-byte bin.
             assert!(read <= 96, "read_available future: {read} bytes");
             assert!(reader <= 160, "read loop: {reader} bytes");
             assert!(writer <= 80, "write loop: {writer} bytes");
-            assert!(serve <= 408, "connection task: {serve} bytes");
+            assert!(serve <= 408, "WebSocket task: {serve} bytes");
             drop(client.join());
         });
     }

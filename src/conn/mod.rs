@@ -17,6 +17,7 @@
 //! at EOF, or when the shard's sweep passes the closing deadline and shuts the socket down.
 
 mod admission;
+pub mod dormant;
 mod eio;
 mod ess;
 pub mod ess_api;
@@ -209,6 +210,11 @@ pub struct Conn {
     pub ip_lease: Option<crate::limits::IpLease>,
     /// Its native-command budget (`command-rate`).
     pub commands: crate::limits::CommandBucket,
+    /// How far a quiet WebSocket is on its way to giving up its task ([`dormant`]).
+    pub doze: dormant::Doze,
+    /// The socket of a dormant connection (one that gave up its task, [`dormant`]); `None`
+    /// while a task serves it.
+    pub dormant: Option<Box<crate::rt::TcpStream>>,
 }
 
 /// Most events held for a connection waiting for a snapshot; past it the connection is closed
@@ -237,6 +243,8 @@ impl Conn {
             peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
             ip_lease: None,
             commands: crate::limits::CommandBucket::default(),
+            doze: dormant::Doze::Awake,
+            dormant: None,
         }
     }
 
@@ -331,9 +339,10 @@ mod tests {
         // an `Rc<Notify>` (8) for every connection: 16 bytes here for 48 of heap and 256 of
         // task cell per connection (`an_idle_connection_task_stays_small` in `conn::io`).
         // 264 with 4-byte `Tick`s for the four clocks and the held events boxed while a
-        // snapshot is pending.
+        // snapshot is pending. 272 with a dormant connection's socket box (8; the doze state
+        // fits in padding), for the 512-byte task cell a quiet connection no longer holds.
         let conn = size_of::<Conn>();
-        assert!(conn <= 264, "Conn grew: {conn} bytes");
+        assert!(conn <= 272, "Conn grew: {conn} bytes");
         assert_eq!(size_of::<Option<Tick>>(), 4);
     }
 

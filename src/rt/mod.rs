@@ -344,6 +344,23 @@ impl TcpStream {
         }
     }
 
+    /// Ready once the socket is readable (or its registration failed, which the next
+    /// [`read_available`](Self::read_available) reports as EOF); readiness is kept for that read.
+    pub fn poll_readable(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        self.ready.poll_read_ready(cx).map(drop)
+    }
+
+    /// Leaves `waker` with the reactor, to be woken when the socket becomes readable (data,
+    /// EOF, a reset, or our own shutdown of it), in place of whatever task waited before. False
+    /// when it is readable already: nothing was left, and readiness stays set for the next
+    /// [`read_available`](Self::read_available). For a connection that parks without a task
+    /// (`conn::dormant`).
+    pub fn park_readable(&self, waker: &std::task::Waker) -> bool {
+        let mut cx = std::task::Context::from_waker(waker);
+        // A ready guard dropped without `clear_ready` keeps the readiness.
+        self.ready.poll_read_ready(&mut cx).is_pending()
+    }
+
     /// Writes `buf` fully.
     pub async fn write_all(&self, buf: Bytes) -> io::Result<()> {
         match &self.io {

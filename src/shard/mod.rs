@@ -550,7 +550,7 @@ impl Shard {
         }
     }
 
-    /// Queues a ping for `key`.
+    /// Queues a ping for `key`; the caller calls [`Shard::flush_turn`] after its pings.
     pub fn ping(&mut self, key: ConnKey, now: Instant) {
         let Some(kind) = self.conns.get(key).map(|c| c.kind) else {
             return;
@@ -566,8 +566,10 @@ impl Shard {
         let now = Tick::at(now);
         conn.last_ping = now;
         conn.unanswered_ping.get_or_insert(now);
+        // Written by the shard if it is the only frame (a parked or dormant connection,
+        // `conn::dormant`): the sweep calls `flush_turn` after its pings.
         if let SendStatus::Queued { wake_writer: true } = conn.outbox.push_control(ping) {
-            conn.wake_writer();
+            self.to_flush.push(key);
         }
     }
 

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use super::{Shard, ShardRef};
 use crate::config::Config;
+use crate::conn::dormant::Doze;
 use crate::conn::{ConnKind, ConnState};
 use crate::metrics::Metrics;
 use crate::protocol::CloseCode;
@@ -98,6 +99,7 @@ pub fn run(setup: ShardSetup, runtime: Runtime) -> io::Result<()> {
         }
 
         rt::spawn(sweep_loop(shard.clone()));
+        rt::spawn(crate::conn::dormant::resume_loop(shard.clone()));
         let stalled = shard.borrow().config.debug_stall_shard == Some(usize::from(id.0));
         loop {
             wake.wait().await;
@@ -306,6 +308,18 @@ fn sweep(s: &mut Shard, now: Instant) {
             }
             ConnState::Open => {
                 released += usize::from(conn.release_idle_buffers());
+                // Quiet for a whole sweep period: its task is asked to doze (`conn::dormant`).
+                match conn.doze {
+                    Doze::Awake if conn.writer_waker.is_some() && conn.outbox.is_empty() => {
+                        conn.doze = Doze::Quiet;
+                    }
+                    Doze::Quiet => {
+                        conn.doze = Doze::Asked;
+                        conn.wake_writer();
+                        released += 1;
+                    }
+                    _ => {}
+                }
                 let beat = super::beat_of(config, conn.kind);
                 if conn
                     .unanswered_ping
@@ -321,6 +335,7 @@ fn sweep(s: &mut Shard, now: Instant) {
     for key in ping_keys {
         s.ping(key, now);
     }
+    s.flush_turn(true);
     for key in timed_out {
         s.stats().pong_timeout_closes.inc();
         s.close(key, CloseCode::PongTimeout, super::CLOSE_GRACE);
