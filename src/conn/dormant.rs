@@ -1,21 +1,26 @@
-//! Dormant WebSockets: a quiet connection gives up its task and waits in its slab entry.
+//! Dormant WebSockets: a quiet connection gives up its task and its reactor registration, and
+//! waits in its slab entry.
 //!
-//! A WebSocket's task (the read loop and the write loop, `conn::io`) is the largest thing an
-//! idle connection holds: tokio's task cell, 512 bytes. Once a connection has been quiet for a
-//! full sweep period (nothing read, nothing written by its write loop), the sweep asks it to
-//! doze: its task moves the socket into the connection's slab entry ([`Conn::dormant`], 48
-//! bytes in a box), leaves a [`waker`] for the connection in the two places a task would be
-//! woken from (the reactor's read readiness and the write loop's slot, [`Conn::writer_waker`]),
-//! and ends. Lone frames still reach a dormant connection through the shard's direct flush,
-//! which needs no task. Anything else that would have woken the task (input, a close, our
-//! shutdown of the socket, a stream of frames, a frame the socket buffer did not take) wakes
-//! the connection's waker instead: it queues the connection's key here, and [`resume_loop`]
-//! spawns a new task for it with the same socket.
+//! A WebSocket's task (the read loop and the write loop, `conn::io`) and its socket's reactor
+//! registration were the largest things an idle connection held: tokio's task cell, 512 bytes,
+//! and its `ScheduledIo`, 256. Once a connection has been quiet for a full sweep period
+//! (nothing read, nothing written by its write loop), the sweep asks it to doze: its task puts
+//! the socket to sleep ([`TcpStream::sleep`]: out of the reactor, into the shard thread's epoll
+//! set of sleeping sockets, which costs no user-space memory per socket), keeps it in the
+//! connection's slab entry ([`Conn::dormant`], a 16-byte box), leaves a [`waker`] for the
+//! connection in the write loop's slot ([`Conn::writer_waker`]), and ends. Lone frames still
+//! reach a dormant connection through the shard's direct flush, which needs no task. What would
+//! have woken the task wakes the connection instead: the socket becoming readable (input, a
+//! close, EOF, our shutdown of it) reports the connection's key from the sleeping set, and a
+//! stream of frames, a frame the socket buffer did not take, or a close wakes its waker, which
+//! queues the key here. [`resume_loop`] then registers the socket with the reactor again and
+//! spawns a new task for it.
 //!
 //! Only a connection at rest dozes (`conn::io::websocket` checks): open, nothing queued or in
 //! flight, no codec (no partial message read), not discarding input. So the new task starts
 //! from nothing but the socket.
 //!
+//! [`TcpStream::sleep`]: crate::rt::TcpStream::sleep
 //! [`Conn::dormant`]: super::Conn::dormant
 //! [`Conn::writer_waker`]: super::Conn::writer_waker
 
@@ -26,9 +31,9 @@ use crate::router::table::ConnKey;
 use crate::shard::ShardRef;
 
 thread_local! {
-    /// Keys of dormant connections whose waker was woken, for [`resume_loop`]. Each dormant
-    /// connection leaves its waker in two places, each woken at most once before its task is
-    /// back, so this holds at most two keys per connection.
+    /// Keys of dormant connections whose waker was woken, for [`resume_loop`]. A dormant
+    /// connection's waker sits in one place, its writer slot, which a wake empties, so this
+    /// holds at most one key per connection.
     static WOKEN: RefCell<Vec<ConnKey>> = const { RefCell::new(Vec::new()) };
     /// The waker of this thread's [`resume_loop`] while it waits.
     static RESUMER: Cell<Option<Waker>> = const { Cell::new(None) };
@@ -37,9 +42,8 @@ thread_local! {
 /// The waker a dormant connection leaves behind: it carries the connection's slab key (not a
 /// pointer) and, when woken, queues it for this thread's [`resume_loop`]. No allocation.
 ///
-/// Only this shard's thread wakes it: the reactor that holds it for read readiness runs on
-/// this thread's runtime, and the writer slot is in the shard's own state. (Woken elsewhere,
-/// it would queue the key on that thread, where no resumer runs.)
+/// Only this shard's thread wakes it: the writer slot that holds it is in the shard's own
+/// state. (Woken elsewhere, it would queue the key on that thread, where no resumer runs.)
 pub fn waker(key: ConnKey) -> Waker {
     // SAFETY: the vtable's functions never dereference the data "pointer", which is the key;
     // clone returns the same raw waker, and wake and drop free nothing. So every contract of
@@ -65,35 +69,53 @@ fn woken(key: ConnKey) {
     }
 }
 
-/// Gives every woken dormant connection a task again. Runs for the shard's life, one per shard
-/// thread.
+/// Gives every woken dormant connection (its socket readable, or its waker woken) a task
+/// again. Runs for the shard's life, one per shard thread. A connection whose socket cannot be
+/// registered with the reactor again is closed, with a log line that names it.
 pub async fn resume_loop(shard: ShardRef) {
     let mut keys = Vec::new();
     loop {
         std::future::poll_fn(|cx| {
-            if WOKEN.with(|q| q.borrow().is_empty()) {
+            // Sockets that became readable, then wakers that were woken.
+            let readable = crate::rt::poll_sleepers(cx, &mut keys).is_ready();
+            let woken = WOKEN.with(|q| {
+                let mut q = q.borrow_mut();
+                let any = !q.is_empty();
+                keys.append(&mut q);
+                any
+            });
+            if readable || woken {
+                Poll::Ready(())
+            } else {
                 RESUMER.set(Some(cx.waker().clone()));
                 Poll::Pending
-            } else {
-                Poll::Ready(())
             }
         })
         .await;
-        WOKEN.with(|q| std::mem::swap(&mut *q.borrow_mut(), &mut keys));
         let mut s = shard.borrow_mut();
         for key in keys.drain(..) {
             // A key queued twice, or whose connection left meanwhile, finds no dormant socket.
             let Some(conn) = s.conns.get_mut(key) else {
                 continue;
             };
-            let Some(stream) = conn.dormant.take() else {
+            let Some(sleeping) = conn.dormant.take() else {
                 continue;
             };
             conn.writer_waker = None;
             conn.doze = Doze::Awake;
             s.stats().dormant.dec();
-            s.stats().resumes.inc();
-            crate::rt::spawn(super::io::resume(shard.clone(), key, *stream));
+            match sleeping.wake() {
+                Ok(stream) => {
+                    s.stats().resumes.inc();
+                    crate::rt::spawn(super::io::resume(shard.clone(), key, stream));
+                }
+                Err(e) => {
+                    // The socket is closed: the connection ends here.
+                    let peer = s.conns.get(key).map(|c| c.peer);
+                    tracing::warn!(conn = key, peer = ?peer, error = %e, "cannot register a waking connection with the reactor; closed");
+                    s.remove(key);
+                }
+            }
         }
     }
 }
@@ -112,7 +134,7 @@ pub enum Doze {
     /// Its read loop found it at rest and ended; its write loop ends at its next poll, then
     /// the task parks the socket (or, if something came meanwhile, starts both loops again).
     Dozing,
-    /// Its task ended; the socket is in [`super::Conn::dormant`].
+    /// Its task ended; the socket sleeps in [`super::Conn::dormant`].
     Dormant,
 }
 

@@ -160,7 +160,7 @@ pub(super) fn resume(shard: ShardRef, key: ConnKey, stream: TcpStream) -> impl F
 #[allow(clippy::manual_async_fn)] // an async fn would keep its arguments twice (see serve_from)
 fn websocket(
     cleanup: Cleanup,
-    stream: TcpStream,
+    mut stream: TcpStream,
     codec: LazyCodec,
     discard: bool,
     stopped: bool,
@@ -180,21 +180,25 @@ fn websocket(
             let Some(conn) = s.conns.get_mut(key) else {
                 return;
             };
-            let waker = super::dormant::waker(key);
             // The read loop saw the connection at rest; the write loop may have taken frames
-            // or met a close since, and input may have arrived: then the loops start again
-            // (the read loop held no codec, so nothing is lost).
+            // or met a close since: then the loops start again (the read loop held no codec,
+            // so nothing is lost). Input that arrived meanwhile makes the sleeping socket
+            // report at once.
             if conn.state == ConnState::Open
                 && conn.outbox.is_empty()
                 && !conn.outbox.in_flight()
                 && !conn.outbox.is_closed()
-                && stream.park_readable(&waker)
             {
-                conn.writer_waker = Some(waker);
-                conn.doze = super::dormant::Doze::Dormant;
-                conn.dormant = Some(Box::new(stream));
-                s.stats().dormant.inc();
-                return;
+                match stream.sleep(key) {
+                    Ok(sleeping) => {
+                        conn.writer_waker = Some(super::dormant::waker(key));
+                        conn.doze = super::dormant::Doze::Dormant;
+                        conn.dormant = Some(Box::new(sleeping));
+                        s.stats().dormant.inc();
+                        return;
+                    }
+                    Err(back) => stream = back,
+                }
             }
             conn.doze = super::dormant::Doze::Awake;
             (codec, discard, stopped) = (LazyCodec::default(), false, false);

@@ -214,7 +214,7 @@ pub struct Conn {
     pub doze: dormant::Doze,
     /// The socket of a dormant connection (one that gave up its task, [`dormant`]); `None`
     /// while a task serves it.
-    pub dormant: Option<Box<crate::rt::TcpStream>>,
+    pub dormant: Option<Box<crate::rt::Sleeping>>,
 }
 
 /// Most events held for a connection waiting for a snapshot; past it the connection is closed

@@ -17,6 +17,7 @@
 //! `Rc<RefCell<…>>` with no locks.
 
 mod epoll;
+mod sleep;
 mod wake;
 
 use std::future::Future;
@@ -350,15 +351,19 @@ impl TcpStream {
         self.ready.poll_read_ready(cx).map(drop)
     }
 
-    /// Leaves `waker` with the reactor, to be woken when the socket becomes readable (data,
-    /// EOF, a reset, or our own shutdown of it), in place of whatever task waited before. False
-    /// when it is readable already: nothing was left, and readiness stays set for the next
-    /// [`read_available`](Self::read_available). For a connection that parks without a task
-    /// (`conn::dormant`).
-    pub fn park_readable(&self, waker: &std::task::Waker) -> bool {
-        let mut cx = std::task::Context::from_waker(waker);
-        // A ready guard dropped without `clear_ready` keeps the readiness.
-        self.ready.poll_read_ready(&mut cx).is_pending()
+    /// Parks the socket without a reactor registration (its 256 bytes are freed), in this
+    /// thread's set of sleeping sockets, which reports `token` once the socket is readable
+    /// (input, EOF, a reset, or our own shutdown of it), at once if it is readable already; see
+    /// [`poll_sleepers`]. Gives the stream back, unchanged, if the socket cannot be added.
+    pub fn sleep(self, token: usize) -> Result<Sleeping, TcpStream> {
+        use std::os::fd::AsRawFd;
+        if sleep::add(self.io.as_raw_fd(), token).is_err() {
+            return Err(self);
+        }
+        let TcpStream { ready, io } = self;
+        // Deregisters from the reactor; the descriptor stays open in `io`.
+        drop(ready);
+        Ok(Sleeping(io))
     }
 
     /// Writes `buf` fully.
@@ -412,6 +417,26 @@ impl TcpStream {
             Io::Epoll(io) => io.set_nodelay(true),
         };
     }
+}
+
+/// A socket parked by [`TcpStream::sleep`]: open, in this thread's set of sleeping sockets, with
+/// no reactor registration. Dropping it closes the socket.
+pub struct Sleeping(Io);
+
+impl Sleeping {
+    /// Takes the socket out of the set and registers it with the reactor again. Fails only
+    /// when the reactor cannot register it; the socket is then closed.
+    pub fn wake(self) -> io::Result<TcpStream> {
+        use std::os::fd::AsRawFd;
+        sleep::remove(self.0.as_raw_fd());
+        TcpStream::new(self.0)
+    }
+}
+
+/// Ready with the tokens of sleeping sockets ([`TcpStream::sleep`]) that became readable,
+/// appended to `out`; pending, with the task's waker kept, while none did.
+pub fn poll_sleepers(cx: &mut std::task::Context<'_>, out: &mut Vec<usize>) -> std::task::Poll<()> {
+    sleep::poll_ready(cx, out)
 }
 
 /// Lets the shard shut a connection's socket down (sweep deadlines, shutdown, slow consumers)
