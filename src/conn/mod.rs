@@ -321,6 +321,10 @@ mod tests {
                 size_of::<Option<crate::limits::IpLease>>(),
             ),
             ("  CommandBucket", size_of::<crate::limits::CommandBucket>()),
+            (
+                "rt::Sleeping (boxed while dormant)",
+                size_of::<crate::rt::Sleeping>(),
+            ),
             ("OutFrame (per queued frame)", size_of::<outbox::OutFrame>()),
             (
                 "Notify (Engine.IO parked GETs only; Rc adds 16)",
