@@ -184,11 +184,7 @@ fn websocket(
             // or met a close since: then the loops start again (the read loop held no codec,
             // so nothing is lost). Input that arrived meanwhile makes the sleeping socket
             // report at once.
-            if conn.state == ConnState::Open
-                && conn.outbox.is_empty()
-                && !conn.outbox.in_flight()
-                && !conn.outbox.is_closed()
-            {
+            if conn.is_at_rest() {
                 match stream.sleep(key) {
                     Ok(sleeping) => {
                         conn.writer_waker = Some(super::dormant::waker(key));
@@ -214,12 +210,7 @@ fn doze_now(shard: &ShardRef, key: ConnKey) -> bool {
     let Some(c) = s.conns.get_mut(key) else {
         return false;
     };
-    let now = c.doze == super::dormant::Doze::Asked
-        && c.state == ConnState::Open
-        && c.outbox.is_empty()
-        && !c.outbox.in_flight()
-        && !c.outbox.is_closed()
-        && c.held.is_none();
+    let now = c.doze == super::dormant::Doze::Asked && c.is_at_rest() && c.held.is_none();
     if now {
         c.doze = super::dormant::Doze::Dozing;
     }

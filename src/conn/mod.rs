@@ -277,6 +277,15 @@ impl Conn {
         self.unanswered_ping = None;
     }
 
+    /// Open with nothing queued or in flight and no close queued: what a connection must be to
+    /// doze ([`dormant`]).
+    pub fn is_at_rest(&self) -> bool {
+        self.state == ConnState::Open
+            && self.outbox.is_empty()
+            && !self.outbox.in_flight()
+            && !self.outbox.is_closed()
+    }
+
     /// True while the connection serves normally.
     pub fn is_open(&self) -> bool {
         self.state == ConnState::Open
