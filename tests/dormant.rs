@@ -5,11 +5,11 @@
 //!
 //! Short heartbeat settings make the sweep run every 50–100 ms, so a connection dozes within a
 //! few hundred milliseconds of going quiet; every wait below is on `/metrics` or on the socket,
-//! never a sleep.
+//! never a sleep (the one sleep spaces lone events apart: `outlast_the_stream_gap`).
 
 mod common;
 
-use common::{Gateway, RawWs, client_frame};
+use common::{Gateway, RawWs, client_frame, outlast_the_stream_gap};
 use serde_json::json;
 
 /// The sweep every 100 ms (a quarter of the HTTP idle timeout), no pings within a test.
@@ -28,6 +28,8 @@ fn a_quiet_websocket_dozes_and_lone_events_reach_it_without_waking_it() {
 
     let resumes = gw.metric("ringcast_resumes_total");
     for seq in 0..5 {
+        // Lone events: each more than `STREAM_GAP_MS` after the last (a stream wakes it).
+        outlast_the_stream_gap();
         gw.publish("d1", &json!({"seq": seq}));
         assert_eq!(c.recv_json()["data"]["seq"], seq);
     }

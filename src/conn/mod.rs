@@ -132,6 +132,12 @@ impl Tick {
         Tick::at(Instant::now())
     }
 
+    /// The reading's low 16 bits: milliseconds that wrap every 65.5 s, for gaps of a few
+    /// milliseconds ([`Outbox::direct_within`](outbox::Outbox::direct_within)).
+    pub fn millis16(self) -> u16 {
+        self.0.get() as u16
+    }
+
     /// The reading `d` after this one (to the millisecond).
     pub fn after(self, d: Duration) -> Tick {
         let ms = self.0.get().wrapping_add(d.as_millis() as u32);

@@ -83,6 +83,11 @@ pub struct Outbox {
     inflight_bytes: usize,
     cap: usize,
     closed: bool,
+    /// When the shard last wrote this outbox's frames itself (the direct flush, decision
+    /// 0014), in milliseconds of [`Tick`](crate::conn::Tick), wrapping: the direct flush
+    /// leaves a connection written this recently to its write loop (a stream). In the padding
+    /// after `closed`: no bytes added.
+    direct_ms: u16,
 }
 
 impl Outbox {
@@ -95,6 +100,7 @@ impl Outbox {
             inflight_bytes: 0,
             cap,
             closed: false,
+            direct_ms: 0,
         }
     }
 
@@ -170,6 +176,19 @@ impl Outbox {
     /// True once [`push_last`](Self::push_last) was called.
     pub fn is_closed(&self) -> bool {
         self.closed
+    }
+
+    /// Notes a direct write by the shard at `now_ms` (a [`Tick`](crate::conn::Tick)'s
+    /// milliseconds, truncated).
+    pub fn mark_direct(&mut self, now_ms: u16) {
+        self.direct_ms = now_ms;
+    }
+
+    /// True when the shard wrote this outbox itself less than `gap_ms` milliseconds before
+    /// `now_ms`. The clock wraps every 65.5 s, so a connection last written a multiple of that
+    /// ago can read as recent: it then takes its write loop once, which is always correct.
+    pub fn direct_within(&self, now_ms: u16, gap_ms: u16) -> bool {
+        now_ms.wrapping_sub(self.direct_ms) < gap_ms
     }
 
     /// Bytes queued plus in flight.

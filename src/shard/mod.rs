@@ -39,6 +39,14 @@ use crate::ws::frame;
 /// How long a closing connection may take to flush and answer our close frame.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// A connection the shard wrote itself (the direct flush, decision 0014) less than this many
+/// milliseconds ago is being sent a stream (over 50 frames a second), one frame a turn: its
+/// write loop takes the next frame, so that frames pile up behind a write in flight instead of
+/// each costing its own `sendmsg`. Without it a saturated shard that is handed one event a
+/// turn writes every frame alone and stays saturated (decision 0016; 2 ms was tried and caught
+/// too few).
+pub const STREAM_GAP_MS: u16 = 20;
+
 /// The heartbeat that applies to one connection (see [`Shard::heartbeat`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Beat {
@@ -316,6 +324,9 @@ impl Shard {
     /// calls this before it yields and at the end of each turn; whoever calls
     /// [`Shard::deliver`] must call it after.
     pub fn flush_turn(&mut self, direct: bool) {
+        if self.to_flush.is_empty() {
+            return;
+        }
         if !direct {
             for key in self.to_flush.drain(..) {
                 if let Some(conn) = self.conns.get_mut(key) {
@@ -324,11 +335,11 @@ impl Shard {
             }
             return;
         }
-        self.flush_direct();
+        self.flush_direct(Tick::now().millis16());
     }
 
-    /// The direct half of [`Shard::flush_turn`].
-    fn flush_direct(&mut self) {
+    /// The direct half of [`Shard::flush_turn`], at `now_ms` ([`Tick::millis16`]).
+    fn flush_direct(&mut self, now_ms: u16) {
         if self.to_flush.is_empty() {
             return;
         }
@@ -347,6 +358,7 @@ impl Shard {
             if conn.writer_waker.is_none()
                 || conn.outbox.in_flight()
                 || conn.outbox.queued_frames() > 1
+                || conn.outbox.direct_within(now_ms, STREAM_GAP_MS)
                 || conn.outbox.is_closed()
                 || conn.state != ConnState::Open
             {
@@ -354,8 +366,9 @@ impl Shard {
                 // started yet (the upgrade's response may still be in flight) or already awake
                 // writes the frame itself. Likewise a write in flight (its loop takes the rest
                 // after it), a connection being sent a stream (several frames this turn: its
-                // loop corks, and one submission carries more of them), or one closing (its
-                // loop writes the close and half-closes).
+                // loop corks, and one submission carries more of them; so is one the shard
+                // wrote itself under `STREAM_GAP_MS` ago, one frame a turn), or one closing
+                // (its loop writes the close and half-closes).
                 conn.wake_writer();
                 continue;
             }
@@ -369,6 +382,7 @@ impl Shard {
                     stats.bytes_out.add(n as u64);
                     stats.writes.inc();
                     stats.direct_writes.inc();
+                    conn.outbox.mark_direct(now_ms);
                     if let Some(stamp) = probe {
                         stats.stages.write_complete.observe(stamp.elapsed());
                     }
@@ -934,6 +948,58 @@ mod tests {
                 s.conns.remove(key);
             }
             drop(streams);
+        });
+    }
+
+    /// A connection the shard wrote itself under `STREAM_GAP_MS` ago is being sent a stream:
+    /// its next lone frame goes to its write loop, not to another `sendmsg` (decision 0016).
+    /// Past the gap the shard writes it itself again. The clock is passed in, so the test does
+    /// not depend on how fast it runs.
+    #[test]
+    fn a_connection_written_directly_moments_ago_is_left_to_its_write_loop() {
+        let rt = crate::rt::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let listener = crate::rt::TcpListener::from_std(listener).expect("listener");
+            let (tx, _hub) = crossbeam_channel::bounded(64);
+            let mut s = Shard::new(
+                ShardId(0),
+                Arc::new(Config::default()),
+                tx,
+                Arc::new(Metrics::new(1)),
+            );
+            let _peer = std::net::TcpStream::connect(addr).expect("connect");
+            let (stream, _) = listener.accept().await.expect("accept");
+            let key = s.insert_conn(stream.handle(), 0, Instant::now());
+            s.conns[key].kind = ConnKind::Native(Format::Json);
+            s.subscribe(key, TopicKind::Channel, &Bytes::from_static(b"c"))
+                .expect("subscribe");
+            let topic = s.topics.lookup(0, TopicKind::Channel, b"c").expect("topic");
+            let send = |s: &mut Shard, text: &'static [u8], now_ms: u16| {
+                s.conns[key].writer_waker = Some(std::task::Waker::noop().clone());
+                let mut frames = Frames::new();
+                frames.push(Format::Json, Bytes::from_static(text));
+                s.deliver(topic, frames, None);
+                s.flush_direct(now_ms);
+            };
+            let start = u16::MAX - 1; // across the clock's wrap
+            send(&mut s, b"one", start);
+            assert_eq!(s.stats().direct_writes.get(), 1);
+            assert!(s.conns[key].outbox.is_idle());
+            // 1 ms later: left to the write loop, which was woken (its waker taken).
+            send(&mut s, b"two", start.wrapping_add(STREAM_GAP_MS - 1));
+            assert_eq!(s.stats().direct_writes.get(), 1);
+            assert_eq!(s.conns[key].outbox.queued_frames(), 1);
+            assert!(s.conns[key].writer_waker.is_none());
+            // The write loop would write it; here it is dropped.
+            s.conns[key].outbox.clear();
+            // The gap after the last direct write: the shard writes it itself again.
+            send(&mut s, b"three", start.wrapping_add(STREAM_GAP_MS));
+            assert_eq!(s.stats().direct_writes.get(), 2);
+            assert!(s.conns[key].outbox.is_idle());
+            s.conns.remove(key);
+            drop(stream);
         });
     }
 }

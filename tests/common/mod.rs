@@ -394,6 +394,15 @@ pub fn parse_response(raw: &[u8]) -> (u16, String) {
 
 /// A masked client frame (RFC 6455 §5.3) built by hand: any opcode, any payload (invalid UTF-8
 /// included), fragmented or not.
+/// Lets more than `STREAM_GAP_MS` pass after the shard's last direct write of a connection
+/// (decision 0016: one written more recently is being sent a stream, and its next lone frame
+/// goes to its write loop). Call it after a read that shows that write done: it is the
+/// condition under test, not a synchronisation, and a sleep is never shorter than asked.
+pub fn outlast_the_stream_gap() {
+    let gap = u64::from(ringcast::shard::STREAM_GAP_MS);
+    std::thread::sleep(Duration::from_millis(gap + 5));
+}
+
 pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x5a, 0x1f, 0xc3, 0x07];
     let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
