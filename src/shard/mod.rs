@@ -864,6 +864,27 @@ mod tests {
     use super::*;
     use crate::conn::ConnKind;
 
+    /// A shard on default settings, the hub's end of its channel (kept, so that sends to the
+    /// hub succeed), and a loopback listener to accept its connections from.
+    fn loopback_shard() -> (
+        Shard,
+        crossbeam_channel::Receiver<UpstreamMsg>,
+        crate::rt::TcpListener,
+        std::net::SocketAddr,
+    ) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let listener = crate::rt::TcpListener::from_std(listener).expect("listener");
+        let (tx, hub) = crossbeam_channel::bounded(64);
+        let s = Shard::new(
+            ShardId(0),
+            Arc::new(Config::default()),
+            tx,
+            Arc::new(Metrics::new(1)),
+        );
+        (s, hub, listener, addr)
+    }
+
     /// The direct flush's rule (decision 0014) on real loopback sockets: a connection whose write
     /// loop is parked and that got one frame this turn is written by the shard; one whose loop
     /// has not parked yet (it may still be writing the 101) keeps the frame queued; one given
@@ -872,16 +893,7 @@ mod tests {
     fn the_shard_writes_only_a_lone_frame_and_only_to_a_parked_write_loop() {
         let rt = crate::rt::Runtime::new().expect("runtime");
         rt.block_on(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            let listener = crate::rt::TcpListener::from_std(listener).expect("listener");
-            let (tx, _hub) = crossbeam_channel::bounded(64);
-            let mut s = Shard::new(
-                ShardId(0),
-                Arc::new(Config::default()),
-                tx,
-                Arc::new(Metrics::new(1)),
-            );
+            let (mut s, _hub, listener, addr) = loopback_shard();
             let channel = Bytes::from_static(b"c");
             // Three connections: not started, parked, parked (given two frames).
             let mut peers = Vec::new();
@@ -959,16 +971,7 @@ mod tests {
     fn a_connection_written_directly_moments_ago_is_left_to_its_write_loop() {
         let rt = crate::rt::Runtime::new().expect("runtime");
         rt.block_on(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            let addr = listener.local_addr().expect("addr");
-            let listener = crate::rt::TcpListener::from_std(listener).expect("listener");
-            let (tx, _hub) = crossbeam_channel::bounded(64);
-            let mut s = Shard::new(
-                ShardId(0),
-                Arc::new(Config::default()),
-                tx,
-                Arc::new(Metrics::new(1)),
-            );
+            let (mut s, _hub, listener, addr) = loopback_shard();
             let _peer = std::net::TcpStream::connect(addr).expect("connect");
             let (stream, _) = listener.accept().await.expect("accept");
             let key = s.insert_conn(stream.handle(), 0, Instant::now());
