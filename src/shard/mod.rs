@@ -340,9 +340,6 @@ impl Shard {
 
     /// The direct half of [`Shard::flush_turn`], at `now_ms` ([`Tick::millis16`]).
     fn flush_direct(&mut self, now_ms: u16) {
-        if self.to_flush.is_empty() {
-            return;
-        }
         let mut keys = std::mem::take(&mut self.to_flush);
         let mut batch = std::mem::take(&mut self.flush_batch);
         let stats = &self.metrics.shards[usize::from(self.id.0)];
