@@ -19,6 +19,7 @@ mod ess_body;
 mod ess_report;
 mod floor;
 mod latency;
+mod pace;
 mod payload;
 mod plot;
 mod procfs;

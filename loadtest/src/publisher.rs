@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::Semaphore;
 
+use crate::pace::Pacer;
 use crate::payload::{now_ns, write_payload};
 use crate::settings::{Endpoint, PublishMode};
 use crate::wire::{self, Garbled, Reply};
@@ -96,6 +97,8 @@ pub async fn run(job: Job, stats: Arc<PubStats>) -> anyhow::Result<()> {
     let window = Arc::new(Semaphore::new(job.pipeline));
 
     let mut buf = Vec::with_capacity(BATCH_MAX * (job.payload_bytes + 128));
+    // tokio's timer would wake once a millisecond and send the events due in it back to back.
+    let mut pacer = Pacer::new().context("a timerfd for the publisher's pacing")?;
     if job.mode == PublishMode::Redis
         && let Some(password) = &job.endpoint.password
     {
@@ -128,7 +131,10 @@ pub async fn run(job: Job, stats: Arc<PubStats>) -> anyhow::Result<()> {
             if target <= sent {
                 let at = started + Duration::from_secs_f64((sent + 1) as f64 / job.rate);
                 let end_in = Duration::from_nanos(job.window_end_ns.saturating_sub(now_ns()));
-                tokio::time::sleep_until(at.min(Instant::now() + end_in).into()).await;
+                pacer
+                    .sleep_until(at.min(Instant::now() + end_in))
+                    .await
+                    .context("waiting on the publisher's timerfd")?;
                 if now_ns() >= job.window_end_ns {
                     break;
                 }
