@@ -162,8 +162,11 @@ impl Rig {
                     frames,
                     stamp,
                 } => self.shard.deliver(target, frames, stamp),
-                ShardMsg::DeliverTo { .. } | ShardMsg::Replay { .. } | ShardMsg::Adopt { .. } => {
-                    unreachable!("no snapshot, replay or hand-off is ever requested here")
+                ShardMsg::DeliverTo { .. }
+                | ShardMsg::Replay { .. }
+                | ShardMsg::Adopt { .. }
+                | ShardMsg::Read(_) => {
+                    unreachable!("no snapshot, replay, hand-off or source is ever requested here")
                 }
             }
         }

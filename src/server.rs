@@ -263,7 +263,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             serves_watches: config.source_serves_watches(index),
             sharded_channels: sc.sharded_channels.clone(),
         };
-        let redis = RedisSource::start(settings, hub_tx.clone(), metrics.clone())
+        // Sources spread over the shards; each is read on one (decision 0017).
+        let on_shard = config
+            .redis_read_on_shard
+            .then(|| links[index % links.len()].clone());
+        let redis = RedisSource::start(settings, hub_tx.clone(), metrics.clone(), on_shard)
             .map_err(|e| ServerError::Thread(e.to_string()))?;
         sources.push(Box::new(redis) as Box<dyn crate::source::Source>);
     }

@@ -153,6 +153,7 @@ fn help_documents_every_knob() {
         "read-buffer-bytes",
         "redis",
         "redis-set-notify",
+        "redis-read-on-shard",
         "redis-resp",
         "redis-backoff-max",
         "redis-connect-timeout",

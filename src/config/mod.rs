@@ -236,6 +236,11 @@ pub struct Config {
     /// the notifications. True needs `CONFIG SET` rights and changes the server
     /// for every client.
     pub redis_set_notify: bool,
+    /// Read a single Redis's pub/sub connection on a shard's own runtime (source *i* on shard
+    /// *i* mod shards), so its events reach that shard's clients without crossing a thread
+    /// (decision 0017). Default true; false reads it on the source's subscriber thread, as
+    /// before. A cluster's nodes are read on their own threads either way.
+    pub redis_read_on_shard: bool,
     /// RESP protocol version, 2 or 3. Default 3, which falls back to 2 on servers without
     /// `HELLO`; 2 skips the `HELLO` round trip.
     pub redis_resp: u8,
@@ -334,6 +339,7 @@ impl Default for Config {
             read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
             redis: None,
             redis_set_notify: false,
+            redis_read_on_shard: true,
             redis_resp: DEFAULT_REDIS_RESP,
             redis_backoff_max: DEFAULT_REDIS_BACKOFF_MAX,
             redis_connect_timeout: DEFAULT_REDIS_CONNECT_TIMEOUT,
@@ -383,6 +389,7 @@ impl fmt::Debug for Config {
             // The URL's Display hides the password.
             .field("redis", &self.redis.as_ref().map(RedisUrl::to_string))
             .field("redis_set_notify", &self.redis_set_notify)
+            .field("redis_read_on_shard", &self.redis_read_on_shard)
             .field("redis_resp", &self.redis_resp)
             .field("redis_backoff_max", &self.redis_backoff_max)
             .field("redis_connect_timeout", &self.redis_connect_timeout)
@@ -530,6 +537,8 @@ knobs! {
     READ_BUFFER_BYTES = "read-buffer-bytes", "RINGCAST_READ_BUFFER_BYTES", read_buffer_bytes;
     REDIS = "redis", "RINGCAST_REDIS", redis;
     REDIS_SET_NOTIFY = "redis-set-notify", "RINGCAST_REDIS_SET_NOTIFY", redis_set_notify;
+    REDIS_READ_ON_SHARD = "redis-read-on-shard", "RINGCAST_REDIS_READ_ON_SHARD",
+        redis_read_on_shard;
     REDIS_RESP = "redis-resp", "RINGCAST_REDIS_RESP", redis_resp;
     REDIS_BACKOFF_MAX = "redis-backoff-max", "RINGCAST_REDIS_BACKOFF_MAX", redis_backoff_max;
     REDIS_CONNECT_TIMEOUT = "redis-connect-timeout", "RINGCAST_REDIS_CONNECT_TIMEOUT",
@@ -707,6 +716,11 @@ struct Cli {
     #[arg(long, env = "RINGCAST_REDIS_SET_NOTIFY", value_name = "BOOL")]
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     redis_set_notify: Option<String>,
+    /// Read a single Redis's pub/sub connection on a shard's runtime instead of the source's
+    /// own thread (true/false/1/0; the bare flag means true) [default: true]
+    #[arg(long, env = "RINGCAST_REDIS_READ_ON_SHARD", value_name = "BOOL")]
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    redis_read_on_shard: Option<String>,
     /// Redis protocol version, 2 or 3; 3 falls back to 2 on servers without HELLO
     /// [default: 3]
     #[arg(long, env = "RINGCAST_REDIS_RESP", value_name = "2|3")]
@@ -846,6 +860,7 @@ struct FileConfig {
     read_buffer_bytes: Option<toml::Value>,
     redis: Option<toml::Value>,
     redis_set_notify: Option<toml::Value>,
+    redis_read_on_shard: Option<toml::Value>,
     redis_resp: Option<toml::Value>,
     redis_backoff_max: Option<toml::Value>,
     redis_connect_timeout: Option<toml::Value>,
@@ -1401,6 +1416,7 @@ impl Layers<'_> {
             })?,
             redis: self.redis()?,
             redis_set_notify: self.value(&REDIS_SET_NOTIFY, false, boolean)?,
+            redis_read_on_shard: self.value(&REDIS_READ_ON_SHARD, true, boolean)?,
             redis_resp: self.value(&REDIS_RESP, DEFAULT_REDIS_RESP, resp_version)?,
             redis_backoff_max: self.value(&REDIS_BACKOFF_MAX, DEFAULT_REDIS_BACKOFF_MAX, |r| {
                 duration(
@@ -1591,6 +1607,10 @@ impl Config {
             (
                 REDIS_SET_NOTIFY.key,
                 Some(Value::Boolean(self.redis_set_notify)),
+            ),
+            (
+                REDIS_READ_ON_SHARD.key,
+                Some(Value::Boolean(self.redis_read_on_shard)),
             ),
             (REDIS_RESP.key, number(usize::from(self.redis_resp))),
             (REDIS_BACKOFF_MAX.key, time(self.redis_backoff_max)),
@@ -2528,6 +2548,7 @@ mod tests {
         (&READ_BUFFER_BYTES, "8KiB"),
         (&REDIS, "redis://app:s3cret@10.0.0.1:6380/2"),
         (&REDIS_SET_NOTIFY, "true"),
+        (&REDIS_READ_ON_SHARD, "false"),
         (&REDIS_RESP, "2"),
         (&REDIS_BACKOFF_MAX, "1m"),
         (&REDIS_CONNECT_TIMEOUT, "500ms"),
@@ -2612,6 +2633,7 @@ mod tests {
                 seeds: Vec::new(),
             }),
             redis_set_notify: true,
+            redis_read_on_shard: false,
             redis_resp: 2,
             redis_backoff_max: Duration::from_secs(60),
             redis_connect_timeout: Duration::from_millis(500),

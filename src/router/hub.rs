@@ -921,9 +921,10 @@ mod tests {
                 ShardMsg::Deliver { target, frames, .. } => {
                     (target.slot, frames.iter().map(|(f, _)| f).collect())
                 }
-                ShardMsg::DeliverTo { .. } | ShardMsg::Replay { .. } | ShardMsg::Adopt { .. } => {
-                    (u32::MAX, Vec::new())
-                }
+                ShardMsg::DeliverTo { .. }
+                | ShardMsg::Replay { .. }
+                | ShardMsg::Adopt { .. }
+                | ShardMsg::Read(_) => (u32::MAX, Vec::new()),
             })
             .collect()
     }

@@ -227,6 +227,8 @@ pub enum ShardMsg {
         /// The client's address (the PROXY header's source where the listener expects one).
         peer: std::net::SocketAddr,
     },
+    /// A source's connection to read on this shard's runtime from now on (decision 0017).
+    Read(Box<dyn crate::source::ShardReader>),
     /// Deliver `frames` to every local subscriber of `target`.
     Deliver {
         /// The shard-local topic the frames belong to.

@@ -289,6 +289,19 @@ impl TcpStream {
         })
     }
 
+    /// Adopts a connected std socket that this thread will only read ([`read_available`]
+    /// reads with `MSG_DONTWAIT`), leaving its blocking flag alone: that flag belongs to the
+    /// socket, not the descriptor, and another thread may write it through a duplicate with
+    /// blocking writes (a Redis source's subscription commands, decision 0017).
+    ///
+    /// [`read_available`]: Self::read_available
+    pub fn from_std_reader(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        TcpStream::new(match backend() {
+            Backend::IoUring => Io::IoUring(tokio_uring::net::TcpStream::from_std(stream)),
+            Backend::Epoll => Io::Epoll(stream),
+        })
+    }
+
     /// A second descriptor for the same socket, to hand the connection to another shard. The
     /// socket stays open until both are closed; this side must then only drop its stream
     /// (never [`TcpStream::shutdown`], which would end the connection for both).

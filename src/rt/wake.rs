@@ -131,6 +131,22 @@ impl WakeHandle {
     }
 }
 
+impl WakeHandle {
+    /// For the shard that owns this wake-up, while it queues messages on its own inbox and
+    /// drains them itself (a source read on the shard's ring, decision 0017): marks a wake-up
+    /// as pending so that no sender writes the eventfd meanwhile. Returns true when one already
+    /// was (the inbox loop will run anyway; [`release`](Self::release) must then not be called).
+    pub fn hold(&self) -> bool {
+        self.0.pending.swap(true, SeqCst)
+    }
+
+    /// Ends a [`hold`](Self::hold) that returned false. The caller must drain its inbox once
+    /// more afterwards: a message queued while the hold was on did not write the eventfd.
+    pub fn release(&self) {
+        self.0.pending.store(false, SeqCst);
+    }
+}
+
 impl WakeListener {
     /// Waits for a wake-up. Afterwards the caller must drain its channel.
     pub async fn wait(&mut self) {
@@ -160,5 +176,35 @@ async fn read_ready(file: &AsyncFd<File>) -> io::Result<()> {
             // Would block: another wait consumed it; wait for the next write.
             Err(_) => continue,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the eventfd without blocking: true when a wake-up was written.
+    fn written(receiver: &WakeReceiver) -> bool {
+        let mut buf = [0u8; 8];
+        match (&receiver.file).read(&mut buf) {
+            Ok(n) => n == 8,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("eventfd read: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_held_wake_up_writes_no_eventfd_until_released() {
+        let (handle, receiver) = wake_pair().expect("eventfd");
+        set_nonblocking(&receiver.file).expect("O_NONBLOCK");
+        assert!(!handle.hold(), "nothing was pending");
+        handle.wake();
+        assert!(!written(&receiver), "a wake-up while held writes nothing");
+        assert!(handle.hold(), "a second hold sees the first");
+        handle.release();
+        handle.wake();
+        assert!(written(&receiver), "released: the next wake-up writes");
+        handle.wake();
+        assert!(!written(&receiver), "one write per pending wake-up");
     }
 }

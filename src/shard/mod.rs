@@ -208,6 +208,13 @@ impl Shard {
         self.registries.get(route)?.as_ref()
     }
 
+    /// This shard's own wake-up (from [`peers`](Self::peers); `None` before the setup set it).
+    pub fn own_wake(&self) -> Option<crate::rt::WakeHandle> {
+        self.peers
+            .get(usize::from(self.id.0))
+            .map(|link| link.wake.clone())
+    }
+
     /// This shard's counters.
     pub fn stats(&self) -> &ShardStats {
         &self.metrics.shards[usize::from(self.id.0)]

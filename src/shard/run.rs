@@ -126,6 +126,20 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
                 stamp,
             } => shard.borrow_mut().deliver(target, frames, stamp),
             ShardMsg::Replay { conn, event } => shard.borrow_mut().handle_replay(conn, event),
+            ShardMsg::Read(reader) => {
+                let own = shard.borrow().own_wake();
+                match own {
+                    Some(wake) => rt::spawn(reader.start(OwnInbox {
+                        shard: shard.clone(),
+                        inbox: inbox.clone(),
+                        wake,
+                    })),
+                    None => tracing::error!(
+                        ?reader,
+                        "a shard without its own wake-up cannot read a source"
+                    ),
+                }
+            }
             ShardMsg::Adopt {
                 stream,
                 pending,
@@ -164,6 +178,34 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
     s.flush_turn(true);
     s.flush_backlog();
     s.flush_replay();
+}
+
+/// A shard's own inbox, for a task on the shard that routes events itself ([`OwnInbox::route`]).
+pub struct OwnInbox {
+    shard: ShardRef,
+    inbox: Receiver<ShardMsg>,
+    wake: rt::WakeHandle,
+}
+
+impl OwnInbox {
+    /// Runs `route`, which queues messages on the shards' inboxes (this one's among them) and
+    /// wakes the others, then delivers what this shard got at once, in this task: no eventfd
+    /// write, no wake-up of the inbox loop. The wake-up is held meanwhile, so a sender on
+    /// another thread does not write the eventfd either; once released, the inbox is drained
+    /// once more for what such a sender queued. When a wake-up was already pending, the inbox
+    /// loop delivers instead, as for any sender.
+    pub async fn route<R>(&self, route: impl FnOnce() -> R) -> R {
+        let pending = self.wake.hold();
+        let routed = route();
+        if !pending {
+            drain_inbox(&self.shard, &self.inbox).await;
+            self.wake.release();
+            if !self.inbox.is_empty() {
+                drain_inbox(&self.shard, &self.inbox).await;
+            }
+        }
+        routed
+    }
 }
 
 async fn accept_loop(shard: ShardRef, listener: TcpListener, index: u8, stop: Rc<Notify>) {

@@ -108,6 +108,17 @@ pub enum SourceError {
 }
 
 /// A pub/sub source, owned and driven by the hub thread.
+/// A source's upstream connection handed to a shard ([`crate::router::ShardMsg::Read`]), so
+/// that its events are read and routed on the shard's own runtime and reach the shard's own
+/// connections without crossing a thread (decision 0017).
+pub trait ShardReader: Send + std::fmt::Debug {
+    /// Called once on the shard thread: the task that reads the connection until it ends.
+    fn start(
+        self: Box<Self>,
+        inbox: crate::shard::run::OwnInbox,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+}
+
 pub trait Source: Send {
     /// A short name for logs and metrics (`memory`, `redis://host:6379/2`).
     fn name(&self) -> &str;

@@ -212,6 +212,12 @@ impl RedisConn {
         self.stream.set_write_timeout(Some(timeout))
     }
 
+    /// The socket, the bytes read and not yet decoded, and the protocol: the read side of the
+    /// connection, to be read elsewhere (a shard, decision 0017).
+    pub fn into_parts(self) -> (TcpStream, BytesMut, Proto) {
+        (self.stream, self.buf, self.proto)
+    }
+
     /// A second handle on the socket for writing from another thread.
     pub fn writer(&self) -> io::Result<TcpStream> {
         self.stream.try_clone()

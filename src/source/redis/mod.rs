@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod commander;
 pub mod conn;
 pub mod notify;
+mod on_shard;
 pub mod resp;
 pub mod subscriber;
 mod url;
@@ -173,10 +174,15 @@ impl Input {
 
 impl RedisSource {
     /// Starts the subscriber and command threads and returns the hub-side source.
+    ///
+    /// `on_shard`: the shard whose runtime reads a single Redis's pub/sub connection (decision
+    /// 0017); `None` keeps it on the subscriber thread. A cluster's nodes are read on their
+    /// own threads either way.
     pub fn start(
         settings: RedisSettings,
         hub: Sender<UpstreamMsg>,
         metrics: Arc<Metrics>,
+        on_shard: Option<crate::router::hub::ShardLink>,
     ) -> std::io::Result<RedisSource> {
         let settings = Arc::new(settings);
         let (tx, rx) = bounded(COMMAND_QUEUE);
@@ -209,7 +215,7 @@ impl RedisSource {
             );
             std::thread::Builder::new()
                 .name("ringcast-redis-sub".into())
-                .spawn(move || subscriber::run(s, sh, h, d, m))?;
+                .spawn(move || subscriber::run(s, sh, h, d, m, on_shard))?;
             door = Some(opened);
             let (s, h, m) = (resp2, hub, metrics.clone());
             std::thread::Builder::new()

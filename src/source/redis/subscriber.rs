@@ -24,7 +24,7 @@ use super::resp::{self, Proto, PubSub};
 use super::{Backoff, Input, RedisSettings};
 use crate::metrics::Metrics;
 use crate::router::UpstreamMsg;
-use crate::router::hub::HubDoor;
+use crate::router::hub::{HubDoor, ShardLink};
 use crate::source::{SourceEvent, SourceInput};
 
 /// A subscribed connection silent this long gets a `PING`.
@@ -35,10 +35,10 @@ pub const PING_WHEN_IDLE: Duration = Duration::from_secs(1);
 /// meanwhile is lost by a reconnect, and clients stay.
 pub const REPLY_DEADLINE: Duration = Duration::from_secs(3);
 /// How often the reader wakes up without data, to send pings and check the deadline.
-const TICK: Duration = Duration::from_millis(250);
+pub(super) const TICK: Duration = Duration::from_millis(250);
 
 /// Most inputs handed to the hub at once (the bound of the hand-over batch).
-const BATCH: usize = 512;
+pub(super) const BATCH: usize = 512;
 
 /// Most names per SUBSCRIBE command when resubscribing.
 pub(super) const CHUNK: usize = 512;
@@ -170,12 +170,16 @@ pub(super) fn send(writer: &mut Option<TcpStream>, cmd: &[u8], names: &[Bytes]) 
 
 /// Runs the subscriber thread forever (it ends with the process). Input goes through `door`
 /// once the hub has opened it, else on the hub's channel.
+///
+/// With `on_shard`, each connection, once subscribed, is read on that shard's runtime and this
+/// thread only supervises it (decision 0017, [`super::on_shard`]).
 pub fn run(
     settings: Arc<RedisSettings>,
     shared: Arc<SubShared>,
     hub: Sender<UpstreamMsg>,
     door: HubDoor,
     metrics: Arc<Metrics>,
+    on_shard: Option<ShardLink>,
 ) {
     let stats = &metrics.redis[settings.index];
     let mut backoff = Backoff::new(settings.backoff_max);
@@ -207,20 +211,35 @@ pub fn run(
             tracing::info!(redis = %settings.url, proto = ?conn.proto, "connected to redis");
         }
         connected_before = true;
-        let err = read_loop(
-            settings.index,
-            &mut conn,
-            &hub,
-            Some(&door),
-            &metrics,
-            &|| shared.ping(),
-            &mut |c| {
-                if let Control::Stalled(stalled) = c {
-                    stalled_log(&settings.url, stalled);
-                    stats.up.set(u64::from(!stalled));
-                }
-            },
-        );
+        let mut stalled = |stalled: bool| {
+            stalled_log(&settings.url, stalled);
+            stats.up.set(u64::from(!stalled));
+        };
+        let err = match &on_shard {
+            Some(shard) => super::on_shard::read_on_shard(
+                conn,
+                shard,
+                &shared,
+                &hub,
+                &door,
+                &metrics,
+                settings.index,
+                &mut stalled,
+            ),
+            None => read_loop(
+                settings.index,
+                &mut conn,
+                &hub,
+                Some(&door),
+                &metrics,
+                &|| shared.ping(),
+                &mut |c| {
+                    if let Control::Stalled(s) = c {
+                        stalled(s);
+                    }
+                },
+            ),
+        };
         shared.lock().writer = None;
         stats.up.set(0);
         tracing::warn!(redis = %settings.url, error = %err, "redis subscriber connection lost");
@@ -309,8 +328,7 @@ fn read_batches(
     ping: &dyn Fn() -> bool,
     control: &mut dyn FnMut(Control),
 ) -> RedisError {
-    let stats = &metrics.redis[index];
-    let mut seen: u64 = 0;
+    let mut pushes = Pushes::new(index, metrics);
     if let Err(e) = conn.set_read_tick(TICK) {
         return RedisError::Io(e);
     }
@@ -354,10 +372,49 @@ fn read_batches(
             stalled = false;
             control(Control::Stalled(false));
         }
+        let input = match pushes.take(value, conn.proto, control) {
+            Ok(Some(input)) => input,
+            Ok(None) => continue,
+            Err(e) => return e,
+        };
+        batch.push(input);
+        // Without a door (a cluster's node threads), each input goes at once, as it arrives.
+        if door.is_none() || batch.len() >= BATCH {
+            hand_over(batch, hub, door, metrics);
+        }
+    }
+}
+
+/// Turns the values read from a subscribed connection into the hub's inputs, wherever the
+/// connection is read (this thread, or a shard: [`ShardRead`]).
+pub(super) struct Pushes<'m> {
+    index: usize,
+    stats: &'m crate::metrics::RedisStats,
+    /// Events seen, for sampling stage timings.
+    seen: u64,
+}
+
+impl<'m> Pushes<'m> {
+    pub(super) fn new(index: usize, metrics: &'m Metrics) -> Self {
+        Pushes {
+            index,
+            stats: &metrics.redis[index],
+            seen: 0,
+        }
+    }
+
+    /// The input `value` makes, `None` for values that need none (pongs, other confirmations),
+    /// or why the connection must be reset.
+    pub(super) fn take(
+        &mut self,
+        value: resp::Value,
+        proto: Proto,
+        control: &mut dyn FnMut(Control),
+    ) -> Result<Option<SourceInput>, RedisError> {
         let input = match resp::classify(value) {
             PubSub::Message { channel, payload } => Input::Event {
                 event: SourceEvent::Message { channel, payload },
-                read_at: sample(&mut seen),
+                read_at: sample(&mut self.seen),
             },
             PubSub::PMessage {
                 pattern,
@@ -369,19 +426,19 @@ fn read_batches(
                     channel,
                     payload,
                 },
-                read_at: sample(&mut seen),
+                read_at: sample(&mut self.seen),
             },
             PubSub::Confirm { kind, name, .. } => {
                 if &kind[..] == b"sunsubscribe" {
                     control(Control::ShardUnsubscribed(name));
-                    continue;
+                    return Ok(None);
                 }
                 if &kind[..] != b"subscribe" {
-                    continue;
+                    return Ok(None);
                 }
                 Input::Subscribed { channel: name }
             }
-            PubSub::Pong => continue,
+            PubSub::Pong => return Ok(None),
             PubSub::Reply(resp::Value::Error(e)) => {
                 if e.starts_with("MOVED") {
                     // A cluster re-homing a sharded subscription whose slot already left.
@@ -390,28 +447,24 @@ fn read_batches(
                     tracing::warn!(error = %e, "redis refused a subscription command");
                 }
                 control(Control::Refused(e));
-                continue;
+                return Ok(None);
             }
             PubSub::Reply(other) => {
-                if conn.proto == Proto::Resp2 {
-                    return RedisError::Reply(format!(
+                if proto == Proto::Resp2 {
+                    return Err(RedisError::Reply(format!(
                         "unexpected value on a subscribed connection: {other:?}"
-                    ));
+                    )));
                 }
-                continue;
+                return Ok(None);
             }
         };
         if matches!(input, Input::Event { .. }) {
-            stats.events.inc();
+            self.stats.events.inc();
         }
-        batch.push(SourceInput::Redis {
-            source: index,
+        Ok(Some(SourceInput::Redis {
+            source: self.index,
             input,
-        });
-        // Without a door (a cluster's node threads), each input goes at once, as it arrives.
-        if door.is_none() || batch.len() >= BATCH {
-            hand_over(batch, hub, door, metrics);
-        }
+        }))
     }
 }
 
@@ -423,6 +476,18 @@ fn hand_over(
     door: Option<&HubDoor>,
     metrics: &Metrics,
 ) {
+    hand_over_to(batch, hub, door, metrics, true);
+}
+
+/// [`hand_over`], where `may_block` false (on a shard) never waits for room on the hub's
+/// channel.
+pub(super) fn hand_over_to(
+    batch: &mut Vec<SourceInput>,
+    hub: &Sender<UpstreamMsg>,
+    door: Option<&HubDoor>,
+    metrics: &Metrics,
+    may_block: bool,
+) {
     if batch.is_empty() || door.is_some_and(|d| d.route(batch)) {
         return;
     }
@@ -433,7 +498,17 @@ fn hand_over(
         if let Input::Subscribed { .. } = input {
             // A confirmation drives snapshot reads: wait for room rather than lose it (only
             // when the hub channel is full, in which case messages are being dropped anyway).
-            let _ = hub.send(UpstreamMsg::Source(SourceInput::Redis { source, input }));
+            // A shard never waits: there it is dropped, counted and logged.
+            let msg = UpstreamMsg::Source(SourceInput::Redis { source, input });
+            if may_block {
+                let _ = hub.send(msg);
+            } else if hub.try_send(msg).is_err() {
+                metrics.redis[source].events_dropped.inc();
+                tracing::warn!(
+                    source,
+                    "hub channel full: a redis subscribe confirmation was dropped (a watch may miss its snapshot)"
+                );
+            }
             continue;
         }
         // Never block on the hub: a full channel drops the event (counted), so Redis's output
