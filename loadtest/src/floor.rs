@@ -391,7 +391,7 @@ fn pin_current_thread(core: usize) -> anyhow::Result<()> {
 }
 
 /// CPU time consumed by the calling thread, in nanoseconds.
-fn thread_cpu_ns() -> anyhow::Result<u64> {
+pub(crate) fn thread_cpu_ns() -> anyhow::Result<u64> {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -62,6 +62,10 @@ pub struct RedisHopReport {
     pub latency_p99_us: u64,
     pub latency_p999_us: u64,
     pub latency_max_us: u64,
+    /// The subscriber thread's CPU time per received event, µs: its wake-up, the `read` and the
+    /// parse of the push. What any gateway pays per event to read it from Redis, on top of
+    /// its sends (pinned to the gateway's core, like the gateway).
+    pub subscriber_cpu_per_event_us: f64,
 }
 
 pub fn main(args: RedisHopArgs) -> anyhow::Result<()> {
@@ -70,7 +74,7 @@ pub fn main(args: RedisHopArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "redis hop at {}/s, {} B: {} published, {} received; p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+            "redis hop at {}/s, {} B: {} published, {} received; p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs; subscriber CPU {:.2} µs per event",
             report.rate,
             report.payload_bytes,
             report.published,
@@ -79,7 +83,8 @@ pub fn main(args: RedisHopArgs) -> anyhow::Result<()> {
             report.latency_p90_us,
             report.latency_p99_us,
             report.latency_p999_us,
-            report.latency_max_us
+            report.latency_max_us,
+            report.subscriber_cpu_per_event_us
         );
     }
     Ok(())
@@ -142,7 +147,7 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
     let sub_addr = addr.clone();
     let sub_pw = password.clone();
     let wait_for = Duration::from_secs_f64(args.seconds) + Duration::from_secs(5);
-    let subscriber = std::thread::spawn(move || -> anyhow::Result<(u64, _)> {
+    let subscriber = std::thread::spawn(move || -> anyhow::Result<(u64, _, u64)> {
         crate::sys::pin_to_cpus(&[sub_core])?;
         let mut s = match connect(&sub_addr, sub_pw.as_deref()) {
             Ok(s) => s,
@@ -168,6 +173,7 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
         }
         let _ = ready_tx.send(Ok(()));
         s.set_read_timeout(Some(wait_for))?;
+        let cpu0 = crate::floor::thread_cpu_ns()?;
         let mut hist = new_histogram();
         let mut buf = vec![0u8; 64 * 1024];
         let mut have = 0;
@@ -203,7 +209,8 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
             buf.copy_within(at..have, 0);
             have -= at;
         }
-        Ok((received, hist))
+        let cpu_ns = crate::floor::thread_cpu_ns()?.saturating_sub(cpu0);
+        Ok((received, hist, cpu_ns))
     });
     ready_rx
         .recv()
@@ -234,7 +241,7 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
         write_resp_command(&mut cmd, &[b"PUBLISH", CHANNEL, &payload]);
         publisher.write_all(&cmd).context("PUBLISH")?;
     }
-    let (received, hist) = subscriber
+    let (received, hist, cpu_ns) = subscriber
         .join()
         .map_err(|_| anyhow::anyhow!("the subscriber thread panicked"))??;
     let _ = publisher.shutdown(std::net::Shutdown::Both);
@@ -249,6 +256,7 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
         latency_p99_us: hist.value_at_quantile(0.99),
         latency_p999_us: hist.value_at_quantile(0.999),
         latency_max_us: hist.max(),
+        subscriber_cpu_per_event_us: cpu_ns as f64 / 1_000.0 / received.max(1) as f64,
     })
 }
 
