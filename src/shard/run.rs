@@ -127,12 +127,19 @@ async fn drain_inbox(shard: &ShardRef, inbox: &Receiver<ShardMsg>) {
             } => shard.borrow_mut().deliver(target, frames, stamp),
             ShardMsg::Replay { conn, event } => shard.borrow_mut().handle_replay(conn, event),
             ShardMsg::Read(reader) => {
-                let own = shard.borrow().own_wake();
+                let (own, stalled) = {
+                    let s = shard.borrow();
+                    (
+                        s.own_wake(),
+                        s.config.debug_stall_shard == Some(usize::from(s.id.0)),
+                    )
+                };
                 match own {
                     Some(wake) => rt::spawn(reader.start(OwnInbox {
                         shard: shard.clone(),
                         inbox: inbox.clone(),
                         wake,
+                        stalled,
                     })),
                     None => tracing::error!(
                         ?reader,
@@ -185,16 +192,27 @@ pub struct OwnInbox {
     shard: ShardRef,
     inbox: Receiver<ShardMsg>,
     wake: rt::WakeHandle,
+    /// The `--debug-stall-shard` test hook holds this shard: its inbox is never drained.
+    stalled: bool,
 }
 
 impl OwnInbox {
     /// Runs `route`, which queues messages on the shards' inboxes (this one's among them) and
-    /// wakes the others, then delivers what this shard got at once, in this task: no eventfd
-    /// write, no wake-up of the inbox loop. The wake-up is held meanwhile, so a sender on
-    /// another thread does not write the eventfd either; once released, the inbox is drained
-    /// once more for what such a sender queued. When a wake-up was already pending, the inbox
-    /// loop delivers instead, as for any sender.
-    pub async fn route<R>(&self, route: impl FnOnce() -> R) -> R {
+    /// wakes the shards it queued for. For a `lone` event (the only one its read brought), this
+    /// shard's share is then delivered at once, in this task: no eventfd write, no wake-up of
+    /// the inbox loop. The wake-up is held meanwhile, so a sender on another thread does not
+    /// write the eventfd either; once released, the inbox is drained once more for what such a
+    /// sender queued. When a wake-up was already pending, the inbox loop delivers instead, as
+    /// for any sender.
+    ///
+    /// Several events in one read mean they arrive faster than one a turn: they go through
+    /// the eventfd and the inbox loop like any other sender's, so that the loop takes
+    /// everything queued meanwhile in one drain and corks the writers (a saturated shard's
+    /// batching; measured in BENCHMARKS, "Redis read on the shard").
+    pub async fn route<R>(&self, lone: bool, route: impl FnOnce() -> R) -> R {
+        if self.stalled || !lone {
+            return route();
+        }
         let pending = self.wake.hold();
         let routed = route();
         if !pending {

@@ -163,7 +163,14 @@ impl Reader<'_> {
                     self.route().await;
                 }
             }
+            let routed_any = !self.batch.is_empty();
             self.route().await;
+            if routed_any {
+                // Let the write loops and the inbox loop run before the next read: at
+                // saturation what arrives meanwhile comes in one read, and the writers get
+                // several frames a write.
+                tokio::task::yield_now().await;
+            }
             if buf.len() > MAX_REPLY_BYTES {
                 return RedisError::Protocol(DecodeError::too_large());
             }
@@ -193,7 +200,8 @@ impl Reader<'_> {
             return;
         }
         let (door, batch) = (self.door, &mut self.batch);
-        let routed = self.inbox.route(|| door.route(batch)).await;
+        let lone = batch.len() == 1;
+        let routed = self.inbox.route(lone, || door.route(batch)).await;
         if !routed {
             hand_over_to(batch, self.hub, None, self.metrics, false);
         }
