@@ -148,6 +148,7 @@ impl Reader<'_> {
         proto: Proto,
         heard: &Heard,
     ) -> RedisError {
+        let mut eof = false;
         loop {
             loop {
                 match resp::decode(proto, buf) {
@@ -165,6 +166,10 @@ impl Reader<'_> {
             }
             let routed_any = !self.batch.is_empty();
             self.route().await;
+            if eof {
+                // What came with the end is routed; report it.
+                return RedisError::Closed;
+            }
             if routed_any {
                 // Let the write loops and the inbox loop run before the next read: at
                 // saturation what arrives meanwhile comes in one read, and the writers get
@@ -181,15 +186,7 @@ impl Reader<'_> {
                 })
                 .await;
             heard.mark();
-            if outcome == ReadOutcome::Eof {
-                // Route what came with the end, then report it.
-                while let Ok(Some(value)) = resp::decode(proto, buf) {
-                    if let Ok(Some(input)) = self.pushes.take(value, proto, &mut |_| {}) {
-                        self.batch.push(input);
-                    }
-                }
-                return RedisError::Closed;
-            }
+            eof = outcome == ReadOutcome::Eof;
         }
     }
 
