@@ -3,8 +3,9 @@
 //! The subscriber thread still connects, hands-shakes, resubscribes and reconnects (all of it
 //! blocking, with backoff), and keeps the write side for `SUBSCRIBE`, `UNSUBSCRIBE` and `PING`.
 //! Once subscribed it hands the read side to a shard ([`ShardRead`], through the shard's inbox)
-//! and only supervises: it pings after [`PING_WHEN_IDLE`] of silence, reports a stall after
-//! [`REPLY_DEADLINE`], and reconnects when the shard reports the connection's end.
+//! and only supervises: it pings after `PING_WHEN_IDLE` of silence, reports a stall after
+//! `REPLY_DEADLINE` ([`Liveness`], as when the thread reads), and reconnects when the shard
+//! reports the connection's end.
 //!
 //! On the shard, a task reads whatever the socket has, decodes it with the same code as the
 //! thread ([`Pushes`]), routes it under the hub's lock through the [`HubDoor`], and delivers
@@ -20,9 +21,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
 
 use super::conn::{MAX_REPLY_BYTES, RedisConn, RedisError};
 use super::resp::{self, DecodeError, Proto};
-use super::subscriber::{
-    BATCH, Control, PING_WHEN_IDLE, Pushes, REPLY_DEADLINE, SubShared, TICK, hand_over_to,
-};
+use super::subscriber::{BATCH, Control, Liveness, Pushes, SubShared, TICK, hand_over_to};
 use crate::metrics::Metrics;
 use crate::router::hub::{HubDoor, ShardLink};
 use crate::router::{ShardMsg, UpstreamMsg};
@@ -243,8 +242,7 @@ pub(super) fn read_on_shard(
         ));
     }
     shard.wake.wake();
-    let mut ping_sent: Option<Instant> = None;
-    let mut is_stalled = false;
+    let mut live = Liveness::new();
     loop {
         match done_rx.recv_timeout(TICK) {
             Ok(err) => return err,
@@ -255,24 +253,7 @@ pub(super) fn read_on_shard(
             }
             Err(RecvTimeoutError::Timeout) => {}
         }
-        let last = heard.last();
-        if ping_sent.is_some_and(|at| last >= at) {
-            // Anything read since the ping answers it.
-            ping_sent = None;
-            if is_stalled {
-                is_stalled = false;
-                stalled(false);
-            }
-        }
-        match ping_sent {
-            Some(at) if !is_stalled && at.elapsed() >= REPLY_DEADLINE => {
-                is_stalled = true;
-                stalled(true);
-            }
-            None if last.elapsed() >= PING_WHEN_IDLE && shared.ping() => {
-                ping_sent = Some(Instant::now());
-            }
-            _ => {}
-        }
+        live.heard(heard.last(), stalled);
+        live.tick(&|| shared.ping(), stalled);
     }
 }

@@ -332,9 +332,7 @@ fn read_batches(
     if let Err(e) = conn.set_read_tick(TICK) {
         return RedisError::Io(e);
     }
-    let mut heard = Instant::now();
-    let mut ping_sent: Option<Instant> = None;
-    let mut stalled = false;
+    let mut live = Liveness::new();
     loop {
         let buffered = match conn.next_buffered() {
             Ok(v) => v,
@@ -352,26 +350,12 @@ fn read_batches(
         let value = match read {
             Ok(Some(v)) => v,
             Ok(None) => {
-                match ping_sent {
-                    Some(at) if !stalled && at.elapsed() >= REPLY_DEADLINE => {
-                        stalled = true;
-                        control(Control::Stalled(true));
-                    }
-                    None if heard.elapsed() >= PING_WHEN_IDLE && ping() => {
-                        ping_sent = Some(Instant::now());
-                    }
-                    _ => {}
-                }
+                live.tick(ping, &mut |s| control(Control::Stalled(s)));
                 continue;
             }
             Err(e) => return e,
         };
-        heard = Instant::now();
-        ping_sent = None;
-        if stalled {
-            stalled = false;
-            control(Control::Stalled(false));
-        }
+        live.heard(Instant::now(), &mut |s| control(Control::Stalled(s)));
         let input = match pushes.take(value, conn.proto, control) {
             Ok(Some(input)) => input,
             Ok(None) => continue,
@@ -381,6 +365,53 @@ fn read_batches(
         // Without a door (a cluster's node threads), each input goes at once, as it arrives.
         if door.is_none() || batch.len() >= BATCH {
             hand_over(batch, hub, door, metrics);
+        }
+    }
+}
+
+/// The ping and stall rule of a subscribed connection, fed by whatever reads it (this thread,
+/// or the shard that reads it, decision 0017): a `PING` after [`PING_WHEN_IDLE`] of silence,
+/// a stall reported when it goes unanswered for [`REPLY_DEADLINE`], its end when anything
+/// arrives again.
+pub(super) struct Liveness {
+    heard: Instant,
+    ping_sent: Option<Instant>,
+    stalled: bool,
+}
+
+impl Liveness {
+    pub(super) fn new() -> Self {
+        Liveness {
+            heard: Instant::now(),
+            ping_sent: None,
+            stalled: false,
+        }
+    }
+
+    /// Something was read at `at`: it answers a ping sent before it, and ends a stall.
+    pub(super) fn heard(&mut self, at: Instant, stalled: &mut dyn FnMut(bool)) {
+        self.heard = self.heard.max(at);
+        if self.ping_sent.is_none_or(|sent| at >= sent) {
+            self.ping_sent = None;
+            if self.stalled {
+                self.stalled = false;
+                stalled(false);
+            }
+        }
+    }
+
+    /// A tick without anything read: `ping` (true when written) after [`PING_WHEN_IDLE`] of
+    /// silence, `stalled(true)` once it has gone unanswered for [`REPLY_DEADLINE`].
+    pub(super) fn tick(&mut self, ping: &dyn Fn() -> bool, stalled: &mut dyn FnMut(bool)) {
+        match self.ping_sent {
+            Some(at) if !self.stalled && at.elapsed() >= REPLY_DEADLINE => {
+                self.stalled = true;
+                stalled(true);
+            }
+            None if self.heard.elapsed() >= PING_WHEN_IDLE && ping() => {
+                self.ping_sent = Some(Instant::now());
+            }
+            _ => {}
         }
     }
 }
