@@ -78,3 +78,30 @@ fn a_shard_reads_redis_and_the_subscriber_thread_does_not_wake_per_event() {
          (read on the thread: {on_thread})"
     );
 }
+
+#[test]
+fn a_gateway_shutting_down_does_not_reconnect_the_connection_its_shard_read() {
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    let mut gw = Gateway::start(&["--shards", "2", "--redis", &url]);
+    let mut client = gw.ws("/ws?subscribe=bye");
+    assert_eq!(client.recv_json()["op"], "subscribed");
+    redis.wait_numsub("bye", 1);
+    // The connection is on its shard once an event has come through it.
+    let mut publisher = RedisClient::connect(redis.port);
+    assert_eq!(publisher.cmd(&["PUBLISH", "bye", "1"]), Resp::Int(1));
+    assert_eq!(client.recv_json(), json!({"channel": "bye", "data": 1}));
+    drop(client);
+
+    gw.signal(libc::SIGTERM);
+    let status = common::wait_exit(&mut gw.child, common::TIMEOUT);
+    assert_eq!(status.code(), Some(0));
+    let log = gw.log.lock().expect("log").join("\n");
+    assert!(log.contains("stopped"), "the gateway stopped: {log}");
+    for line in ["redis subscriber connection lost", "reconnected to redis"] {
+        assert!(
+            !log.contains(line),
+            "a shutdown is not a lost connection ({line:?}): {log}"
+        );
+    }
+}

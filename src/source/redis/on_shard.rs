@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{RecvTimeoutError, SendTimeoutError, Sender, bounded};
 
 use super::conn::{MAX_REPLY_BYTES, RedisConn, RedisError};
 use super::resp::{self, DecodeError, Proto};
@@ -204,8 +204,16 @@ impl Reader<'_> {
     }
 }
 
+/// How a connection read on a shard ended.
+pub(super) enum Ended {
+    /// The connection failed (or the shard could not take it in time): reconnect.
+    Lost(RedisError),
+    /// The shard has stopped (the process is shutting down): the subscriber thread ends.
+    ShardGone,
+}
+
 /// On the subscriber thread: hands `conn`'s read side to `shard` and supervises it until the
-/// shard reports its end; returns why it ended. `stalled` hears a stall and its end.
+/// shard reports its end; returns how it ended. `stalled` hears a stall and its end.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn read_on_shard(
     conn: RedisConn,
@@ -216,7 +224,7 @@ pub(super) fn read_on_shard(
     metrics: &Arc<Metrics>,
     index: usize,
     stalled: &mut dyn FnMut(bool),
-) -> RedisError {
+) -> Ended {
     let (stream, buf, proto) = conn.into_parts();
     let (done_tx, done_rx) = bounded(1);
     let heard = Arc::new(Heard::new());
@@ -232,25 +240,25 @@ pub(super) fn read_on_shard(
         heard: heard.clone(),
         done: done_tx,
     };
-    if shard
+    match shard
         .tx
         .send_timeout(ShardMsg::Read(Box::new(reader)), HANDOVER_WAIT)
-        .is_err()
     {
-        return RedisError::Io(std::io::Error::other(
-            "the shard that reads this source did not take the connection (its inbox stayed full, or it stopped)",
-        ));
+        Ok(()) => {}
+        Err(SendTimeoutError::Disconnected(_)) => return Ended::ShardGone,
+        Err(SendTimeoutError::Timeout(_)) => {
+            return Ended::Lost(RedisError::Io(std::io::Error::other(
+                "the shard that reads this source did not take the connection (its inbox stayed full)",
+            )));
+        }
     }
     shard.wake.wake();
     let mut live = Liveness::new();
     loop {
         match done_rx.recv_timeout(TICK) {
-            Ok(err) => return err,
-            Err(RecvTimeoutError::Disconnected) => {
-                return RedisError::Io(std::io::Error::other(
-                    "the shard reading this source stopped",
-                ));
-            }
+            Ok(err) => return Ended::Lost(err),
+            // The reading task was dropped with its shard's runtime.
+            Err(RecvTimeoutError::Disconnected) => return Ended::ShardGone,
             Err(RecvTimeoutError::Timeout) => {}
         }
         live.heard(heard.last(), stalled);

@@ -168,7 +168,8 @@ pub(super) fn send(writer: &mut Option<TcpStream>, cmd: &[u8], names: &[Bytes]) 
     }
 }
 
-/// Runs the subscriber thread forever (it ends with the process). Input goes through `door`
+/// Runs the subscriber thread until the process ends, or until the shard that reads its
+/// connection has stopped. Input goes through `door`
 /// once the hub has opened it, else on the hub's channel.
 ///
 /// With `on_shard`, each connection, once subscribed, is read on that shard's runtime and this
@@ -216,7 +217,7 @@ pub fn run(
             stats.up.set(u64::from(!stalled));
         };
         let err = match &on_shard {
-            Some(shard) => super::on_shard::read_on_shard(
+            Some(shard) => match super::on_shard::read_on_shard(
                 conn,
                 shard,
                 &shared,
@@ -225,7 +226,15 @@ pub fn run(
                 &metrics,
                 settings.index,
                 &mut stalled,
-            ),
+            ) {
+                super::on_shard::Ended::Lost(err) => err,
+                super::on_shard::Ended::ShardGone => {
+                    // Shutting down: the thread ends quietly, and Redis sees the close.
+                    shared.lock().writer = None;
+                    tracing::debug!(redis = %settings.url, "the shard reading redis stopped; subscriber thread ends");
+                    return;
+                }
+            },
             None => read_loop(
                 settings.index,
                 &mut conn,
