@@ -33,22 +33,48 @@ fn redis_thread_sleeps(gw: &Gateway) -> u64 {
     total
 }
 
+/// A gateway started with `args` after `--redis`, one client subscribed to `channel`, and
+/// a publisher; one event (`0`) has come through, so the connection is on its reader (a shard
+/// takes it after it subscribed).
+struct Through {
+    // Declared first: the gateway goes before its Redis.
+    gw: Gateway,
+    client: common::Client,
+    publisher: RedisClient,
+    _redis: RedisServer,
+}
+
+fn one_event_through(args: &[&str], channel: &str) -> Through {
+    let redis = RedisServer::start();
+    let url = redis.url(0);
+    let mut all = vec!["--redis", &url];
+    all.extend_from_slice(args);
+    let gw = Gateway::start(&all);
+    let mut client = gw.ws(&format!("/ws?subscribe={channel}"));
+    assert_eq!(client.recv_json()["op"], "subscribed");
+    redis.wait_numsub(channel, 1);
+    let mut publisher = RedisClient::connect(redis.port);
+    assert_eq!(publisher.cmd(&["PUBLISH", channel, "0"]), Resp::Int(1));
+    assert_eq!(client.recv_json(), json!({"channel": channel, "data": 0}));
+    Through {
+        gw,
+        client,
+        publisher,
+        _redis: redis,
+    }
+}
+
 /// Delivers [`EVENTS`] one by one through a gateway started with `flags`; returns how often
 /// the Redis threads went to sleep meanwhile.
 fn sleeps_while_delivering(flags: &[&str]) -> u64 {
-    let redis = RedisServer::start();
-    let url = redis.url(0);
-    let mut args = vec!["--shards", "1", "--redis", &url];
+    let mut args = vec!["--shards", "1"];
     args.extend_from_slice(flags);
-    let gw = Gateway::start(&args);
-    let mut client = gw.ws("/ws?subscribe=ticks");
-    assert_eq!(client.recv_json()["op"], "subscribed");
-    redis.wait_numsub("ticks", 1);
-    let mut publisher = RedisClient::connect(redis.port);
-    // One event first: the connection is handed to the shard after it subscribed.
-    assert_eq!(publisher.cmd(&["PUBLISH", "ticks", "0"]), Resp::Int(1));
-    assert_eq!(client.recv_json(), json!({"channel": "ticks", "data": 0}));
-
+    let Through {
+        gw,
+        mut client,
+        mut publisher,
+        _redis,
+    } = one_event_through(&args, "ticks");
     let before = redis_thread_sleeps(&gw);
     for i in 1..=EVENTS {
         publisher.cmd(&["PUBLISH", "ticks", &i.to_string()]);
@@ -81,16 +107,12 @@ fn a_shard_reads_redis_and_the_subscriber_thread_does_not_wake_per_event() {
 
 #[test]
 fn a_gateway_shutting_down_does_not_reconnect_the_connection_its_shard_read() {
-    let redis = RedisServer::start();
-    let url = redis.url(0);
-    let mut gw = Gateway::start(&["--shards", "2", "--redis", &url]);
-    let mut client = gw.ws("/ws?subscribe=bye");
-    assert_eq!(client.recv_json()["op"], "subscribed");
-    redis.wait_numsub("bye", 1);
-    // The connection is on its shard once an event has come through it.
-    let mut publisher = RedisClient::connect(redis.port);
-    assert_eq!(publisher.cmd(&["PUBLISH", "bye", "1"]), Resp::Int(1));
-    assert_eq!(client.recv_json(), json!({"channel": "bye", "data": 1}));
+    let Through {
+        mut gw,
+        client,
+        _redis,
+        ..
+    } = one_event_through(&["--shards", "2"], "bye");
     drop(client);
 
     gw.signal(libc::SIGTERM);
