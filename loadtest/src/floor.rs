@@ -307,14 +307,14 @@ fn group_size(args: &FloorArgs) -> usize {
 
 /// File descriptors the run needs: two per connection plus spares (listener, epoll, io_uring,
 /// stdio, the runtime's own).
-fn fds_needed(connections: usize) -> u64 {
+pub(crate) fn fds_needed(connections: usize) -> u64 {
     (connections as u64)
         .saturating_mul(2)
         .saturating_add(SPARE_FDS)
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to at least `needed`, up to the hard limit.
-fn raise_nofile_limit(needed: libc::rlim_t) -> anyhow::Result<()> {
+pub(crate) fn raise_nofile_limit(needed: libc::rlim_t) -> anyhow::Result<()> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -344,7 +344,7 @@ fn raise_nofile_limit(needed: libc::rlim_t) -> anyhow::Result<()> {
 
 /// Opens `n` connected loopback pairs: (sending ends with `TCP_NODELAY`, non-blocking receiving
 /// ends). Each connect is accepted before the next, so the listen backlog never fills.
-fn connect_pairs(n: usize) -> anyhow::Result<(Vec<TcpStream>, Vec<TcpStream>)> {
+pub(crate) fn connect_pairs(n: usize) -> anyhow::Result<(Vec<TcpStream>, Vec<TcpStream>)> {
     let listener = TcpListener::bind("127.0.0.1:0").context("binding a loopback listener")?;
     let addr = listener.local_addr().context("listener address")?;
     let mut senders = Vec::with_capacity(n);
@@ -405,16 +405,16 @@ pub(crate) fn thread_cpu_ns() -> anyhow::Result<u64> {
 
 /// The draining reader's thread and what it shares with a sender: the bytes it has counted,
 /// whether it has ended, and the flag that ends it.
-struct Reader {
+pub(crate) struct Reader {
     handle: thread::JoinHandle<anyhow::Result<()>>,
-    received: Arc<AtomicU64>,
-    done: Arc<AtomicBool>,
+    pub(crate) received: Arc<AtomicU64>,
+    pub(crate) done: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
 impl Reader {
     /// Starts [`reader_loop`] over `receivers` on a thread pinned to `core`.
-    fn spawn(receivers: Vec<TcpStream>, core: usize) -> anyhow::Result<Reader> {
+    pub(crate) fn spawn(receivers: Vec<TcpStream>, core: usize) -> anyhow::Result<Reader> {
         let received = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -438,7 +438,7 @@ impl Reader {
     }
 
     /// Tells the reader to stop and waits for it.
-    fn stop(self) -> anyhow::Result<()> {
+    pub(crate) fn stop(self) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::Release);
         self.handle
             .join()
@@ -858,7 +858,7 @@ fn remaining_after(frames: Vec<Bytes>, mut written: usize) -> Vec<Bytes> {
 }
 
 /// Waits until the reader has counted `expected` bytes in all.
-fn wait_drained(
+pub(crate) fn wait_drained(
     received: &AtomicU64,
     expected: u64,
     reader_done: &AtomicBool,

@@ -9,13 +9,21 @@
 //! pushes with a blocking read, as the gateway's subscriber thread does, and records the time from
 //! the send to the read in an HDR histogram. The threads are pinned like the gateway's and the
 //! load test's (`--subscriber-core`, `--publisher-core`); Redis stays wherever it runs.
+//!
+//! With `--relay-connections N` the subscriber is also a cost-free gateway: it writes each
+//! event's payload to the next `--relay-group` of N loopback connections (one plain blocking
+//! `write` each, drained by a reader thread on `--reader-core`, as the floor's are) and the
+//! report gives its whole CPU time per send: the wake-up, the read, the parse and the sends,
+//! with nothing else in the way. The paced floor (`floor --interval-us`) reads its CPU around
+//! each round's sends only, so it leaves the first three out; this relay is the floor of a
+//! gateway whose events arrive from Redis one at a time, at the same pace.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use serde::Serialize;
 
 use crate::latency::new_histogram;
@@ -46,9 +54,31 @@ pub struct RedisHopArgs {
     /// Core for the publisher thread (the load test's core)
     #[arg(long, default_value_t = 1)]
     pub publisher_core: usize,
+    /// Relay each event, as a cost-free gateway would, to this many loopback connections (0:
+    /// no relay); the report then gives the subscriber's CPU per send
+    #[arg(long, default_value_t = 0)]
+    pub relay_connections: usize,
+    /// Relay connections written per event, consecutive groups in turn (many-channels: 10)
+    #[arg(long, default_value_t = 10)]
+    pub relay_group: usize,
+    /// Core for the thread that drains the relay's connections (the load test's core)
+    #[arg(long, default_value_t = 1)]
+    pub reader_core: usize,
     /// Print one JSON line instead of the human summary
     #[arg(long)]
     pub json: bool,
+}
+
+/// What the relay (`--relay-connections`) measured.
+#[derive(Debug, Serialize)]
+pub struct RelayReport {
+    pub connections: usize,
+    pub group: usize,
+    /// Writes done: one per connection per event.
+    pub sends: u64,
+    /// The subscriber thread's CPU time per send, µs: its whole CPU time (wake-ups, reads,
+    /// parse, writes) over the events, divided by the writes.
+    pub cpu_per_send_us: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,8 +94,11 @@ pub struct RedisHopReport {
     pub latency_max_us: u64,
     /// The subscriber thread's CPU time per received event, µs: its wake-up, the `read` and the
     /// parse of the push. What any gateway pays per event to read it from Redis, on top of
-    /// its sends (pinned to the gateway's core, like the gateway).
+    /// its sends (pinned to the gateway's core, like the gateway). With a relay, the relay's
+    /// sends are in it too.
     pub subscriber_cpu_per_event_us: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayReport>,
 }
 
 pub fn main(args: RedisHopArgs) -> anyhow::Result<()> {
@@ -86,6 +119,12 @@ pub fn main(args: RedisHopArgs) -> anyhow::Result<()> {
             report.latency_max_us,
             report.subscriber_cpu_per_event_us
         );
+        if let Some(r) = &report.relay {
+            println!(
+                "relay to {} connections, {} per event: {} sends, {:.2} µs of the subscriber's CPU per send",
+                r.connections, r.group, r.sends, r.cpu_per_send_us
+            );
+        }
     }
     Ok(())
 }
@@ -129,6 +168,13 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
     if args.rate == 0 {
         bail!("--rate must be above 0");
     }
+    if args.relay_connections > 0 {
+        ensure!(
+            args.relay_group > 0 && args.relay_connections.is_multiple_of(args.relay_group),
+            "--relay-group must divide --relay-connections ({}) into whole groups",
+            args.relay_connections
+        );
+    }
     let url = crate::url::Url::parse(&args.redis)?;
     let addr = format!("{}:{}", url.host, url.port.unwrap_or(6379));
     let password = url.password.clone();
@@ -142,12 +188,26 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
     prefix.extend_from_slice(b"\r\n");
     let push_len = prefix.len() + args.payload_bytes + 2;
 
+    // The relay's loopback pairs: the subscriber writes the sending ends, a reader drains the
+    // receiving ends on the load test's core.
+    let (relay_out, reader) = if args.relay_connections > 0 {
+        crate::floor::raise_nofile_limit(crate::floor::fds_needed(args.relay_connections))?;
+        let (senders, receivers) = crate::floor::connect_pairs(args.relay_connections)?;
+        let reader = crate::floor::Reader::spawn(receivers, args.reader_core)?;
+        (senders, Some(reader))
+    } else {
+        (Vec::new(), None)
+    };
+    let group = args.relay_group.max(1);
+    let payload_bytes = args.payload_bytes;
+
     let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
     let sub_core = args.subscriber_core;
     let sub_addr = addr.clone();
     let sub_pw = password.clone();
     let wait_for = Duration::from_secs_f64(args.seconds) + Duration::from_secs(5);
-    let subscriber = std::thread::spawn(move || -> anyhow::Result<(u64, _, u64)> {
+    let subscriber = std::thread::spawn(move || -> anyhow::Result<(u64, _, u64, u64)> {
+        let mut relay_out = relay_out;
         crate::sys::pin_to_cpus(&[sub_core])?;
         let mut s = match connect(&sub_addr, sub_pw.as_deref()) {
             Ok(s) => s,
@@ -178,6 +238,7 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut have = 0;
         let mut received = 0u64;
+        let mut sends = 0u64;
         while received < total {
             let n = match s.read(&mut buf[have..]) {
                 Ok(0) => bail!("Redis closed the subscriber connection"),
@@ -203,6 +264,16 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
                     .and_then(|t| t.parse().ok())
                     .context("a push without a timestamp")?;
                 hist.saturating_record((now.saturating_sub(sent) / 1000).max(1));
+                if !relay_out.is_empty() {
+                    let to = relay_range(received, group, relay_out.len());
+                    let first = to.start;
+                    let payload = &push[prefix.len()..prefix.len() + payload_bytes];
+                    for (i, out) in relay_out[to].iter_mut().enumerate() {
+                        out.write_all(payload)
+                            .with_context(|| format!("relay connection {}", first + i))?;
+                        sends += 1;
+                    }
+                }
                 received += 1;
                 at += push_len;
             }
@@ -210,7 +281,7 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
             have -= at;
         }
         let cpu_ns = crate::floor::thread_cpu_ns()?.saturating_sub(cpu0);
-        Ok((received, hist, cpu_ns))
+        Ok((received, hist, cpu_ns, sends))
     });
     ready_rx
         .recv()
@@ -241,11 +312,43 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
         write_resp_command(&mut cmd, &[b"PUBLISH", CHANNEL, &payload]);
         publisher.write_all(&cmd).context("PUBLISH")?;
     }
-    let (received, hist, cpu_ns) = subscriber
+    let joined = subscriber
         .join()
-        .map_err(|_| anyhow::anyhow!("the subscriber thread panicked"))??;
+        .map_err(|_| anyhow::anyhow!("the subscriber thread panicked"))
+        .and_then(|r| r);
     let _ = publisher.shutdown(std::net::Shutdown::Both);
     let _ = drain.join();
+    let relay = match reader {
+        Some(reader) => {
+            // Every relayed byte must have reached its reader, or the sends were not all done.
+            let drained = match &joined {
+                Ok((_, _, _, sends)) => crate::floor::wait_drained(
+                    &reader.received,
+                    sends * args.payload_bytes as u64,
+                    &reader.done,
+                )
+                .context("draining the relay's connections"),
+                Err(_) => Ok(()),
+            };
+            let stopped = reader.stop().context("the relay's reader");
+            drained?;
+            stopped?;
+            let (received, _, cpu_ns, sends) =
+                joined.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            ensure!(
+                *sends == received * group as u64,
+                "the relay wrote {sends} times for {received} events of {group}"
+            );
+            Some(RelayReport {
+                connections: args.relay_connections,
+                group,
+                sends: *sends,
+                cpu_per_send_us: *cpu_ns as f64 / 1_000.0 / (*sends).max(1) as f64,
+            })
+        }
+        None => None,
+    };
+    let (received, hist, cpu_ns, _) = joined?;
     Ok(RedisHopReport {
         rate: args.rate,
         payload_bytes: args.payload_bytes,
@@ -257,12 +360,78 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
         latency_p999_us: hist.value_at_quantile(0.999),
         latency_max_us: hist.max(),
         subscriber_cpu_per_event_us: cpu_ns as f64 / 1_000.0 / received.max(1) as f64,
+        relay,
     })
+}
+
+/// The relay connections event `event` goes to: consecutive groups of `group` in turn, as a
+/// many-channels event reaches one channel's subscribers (`connections` is a multiple of
+/// `group`).
+fn relay_range(event: u64, group: usize, connections: usize) -> std::ops::Range<usize> {
+    let groups = (connections / group).max(1) as u64;
+    let first = (event % groups) as usize * group;
+    first..(first + group).min(connections)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_events_take_the_groups_in_turn() {
+        assert_eq!(relay_range(0, 10, 30), 0..10);
+        assert_eq!(relay_range(1, 10, 30), 10..20);
+        assert_eq!(relay_range(2, 10, 30), 20..30);
+        assert_eq!(relay_range(3, 10, 30), 0..10);
+        assert_eq!(relay_range(7, 1, 1), 0..1);
+    }
+
+    /// A real redis-server on a free port: the relay writes every event to its group, the
+    /// reader receives every byte (`run` fails otherwise), and the CPU per send is measured.
+    #[test]
+    fn the_relay_sends_every_event_to_its_group_through_a_real_redis() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/run installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let args = RedisHopArgs {
+            redis: format!("redis://127.0.0.1:{port}"),
+            rate: 2000,
+            seconds: 0.1,
+            payload_bytes: 200,
+            subscriber_core: 0,
+            publisher_core: 1,
+            relay_connections: 40,
+            relay_group: 10,
+            reader_core: 1,
+            json: true,
+        };
+        let report = run(&args);
+        let _ = server.kill();
+        let _ = server.wait();
+        let report = report.expect("the relay run");
+        assert_eq!(report.received, 200);
+        let relay = report.relay.expect("a relay report");
+        assert_eq!(relay.sends, 200 * 10);
+        assert!(relay.cpu_per_send_us > 0.0);
+    }
 
     #[test]
     fn push_heads_are_the_resp2_pushes_redis_sends() {
