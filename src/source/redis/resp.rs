@@ -182,49 +182,49 @@ pub enum PubSub {
 
 /// Classifies a value read from a subscribed connection.
 pub fn classify(value: Value) -> PubSub {
-    let items = match value {
+    let mut items = match value {
         Value::Push(items) => items,
         Value::Array(items) if is_pubsub_array(&items) => items,
         other => return PubSub::Reply(other),
     };
-    let mut it = items.into_iter();
-    let kind = it
-        .next()
-        .and_then(|v| v.as_bytes().cloned())
+    let kind = items
+        .first()
+        .and_then(Value::as_bytes)
+        .cloned()
         .unwrap_or_default();
-    let rest: Vec<Value> = it.collect();
-    let b = |i: usize| {
-        rest.get(i)
-            .and_then(Value::as_bytes)
-            .cloned()
-            .unwrap_or_default()
-    };
+    // The parts after the kind are taken out of the decoded array (no second vector).
     match &kind[..] {
         b"message" | b"smessage" => PubSub::Message {
-            channel: b(0),
-            payload: b(1),
+            channel: take_bytes(&mut items, 1),
+            payload: take_bytes(&mut items, 2),
         },
         b"pmessage" => PubSub::PMessage {
-            pattern: b(0),
-            channel: b(1),
-            payload: b(2),
+            pattern: take_bytes(&mut items, 1),
+            channel: take_bytes(&mut items, 2),
+            payload: take_bytes(&mut items, 3),
         },
         b"pong" => PubSub::Pong,
         b"subscribe" | b"psubscribe" | b"unsubscribe" | b"punsubscribe" | b"ssubscribe"
         | b"sunsubscribe" => {
-            let count = match rest.get(1) {
+            let count = match items.get(2) {
                 Some(Value::Int(n)) => *n,
                 _ => 0,
             };
             PubSub::Confirm {
                 kind,
-                name: b(0),
+                name: take_bytes(&mut items, 1),
                 count,
             }
         }
-        _ => PubSub::Reply(Value::Array(
-            std::iter::once(Value::Bulk(kind)).chain(rest).collect(),
-        )),
+        _ => PubSub::Reply(Value::Array(items)),
+    }
+}
+
+/// The bytes of `items[i]`, taken out of it; empty if it has none.
+fn take_bytes(items: &mut [Value], i: usize) -> Bytes {
+    match items.get_mut(i) {
+        Some(Value::Bulk(b) | Value::Simple(b)) => std::mem::take(b),
+        _ => Bytes::new(),
     }
 }
 
