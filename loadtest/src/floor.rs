@@ -412,9 +412,21 @@ pub(crate) struct Reader {
     stop: Arc<AtomicBool>,
 }
 
+/// Called by the reader with each connection's index and the bytes one read returned.
+pub(crate) type OnRead = Box<dyn FnMut(usize, &[u8]) + Send>;
+
 impl Reader {
     /// Starts [`reader_loop`] over `receivers` on a thread pinned to `core`.
     pub(crate) fn spawn(receivers: Vec<TcpStream>, core: usize) -> anyhow::Result<Reader> {
+        Reader::spawn_with(receivers, core, None)
+    }
+
+    /// As [`Reader::spawn`], handing every read's bytes to `on_read` as well.
+    pub(crate) fn spawn_with(
+        receivers: Vec<TcpStream>,
+        core: usize,
+        on_read: Option<OnRead>,
+    ) -> anyhow::Result<Reader> {
         let received = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
@@ -423,7 +435,7 @@ impl Reader {
             thread::Builder::new()
                 .name("floor-reader".into())
                 .spawn(move || {
-                    let res = reader_loop(receivers, core, &received, &stop);
+                    let res = reader_loop(receivers, core, &received, &stop, on_read);
                     done.store(true, Ordering::Release);
                     res
                 })
@@ -453,6 +465,7 @@ fn reader_loop(
     core: usize,
     received: &AtomicU64,
     stop: &AtomicBool,
+    mut on_read: Option<OnRead>,
 ) -> anyhow::Result<()> {
     pin_current_thread(core).context("reader")?;
 
@@ -515,7 +528,12 @@ fn reader_loop(
                         eof = true;
                         break;
                     }
-                    Ok(k) => got += k as u64,
+                    Ok(k) => {
+                        got += k as u64;
+                        if let Some(f) = on_read.as_mut() {
+                            f(idx, &buf[..k]);
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {

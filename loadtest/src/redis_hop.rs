@@ -20,7 +20,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -79,6 +79,53 @@ pub struct RelayReport {
     /// The subscriber thread's CPU time per send, µs: its whole CPU time (wake-ups, reads,
     /// parse, writes) over the events, divided by the writes.
     pub cpu_per_send_us: f64,
+    /// From the publisher's send to the read at the receiving end (the relay's reader thread,
+    /// on the load test's core), over every relayed payload: what a cost-free gateway scores
+    /// where `run` measures a gateway's latency.
+    pub latency_p50_us: u64,
+    pub latency_p90_us: u64,
+    pub latency_p99_us: u64,
+    pub latency_p999_us: u64,
+    /// Payloads whose timestamp was split across two reads, left out of the latency.
+    pub unstamped: u64,
+}
+
+/// The relay's latency, taken at the receiving ends: each connection carries whole payloads
+/// back to back, each starting with the publisher's timestamp.
+struct RelayStamps {
+    payload_bytes: u64,
+    base: Instant,
+    /// Bytes each connection has received so far.
+    seen: Vec<u64>,
+    hist: hdrhistogram::Histogram<u64>,
+    unstamped: u64,
+}
+
+impl RelayStamps {
+    fn read(&mut self, conn: usize, data: &[u8]) {
+        let now = self.base.elapsed().as_nanos() as u64;
+        let Some(seen) = self.seen.get_mut(conn) else {
+            return;
+        };
+        let p = self.payload_bytes;
+        // Where the first payload that starts in `data` starts.
+        let mut at = ((p - *seen % p) % p) as usize;
+        *seen += data.len() as u64;
+        while at < data.len() {
+            let sent = data
+                .get(at..at + STAMP_DIGITS)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .and_then(|t| t.parse::<u64>().ok());
+            match sent {
+                Some(sent) => {
+                    self.hist
+                        .saturating_record((now.saturating_sub(sent) / 1000).max(1));
+                }
+                None => self.unstamped += 1,
+            }
+            at += p as usize;
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -121,8 +168,16 @@ pub fn main(args: RedisHopArgs) -> anyhow::Result<()> {
         );
         if let Some(r) = &report.relay {
             println!(
-                "relay to {} connections, {} per event: {} sends, {:.2} µs of the subscriber's CPU per send",
-                r.connections, r.group, r.sends, r.cpu_per_send_us
+                "relay to {} connections, {} per event: {} sends, {:.2} µs of the subscriber's CPU per send; at the receiving ends p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs ({} unstamped)",
+                r.connections,
+                r.group,
+                r.sends,
+                r.cpu_per_send_us,
+                r.latency_p50_us,
+                r.latency_p90_us,
+                r.latency_p99_us,
+                r.latency_p999_us,
+                r.unstamped
             );
         }
     }
@@ -193,8 +248,23 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
     let (relay_out, reader) = if args.relay_connections > 0 {
         crate::floor::raise_nofile_limit(crate::floor::fds_needed(args.relay_connections))?;
         let (senders, receivers) = crate::floor::connect_pairs(args.relay_connections)?;
-        let reader = crate::floor::Reader::spawn(receivers, args.reader_core)?;
-        (senders, Some(reader))
+        let stamps = Arc::new(Mutex::new(RelayStamps {
+            payload_bytes: args.payload_bytes as u64,
+            base,
+            seen: vec![0; args.relay_connections],
+            hist: new_histogram(),
+            unstamped: 0,
+        }));
+        let on_read = {
+            let stamps = Arc::clone(&stamps);
+            Box::new(move |conn: usize, data: &[u8]| {
+                if let Ok(mut s) = stamps.lock() {
+                    s.read(conn, data);
+                }
+            })
+        };
+        let reader = crate::floor::Reader::spawn_with(receivers, args.reader_core, Some(on_read))?;
+        (senders, Some((reader, stamps)))
     } else {
         (Vec::new(), None)
     };
@@ -319,7 +389,7 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
     let _ = publisher.shutdown(std::net::Shutdown::Both);
     let _ = drain.join();
     let relay = match reader {
-        Some(reader) => {
+        Some((reader, stamps)) => {
             // Every relayed byte must have reached its reader, or the sends were not all done.
             let drained = match &joined {
                 Ok((_, _, _, sends)) => crate::floor::wait_drained(
@@ -339,11 +409,20 @@ fn run(args: &RedisHopArgs) -> anyhow::Result<RedisHopReport> {
                 *sends == received * group as u64,
                 "the relay wrote {sends} times for {received} events of {group}"
             );
+            let stamps = stamps
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the relay's reader panicked"))?;
+            let q = |q: f64| stamps.hist.value_at_quantile(q);
             Some(RelayReport {
                 connections: args.relay_connections,
                 group,
                 sends: *sends,
                 cpu_per_send_us: *cpu_ns as f64 / 1_000.0 / (*sends).max(1) as f64,
+                latency_p50_us: q(0.50),
+                latency_p90_us: q(0.90),
+                latency_p99_us: q(0.99),
+                latency_p999_us: q(0.999),
+                unstamped: stamps.unstamped,
             })
         }
         None => None,
@@ -384,6 +463,35 @@ mod tests {
         assert_eq!(relay_range(2, 10, 30), 20..30);
         assert_eq!(relay_range(3, 10, 30), 0..10);
         assert_eq!(relay_range(7, 1, 1), 0..1);
+    }
+
+    #[test]
+    fn relay_stamps_are_found_across_reads_of_any_size() {
+        let base = Instant::now();
+        let mut stamps = RelayStamps {
+            payload_bytes: 30,
+            base,
+            seen: vec![0; 2],
+            hist: new_histogram(),
+            unstamped: 0,
+        };
+        let payload = |sent: u64| format!("{sent:020}{}", "x".repeat(10)).into_bytes();
+        // Connection 0: two payloads in one read, then one in reads of 25 and 5 bytes.
+        let mut two = payload(0);
+        two.extend(payload(0));
+        stamps.read(0, &two);
+        let three = payload(0);
+        stamps.read(0, &three[..25]);
+        stamps.read(0, &three[25..]);
+        // Connection 1: a payload whose stamp is split (10 + 20 bytes).
+        let four = payload(0);
+        stamps.read(1, &four[..10]);
+        stamps.read(1, &four[10..]);
+        // And one whose stamp is not a number.
+        stamps.read(1, &[b'y'; 30]);
+        assert_eq!(stamps.hist.len(), 3);
+        assert_eq!(stamps.unstamped, 2);
+        assert_eq!(stamps.seen, vec![90, 60]);
     }
 
     /// A real redis-server on a free port: the relay writes every event to its group, the
@@ -431,6 +539,10 @@ mod tests {
         let relay = report.relay.expect("a relay report");
         assert_eq!(relay.sends, 200 * 10);
         assert!(relay.cpu_per_send_us > 0.0);
+        // Every payload reached its reader stamped, and the latency is the publisher's send to
+        // that read (under a second on any host).
+        assert!(relay.latency_p50_us > 0 && relay.latency_p999_us < 1_000_000);
+        assert!(relay.unstamped < relay.sends / 10);
     }
 
     #[test]
