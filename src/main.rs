@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 /// `MIMALLOC_ALLOW_THP=1` asks to keep them; returns whether it did. mimalloc asks for huge pages
 /// for its arenas, and a huge page is resident whole once any byte of it is touched: with the
 /// connections' state spread over the heap, 10k used idle connections held 51–53 MB of RSS
-/// (28 MB of it in huge pages, a 2 MiB step deciding the per-connection figure) against 33 MB
+/// (28 MB of it in huge pages, a 2 MiB step deciding the per-connection figure) against 36 MB
 /// without (docs/BENCHMARKS.md, "Huge pages off").
 fn small_pages() -> std::io::Result<bool> {
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_some_and(|v| v == "1") {
