@@ -13,13 +13,18 @@
 #    1/rate seconds (--group, --interval-us), for about 5 s.
 # 1c. For a paced one-channel scenario, ringcast's run below also runs the floor halfway
 #    between its publishes (run --floor-cores), so the gateway and that floor share the host.
+# 1d. For a paced scenario published through Redis (--publish redis), the relay: a cost-free
+#    gateway fed by Redis at the same pace (`redis-hop --relay-connections`, on a private
+#    redis-server), whose CPU per send and p50 include the wake-up, the read and Redis's hop
+#    that the paced floor leaves out.
 # 2. loadtest/run.sh SCENARIO --target ringcast [flags...]
 # 3. loadtest/run.sh SCENARIO --target baseline [flags...]
 # 4. A table: ringcast, baseline, ringcast/baseline, and ringcast against the floor:
 #    p99 latency / floor last_completion_us at 1 frame per write (the soonest one core can
 #    reach the last of N clients), the same against the paced floor (median and p99 over its
 #    rounds), and delivered msgs per gateway CPU-s / (1 / floor cost_per_message_us at 64
-#    frames per write, the most batched setting).
+#    frames per write, the most batched setting); for a paced scenario, gateway CPU µs per
+#    frame against the paced floor's CPU per send and the relay's, and the p50 less theirs.
 # The combined result goes to reports/compare-SCENARIO.json (one JSON line: scenario, floor,
 # ringcast, baseline, ratios); the runs' own lines stay in reports/SCENARIO-TARGET.json.
 #
@@ -30,7 +35,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 die() {
@@ -108,11 +113,52 @@ if [ "${RINGCAST_SKIP_BUILD:-}" != 1 ]; then
 fi
 export RINGCAST_SKIP_BUILD=1
 
+# Published through Redis (`--publish redis` here or `publish = "redis"` in the scenario)?
+via_redis=0
+prev=
+for a in "$@"; do
+    case "$prev=$a" in
+        --publish=redis | *=--publish=redis) via_redis=1 ;;
+    esac
+    prev=$a
+done
+grep -Eq '^[[:space:]]*publish[[:space:]]*=[[:space:]]*"redis"' "$scenario_file" && via_redis=1
+payload=$(setting payload_bytes 200)
+
+# The relay (step 1d) on a private redis-server pinned with the load test, on a free port.
+run_relay() {
+    local bin=$1 interval_us=$2 port pid
+    command -v "${REDIS_SERVER:-redis-server}" >/dev/null || die "redis-server not found"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    taskset -c "$reader_core" "${REDIS_SERVER:-redis-server}" --port "$port" --bind 127.0.0.1 \
+        --save '' --appendonly no >"$tmp/relay-redis.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        kill -0 "$pid" 2>/dev/null || die "redis-server for the relay did not start: $(tail -3 "$tmp/relay-redis.log")"
+        sleep 0.05
+    done
+    echo "compare.sh: relay at the scenario's pace: $group of $floor_conns connections an event, an event every $interval_us µs, through redis-server on port $port" >&2
+    if ! "$bin" redis-hop --redis "redis://127.0.0.1:$port" --rate "$rate" --seconds 5 \
+        --payload-bytes "$payload" --relay-connections "$floor_conns" --relay-group "$group" \
+        --subscriber-core "$sender_core" --publisher-core "$reader_core" \
+        --reader-core "$reader_core" --json >"$tmp/relay.out"; then
+        kill "$pid" 2>/dev/null
+        die "the relay failed"
+    fi
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || true
+    grep '^{' "$tmp/relay.out" | tail -1 >"$relay_json"
+    [ -s "$relay_json" ] || die "the relay printed no JSON line"
+}
+
 # The floor, pinned like the gateway: its sender on the gateway's first CPU, its reader on the
 # load test's first CPU (it pins its own threads).
 floor_json=$tmp/floor.json
 paced_json=$tmp/paced.json
+relay_json=$tmp/relay.json
 echo null >"$paced_json"
+echo null >"$relay_json"
 if [ "${SKIP_FLOOR:-}" = 1 ]; then
     echo null >"$floor_json"
 else
@@ -146,6 +192,9 @@ else
             --sender-core "$sender_core" --reader-core "$reader_core" --json >"$tmp/paced.out"
         grep '^{' "$tmp/paced.out" | tail -1 >"$paced_json"
         [ -s "$paced_json" ] || die "paced floor printed no JSON line"
+        if [ "$via_redis" = 1 ]; then
+            run_relay "$loadtest_bin" "$interval_us"
+        fi
     fi
 fi
 
@@ -163,10 +212,10 @@ echo "compare.sh: == $scenario against baseline" >&2
 "$root/loadtest/run.sh" "$scenario_file" --target baseline "$@"
 
 python3 - "$scenario" "$floor_json" "$paced_json" "$reports/$scenario-ringcast.json" \
-    "$reports/$scenario-baseline.json" "$reports/compare-$scenario.json" <<'EOF'
+    "$reports/$scenario-baseline.json" "$reports/compare-$scenario.json" "$relay_json" <<'EOF'
 import json, sys
 
-scenario, floor_path, paced_path, rc_path, bl_path, out_path = sys.argv[1:]
+scenario, floor_path, paced_path, rc_path, bl_path, out_path, relay_path = sys.argv[1:]
 def last_line(path):
     lines = [l for l in open(path).read().splitlines() if l.strip()]
     return json.loads(lines[-1])
@@ -176,6 +225,18 @@ paced_one = paced["results"][0] if paced and paced.get("results") else None
 paced_last_us = paced_one["last_completion_us"] if paced_one else None
 paced_last_p99_us = paced_one.get("last_completion_p99_us") if paced_one else None
 rc, bl = last_line(rc_path), last_line(bl_path)
+relay_run = last_line(relay_path)
+relay = relay_run.get("relay") if relay_run else None
+paced_send_us = paced_one["cost_per_send_us"] if paced_one else None
+paced_p50_us = paced_last_us
+relay_send_us = relay["cpu_per_send_us"] if relay else None
+relay_p50_us = relay["latency_p50_us"] if relay else None
+
+def per_frame_us(r):
+    cpu, n = r.get("gateway_cpu_s"), r.get("delivered")
+    return None if cpu is None or not n else cpu * 1e6 / n
+def minus(a, b):
+    return None if a is None or b is None else a - b
 
 def ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
@@ -207,6 +268,11 @@ ratios = {
     "ringcast_p99_vs_interleaved_floor": rc.get("latency_p99_vs_interleaved_floor"),
     "ringcast_p99_vs_interleaved_send_p99": ratio(rc.get("latency_p99_us"), inter_send_p99_us),
     "ringcast_per_cpu_vs_floor": ratio(rc.get("delivered_per_gateway_cpu_s"), floor_rate),
+    "ringcast_cpu_per_frame_vs_paced_floor_send": ratio(per_frame_us(rc), paced_send_us),
+    "baseline_cpu_per_frame_vs_paced_floor_send": ratio(per_frame_us(bl), paced_send_us),
+    "ringcast_cpu_per_frame_vs_relay_send": ratio(per_frame_us(rc), relay_send_us),
+    "ringcast_p50_minus_paced_floor_p50_us": minus(rc.get("latency_p50_us"), paced_p50_us),
+    "ringcast_p50_minus_relay_p50_us": minus(rc.get("latency_p50_us"), relay_p50_us),
     "baseline_per_cpu_vs_floor": ratio(bl.get("delivered_per_gateway_cpu_s"), floor_rate),
 }
 combined = {
@@ -216,6 +282,7 @@ combined = {
     "paced_floor": paced,
     "paced_floor_last_completion_us": paced_last_us,
     "paced_floor_last_completion_p99_us": paced_last_p99_us,
+    "relay": relay_run,
     "floor_msgs_per_cpu_s_batched": floor_rate,
     "floor_batched_frames_per_write": batched["frames_per_write"] if batched else None,
     "ringcast": rc,
@@ -237,6 +304,8 @@ rows = [
     ("delivered msgs/s", "delivered_per_s", 0, None, None),
     ("loss %", "loss_pct", 3, None, None),
     ("latency p50 µs", "latency_p50_us", 0, None, None),
+    ("latency p50 µs (paced floor; last column: µs over it)", "latency_p50_us", 0, paced_p50_us, None),
+    ("latency p50 µs (relay; last column: µs over it)", "latency_p50_us", 0, relay_p50_us, None),
     ("latency p90 µs", "latency_p90_us", 0, None, None),
     ("latency p99 µs", "latency_p99_us", 0, floor_last_us, ratios["ringcast_p99_vs_floor_last_completion"]),
     ("latency p99 µs (paced floor)", "latency_p99_us", 0, paced_last_us, ratios["ringcast_p99_vs_paced_floor_last_completion"]),
@@ -246,6 +315,8 @@ rows = [
     ("latency p99.9 µs", "latency_p999_us", 0, None, None),
     ("latency max µs", "latency_max_us", 0, None, None),
     ("gateway CPU-s", "gateway_cpu_s", 2, None, None),
+    ("gateway CPU µs per frame (paced floor per send)", "cpu_per_frame_us", 2, paced_send_us, ratios["ringcast_cpu_per_frame_vs_paced_floor_send"]),
+    ("gateway CPU µs per frame (relay per send)", "cpu_per_frame_us", 2, relay_send_us, ratios["ringcast_cpu_per_frame_vs_relay_send"]),
     ("gateway CPU % of a core", "gateway_cpu_pct", 1, None, None),
     ("delivered / gateway CPU-s", "delivered_per_gateway_cpu_s", 0, floor_rate, ratios["ringcast_per_cpu_vs_floor"]),
     ("gateway RSS after KiB", "gateway_rss_after_kib", 0, None, None),
@@ -254,8 +325,17 @@ rows = [
 ]
 head = ("", "ringcast", "baseline", "ringcast/baseline", "floor", "ringcast/floor")
 table = [head]
+rc["cpu_per_frame_us"], bl["cpu_per_frame_us"] = per_frame_us(rc), per_frame_us(bl)
 for label, key, digits, fl, rf in rows:
     a, b = rc.get(key), bl.get(key)
+    if "µs over it" in label:
+        if fl is None:
+            continue
+        table.append((label, fmt(a, digits), fmt(b, digits), fr(ratio(a, b)), fmt(fl, 0),
+                      "-" if a is None else f"{a - fl:+,.0f}"))
+        continue
+    if ("paced floor per send" in label or "relay per send" in label) and fl is None:
+        continue
     if a is None and b is None:
         continue
     if ("paced" in label or "interleaved" in label) and fl is None:
@@ -278,6 +358,10 @@ if paced:
     print(f"  paced floor rows: last_completion_us (median; p99 over {paced_one['rounds']} rounds) "
           f"writing {paced['group']} of {paced['connections']} connections a round, a round every "
           f"{paced['interval_us']} µs (the scenario's publish interval)")
+if relay:
+    print(f"  relay rows: a cost-free gateway fed by Redis at the same pace (redis-hop "
+          f"--relay-connections {relay['connections']} --relay-group {relay['group']}): its whole "
+          f"CPU per send and its p50 at the receiving ends")
 if inter:
     print(f"  interleaved floor row: the ringcast run's own floor, {inter['connections']} sends "
           f"halfway between publishes, median over {inter['rounds']} rounds (p99 "
