@@ -27,6 +27,10 @@ pub struct WakeHandle(Arc<Shared>);
 struct Shared {
     fd: OwnedFd,
     pending: AtomicBool,
+    /// A wake-up asked for while one was pending: set by [`WakeHandle::wake`], so that
+    /// [`WakeHandle::release`] can deliver one that came during a hold (a flag such as the
+    /// shutdown is seen only by the inbox loop, which only the eventfd wakes).
+    missed: AtomicBool,
 }
 
 /// The receiving side before it reaches its shard thread (`Send`).
@@ -108,6 +112,7 @@ pub fn wake_pair() -> io::Result<(WakeHandle, WakeReceiver)> {
     let shared = Arc::new(Shared {
         fd: owned,
         pending: AtomicBool::new(false),
+        missed: AtomicBool::new(false),
     });
     let receiver = WakeReceiver {
         shared: shared.clone(),
@@ -120,6 +125,7 @@ impl WakeHandle {
     /// Wakes the shard unless a wake-up is already pending.
     pub fn wake(&self) {
         if self.0.pending.swap(true, SeqCst) {
+            self.0.missed.store(true, SeqCst);
             return;
         }
         let one: u64 = 1;
@@ -141,9 +147,14 @@ impl WakeHandle {
     }
 
     /// Ends a [`hold`](Self::hold) that returned false. The caller must drain its inbox once
-    /// more afterwards: a message queued while the hold was on did not write the eventfd.
+    /// more afterwards: a message queued while the hold was on did not write the eventfd. A
+    /// wake-up asked for during the hold is delivered now, so the inbox loop runs and sees what
+    /// no message carries (the shutdown flag).
     pub fn release(&self) {
         self.0.pending.store(false, SeqCst);
+        if self.0.missed.swap(false, SeqCst) {
+            self.wake();
+        }
     }
 }
 
@@ -162,6 +173,7 @@ impl WakeListener {
         if let Err(e) = res {
             tracing::warn!(error = %e, "eventfd read failed");
         }
+        self.shared.missed.store(false, SeqCst);
         self.shared.pending.store(false, SeqCst);
     }
 }
@@ -206,5 +218,27 @@ mod tests {
         assert!(written(&receiver), "released: the next wake-up writes");
         handle.wake();
         assert!(!written(&receiver), "one write per pending wake-up");
+    }
+
+    /// A wake-up asked for during a hold (the shutdown's, say) is not lost: the release writes
+    /// the eventfd, so the inbox loop runs and checks its flags.
+    #[test]
+    fn a_wake_up_asked_for_during_a_hold_is_delivered_by_the_release() {
+        let (handle, receiver) = wake_pair().expect("eventfd");
+        set_nonblocking(&receiver.file).expect("O_NONBLOCK");
+        assert!(!handle.hold());
+        handle.clone().wake();
+        assert!(!written(&receiver), "nothing written while held");
+        handle.release();
+        assert!(
+            written(&receiver),
+            "the release delivers the wake-up asked for meanwhile"
+        );
+        // A hold and release with no wake-up in between writes nothing.
+        let (handle, receiver) = wake_pair().expect("eventfd");
+        set_nonblocking(&receiver.file).expect("O_NONBLOCK");
+        assert!(!handle.hold());
+        handle.release();
+        assert!(!written(&receiver), "no wake-up asked for, none written");
     }
 }
