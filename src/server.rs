@@ -358,7 +358,9 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     };
     for (flag, wake) in &flags {
         flag.store(true, Ordering::SeqCst);
-        WakeHandle::wake(wake);
+        // An alert, not a wake-up: no message carries the flag, so a shard holding its own
+        // wake-up (decision 0017) must still be woken when it releases it.
+        WakeHandle::alert(wake);
     }
     for handle in shards {
         let _ = handle.join();

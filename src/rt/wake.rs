@@ -27,9 +27,11 @@ pub struct WakeHandle(Arc<Shared>);
 struct Shared {
     fd: OwnedFd,
     pending: AtomicBool,
-    /// A wake-up asked for while one was pending: set by [`WakeHandle::wake`], so that
-    /// [`WakeHandle::release`] can deliver one that came during a hold (a flag such as the
-    /// shutdown is seen only by the inbox loop, which only the eventfd wakes).
+    /// An alert ([`WakeHandle::alert`]) raised while a wake-up was pending, so that
+    /// [`WakeHandle::release`] can deliver one that came during a hold: a flag such as the
+    /// shutdown is seen only by the inbox loop, which only the eventfd wakes. A plain
+    /// [`WakeHandle::wake`] does not set it: it follows a message, which the holder's second
+    /// drain takes.
     missed: AtomicBool,
 }
 
@@ -122,12 +124,25 @@ pub fn wake_pair() -> io::Result<(WakeHandle, WakeReceiver)> {
 }
 
 impl WakeHandle {
-    /// Wakes the shard unless a wake-up is already pending.
+    /// Wakes the shard unless a wake-up is already pending. For a sender that has just queued
+    /// a message on the shard's inbox: during a [`hold`](Self::hold) the message is taken by
+    /// the holder's second drain, and nothing is written.
     pub fn wake(&self) {
         if self.0.pending.swap(true, SeqCst) {
-            self.0.missed.store(true, SeqCst);
             return;
         }
+        self.write();
+    }
+
+    /// Wakes the shard for something no message carries (a flag the inbox loop reads when it
+    /// runs, such as the shutdown): like [`wake`](Self::wake), and if a hold is on, its
+    /// [`release`](Self::release) writes the eventfd, so the inbox loop runs and sees the flag.
+    pub fn alert(&self) {
+        self.0.missed.store(true, SeqCst);
+        self.wake();
+    }
+
+    fn write(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to a descriptor we own. An eventfd write only
         // fails if the counter would overflow, which cannot happen with a reader draining it.
@@ -147,9 +162,9 @@ impl WakeHandle {
     }
 
     /// Ends a [`hold`](Self::hold) that returned false. The caller must drain its inbox once
-    /// more afterwards: a message queued while the hold was on did not write the eventfd. A
-    /// wake-up asked for during the hold is delivered now, so the inbox loop runs and sees what
-    /// no message carries (the shutdown flag).
+    /// more afterwards: a message queued while the hold was on did not write the eventfd. An
+    /// [`alert`](Self::alert) raised during the hold is delivered now, so the inbox loop runs
+    /// and sees what no message carries (the shutdown flag).
     pub fn release(&self) {
         self.0.pending.store(false, SeqCst);
         if self.0.missed.swap(false, SeqCst) {
@@ -220,25 +235,49 @@ mod tests {
         assert!(!written(&receiver), "one write per pending wake-up");
     }
 
-    /// A wake-up asked for during a hold (the shutdown's, say) is not lost: the release writes
-    /// the eventfd, so the inbox loop runs and checks its flags.
+    /// An alert raised during a hold (the shutdown's) is not lost: the release writes the
+    /// eventfd, so the inbox loop runs and checks its flags.
     #[test]
-    fn a_wake_up_asked_for_during_a_hold_is_delivered_by_the_release() {
+    fn an_alert_raised_during_a_hold_is_delivered_by_the_release() {
         let (handle, receiver) = wake_pair().expect("eventfd");
         set_nonblocking(&receiver.file).expect("O_NONBLOCK");
         assert!(!handle.hold());
-        handle.clone().wake();
+        handle.clone().alert();
         assert!(!written(&receiver), "nothing written while held");
         handle.release();
         assert!(
             written(&receiver),
-            "the release delivers the wake-up asked for meanwhile"
+            "the release delivers the alert raised meanwhile"
         );
+        // Without a hold an alert writes at once, and once.
+        let (handle, receiver) = wake_pair().expect("eventfd");
+        set_nonblocking(&receiver.file).expect("O_NONBLOCK");
+        handle.alert();
+        assert!(written(&receiver), "an alert writes");
+        handle.alert();
+        assert!(!written(&receiver), "still pending: not written again");
         // A hold and release with no wake-up in between writes nothing.
         let (handle, receiver) = wake_pair().expect("eventfd");
         set_nonblocking(&receiver.file).expect("O_NONBLOCK");
         assert!(!handle.hold());
         handle.release();
         assert!(!written(&receiver), "no wake-up asked for, none written");
+    }
+
+    /// A message's wake-up during a hold (the holder queueing its own share, decision 0017)
+    /// writes nothing, then or at the release: the holder's drains take the message. Writing
+    /// it cost every lone event an eventfd write and a second turn of the inbox loop.
+    #[test]
+    fn a_messages_wake_up_during_a_hold_writes_nothing() {
+        let (handle, receiver) = wake_pair().expect("eventfd");
+        set_nonblocking(&receiver.file).expect("O_NONBLOCK");
+        assert!(!handle.hold());
+        handle.clone().wake();
+        handle.wake();
+        assert!(!written(&receiver), "nothing written while held");
+        handle.release();
+        assert!(!written(&receiver), "nor by the release");
+        handle.wake();
+        assert!(written(&receiver), "released: the next wake-up writes");
     }
 }
