@@ -342,13 +342,22 @@ impl TcpStream {
                     match usize::try_from(n) {
                         Err(_) => Err(io::Error::last_os_error()),
                         Ok(0) => Ok(None),
-                        Ok(n) => Ok(Some(on_data(&scratch[..n]))),
+                        Ok(n) => Ok(Some((on_data(&scratch[..n]), n < scratch.len()))),
                     }
                 })
             });
             match got {
-                Ok(Ok(Some(true))) => continue,
-                Ok(Ok(Some(false))) => return ReadOutcome::Stopped,
+                // A short read emptied the socket's queue: what arrives after it raises a new
+                // edge on the (edge-triggered) registration, so readiness can be cleared now
+                // instead of by a second `recv` that finds nothing (tokio's own `TcpStream`
+                // does the same). A peer's FIN seen with the data stays recorded (clearing
+                // keeps "read closed"), so the next call reads the end at once.
+                Ok(Ok(Some((true, true)))) => {
+                    guard.clear_ready();
+                    return ReadOutcome::Drained;
+                }
+                Ok(Ok(Some((true, false)))) => continue,
+                Ok(Ok(Some((false, _)))) => return ReadOutcome::Stopped,
                 Ok(Ok(None)) => return ReadOutcome::Eof,
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(Err(_)) => return ReadOutcome::Eof,
@@ -529,5 +538,74 @@ unsafe impl tokio_uring::buf::IoBuf for crate::conn::outbox::OutFrame {
 
     fn bytes_total(&self) -> usize {
         self.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use super::{ReadOutcome, Runtime, TcpStream};
+
+    /// A connected loopback pair: the client side (std) and the accepted side, adopted.
+    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        (client, server)
+    }
+
+    /// Reads once, failing the test rather than hanging if nothing comes.
+    async fn read_once(stream: &TcpStream, got: &mut Vec<u8>) -> ReadOutcome {
+        let mut on_data = |data: &[u8]| {
+            got.extend_from_slice(data);
+            true
+        };
+        let read = stream.read_available(&mut on_data);
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the read waited 10 s for input that had arrived")
+    }
+
+    /// A short read ends the call without a second `recv`; the peer's end, already queued
+    /// behind the data, is read by the next call rather than lost with the cleared readiness.
+    #[test]
+    fn a_short_read_returns_and_the_end_queued_behind_it_is_still_read() {
+        let (mut client, server) = pair();
+        client.write_all(b"abc").expect("write");
+        client
+            .shutdown(std::net::Shutdown::Write)
+            .expect("shutdown");
+        let rt = Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let stream = TcpStream::from_std(server).expect("adopt");
+            let mut got = Vec::new();
+            assert_eq!(read_once(&stream, &mut got).await, ReadOutcome::Drained);
+            assert_eq!(got, b"abc");
+            assert_eq!(read_once(&stream, &mut got).await, ReadOutcome::Eof);
+            assert_eq!(got, b"abc");
+        });
+    }
+
+    /// Input that arrives after a short read cleared the readiness raises a new edge: the next
+    /// call reads it.
+    #[test]
+    fn input_after_a_short_read_is_read_by_the_next_call() {
+        let (mut client, server) = pair();
+        let rt = Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let stream = TcpStream::from_std(server).expect("adopt");
+            let mut got = Vec::new();
+            client.write_all(b"one").expect("write");
+            assert_eq!(read_once(&stream, &mut got).await, ReadOutcome::Drained);
+            assert_eq!(got, b"one");
+            client.write_all(b"two").expect("write");
+            assert_eq!(read_once(&stream, &mut got).await, ReadOutcome::Drained);
+            assert_eq!(got, b"onetwo");
+            drop(client);
+            assert_eq!(read_once(&stream, &mut got).await, ReadOutcome::Eof);
+        });
     }
 }
