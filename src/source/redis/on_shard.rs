@@ -163,16 +163,19 @@ impl Reader<'_> {
                     self.route().await;
                 }
             }
-            let routed_any = !self.batch.is_empty();
+            let routed_several = self.batch.len() > 1;
             self.route().await;
             if eof {
                 // What came with the end is routed; report it.
                 return RedisError::Closed;
             }
-            if routed_any {
+            if routed_several {
                 // Let the write loops and the inbox loop run before the next read: at
                 // saturation what arrives meanwhile comes in one read, and the writers get
-                // several frames a write.
+                // several frames a write. A lone event was delivered and written in the route
+                // itself (`OwnInbox::route`), and the read that brought it was short (the
+                // socket's readiness is cleared), so the next read waits without a yield: the
+                // yield would cost the runtime a poll of its reactor (an `epoll_wait`) per event.
                 tokio::task::yield_now().await;
             }
             if buf.len() > MAX_REPLY_BYTES {
