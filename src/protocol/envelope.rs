@@ -31,6 +31,14 @@
 
 use serde::de::IgnoredAny;
 
+/// The bytes [`render_event`] writes when nothing needs escaping: size a buffer with it and
+/// the envelope goes in without growing it.
+pub fn event_len_hint(channel: &[u8], pattern: Option<&[u8]>, payload: &[u8]) -> usize {
+    // Fixed text plus quotes is under 40 bytes. Escaping can make the strings longer, in which
+    // case `Vec` grows again. That is rare and still correct.
+    40 + channel.len() + pattern.map_or(0, <[u8]>::len) + payload.len()
+}
+
 /// Appends the JSON event envelope for one publish to `out`.
 ///
 /// `pattern` is `Some` for a delivery through a pattern subscription. `channel` and `pattern`
@@ -40,10 +48,7 @@ use serde::de::IgnoredAny;
 /// This is called once per publish (encode-once). It does not allocate apart from growing `out`,
 /// and it reserves the likely size up front so that growth usually happens once.
 pub fn render_event(out: &mut Vec<u8>, channel: &[u8], pattern: Option<&[u8]>, payload: &[u8]) {
-    // Fixed text plus quotes is under 40 bytes. Escaping can make the strings longer, in which
-    // case `Vec` grows again. That is rare and still correct.
-    let pattern_len = pattern.map_or(0, <[u8]>::len);
-    out.reserve(40 + channel.len() + pattern_len + payload.len());
+    out.reserve(event_len_hint(channel, pattern, payload));
 
     out.extend_from_slice(b"{\"channel\":");
     write_json_string(out, channel);

@@ -79,8 +79,8 @@ pub use command::{
     codes, parse_command,
 };
 pub use envelope::{
-    is_json, render_event, render_key_event, render_key_value_hash, render_string_array,
-    render_zset, write_json_string,
+    event_len_hint, is_json, render_event, render_key_event, render_key_value_hash,
+    render_string_array, render_zset, write_json_string,
 };
 pub use glob::{MAX_GLOB_NESTING, glob_match};
 pub use reply::{

@@ -37,7 +37,7 @@ use super::{
     TopicKind, UpstreamMsg,
 };
 use crate::metrics::Metrics;
-use crate::protocol::render_event;
+use crate::protocol::{event_len_hint, render_event};
 use crate::rt::WakeHandle;
 use crate::source::{Hash, Source, SourceEvent, SourceInput};
 use crate::ws::frame::{self, FrameBuilder, OpCode};
@@ -564,7 +564,11 @@ impl Hub {
         for format in wanted.iter() {
             let frame = match format {
                 Format::Json => {
-                    let mut b = FrameBuilder::with_capacity(payload.len() + channel.len() + 32);
+                    let mut b = FrameBuilder::with_capacity(event_len_hint(
+                        &channel,
+                        pattern.as_deref(),
+                        &payload,
+                    ));
                     render_event(b.payload(), &channel, pattern.as_deref(), &payload);
                     b.finish(OpCode::Text)
                 }
