@@ -149,10 +149,15 @@ impl Reader<'_> {
     ) -> RedisError {
         let mut eof = false;
         loop {
+            // Events this read brought, whether routed in one batch or several.
+            let mut events = 0usize;
             loop {
                 match resp::decode(proto, buf) {
                     Ok(Some(value)) => match self.pushes.take(value, proto, &mut |_: Control| {}) {
-                        Ok(Some(input)) => self.batch.push(input),
+                        Ok(Some(input)) => {
+                            events += 1;
+                            self.batch.push(input);
+                        }
                         Ok(None) => {}
                         Err(e) => return e,
                     },
@@ -163,13 +168,12 @@ impl Reader<'_> {
                     self.route().await;
                 }
             }
-            let routed_several = self.batch.len() > 1;
             self.route().await;
             if eof {
                 // What came with the end is routed; report it.
                 return RedisError::Closed;
             }
-            if routed_several {
+            if events > 1 {
                 // Let the write loops and the inbox loop run before the next read: at
                 // saturation what arrives meanwhile comes in one read, and the writers get
                 // several frames a write. A lone event was delivered and written in the route
