@@ -149,15 +149,10 @@ impl Reader<'_> {
     ) -> RedisError {
         let mut eof = false;
         loop {
-            // Events this read brought, whether routed in one batch or several.
-            let mut events = 0usize;
             loop {
                 match resp::decode(proto, buf) {
                     Ok(Some(value)) => match self.pushes.take(value, proto, &mut |_: Control| {}) {
-                        Ok(Some(input)) => {
-                            events += 1;
-                            self.batch.push(input);
-                        }
+                        Ok(Some(input)) => self.batch.push(input),
                         Ok(None) => {}
                         Err(e) => return e,
                     },
@@ -168,18 +163,16 @@ impl Reader<'_> {
                     self.route().await;
                 }
             }
+            let routed_any = !self.batch.is_empty();
             self.route().await;
             if eof {
                 // What came with the end is routed; report it.
                 return RedisError::Closed;
             }
-            if events > 1 {
+            if routed_any {
                 // Let the write loops and the inbox loop run before the next read: at
                 // saturation what arrives meanwhile comes in one read, and the writers get
-                // several frames a write. A lone event was delivered and written in the route
-                // itself (`OwnInbox::route`), and the read that brought it was short (the
-                // socket's readiness is cleared), so the next read waits without a yield: the
-                // yield would cost the runtime a poll of its reactor (an `epoll_wait`) per event.
+                // several frames a write.
                 tokio::task::yield_now().await;
             }
             if buf.len() > MAX_REPLY_BYTES {
