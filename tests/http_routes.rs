@@ -243,3 +243,69 @@ fn head_gets_headers_without_a_body() {
         "bytes between the HEAD response and the next one: {rest:?}"
     );
 }
+
+/// `n` pipelined `POST /api/publish` requests on channel `channel`, data 0..n.
+fn pipelined_publishes(channel: &str, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let body = format!(r#"{{"channel":"{channel}","data":{i}}}"#);
+        out.extend_from_slice(
+            format!(
+                "POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_before_an_upgrade_or_an_error() {
+    let gw = Gateway::start(&["--shards", "1"]);
+    let mut sub = gw.ws("/ws?subscribe=pipe");
+    assert_eq!(sub.recv_json()["op"], "subscribed");
+
+    // Twenty publishes and a WebSocket upgrade in one write: twenty 200s, then the 101.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = Vec::new();
+    let mut reqs = pipelined_publishes("pipe", 20);
+    reqs.extend_from_slice(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    s.write_all(&reqs).unwrap();
+    for i in 0..20 {
+        let r = read_http_response(&mut s, &mut buf);
+        assert_eq!(r.status, 200, "answer {i}");
+        assert_eq!(json_body(&r), json!({"ok": true}), "answer {i}");
+    }
+    let upgrade = read_http_response(&mut s, &mut buf);
+    assert_eq!(upgrade.status, 101);
+    for i in 0..20 {
+        assert_eq!(sub.recv_json(), json!({"channel": "pipe", "data": i}));
+    }
+
+    // Five publishes and a request with a bad Content-Length: five 200s, the 400, the end.
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = Vec::new();
+    let mut reqs = pipelined_publishes("pipe", 5);
+    reqs.extend_from_slice(b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n");
+    s.write_all(&reqs).unwrap();
+    for i in 0..5 {
+        assert_eq!(
+            read_http_response(&mut s, &mut buf).status,
+            200,
+            "answer {i}"
+        );
+    }
+    assert_eq!(read_http_response(&mut s, &mut buf).status, 400);
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut s, &mut rest).unwrap();
+    assert!(rest.is_empty() && buf.is_empty(), "{rest:?}");
+    for i in 0..5 {
+        assert_eq!(sub.recv_json(), json!({"channel": "pipe", "data": i}));
+    }
+}

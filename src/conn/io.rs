@@ -244,11 +244,18 @@ async fn http_phase(
     // answers 431/413.
     let limit = http::MAX_HEAD_BYTES + max_body;
     let mut eof = false;
+    // Answers to pipelined requests, written together once no complete request is left.
+    let mut unsent = Vec::new();
     loop {
         // Answer every complete request already buffered.
         loop {
-            match respond(shard, key, stream, &mut pending).await {
-                Step::NeedMore => break,
+            match respond(shard, key, stream, &mut pending, &mut unsent).await {
+                Step::NeedMore => {
+                    if !flush_unsent(stream, &mut unsent).await {
+                        return Next::Done;
+                    }
+                    break;
+                }
                 Step::Continue => {
                     deadline = (!pending.is_empty()).then(|| Instant::now() + head_timeout);
                     continue;
@@ -306,11 +313,29 @@ pub(super) enum Step {
     Finish(Next),
 }
 
+/// Most bytes of answers held for one write while pipelined requests keep coming.
+const UNSENT_MAX: usize = 64 * 1024;
+
+/// Writes the answers held in `unsent` (pipelined requests' answers, in order); false when
+/// the write failed.
+async fn flush_unsent(stream: &TcpStream, unsent: &mut Vec<u8>) -> bool {
+    if unsent.is_empty() {
+        return true;
+    }
+    let out = Bytes::from(std::mem::take(unsent));
+    stream.write_all(out).await.is_ok()
+}
+
+/// Answers the first complete request in `pending`. A plain request's answer on a keep-alive
+/// connection is added to `unsent`, so a client that pipelines requests gets their answers in
+/// one write instead of one write (and one completion to wait for) each; every other answer
+/// writes `unsent` first, keeping the order.
 async fn respond(
     shard: &ShardRef,
     key: ConnKey,
     stream: &TcpStream,
     pending: &mut Vec<u8>,
+    unsent: &mut Vec<u8>,
 ) -> Step {
     if pending.is_empty() {
         return Step::NeedMore;
@@ -320,6 +345,9 @@ async fn respond(
         Ok(Some(req)) => req,
         Ok(None) => return Step::NeedMore,
         Err(e) => {
+            if !flush_unsent(stream, unsent).await {
+                return Step::Finish(Next::Done);
+            }
             shard.borrow().stats().http_errors.inc();
             if e.status() == 431 {
                 let s = shard.borrow();
@@ -353,6 +381,9 @@ async fn respond(
     if crate::http::echoes::is_echoes_path(req.path) {
         let store = super::eio::echo_store(&shard.borrow(), listener);
         if let Some(store) = store {
+            if !flush_unsent(stream, unsent).await {
+                return Step::Finish(Next::Done);
+            }
             let Some(len) = req.content_length() else {
                 return finish_error(shard, stream, 400, "bad content-length").await;
             };
@@ -405,10 +436,16 @@ async fn respond(
     // Engine.IO (socketio routes) answers every request at its path, upgrades included.
     let eio_route = super::eio::route_of(&shard.borrow(), listener, req.path);
     if let Some(index) = eio_route {
+        if !flush_unsent(stream, unsent).await {
+            return Step::Finish(Next::Done);
+        }
         return Box::pin(super::eio::respond(shard, key, stream, index, pending)).await;
     }
     // The Squonk2 ESS internal API answers every request on its route, upgrades included.
     if let Some(index) = super::ess_api::route_of(shard, listener, req.path) {
+        if !flush_unsent(stream, unsent).await {
+            return Step::Finish(Next::Done);
+        }
         let answer =
             super::ess_api::respond(shard, &req, &pending[..], index, max_body, keep_alive);
         let (response, used, keep) = match Box::pin(answer).await {
@@ -426,6 +463,9 @@ async fn respond(
         return Step::Continue;
     }
     if req.is_websocket_upgrade() {
+        if !flush_unsent(stream, unsent).await {
+            return Step::Finish(Next::Done);
+        }
         let route = find_route(&shard.borrow(), listener, req.path);
         if let Some(route) = route {
             return super::route::upgrade(shard, key, stream, &req, route, pending).await;
@@ -487,9 +527,15 @@ async fn respond(
     }
     // Plain HTTP: wait for the whole body first.
     let Some(body_len) = req.content_length() else {
+        if !flush_unsent(stream, unsent).await {
+            return Step::Finish(Next::Done);
+        }
         return finish_error(shard, stream, 400, "bad content-length").await;
     };
     if body_len > max_body {
+        if !flush_unsent(stream, unsent).await {
+            return Step::Finish(Next::Done);
+        }
         return finish_error(shard, stream, 413, "body larger than max-message-bytes").await;
     }
     let total = req.head_len + body_len;
@@ -510,7 +556,12 @@ async fn respond(
         response = http::head_only(response);
     }
     pending.drain(..total);
-    if stream.write_all(response).await.is_err() || !keep_alive {
+    unsent.extend_from_slice(&response);
+    if !keep_alive {
+        let _ = flush_unsent(stream, unsent).await;
+        return Step::Finish(Next::Done);
+    }
+    if unsent.len() >= UNSENT_MAX && !flush_unsent(stream, unsent).await {
         return Step::Finish(Next::Done);
     }
     Step::Continue
