@@ -345,10 +345,6 @@ async fn respond(
         Ok(Some(req)) => req,
         Ok(None) => return Step::NeedMore,
         Err(e) => {
-            if !flush_unsent(stream, unsent).await {
-                return Step::Finish(Next::Done);
-            }
-            shard.borrow().stats().http_errors.inc();
             if e.status() == 431 {
                 let s = shard.borrow();
                 s.stats()
@@ -357,10 +353,7 @@ async fn respond(
                 let peer = s.conns.get(key).map(|c| c.peer);
                 tracing::debug!(peer = ?peer, "request head too large: 431");
             }
-            let _ = stream
-                .write_all(http::json_error(e.status(), &e.to_string(), false))
-                .await;
-            return Step::Finish(Next::Done);
+            return finish_held_error(shard, stream, unsent, e.status(), &e.to_string()).await;
         }
     };
     let keep_alive = req.keep_alive();
@@ -377,75 +370,76 @@ async fn respond(
         .conns
         .get(key)
         .map_or(0, |c| usize::from(c.listener));
+    let echo_store = crate::http::echoes::is_echoes_path(req.path)
+        .then(|| super::eio::echo_store(&shard.borrow(), listener))
+        .flatten();
+    let eio_route = super::eio::route_of(&shard.borrow(), listener, req.path);
+    let ess_route = super::ess_api::route_of(shard, listener, req.path);
+    // Only a plain request's answer joins the held ones: every other route writes its own
+    // answer (or takes the connection over), after them.
+    let plain = echo_store.is_none()
+        && eio_route.is_none()
+        && ess_route.is_none()
+        && !req.is_websocket_upgrade();
+    if !plain && !flush_unsent(stream, unsent).await {
+        return Step::Finish(Next::Done);
+    }
     // `GET /echoes` on a socketio route's listener with an echo store (SuperDARN, D6).
-    if crate::http::echoes::is_echoes_path(req.path) {
-        let store = super::eio::echo_store(&shard.borrow(), listener);
-        if let Some(store) = store {
-            if !flush_unsent(stream, unsent).await {
-                return Step::Finish(Next::Done);
-            }
-            let Some(len) = req.content_length() else {
-                return finish_error(shard, stream, 400, "bad content-length").await;
-            };
-            let used = req.head_len + len;
-            if pending.len() < used {
-                return Step::NeedMore;
-            }
-            let response = match req.method {
-                "GET" | "HEAD" => {
-                    let head = req.method == "HEAD";
-                    let answer = crate::http::echoes::respond(
-                        &store,
-                        (!req.query.is_empty()).then_some(req.query),
-                        std::time::SystemTime::now(),
-                        keep_alive,
-                    );
-                    let response = answer.await;
-                    if head {
-                        http::head_only(response)
-                    } else {
-                        response
-                    }
+    if let Some(store) = echo_store {
+        let Some(len) = req.content_length() else {
+            return finish_error(shard, stream, 400, "bad content-length").await;
+        };
+        let used = req.head_len + len;
+        if pending.len() < used {
+            return Step::NeedMore;
+        }
+        let response = match req.method {
+            "GET" | "HEAD" => {
+                let head = req.method == "HEAD";
+                let answer = crate::http::echoes::respond(
+                    &store,
+                    (!req.query.is_empty()).then_some(req.query),
+                    std::time::SystemTime::now(),
+                    keep_alive,
+                );
+                let response = answer.await;
+                if head {
+                    http::head_only(response)
+                } else {
+                    response
                 }
-                // Flask's answers for the route's other methods.
-                "OPTIONS" => http::response_with(
-                    200,
+            }
+            // Flask's answers for the route's other methods.
+            "OPTIONS" => http::response_with(
+                200,
+                "text/html; charset=utf-8",
+                &[("allow", b"HEAD, OPTIONS, GET")],
+                b"",
+                keep_alive,
+            ),
+            _ => {
+                shard.borrow().stats().http_errors.inc();
+                http::response_with(
+                    405,
                     "text/html; charset=utf-8",
                     &[("allow", b"HEAD, OPTIONS, GET")],
                     b"",
                     keep_alive,
-                ),
-                _ => {
-                    shard.borrow().stats().http_errors.inc();
-                    http::response_with(
-                        405,
-                        "text/html; charset=utf-8",
-                        &[("allow", b"HEAD, OPTIONS, GET")],
-                        b"",
-                        keep_alive,
-                    )
-                }
-            };
-            pending.drain(..used);
-            if stream.write_all(response).await.is_err() || !keep_alive {
-                return Step::Finish(Next::Done);
+                )
             }
-            return Step::Continue;
-        }
-    }
-    // Engine.IO (socketio routes) answers every request at its path, upgrades included.
-    let eio_route = super::eio::route_of(&shard.borrow(), listener, req.path);
-    if let Some(index) = eio_route {
-        if !flush_unsent(stream, unsent).await {
+        };
+        pending.drain(..used);
+        if stream.write_all(response).await.is_err() || !keep_alive {
             return Step::Finish(Next::Done);
         }
+        return Step::Continue;
+    }
+    // Engine.IO (socketio routes) answers every request at its path, upgrades included.
+    if let Some(index) = eio_route {
         return Box::pin(super::eio::respond(shard, key, stream, index, pending)).await;
     }
     // The Squonk2 ESS internal API answers every request on its route, upgrades included.
-    if let Some(index) = super::ess_api::route_of(shard, listener, req.path) {
-        if !flush_unsent(stream, unsent).await {
-            return Step::Finish(Next::Done);
-        }
+    if let Some(index) = ess_route {
         let answer =
             super::ess_api::respond(shard, &req, &pending[..], index, max_body, keep_alive);
         let (response, used, keep) = match Box::pin(answer).await {
@@ -463,9 +457,6 @@ async fn respond(
         return Step::Continue;
     }
     if req.is_websocket_upgrade() {
-        if !flush_unsent(stream, unsent).await {
-            return Step::Finish(Next::Done);
-        }
         let route = find_route(&shard.borrow(), listener, req.path);
         if let Some(route) = route {
             return super::route::upgrade(shard, key, stream, &req, route, pending).await;
@@ -527,16 +518,11 @@ async fn respond(
     }
     // Plain HTTP: wait for the whole body first.
     let Some(body_len) = req.content_length() else {
-        if !flush_unsent(stream, unsent).await {
-            return Step::Finish(Next::Done);
-        }
-        return finish_error(shard, stream, 400, "bad content-length").await;
+        return finish_held_error(shard, stream, unsent, 400, "bad content-length").await;
     };
     if body_len > max_body {
-        if !flush_unsent(stream, unsent).await {
-            return Step::Finish(Next::Done);
-        }
-        return finish_error(shard, stream, 413, "body larger than max-message-bytes").await;
+        let message = "body larger than max-message-bytes";
+        return finish_held_error(shard, stream, unsent, 413, message).await;
     }
     let total = req.head_len + body_len;
     if pending.len() < total {
@@ -590,6 +576,20 @@ pub(super) async fn finish_error(
     let _ = stream
         .write_all(http::json_error(status, message, false))
         .await;
+    Step::Finish(Next::Done)
+}
+
+/// [`finish_error`] on a connection holding answers: they go first, in the same write.
+async fn finish_held_error(
+    shard: &ShardRef,
+    stream: &TcpStream,
+    unsent: &mut Vec<u8>,
+    status: u16,
+    message: &str,
+) -> Step {
+    shard.borrow().stats().http_errors.inc();
+    unsent.extend_from_slice(&http::json_error(status, message, false));
+    let _ = flush_unsent(stream, unsent).await;
     Step::Finish(Next::Done)
 }
 
